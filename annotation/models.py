@@ -1,0 +1,217 @@
+"""Tables of the rating loop. Invariants live in database constraints; logic lives in services."""
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+    guidelines = models.TextField(blank=True, help_text="Markdown shown to raters.")
+    overlap = models.PositiveSmallIntegerField(
+        default=3, help_text="k: distinct raters needed per comparison."
+    )
+    lease_seconds = models.PositiveIntegerField(default=300)
+    # Secret used to pseudonymise rater ids in exports (stable per project).
+    export_secret = models.CharField(max_length=64, default=new_secret, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_gte_1"),
+            models.CheckConstraint(condition=Q(lease_seconds__gte=10), name="project_lease_gte_10"),
+        ]
+        permissions = [
+            ("rate", "Can rate comparisons"),
+            ("read_data", "Can read preference data and export it"),
+            ("operate", "Can manage projects, imports and rounds"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    # A conversation: [{"role": "user"|"assistant"|"system", "content": str}, ...]
+    messages = models.JSONField()
+    content_hash = models.CharField(max_length=64)
+    reference_answer = models.TextField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "content_hash"], name="prompt_unique_per_project"),
+        ]
+
+
+class Response(models.Model):
+    class Source(models.TextChoices):
+        IMPORTED = "imported"
+        WRITTEN = "written"
+        POLICY = "policy"
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    text = models.TextField()
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.IMPORTED)
+    model_name = models.CharField(max_length=200, blank=True)
+    # The policy checkpoint that wrote it (training.PolicyCheckpoint), once rounds exist.
+    policy_checkpoint_id = models.BigIntegerField(null=True, blank=True)
+    generation_params = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Comparison(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="comparisons")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="comparisons")
+    response_a = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    response_b = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    votes_needed = models.PositiveSmallIntegerField()
+    votes_count = models.PositiveSmallIntegerField(default=0)
+    priority = models.IntegerField(default=0)
+    round_id = models.BigIntegerField(null=True, blank=True)  # training.RLHFRound, later
+    gold_choice = models.CharField(max_length=8, blank=True)  # expected answer for gold items
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(votes_count__lte=models.F("votes_needed")), name="comparison_votes_lte_needed"
+            ),
+            models.CheckConstraint(
+                condition=~Q(response_a=models.F("response_b")), name="comparison_distinct_responses"
+            ),
+            models.CheckConstraint(
+                condition=Q(gold_choice__in=["", "a", "b", "tie", "both_bad"]),
+                name="comparison_gold_choice_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["project", "created_at"])]
+
+
+class Assignment(models.Model):
+    """One of the k rating slots of a comparison.
+
+    A comparison gets exactly `votes_needed` slots when it is created. A slot is open, leased
+    to one rater until `expires_at`, or done. Handing out slots (not counting leases) is what
+    makes the overlap exact under concurrency: each slot row is locked by one transaction
+    (SELECT ... FOR UPDATE SKIP LOCKED), and a rater can hold at most one slot of a comparison.
+    """
+
+    class State(models.TextChoices):
+        OPEN = "open"
+        LEASED = "leased"
+        DONE = "done"
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    slot = models.PositiveSmallIntegerField()
+    # Copied from the comparison so the queue scan reads one table and one index.
+    priority = models.IntegerField(default=0)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.OPEN)
+    rater = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    leased_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # "a" when response_a is shown on the left for this lease, else "b".
+    left = models.CharField(max_length=1, default="a")
+    lease_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "slot"], name="assignment_slot_unique"),
+            models.UniqueConstraint(
+                fields=["comparison", "rater"],
+                condition=Q(rater__isnull=False),
+                name="assignment_one_slot_per_rater",
+            ),
+            models.CheckConstraint(condition=Q(left__in=["a", "b"]), name="assignment_left_valid"),
+            models.CheckConstraint(
+                condition=Q(state="open", rater__isnull=True)
+                | Q(state__in=["leased", "done"], rater__isnull=False),
+                name="assignment_state_rater_consistent",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["project", "-priority", "comparison", "slot"],
+                condition=~Q(state="done"),
+                name="assignment_queue_idx",
+            ),
+            models.Index(fields=["rater", "state"], name="assignment_rater_state_idx"),
+        ]
+
+
+class Skip(models.Model):
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="skips")
+    reason = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["rater", "comparison"], name="skip_unique_per_rater"),
+        ]
+
+
+class Preference(models.Model):
+    class Choice(models.TextChoices):
+        A = "a", "A is better"
+        B = "b", "B is better"
+        TIE = "tie", "Tie"
+        BOTH_BAD = "both_bad", "Both bad"
+
+    class UnsafeCategory(models.TextChoices):
+        NONE = "", "—"
+        VIOLENCE = "violence"
+        HATE = "hate"
+        SEXUAL = "sexual"
+        SELF_HARM = "self_harm"
+        ILLEGAL = "illegal"
+        PII = "pii"
+        OTHER = "other"
+
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="preferences")
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="preferences")
+    choice = models.CharField(max_length=8, choices=Choice.choices)
+    strength = models.PositiveSmallIntegerField(null=True, blank=True)
+    rationale = models.TextField(blank=True)
+    unsafe_a = models.BooleanField(default=False)
+    unsafe_a_category = models.CharField(max_length=16, choices=UnsafeCategory.choices, blank=True)
+    unsafe_b = models.BooleanField(default=False)
+    unsafe_b_category = models.CharField(max_length=16, choices=UnsafeCategory.choices, blank=True)
+    shown_left = models.CharField(max_length=1)
+    client_ms = models.PositiveIntegerField(null=True, blank=True)
+    lease_ms = models.PositiveIntegerField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=64)
+    source = models.CharField(max_length=16, default="rater")  # rater | imported
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["rater", "comparison"], name="preference_one_vote_per_rater"),
+            models.UniqueConstraint(fields=["rater", "idempotency_key"], name="preference_idempotency_key"),
+            models.CheckConstraint(
+                condition=Q(choice__in=["a", "b", "tie", "both_bad"]), name="preference_choice_valid"
+            ),
+            models.CheckConstraint(
+                condition=(Q(choice__in=["a", "b"], strength__gte=1, strength__lte=3))
+                | Q(choice__in=["tie", "both_bad"], strength__isnull=True),
+                name="preference_strength_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(shown_left__in=["a", "b"]), name="preference_shown_left_valid"
+            ),
+        ]

@@ -1,0 +1,1 @@
+"""Writes. One module per domain; every function is `<entity>_<action>(*, ...)`."""

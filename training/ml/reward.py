@@ -1,21 +1,36 @@
 """Bradley–Terry reward model training, evaluation and scoring (pure torch/transformers).
 
-INTERFACE FIRST (the Django side codes against these names); bodies are being filled in.
+Loss per strict pair: -log sigmoid(r_chosen - r_rejected - margin(strength)); per tie (when
+kept): the Bradley–Terry likelihood of a draw, BCE(sigmoid(r_a - r_b), 0.5).
+
+Trainer: our own loop (backbones.fit), not TRL's RewardTrainer. On the HH-RLHF benchmark
+(bench/reward_hh.py, same split, backbone and hyper-parameters) it trains faster thanks to
+length-grouped batches, and it keeps the 3% of pairs longer than 512 tokens (truncated from
+the left) that RewardTrainer drops. RewardTrainer also has no notion of ties, needs an eos
+workaround for BERT tokenizers and truncates nothing. The loss is the same few lines.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
+from training.ml import backbones
 from training.ml.records import (
     PreferencePair,
+    SafetyExample,
     TrainingCancelled,
     TrainingError,
     TrainingProgress,
+    render_conversation,
 )
+
+Grouped = TypeVar("Grouped", PreferencePair, SafetyExample)
+TEXT_FORMAT = "role-lines-v1"  # records.render_conversation; stored with every model
 
 __all__ = [
     "RewardConfig",
@@ -115,14 +130,81 @@ class RewardResult:
 
 
 def split_by_prompt(
-    pairs: Sequence[PreferencePair], heldout_fraction: float, seed: int
-) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    pairs: Sequence[Grouped], heldout_fraction: float, seed: int
+) -> tuple[list[Grouped], list[Grouped]]:
     """(train, test): whole prompt groups go to one side, so no `group` is in both.
 
+    Works on anything with a `.group` (PreferencePair, SafetyExample).
+
     Deterministic: the same pairs, fraction and seed give the same split whatever the input
-    order (groups are ranked by a seeded hash). Input order is kept within each side.
+    order (groups are ranked by a seeded hash). Input order is kept within each side. The
+    test side gets round(fraction * number of groups) groups, at least one when the fraction
+    is positive and there are two or more groups.
     """
-    raise NotImplementedError
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise TrainingError(f"heldout_fraction must be in [0, 1), not {heldout_fraction}.")
+    groups = sorted({p.group for p in pairs})
+    if heldout_fraction == 0.0 or len(groups) < 2:
+        return list(pairs), []
+    n_test = min(len(groups) - 1, max(1, round(heldout_fraction * len(groups))))
+    ranked = sorted(groups, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
+    test_groups = set(ranked[:n_test])
+    train = [p for p in pairs if p.group not in test_groups]
+    test = [p for p in pairs if p.group in test_groups]
+    return train, test
+
+
+def _prepare(
+    pairs: Sequence[PreferencePair], config: RewardConfig
+) -> tuple[list[PreferencePair], list[float], list[bool], int]:
+    """(kept pairs, margin per pair, is_tie per pair, dropped count) under the config's modes."""
+    kept, margins, ties, dropped = [], [], [], 0
+    for pair in pairs:
+        if pair.kind == "strict":
+            margin = 0.0
+            if config.strength_margins is not None and pair.strength is not None:
+                margin = float(config.strength_margins[pair.strength - 1])
+            kept.append(pair), margins.append(margin), ties.append(False)
+        elif (pair.kind == "tie" and config.tie_mode == "equal") or (
+            pair.kind == "both_bad" and config.both_bad_mode == "equal"
+        ):
+            kept.append(pair), margins.append(0.0), ties.append(True)
+        else:
+            dropped += 1
+    return kept, margins, ties, dropped
+
+
+def pair_losses(r_a, r_b, margins, ties, tie_weight: float = 1.0):
+    """Per-pair loss tensor: Bradley–Terry with margin for strict pairs, draw likelihood for ties.
+
+    r_a, r_b: rewards of chosen / first and rejected / second; margins, ties: float / bool tensors.
+    """
+    import torch.nn.functional as F
+
+    diff = r_a - r_b
+    strict = -F.logsigmoid(diff - margins)
+    tie = -0.5 * (F.logsigmoid(diff) + F.logsigmoid(-diff)) * tie_weight
+    return strict.where(~ties, tie)
+
+
+def _check_config(config: RewardConfig) -> None:
+    problems = []
+    if config.batch_size < 1:
+        problems.append("batch_size must be at least 1")
+    if config.epochs < 1:
+        problems.append("epochs must be at least 1")
+    if config.learning_rate <= 0:
+        problems.append("learning_rate must be positive")
+    if config.max_length < 8:
+        problems.append("max_length must be at least 8 tokens")
+    if config.tie_mode not in ("drop", "equal"):
+        problems.append(f"tie_mode must be 'drop' or 'equal', not {config.tie_mode!r}")
+    if config.both_bad_mode not in ("drop", "equal"):
+        problems.append(f"both_bad_mode must be 'drop' or 'equal', not {config.both_bad_mode!r}")
+    if config.strength_margins is not None and len(config.strength_margins) != 3:
+        problems.append("strength_margins needs three values (strength 1, 2, 3) or None")
+    if problems:
+        raise TrainingError("Bad reward config: " + "; ".join(problems) + ".")
 
 
 def train_reward_model(
@@ -144,25 +226,174 @@ def train_reward_model(
     folder, no trainable pairs, or a bad config. `output_dir` is created if missing; the
     caller makes it a temp folder and renames it (see checkpoints.atomic_output_dir).
     """
-    raise NotImplementedError
+    import torch
+
+    _check_config(config)
+    if eval_pairs is None:
+        train, test = split_by_prompt(pairs, config.heldout_fraction, config.seed)
+    else:
+        train, test = list(pairs), list(eval_pairs)
+    kept, margins, ties, dropped = _prepare(train, config)
+    if not kept:
+        raise TrainingError(
+            f"No pairs to train on: {len(pairs)} given, {len(train)} in the training split, "
+            f"{dropped} ties / both-bad left out (tie_mode={config.tie_mode!r})."
+        )
+    backbones.set_threads(config.threads)
+    torch.manual_seed(config.seed)  # the new head
+    model, tokenizer = backbones.load_classifier(config.backbone, num_labels=1, what="reward backbone")
+    if config.disable_dropout:
+        backbones.disable_dropout(model)
+    max_length = backbones.position_limit(model, tokenizer, config.max_length)
+    chosen = backbones.encode(tokenizer, [render_conversation(p.prompt, p.chosen) for p in kept], max_length)
+    rejected = backbones.encode(
+        tokenizer, [render_conversation(p.prompt, p.rejected) for p in kept], max_length
+    )
+    lengths = [max(len(a), len(b)) for a, b in zip(chosen, rejected, strict=True)]
+    margin_t = torch.tensor(margins, dtype=torch.float32)
+    tie_t = torch.tensor(ties, dtype=torch.bool)
+    pad_id = tokenizer.pad_token_id
+
+    def batch_loss(batch: list[int]):
+        logits = backbones.forward_logits(
+            model, [chosen[i] for i in batch] + [rejected[i] for i in batch], pad_id
+        )
+        rewards = logits.squeeze(-1).float()
+        r_a, r_b = rewards[: len(batch)], rewards[len(batch) :]
+        return pair_losses(r_a, r_b, margin_t[batch], tie_t[batch], config.tie_weight).mean()
+
+    report = backbones.fit(
+        model,
+        lambda epoch: backbones.batches(
+            lengths, config.batch_size, config.seed + epoch, group_by_length=config.length_grouping
+        ),
+        batch_loss,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        epochs=config.epochs,
+        max_grad_norm=config.max_grad_norm,
+        max_steps=config.max_steps,
+        time_limit_s=config.time_limit_s,
+        on_progress=on_progress,
+        should_stop=should_stop,
+    )
+    scorer = RewardScorer(model, tokenizer, max_length)
+    held = evaluate(scorer, test, batch_size=config.eval_batch_size) if test else {}
+    if should_stop is not None and should_stop():
+        raise TrainingCancelled("Training cancelled before saving.")
+    output_dir = Path(output_dir)
+    backbones.save_classifier(
+        model,
+        tokenizer,
+        output_dir,
+        {
+            "kind": "reward",
+            "text_format": TEXT_FORMAT,
+            "max_length": max_length,
+            "backbone": str(backbones.resolve_backbone(config.backbone)),
+            "config": asdict(config),
+        },
+    )
+    metrics = {
+        "heldout_accuracy": held.get("accuracy"),
+        "heldout_loss": held.get("loss"),
+        "ece": held.get("ece"),
+        "heldout_mean_margin": held.get("mean_margin"),
+        "train_pairs": len(kept),
+        "test_pairs": held.get("pairs", 0),
+        "dropped_pairs": dropped,
+        "steps": report.steps,
+        "train_seconds": round(report.seconds, 3),
+        "pairs_per_second": round(report.items_seen / report.seconds, 3) if report.seconds > 0 else None,
+        "stopped_early": report.stopped_early,
+        "max_length": max_length,
+        "trainer": "own loop (training.ml.backbones.fit)",
+    }
+    return RewardResult(
+        model_dir=output_dir,
+        metrics=metrics,
+        loss_curve=report.loss_curve,
+        train_ids=[p.pair_id for p in kept],
+        test_ids=[p.pair_id for p in test],
+    )
+
+
+def expected_calibration_error(probs: Sequence[float], bins: int = 10) -> float:
+    """ECE of P(chosen beats rejected) for pairs whose true winner is `chosen`.
+
+    Each prediction's confidence is max(p, 1 - p) and it is correct when p > 0.5; confidences
+    fall in `bins` equal bins over [0.5, 1]; ECE = sum over bins of
+    (bin size / n) * |mean confidence - accuracy|.
+    """
+    if not probs:
+        return float("nan")
+    totals = [[0, 0.0, 0.0] for _ in range(bins)]  # count, confidence sum, correct sum
+    for p in probs:
+        conf = max(p, 1.0 - p)
+        b = min(bins - 1, int((conf - 0.5) * 2 * bins))
+        totals[b][0] += 1
+        totals[b][1] += conf
+        totals[b][2] += 1.0 if p > 0.5 else (0.5 if p == 0.5 else 0.0)
+    n = len(probs)
+    return sum(c / n * abs(s / c - k / c) for c, s, k in totals if c)
 
 
 def evaluate(
     scorer_or_dir: RewardScorer | Path | str, pairs: Sequence[PreferencePair], *, batch_size: int = 32
 ) -> dict:
-    """accuracy, loss, ece, mean_margin and pairs over the STRICT pairs of `pairs`."""
-    raise NotImplementedError
+    """accuracy, loss, ece, mean_margin and pairs over the STRICT pairs of `pairs`.
+
+    accuracy counts a pair as right when r_chosen > r_rejected (an exact tie counts half);
+    loss is the mean -log sigmoid(r_chosen - r_rejected) without margins; mean_margin the
+    mean r_chosen - r_rejected. Values are None when there is no strict pair.
+    """
+    strict = [p for p in pairs if p.kind == "strict"]
+    if not strict:
+        return {"accuracy": None, "loss": None, "ece": None, "mean_margin": None, "pairs": 0}
+    scorer = scorer_or_dir if isinstance(scorer_or_dir, RewardScorer) else RewardScorer.load(scorer_or_dir)
+    prompts = [p.prompt for p in strict]
+    both = scorer.score(
+        prompts + prompts, [p.chosen for p in strict] + [p.rejected for p in strict], batch_size
+    )
+    diffs = [a - b for a, b in zip(both[: len(strict)], both[len(strict) :], strict=True)]
+    probs = [1.0 / (1.0 + math.exp(-d)) if d > -700 else 0.0 for d in diffs]
+    n = len(diffs)
+    return {
+        "accuracy": sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in diffs) / n,
+        "loss": sum(math.log1p(math.exp(-d)) if d > -30 else -d for d in diffs) / n,
+        "ece": expected_calibration_error(probs),
+        "mean_margin": sum(diffs) / n,
+        "pairs": n,
+    }
 
 
 class RewardScorer:
     """A trained reward model ready to score (conversation, response) pairs."""
 
+    def __init__(self, model, tokenizer, max_length: int):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
     @classmethod
     def load(cls, model_dir: Path | str, *, threads: int | None = None) -> RewardScorer:
         """Load a folder written by train_reward_model (or any 1-label sequence classifier)."""
-        raise NotImplementedError
+        backbones.set_threads(threads)
+        folder = Path(model_dir)
+        model, tokenizer = backbones.load_classifier(folder, num_labels=None, what="reward model")
+        if model.config.num_labels != 1:
+            raise TrainingError(f"{folder} has {model.config.num_labels} labels; a reward model has one.")
+        saved = backbones.read_ml_config(folder)
+        max_length = backbones.position_limit(model, tokenizer, saved.get("max_length", 512))
+        return cls(model, tokenizer, max_length)
 
     def score(self, prompts: list[list[dict]], responses: list[str], batch_size: int = 32) -> list[float]:
         """One reward per (prompt, response), in input order. Batched by length, no grad,
         dynamic padding, left truncation to the trained max_length."""
-        raise NotImplementedError
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        texts = [render_conversation(p, r) for p, r in zip(prompts, responses, strict=True)]
+        ids = backbones.encode(self.tokenizer, texts, self.max_length)
+        logits = backbones.predict(self.model, ids, self.tokenizer.pad_token_id, batch_size)
+        return [float(x) for x in logits[:, 0]] if len(ids) else []

@@ -3,17 +3,26 @@
 A lexical prior (the scikit-learn model shipped in `alt-profanity-check`) until raters have
 flagged enough responses; then a sequence classifier on the same kind of backbone as the
 reward model, trained from the raters' unsafe flags. Any Hugging Face classifier folder
-can be loaded in its place. INTERFACE FIRST; bodies are being filled in.
+can be loaded in its place.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from training.ml.records import SafetyExample, TrainingCancelled, TrainingError, TrainingProgress
+from training.ml import backbones
+from training.ml.records import (
+    SafetyExample,
+    TrainingCancelled,
+    TrainingError,
+    TrainingProgress,
+    render_conversation,
+)
+from training.ml.reward import TEXT_FORMAT, split_by_prompt
 
 __all__ = [
     "MIN_FLAGGED_EXAMPLES",
@@ -89,22 +98,83 @@ class SafetyResult:
 
 
 class LexicalToxicity:
-    """Word-level profanity probability from `alt-profanity-check` (prior; response text only)."""
+    """Word-level profanity probability from `alt-profanity-check` (prior; response text only).
+
+    The package's scikit-learn model loads on first use (joblib, ~0.1 s) and is shared.
+    """
 
     def score(self, prompts: list[list[dict]], responses: list[str]) -> list[float]:
-        raise NotImplementedError
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        if not responses:
+            return []
+        from profanity_check import predict_prob
+
+        return [min(1.0, max(0.0, float(p))) for p in predict_prob(list(responses))]
+
+
+_UNSAFE_LABEL_WORDS = ("toxic", "unsafe", "offensive", "hate", "harm")
 
 
 class LearnedToxicity:
     """A sequence classifier folder: ours (1 logit, sigmoid) or any HF classifier (softmax,
     probability of the label named toxic/unsafe, else label 1)."""
 
+    def __init__(self, model, tokenizer, max_length: int):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        labels = {int(k): str(v).lower() for k, v in (model.config.id2label or {}).items()}
+        self.unsafe_index = 0 if model.config.num_labels == 1 else 1
+        for index, name in sorted(labels.items()):
+            if (
+                model.config.num_labels > 1
+                and any(w in name for w in _UNSAFE_LABEL_WORDS)
+                and "non" not in name
+            ):
+                self.unsafe_index = index
+                break
+
     @classmethod
     def load(cls, model_dir: Path | str, *, threads: int | None = None) -> LearnedToxicity:
-        raise NotImplementedError
+        backbones.set_threads(threads)
+        folder = Path(model_dir)
+        model, tokenizer = backbones.load_classifier(folder, num_labels=None, what="safety classifier")
+        saved = backbones.read_ml_config(folder)
+        return cls(model, tokenizer, backbones.position_limit(model, tokenizer, saved.get("max_length", 512)))
 
     def score(self, prompts: list[list[dict]], responses: list[str], batch_size: int = 32) -> list[float]:
-        raise NotImplementedError
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        texts = [render_conversation(p, r) for p, r in zip(prompts, responses, strict=True)]
+        ids = backbones.encode(self.tokenizer, texts, self.max_length)
+        if not ids:
+            return []
+        logits = backbones.predict(self.model, ids, self.tokenizer.pad_token_id, batch_size)
+        if logits.shape[1] == 1:
+            probs = logits[:, 0].sigmoid()
+        else:
+            probs = logits.softmax(-1)[:, self.unsafe_index]
+        return [float(p) for p in probs]
+
+
+def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Area under the ROC curve (Mann–Whitney U with tied scores counted half); None without
+    both classes. Written here to keep scikit-learn out of the training path's imports."""
+    pos = [s for s, y in zip(scores, labels, strict=True) if y]
+    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
+    if not pos or not neg:
+        return None
+    ranked = sorted((s, y) for s, y in zip(scores, labels, strict=True))
+    rank_sum, i = 0.0, 0
+    while i < len(ranked):  # average ranks over runs of equal scores
+        j = i
+        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
+            j += 1
+        mean_rank = (i + j) / 2 + 1
+        rank_sum += mean_rank * sum(1 for k in range(i, j + 1) if ranked[k][1])
+        i = j + 1
+    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
 
 
 def train_safety_classifier(
@@ -118,12 +188,104 @@ def train_safety_classifier(
     """Train a 1-logit unsafe classifier (binary cross-entropy) and save it into output_dir.
 
     Needs at least one unsafe and one safe example (TrainingError otherwise); callers apply
-    MIN_FLAGGED_EXAMPLES / enough_flags() before choosing to train. Cancellation, progress
-    and errors behave as in reward.train_reward_model.
+    MIN_FLAGGED_EXAMPLES / enough_flags() before choosing to train. The held-out split is by
+    prompt, as for the reward model. Cancellation, progress and errors behave as in
+    reward.train_reward_model.
     """
-    raise NotImplementedError
+    import torch
+    import torch.nn.functional as F
+
+    unsafe = sum(1 for e in examples if e.unsafe)
+    if unsafe == 0 or unsafe == len(examples):
+        raise TrainingError(
+            f"A safety classifier needs both unsafe and safe examples; got {unsafe} unsafe of {len(examples)}."
+        )
+    if config.batch_size < 1 or config.epochs < 1 or config.learning_rate <= 0:
+        raise TrainingError(
+            "Bad safety config: batch_size and epochs must be at least 1, learning_rate positive."
+        )
+    train, test = split_by_prompt(examples, config.heldout_fraction, config.seed)
+    backbones.set_threads(config.threads)
+    torch.manual_seed(config.seed)
+    model, tokenizer = backbones.load_classifier(config.backbone, num_labels=1, what="safety backbone")
+    if config.disable_dropout:
+        backbones.disable_dropout(model)
+    max_length = backbones.position_limit(model, tokenizer, config.max_length)
+    ids = backbones.encode(tokenizer, [e.text() for e in train], max_length)
+    targets = torch.tensor([1.0 if e.unsafe else 0.0 for e in train])
+    # Flags are rare: weight the unsafe class so it is not learned as "always safe".
+    train_unsafe = int(targets.sum())
+    pos_weight = torch.tensor((len(train) - train_unsafe) / max(1, train_unsafe))
+    pad_id = tokenizer.pad_token_id
+
+    def batch_loss(batch: list[int]):
+        logits = backbones.forward_logits(model, [ids[i] for i in batch], pad_id).squeeze(-1).float()
+        return F.binary_cross_entropy_with_logits(logits, targets[batch], pos_weight=pos_weight)
+
+    report = backbones.fit(
+        model,
+        lambda epoch: backbones.batches(
+            [len(x) for x in ids],
+            config.batch_size,
+            config.seed + epoch,
+            group_by_length=config.length_grouping,
+        ),
+        batch_loss,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        epochs=config.epochs,
+        max_grad_norm=config.max_grad_norm,
+        max_steps=config.max_steps,
+        time_limit_s=config.time_limit_s,
+        on_progress=on_progress,
+        should_stop=should_stop,
+    )
+    scorer = LearnedToxicity(model, tokenizer, max_length)
+    held: dict = {"heldout_accuracy": None, "heldout_auc": None, "heldout_loss": None}
+    if test:
+        probs = scorer.score([e.prompt for e in test], [e.response for e in test], config.eval_batch_size)
+        labels = [e.unsafe for e in test]
+        eps = 1e-7
+        held = {
+            "heldout_accuracy": sum((p > 0.5) == y for p, y in zip(probs, labels, strict=True)) / len(test),
+            "heldout_auc": roc_auc(probs, labels),
+            "heldout_loss": -sum(
+                math.log(min(1 - eps, max(eps, p if y else 1 - p)))
+                for p, y in zip(probs, labels, strict=True)
+            )
+            / len(test),
+        }
+    if should_stop is not None and should_stop():
+        raise TrainingCancelled("Training cancelled before saving.")
+    output_dir = Path(output_dir)
+    backbones.save_classifier(
+        model,
+        tokenizer,
+        output_dir,
+        {
+            "kind": "safety",
+            "text_format": TEXT_FORMAT,
+            "max_length": max_length,
+            "backbone": str(backbones.resolve_backbone(config.backbone)),
+            "config": asdict(config),
+        },
+    )
+    metrics = {
+        **held,
+        "train_examples": len(train),
+        "test_examples": len(test),
+        "train_unsafe": train_unsafe,
+        "steps": report.steps,
+        "train_seconds": round(report.seconds, 3),
+        "examples_per_second": round(report.items_seen / report.seconds, 3) if report.seconds > 0 else None,
+        "stopped_early": report.stopped_early,
+    }
+    return SafetyResult(model_dir=output_dir, metrics=metrics, loss_curve=report.loss_curve)
 
 
 def load_toxicity(model_dir: Path | str | None) -> ToxicityScorer:
     """The learned classifier in `model_dir`, or the lexical prior when None / empty."""
-    raise NotImplementedError
+    if model_dir is None or str(model_dir).strip() == "":
+        return LexicalToxicity()
+    return LearnedToxicity.load(model_dir)

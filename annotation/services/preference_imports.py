@@ -1,0 +1,288 @@
+"""Import existing preference data (Anthropic HH-RLHF or TRL lines) as comparisons + votes.
+
+Every valid line becomes one comparison (prompt, response A, response B) and one imported
+preference on it. The rules, chosen so an import is reproducible and auditable:
+
+- Side: the chosen response is always response A and the vote is "a" (shown_left "a"); the
+  comparison's metadata records `{"imported": {"chosen": "a", ...}}`. Raters who later see the
+  pair through `--queue` get left/right randomised per lease by the queue as usual.
+- Strength: HH-RLHF and TRL carry none, and the database asks for 1–3 on a strict vote, so
+  imported votes get 2 ("better"), the middle of the scale (`IMPORTED_STRENGTH`).
+- Rater: one system user per project and format (`import-<format>-p<project id>`), inactive,
+  with no usable password and no groups: it can never log in, and exports can tell imported
+  votes (source "imported") from raters' votes.
+- Queue: by default the comparison is created complete (votes_needed 1, its one slot done by
+  the import user), so it never enters the rating queue. With `queue=True` it also gets the
+  project's k open slots for raters (votes_needed k + 1).
+- Dedupe: each pair's idempotency key is the sha256 of its parsed content (prompt messages,
+  chosen, rejected), so re-importing a file, or the same pair in the other format or with
+  different JSON spacing, is detected; such lines are skipped and reported.
+- All or nothing: every line is parsed first; if any line is bad, the errors (with line
+  numbers) are raised and nothing is written. The writes are bulk inserts in one transaction.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.utils import timezone
+
+from annotation.errors import ServiceError
+from annotation.formats import FormatError, normalise_messages, split_hh_pair
+from annotation.models import Assignment, Comparison, Preference, Project, Response
+from annotation.services.comparisons import ComparisonSpec, comparisons_create
+
+FORMATS = ("hh", "trl")
+IMPORTED_STRENGTH = 2
+_IMPORT_LOCK_NAMESPACE = 7_003  # pg_advisory_xact_lock(namespace, project_id)
+MAX_LINE_BYTES = 5 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LineError:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ParsedPair:
+    line: int
+    messages: list[dict]
+    chosen: str
+    rejected: str
+    key: str
+
+
+@dataclass
+class ImportReport:
+    format: str
+    lines: int = 0  # non-blank lines read
+    created: int = 0
+    duplicates: list[tuple[int, str]] = field(default_factory=list)  # (line, why skipped)
+    comparison_ids: list[int] = field(default_factory=list)
+
+
+class PreferenceImportInvalid(ServiceError):
+    """The file has bad lines; `.errors` lists them all. Nothing was written."""
+
+    def __init__(self, errors: list[LineError], lines: int):
+        self.errors = errors
+        self.lines = lines
+        super().__init__(
+            f"{len(errors)} of {lines} lines are invalid; nothing was imported.", code="invalid_lines"
+        )
+
+
+def pair_key(messages: list[dict], chosen: str, rejected: str) -> str:
+    canonical = json.dumps(
+        {"prompt": messages, "chosen": chosen, "rejected": rejected},
+        ensure_ascii=False,
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def read_lines(path: str | Path) -> Iterator[bytes]:
+    """Lines of a JSONL file, gunzipped when it is gzip (by its magic bytes, not its name)."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    opener = gzip.open if magic == b"\x1f\x8b" else open
+    with opener(path, "rb") as fh:
+        yield from fh
+
+
+def _response_text(value, side: str) -> tuple[str, list[dict] | None]:
+    """(text, preceding messages or None) of a TRL chosen/rejected value."""
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, list) and value:
+        last = value[-1]
+        if (
+            not isinstance(last, dict)
+            or last.get("role") != "assistant"
+            or not isinstance(last.get("content"), str)
+        ):
+            raise FormatError(f"'{side}' as a message list must end with an assistant message")
+        return last["content"], value[:-1]
+    raise FormatError(f"'{side}' must be a string or a non-empty list of messages")
+
+
+def _parse_trl(obj: dict) -> tuple[list[dict], str, str]:
+    for name in ("chosen", "rejected"):
+        if name not in obj:
+            raise FormatError(f"missing '{name}'")
+    chosen, chosen_ctx = _response_text(obj["chosen"], "chosen")
+    rejected, rejected_ctx = _response_text(obj["rejected"], "rejected")
+    if "prompt" in obj:
+        if chosen_ctx or rejected_ctx:
+            raise FormatError("with a 'prompt', 'chosen' and 'rejected' hold only the assistant's reply")
+        messages = normalise_messages(obj["prompt"])
+    else:
+        # TRL's implicit-prompt form: both are full conversations sharing everything but the reply.
+        if chosen_ctx is None or rejected_ctx is None:
+            raise FormatError("missing 'prompt' (only allowed when chosen and rejected are conversations)")
+        if chosen_ctx != rejected_ctx:
+            raise FormatError("without 'prompt', chosen and rejected must share all but their last message")
+        messages = normalise_messages(chosen_ctx)
+    return messages, chosen, rejected
+
+
+def _parse_hh(obj: dict) -> tuple[list[dict], str, str]:
+    for name in ("chosen", "rejected"):
+        if name not in obj:
+            raise FormatError(f"missing '{name}'")
+    return split_hh_pair(obj["chosen"], obj["rejected"])
+
+
+def parse_preference_lines(
+    lines: Iterable[bytes | str], fmt: str
+) -> tuple[list[ParsedPair], list[LineError], int]:
+    """(pairs, errors, non-blank line count). Pure: reads nothing but `lines`."""
+    if fmt not in FORMATS:
+        raise ServiceError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.", code="format")
+    parse = _parse_hh if fmt == "hh" else _parse_trl
+    pairs: list[ParsedPair] = []
+    errors: list[LineError] = []
+    count = 0
+    for number, raw in enumerate(lines, start=1):
+        if isinstance(raw, bytes):
+            if len(raw) > MAX_LINE_BYTES:
+                count += 1
+                errors.append(LineError(number, f"line longer than {MAX_LINE_BYTES} bytes"))
+                continue
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                count += 1
+                errors.append(LineError(number, f"not UTF-8 ({exc.reason} at byte {exc.start})"))
+                continue
+        if not raw.strip():
+            continue
+        count += 1
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            errors.append(LineError(number, f"not JSON ({exc.msg}, column {exc.colno})"))
+            continue
+        if not isinstance(obj, dict):
+            errors.append(LineError(number, "a line must be a JSON object"))
+            continue
+        try:
+            messages, chosen, rejected = parse(obj)
+        except FormatError as exc:
+            errors.append(LineError(number, str(exc)))
+            continue
+        if "\x00" in chosen + rejected or any("\x00" in m["content"] for m in messages):
+            errors.append(LineError(number, "contains a NUL character"))
+            continue
+        if chosen == rejected:
+            errors.append(LineError(number, "chosen and rejected are the same text"))
+            continue
+        pairs.append(ParsedPair(number, messages, chosen, rejected, pair_key(messages, chosen, rejected)))
+    return pairs, errors, count
+
+
+def import_user(*, project: Project, fmt: str):
+    """The system user that imported votes of this project and format are recorded under."""
+    User = get_user_model()
+    user, created = User.objects.get_or_create(
+        username=f"import-{fmt}-p{project.pk}", defaults={"is_active": False}
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+def _already_imported(project: Project, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), 5000):
+        found.update(
+            Preference.objects.filter(
+                comparison__project=project, source="imported", idempotency_key__in=keys[start : start + 5000]
+            ).values_list("idempotency_key", flat=True)
+        )
+    return found
+
+
+@transaction.atomic
+def preferences_import(
+    *,
+    project: Project,
+    lines: Iterable[bytes | str],
+    fmt: str,
+    queue: bool = False,
+    source_name: str = "",
+) -> ImportReport:
+    """Parse every line, then (only if all are valid) write comparisons + imported votes."""
+    pairs, errors, count = parse_preference_lines(lines, fmt)
+    if errors:
+        raise PreferenceImportInvalid(errors, count)
+    report = ImportReport(format=fmt, lines=count)
+    with connection.cursor() as cur:  # one import per project at a time: dedupe stays exact
+        cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_IMPORT_LOCK_NAMESPACE, project.pk])
+    existing = _already_imported(project, [p.key for p in pairs])
+    first_line: dict[str, int] = {}
+    fresh: list[ParsedPair] = []
+    for p in pairs:
+        if p.key in existing:
+            report.duplicates.append((p.line, "already imported into this project"))
+        elif p.key in first_line:
+            report.duplicates.append((p.line, f"same pair as line {first_line[p.key]}"))
+        else:
+            first_line[p.key] = p.line
+            fresh.append(p)
+    if not fresh:
+        return report
+
+    user = import_user(project=project, fmt=fmt)
+    specs = [
+        ComparisonSpec(
+            messages=p.messages,
+            response_a=p.chosen,
+            response_b=p.rejected,
+            metadata={"imported": {"format": fmt, "file": source_name, "line": p.line, "chosen": "a"}},
+        )
+        for p in fresh
+    ]
+    votes_needed = 1 + (project.overlap if queue else 0)
+    comparisons = comparisons_create(
+        project=project, specs=specs, source=Response.Source.IMPORTED, votes_needed=votes_needed
+    )
+    ids = [c.pk for c in comparisons]
+    now = timezone.now()
+    # Slot 0 of each comparison holds the imported vote; the others (with queue) stay open.
+    Assignment.objects.filter(comparison_id__in=ids, slot=0).update(
+        state=Assignment.State.DONE, rater=user, leased_at=now, expires_at=now
+    )
+    Comparison.objects.filter(pk__in=ids).update(votes_count=1)
+    Preference.objects.bulk_create(
+        [
+            Preference(
+                rater=user,
+                comparison=c,
+                choice=Preference.Choice.A,
+                strength=IMPORTED_STRENGTH,
+                shown_left="a",
+                idempotency_key=p.key,
+                source="imported",
+            )
+            for c, p in zip(comparisons, fresh, strict=True)
+        ],
+        batch_size=2000,
+    )
+    report.created = len(comparisons)
+    report.comparison_ids = ids
+    return report

@@ -1,0 +1,238 @@
+"""Iterative-DPO policy update: one round's preference pairs -> a new policy checkpoint. No Django.
+
+TRL's `DPOTrainer` (sigmoid loss) does the work; this module adapts plain pairs to its
+conversational dataset format, sets the CPU-safe options (MODELS.md: bf16 off, gradient
+checkpointing off, `use_cpu`), passes the reference policy explicitly (loaded from its folder,
+so nothing is rebuilt from a model held only in memory), reports progress, honours
+cancellation between steps, and writes the new checkpoint atomically. The trainer's own
+scratch output goes to a temporary folder that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from training.ml.policy import DPOUpdateConfig, save_policy
+from training.ml.records import TrainingCancelled, TrainingError, TrainingProgress
+
+__all__ = ["DPOResult", "DPOUpdateConfig", "PolicyPair", "dpo_update", "fit_prompt"]
+
+logger = logging.getLogger(__name__)
+
+
+class PairLike(Protocol):
+    """Anything with a prompt conversation and two responses (records.PreferencePair fits)."""
+
+    prompt: list[dict]
+    chosen: str
+    rejected: str
+
+
+@dataclass(frozen=True)
+class PolicyPair:
+    """A minimal preference pair for the policy update (e.g. the reward model's best vs worst of n)."""
+
+    prompt: list[dict]
+    chosen: str
+    rejected: str
+
+
+@dataclass(frozen=True)
+class DPOResult:
+    """The new policy checkpoint and what the update did.
+
+    metrics   loss (mean over the run), final_loss (last logged step), reward_accuracy and
+              reward_margin (TRL's implicit-reward accuracy and chosen-minus-rejected margin,
+              averaged over logged steps), train_seconds, pairs_used, pairs_skipped.
+    steps     optimiser steps taken.
+    """
+
+    model_dir: Path
+    sha256: str
+    metrics: dict = field(default_factory=dict)
+    steps: int = 0
+
+
+def fit_prompt(tokenizer, messages: list[dict], max_tokens: int) -> list[dict] | None:
+    """The prompt with its oldest turns dropped until it fits in `max_tokens`; None if it cannot.
+
+    A leading system message is kept, and the last turn is never dropped (whole turns only:
+    a half turn would put words in someone's mouth).
+    """
+    from training.ml.generation import render_prompt
+
+    def length(msgs: list[dict]) -> int:
+        return len(tokenizer(render_prompt(tokenizer, msgs), add_special_tokens=False)["input_ids"])
+
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    turns = list(messages[len(system) :])
+    while turns:
+        candidate = system + turns
+        if length(candidate) <= max_tokens:
+            return candidate
+        if len(turns) == 1:
+            break
+        turns = turns[1:]
+    return None
+
+
+def _is_strict(pair) -> bool:
+    return getattr(pair, "kind", "strict") == "strict"
+
+
+def dpo_update(
+    policy_dir: Path | str,
+    reference_dir: Path | str,
+    pairs: Sequence[PairLike],
+    config: DPOUpdateConfig,
+    output_dir: Path | str,
+    *,
+    on_progress: Callable[[TrainingProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> DPOResult:
+    """Train the policy in `policy_dir` on `pairs` with DPO against `reference_dir`; save to `output_dir`.
+
+    Pairs whose `kind` (if they have one) is "tie" or "both_bad" carry no preference and are
+    left out, as are pairs whose prompt cannot fit `config.max_prompt_length`. `output_dir`
+    must not exist; it is written only when training finished. Raises TrainingError when no
+    usable pair is left, TrainingCancelled when `should_stop()` returns True between steps
+    (then nothing is written).
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from training.ml.policy import load_tokenizer
+
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        raise TrainingError(f"{output_dir} already exists; a policy checkpoint is written once")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+    tokenizer = load_tokenizer(policy_dir)
+    rows, skipped = [], 0
+    for pair in pairs:
+        prompt = (
+            fit_prompt(tokenizer, list(pair.prompt), config.max_prompt_length) if _is_strict(pair) else None
+        )
+        if (
+            prompt is None
+            or not pair.chosen.strip()
+            or not pair.rejected.strip()
+            or pair.chosen == pair.rejected
+        ):
+            skipped += 1
+            continue
+        rows.append(
+            {
+                "prompt": [{"role": m["role"], "content": m["content"]} for m in prompt],
+                "chosen": [{"role": "assistant", "content": pair.chosen}],
+                "rejected": [{"role": "assistant", "content": pair.rejected}],
+            }
+        )
+    if not rows:
+        raise TrainingError(
+            f"no usable preference pair for the policy update ({skipped} left out: ties, both-bad, "
+            "identical responses or prompts longer than max_prompt_length)"
+        )
+    if should_stop and should_stop():
+        raise TrainingCancelled("policy update cancelled before it started")
+
+    policy = AutoModelForCausalLM.from_pretrained(str(policy_dir), dtype=torch.float32)
+    reference = AutoModelForCausalLM.from_pretrained(str(reference_dir), dtype=torch.float32)
+
+    class _Hooks(TrainerCallback):
+        """Progress after every step; cancellation checked before every step."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if on_progress:
+                on_progress(TrainingProgress(step=0, total_steps=state.max_steps, loss=math.nan, epoch=0.0))
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if should_stop and should_stop():
+                raise TrainingCancelled(f"policy update cancelled after {state.global_step} steps")
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            # logging_steps=1: one log per optimiser step, after the step (the run summary has no "loss")
+            if on_progress and logs and "loss" in logs:
+                on_progress(
+                    TrainingProgress(
+                        step=state.global_step,
+                        total_steps=state.max_steps,
+                        loss=float(logs["loss"]),
+                        epoch=float(state.epoch or 0.0),
+                    )
+                )
+
+    hooks = _Hooks()
+    with tempfile.TemporaryDirectory(prefix="dpo-scratch-") as scratch, warnings.catch_warnings():
+        # transformers 5 renames gradient_checkpointing; TRL's config still sets it (to False here)
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+        args = DPOConfig(
+            output_dir=scratch,
+            beta=config.beta,
+            learning_rate=config.learning_rate,
+            num_train_epochs=config.epochs,
+            max_steps=config.max_steps if config.max_steps is not None else -1,
+            per_device_train_batch_size=config.batch_size,
+            max_length=config.max_length,
+            truncation_mode="keep_start",
+            seed=config.seed,
+            data_seed=config.seed,
+            bf16=False,
+            fp16=False,
+            use_cpu=True,
+            gradient_checkpointing=False,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+        )
+        trainer = DPOTrainer(
+            model=policy,
+            ref_model=reference,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            callbacks=[hooks],
+        )
+        trainer.remove_callback(PrinterCallback)  # progress goes through on_progress, not stdout
+        started = time.perf_counter()
+        output = trainer.train()
+        train_seconds = time.perf_counter() - started
+
+        logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+
+        def mean_of(key: str) -> float:
+            values = [float(e[key]) for e in logged if key in e]
+            return sum(values) / len(values) if values else math.nan
+
+        metrics = {
+            "loss": float(output.training_loss),
+            "final_loss": float(logged[-1]["loss"]) if logged else math.nan,
+            "reward_accuracy": mean_of("rewards/accuracies"),
+            "reward_margin": mean_of("rewards/margins"),
+            "train_seconds": train_seconds,
+            "pairs_used": len(rows),
+            "pairs_skipped": skipped,
+        }
+        steps = int(trainer.state.global_step)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+
+    checkpoint = save_policy(model, tokenizer, output_dir)
+    logger.info(
+        "DPO update: %d steps in %.1f s, loss %.4f -> %s", steps, train_seconds, metrics["loss"], output_dir
+    )
+    return DPOResult(model_dir=checkpoint.path, sha256=checkpoint.sha256, metrics=metrics, steps=steps)

@@ -1,1 +1,126 @@
-"""Reward models, policy checkpoints and rounds (see the reward-model and rounds issues)."""
+"""Reward models, policy checkpoints and rounds (see the reward-model and rounds issues).
+
+Tables only; the training job, promotion and scoring live in `training.services`.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from annotation.models import Project
+
+
+class RewardModel(models.Model):
+    """One reward-model training run and, when it succeeds, the model it produced.
+
+    Lineage: `snapshot_*` says exactly which preferences the run trained on (every preference of
+    the project with id <= `snapshot_cutoff_id` whose choice the config uses, hashed over
+    (id, choice, strength) in id order). `artefact_path` is only set once the model folder has
+    been renamed into place, and `artefact_sha256` is the hash of that folder: a loader that finds
+    a different hash refuses the folder.
+
+    At most one row per project is active (`is_active`), enforced by a partial unique index.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    class SafetySource(models.TextChoices):
+        PENDING = "", "—"
+        LEARNED = "learned", "Learned from raters' flags"
+        LEXICAL = "lexical", "Lexical prior (too few flags)"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="reward_models")
+    version = models.PositiveIntegerField()
+    backbone = models.CharField(max_length=1000)
+    # Overrides chosen when queued; replaced by the full resolved RewardConfig when training starts.
+    config = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    is_active = models.BooleanField(default=False)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    # The preference snapshot the run trains on (fixed when queued, re-checked when it runs).
+    snapshot_cutoff_id = models.BigIntegerField(default=0)
+    snapshot_counts = models.JSONField(default=dict, blank=True)
+    snapshot_sha256 = models.CharField(max_length=64, blank=True)
+
+    # Progress, saved while training (throttled) and pushed to the project's websocket group.
+    progress_step = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    progress_loss = models.FloatField(null=True, blank=True)
+    progress_epoch = models.FloatField(null=True, blank=True)
+    # [[step, loss], ...]: live while running, the trainer's own curve once it succeeds.
+    loss_curve = models.JSONField(default=list, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    # Results.
+    metrics = models.JSONField(default=dict, blank=True)
+    heldout_accuracy = models.FloatField(null=True, blank=True)
+    heldout_loss = models.FloatField(null=True, blank=True)
+    ece = models.FloatField(null=True, blank=True)
+    train_pair_ids = models.JSONField(default=list, blank=True)
+    test_pair_ids = models.JSONField(default=list, blank=True)
+    artefact_path = models.CharField(max_length=1000, blank=True)
+    artefact_sha256 = models.CharField(max_length=64, blank=True)
+    safety_source = models.CharField(max_length=8, choices=SafetySource.choices, blank=True)
+    safety_path = models.CharField(max_length=1000, blank=True)
+    safety_sha256 = models.CharField(max_length=64, blank=True)
+    safety_metrics = models.JSONField(default=dict, blank=True)
+
+    # Promotion: how this row became (or did not become) the active model.
+    promotion_note = models.TextField(blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+
+    # Timings.
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "version"], name="reward_model_version_unique"),
+            models.UniqueConstraint(
+                fields=["project"], condition=Q(is_active=True), name="reward_model_one_active_per_project"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
+                name="reward_model_status_valid",
+            ),
+            # Only a finished model with a recorded artefact can be active.
+            models.CheckConstraint(
+                condition=Q(is_active=False) | (Q(status="succeeded") & ~Q(artefact_sha256="")),
+                name="reward_model_active_is_succeeded",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="succeeded") | (~Q(artefact_path="") & ~Q(artefact_sha256="")),
+                name="reward_model_succeeded_has_artefact",
+            ),
+        ]
+        indexes = [models.Index(fields=["project", "status"], name="reward_model_project_status")]
+
+    def __str__(self) -> str:
+        return f"{self.project} reward model v{self.version} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        if not self.progress_total:
+            return 0
+        return min(100, int(100 * self.progress_step / self.progress_total))

@@ -1,0 +1,342 @@
+"""The reward-model job end to end on a tiny BERT: snapshot, train, cancel, fail, promote, score."""
+
+import threading
+import time
+import uuid
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import IntegrityError, connection, transaction
+
+from annotation.errors import ServiceError
+from annotation.models import Comparison, Preference
+from annotation.services.events import project_group
+from annotation.services.preference_imports import preferences_import
+from annotation.services.queue import assignment_next, preference_submit
+from training.ml.checkpoints import TEMP_PREFIX, dir_sha256
+from training.models import RewardModel
+from training.selectors import snapshot_hash
+from training.services import scoring
+from training.services.reward_models import (
+    reward_dir,
+    reward_model_cancel,
+    reward_model_promote,
+    reward_model_run_create,
+    reward_model_train,
+)
+from training.services.scoring import reward_score
+
+GOOD = "A helpful, correct and polite answer to question {i}."
+BAD = "Go away, stupid {i}!"
+FAST = {"epochs": 4, "batch_size": 4, "learning_rate": 1e-3, "max_length": 64, "heldout_fraction": 0.25}
+UNTRAINED = {**FAST, "learning_rate": 1e-8, "max_steps": 1}
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory):
+    from training.ml.backbones import tiny_bert_dir
+
+    return str(tiny_bert_dir(tmp_path_factory.mktemp("backbones")))
+
+
+@pytest.fixture
+def models_dir(settings, tmp_path):
+    settings.MODELS_DIR = tmp_path / "models"
+    scoring.scorer_cache_clear()
+    return settings.MODELS_DIR
+
+
+def import_pairs(project, n: int, start: int = 0):
+    """n learnable pairs (polite beats rude) through the import service."""
+    import json
+
+    lines = [
+        json.dumps({"prompt": f"Question {i}?", "chosen": GOOD.format(i=i), "rejected": BAD.format(i=i)})
+        for i in range(start, start + n)
+    ]
+    return preferences_import(project=project, lines=lines, fmt="trl")
+
+
+def vote(rater, project, choice, strength=None, **kw):
+    lease = assignment_next(rater=rater, project=project)
+    return preference_submit(
+        rater=rater,
+        comparison_id=lease.comparison.pk,
+        choice=choice,
+        strength=strength,
+        idempotency_key=uuid.uuid4().hex,
+        **kw,
+    ).preference
+
+
+def train(project, backbone, overrides=FAST):
+    run = reward_model_run_create(project=project, config_overrides=overrides, backbone=backbone)
+    return reward_model_train(run_id=run.pk)
+
+
+@pytest.mark.django_db
+def test_snapshot_cutoff_counts_and_hash_and_training_uses_only_the_snapshot(
+    make_project, make_user, models_dir, tiny_backbone
+):
+    project = make_project(pairs=6, overlap=1)
+    rater = make_user()
+    votes = [
+        vote(rater, project, "a", 3),
+        vote(rater, project, "b", 1),
+        vote(rater, project, "tie"),
+        vote(rater, project, "both_bad"),
+    ]
+    import_pairs(project, 12)
+    strict = list(
+        Preference.objects.filter(comparison__project=project, choice__in=["a", "b"]).order_by("pk")
+    )
+
+    run = reward_model_run_create(project=project, config_overrides=FAST, backbone=tiny_backbone)
+    assert run.status == "queued" and run.version == 1
+    assert run.snapshot_cutoff_id == Preference.objects.order_by("-pk").first().pk
+    assert run.snapshot_counts == {"a": 13, "b": 1, "total": 14, "comparisons": 14}
+    assert run.snapshot_sha256 == snapshot_hash((p.pk, p.choice, p.strength) for p in strict)
+    with_ties = reward_model_run_create(
+        project=project, config_overrides={**FAST, "tie_mode": "equal"}, backbone=tiny_backbone
+    )
+    assert with_ties.version == 2 and with_ties.snapshot_counts["tie"] == 1
+    assert with_ties.snapshot_counts["total"] == 15 and with_ties.snapshot_sha256 != run.snapshot_sha256
+
+    # A vote after the cutoff is not part of the run.
+    late = vote(rater, project, "a", 2)
+    done = reward_model_train(run_id=run.pk)
+    assert done.status == "succeeded", done.error
+    seen = set(done.train_pair_ids) | set(done.test_pair_ids)
+    assert seen == {p.pk for p in strict} and late.pk not in seen and votes[2].pk not in seen
+    assert set(done.train_pair_ids).isdisjoint(done.test_pair_ids)
+    assert done.config["learning_rate"] == FAST["learning_rate"] and done.config["backbone"] == tiny_backbone
+    assert done.attempts == 1 and done.started_at and done.finished_at >= done.started_at
+
+
+@pytest.mark.django_db
+def test_success_records_metrics_and_an_artefact_whose_hash_matches_and_pushes_progress(
+    make_project, models_dir, tiny_backbone
+):
+    project = make_project()
+    import_pairs(project, 24)
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(project_group(project.pk), channel)
+
+    run = train(project, tiny_backbone)
+    assert run.status == "succeeded", run.error
+    folder = reward_dir(project_id=project.pk, run_id=run.pk)
+    assert run.artefact_path == str(folder) and run.artefact_sha256 == dir_sha256(folder)
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(TEMP_PREFIX)]
+    assert run.heldout_accuracy is not None and 0.0 <= run.heldout_accuracy <= 1.0
+    assert run.heldout_loss is not None and run.ece is not None
+    assert run.metrics["test_pairs"] == len(run.test_pair_ids) > 0
+    assert run.progress_step == run.progress_total == run.metrics["steps"] > 0
+    assert len(run.loss_curve) == run.metrics["steps"]
+    # Too few flags: the lexical prior is in use and the row says so.
+    assert run.safety_source == "lexical" and run.safety_path == ""
+    assert run.safety_metrics["flagged"] == 0
+    # First model of the project: promoted.
+    assert run.is_active and "no active" in run.promotion_note
+
+    events = []
+    while True:
+        try:
+            message = async_to_sync(asyncio_wait_for)(layer.receive(channel), 1.0)
+        except TimeoutError:
+            break
+        events.append(message["payload"])
+    runs = [e for e in events if e.get("kind") == "reward_run" and e["run_id"] == run.pk]
+    assert any(e["status"] == "running" and e["step"] > 0 and e["loss"] is not None for e in runs)
+    assert runs[-1]["status"] == "succeeded" and runs[-1]["active"] is True
+
+    # reward_score batches through the active model and agrees with what it learned.
+    prompts = [[{"role": "user", "content": "Question 99?"}]] * 2
+    scores = reward_score(project=project, prompts=prompts, responses=[GOOD.format(i=99), BAD.format(i=99)])
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
+
+
+async def asyncio_wait_for(awaitable, timeout):
+    import asyncio
+
+    return await asyncio.wait_for(awaitable, timeout)
+
+
+@pytest.mark.django_db
+def test_running_the_job_again_on_a_finished_run_does_nothing(make_project, models_dir, tiny_backbone):
+    project = make_project()
+    import_pairs(project, 12)
+    run = train(project, tiny_backbone)
+    assert run.status == "succeeded"
+    folder = reward_dir(project_id=project.pk, run_id=run.pk)
+    mtime = folder.stat().st_mtime_ns
+    from training.tasks import train_reward_model_task
+
+    train_reward_model_task.run(run.pk)  # the task body, as a duplicate delivery would run it
+    again = RewardModel.objects.get(pk=run.pk)
+    assert (again.status, again.attempts, again.finished_at) == ("succeeded", 1, run.finished_at)
+    assert again.artefact_sha256 == dir_sha256(folder) and folder.stat().st_mtime_ns == mtime
+
+
+@pytest.mark.django_db
+def test_a_bad_backbone_fails_the_run_with_a_readable_error(make_project, models_dir, tmp_path):
+    project = make_project()
+    import_pairs(project, 6)
+    run = train(project, str(tmp_path / "no-such-model"))
+    assert run.status == "failed" and not run.is_active
+    assert "no-such-model" in run.error and "Traceback" not in run.error
+    assert not reward_dir(project_id=project.pk, run_id=run.pk).exists()
+    assert run.finished_at is not None and run.artefact_sha256 == ""
+
+
+@pytest.mark.django_db
+def test_a_snapshot_that_changed_before_training_fails_with_a_reason(make_project, models_dir, tiny_backbone):
+    project = make_project()
+    import_pairs(project, 6)
+    run = reward_model_run_create(project=project, config_overrides=FAST, backbone=tiny_backbone)
+    Comparison.objects.filter(project=project).first().delete()
+    run = reward_model_train(run_id=run.pk)
+    assert run.status == "failed" and "snapshot" in run.error
+
+
+@pytest.mark.django_db
+def test_bad_settings_and_empty_projects_are_refused_when_queued(make_project, tiny_backbone):
+    project = make_project(pairs=2)
+    with pytest.raises(ServiceError, match="no A/B preferences"):
+        reward_model_run_create(project=project, backbone=tiny_backbone)
+    import_pairs(project, 2)
+    for bad in ({"epochs": 0}, {"learning_rate": "fast"}, {"tie_mode": "half"}, {"backbone": "/etc"}):
+        with pytest.raises(ServiceError):
+            reward_model_run_create(project=project, config_overrides=bad, backbone=tiny_backbone)
+    assert not RewardModel.objects.exists()
+
+
+@pytest.mark.django_db
+def test_promotion_rule_better_replaces_worse_does_not_and_by_hand(make_project, models_dir, tiny_backbone):
+    project = make_project()
+    import_pairs(project, 32)
+    first = train(project, tiny_backbone, UNTRAINED)
+    assert first.is_active  # nothing to beat
+
+    better = train(project, tiny_backbone, {**FAST, "epochs": 6})
+    assert better.status == "succeeded"
+    assert better.heldout_accuracy > first.heldout_accuracy
+    assert better.is_active and "Promoted" in better.promotion_note
+    first.refresh_from_db()
+    assert not first.is_active
+
+    worse = train(project, tiny_backbone, UNTRAINED)
+    assert worse.status == "succeeded" and not worse.is_active
+    assert "Not promoted" in worse.promotion_note and f"v{better.version}" in worse.promotion_note
+    assert RewardModel.objects.get(project=project, is_active=True).pk == better.pk
+
+    # Ops can promote by hand; still exactly one active.
+    reward_model_promote(run_id=worse.pk)
+    assert list(RewardModel.objects.filter(project=project, is_active=True).values_list("pk", flat=True)) == [
+        worse.pk
+    ]
+    # The database itself refuses a second active model in the project.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        RewardModel.objects.filter(pk=better.pk).update(is_active=True)
+    # ... and an active model that did not succeed.
+    failed = RewardModel.objects.create(project=project, version=99, backbone="x", status="failed")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        RewardModel.objects.filter(project=project).update(is_active=False)
+        RewardModel.objects.filter(pk=failed.pk).update(is_active=True)
+    with pytest.raises(ServiceError):
+        reward_model_promote(run_id=failed.pk)
+
+
+@pytest.mark.django_db
+def test_reward_score_reloads_when_the_active_model_changes(make_project, models_dir, tiny_backbone):
+    project = make_project()
+    import_pairs(project, 16)
+    with pytest.raises(ServiceError, match="no active reward model"):
+        reward_score(project=project, prompts=[[{"role": "user", "content": "x"}]], responses=["y"])
+    one = train(project, tiny_backbone, UNTRAINED)
+    two = train(project, tiny_backbone, {**FAST, "epochs": 6})
+    assert two.is_active
+    prompts = [[{"role": "user", "content": f"Question {i}?"}] for i in range(3)]
+    responses = [GOOD.format(i=0), BAD.format(i=1), "Something else."]
+    by_two = reward_score(project=project, prompts=prompts, responses=responses)
+    assert scoring.scorer_for(project_id=project.pk)[0] == two.pk
+    reward_model_promote(run_id=one.pk)
+    by_one = reward_score(project=project, prompts=prompts, responses=responses)
+    assert scoring.scorer_for(project_id=project.pk)[0] == one.pk
+    assert by_one != by_two
+    # Batching does not change the scores.
+    assert reward_score(project=project, prompts=prompts, responses=responses, batch_size=1) == pytest.approx(
+        by_one, abs=1e-4
+    )
+    # A folder that no longer matches its recorded hash is refused.
+    (reward_dir(project_id=project.pk, run_id=two.pk) / "config.json").write_text("{}")
+    reward_model_promote(run_id=two.pk)
+    with pytest.raises(ServiceError, match="does not match"):
+        reward_score(project=project, prompts=prompts, responses=responses)
+
+
+@pytest.mark.django_db
+def test_enough_flags_train_the_safety_classifier_in_the_same_job(make_project, models_dir, tiny_backbone):
+    from training.ml.safety import MIN_FLAGGED_EXAMPLES
+
+    project = make_project()
+    import_pairs(project, MIN_FLAGGED_EXAMPLES + 4)
+    # Raters flagged every rude response.
+    Preference.objects.filter(comparison__project=project).update(unsafe_b=True, unsafe_b_category="hate")
+    run = train(project, tiny_backbone, {**FAST, "epochs": 1})
+    assert run.status == "succeeded", run.error
+    assert run.safety_source == "learned", run.safety_metrics
+    assert run.safety_metrics["flagged"] == MIN_FLAGGED_EXAMPLES + 4
+    assert run.safety_sha256 == dir_sha256(run.safety_path)
+
+
+@pytest.mark.django_db
+def test_cancelling_a_queued_run_needs_no_worker_and_finished_runs_refuse(
+    make_project, models_dir, tiny_backbone
+):
+    project = make_project()
+    import_pairs(project, 6)
+    run = reward_model_run_create(project=project, config_overrides=FAST, backbone=tiny_backbone)
+    assert reward_model_cancel(run_id=run.pk).status == "cancelled"
+    assert reward_model_train(run_id=run.pk).status == "cancelled"  # the job finds it cancelled
+    assert not reward_dir(project_id=project.pk, run_id=run.pk).exists()
+    with pytest.raises(ServiceError, match="already finished"):
+        reward_model_cancel(run_id=run.pk)
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_cancel_during_training_stops_between_steps_and_leaves_no_artefact(
+    make_project, models_dir, tiny_backbone
+):
+    project = make_project()
+    import_pairs(project, 40)
+    run = reward_model_run_create(
+        project=project, config_overrides={**FAST, "epochs": 50, "batch_size": 2}, backbone=tiny_backbone
+    )
+    seen = {}
+
+    def cancel_when_started():
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                row = RewardModel.objects.get(pk=run.pk)
+                if row.status == "running" and row.progress_step > 0:
+                    seen["step"] = row.progress_step
+                    seen["status"] = reward_model_cancel(run_id=run.pk).status
+                    return
+                time.sleep(0.05)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=cancel_when_started)
+    thread.start()
+    done = reward_model_train(run_id=run.pk)
+    thread.join()
+    # The worker still held the run, so cancel asked it to stop rather than marking it.
+    assert seen["status"] == "running"
+    assert done.status == "cancelled" and done.cancel_requested
+    assert 0 < done.progress_step < done.progress_total
+    folder = reward_dir(project_id=project.pk, run_id=run.pk)
+    assert not folder.exists() and not any(folder.parent.iterdir())
+    assert done.artefact_sha256 == "" and not done.is_active

@@ -1,0 +1,153 @@
+"""Reads for the training pages, the API and the training job."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from django.db.models import Max, QuerySet
+
+from annotation.models import Preference, Project
+from training.models import RewardModel
+
+# Choices a reward run can train on; which of them a run uses depends on its config
+# (ties and both-bad votes may be dropped; strict a/b votes are always used).
+STRICT_CHOICES = ("a", "b")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The preferences one reward run trains on.
+
+    Each vote is its own pair: a comparison rated by three raters gives three pairs (the
+    Bradley–Terry loss then weights the comparison by its votes, and disagreeing votes pull the
+    two scores together, which is what they mean). The pairs share a prompt, so the
+    prompt-disjoint split keeps them on the same side.
+    """
+
+    cutoff_id: int
+    choices: tuple[str, ...]
+    preference_ids: list[int]
+    counts: dict
+    sha256: str
+    rows: list[dict] = field(default_factory=list, repr=False)
+
+
+def snapshot_choices(*, include_ties: bool, include_both_bad: bool) -> tuple[str, ...]:
+    return STRICT_CHOICES + (("tie",) if include_ties else ()) + (("both_bad",) if include_both_bad else ())
+
+
+def _snapshot_queryset(*, project: Project, cutoff_id: int, choices: tuple[str, ...]) -> QuerySet:
+    return Preference.objects.filter(
+        comparison__project=project, pk__lte=cutoff_id, choice__in=choices
+    ).order_by("pk")
+
+
+def snapshot_hash(triples) -> str:
+    """sha256 over "id,choice,strength" lines in id order (strength "" when null)."""
+    digest = hashlib.sha256()
+    for pk, choice, strength in triples:
+        digest.update(f"{pk},{choice},{'' if strength is None else strength}\n".encode())
+    return digest.hexdigest()
+
+
+def preference_cutoff(*, project: Project) -> int:
+    return Preference.objects.filter(comparison__project=project).aggregate(m=Max("pk"))["m"] or 0
+
+
+def preference_snapshot(
+    *, project: Project, cutoff_id: int, choices: tuple[str, ...], with_rows: bool = False
+) -> Snapshot:
+    """Ids, counts and hash of the snapshot; with `with_rows`, the texts the trainer needs too."""
+    qs = _snapshot_queryset(project=project, cutoff_id=cutoff_id, choices=choices)
+    if with_rows:
+        rows = list(
+            qs.values(
+                "pk",
+                "choice",
+                "strength",
+                "unsafe_a",
+                "unsafe_b",
+                "comparison_id",
+                "comparison__prompt_id",
+                "comparison__prompt__messages",
+                "comparison__response_a_id",
+                "comparison__response_a__text",
+                "comparison__response_b_id",
+                "comparison__response_b__text",
+            )
+        )
+        triples = [(r["pk"], r["choice"], r["strength"]) for r in rows]
+    else:
+        rows = []
+        triples = list(qs.values_list("pk", "choice", "strength"))
+    counts: dict = {c: 0 for c in choices}
+    for _, choice, _ in triples:
+        counts[choice] += 1
+    counts["total"] = len(triples)
+    counts["comparisons"] = (
+        len({r["comparison_id"] for r in rows})
+        if with_rows
+        else qs.values("comparison_id").distinct().count()
+    )
+    return Snapshot(
+        cutoff_id=cutoff_id,
+        choices=tuple(choices),
+        preference_ids=[t[0] for t in triples],
+        counts=counts,
+        sha256=snapshot_hash(triples),
+        rows=rows,
+    )
+
+
+def reward_models_for(*, project: Project) -> QuerySet[RewardModel]:
+    return RewardModel.objects.filter(project=project).select_related("requested_by").order_by("-version")
+
+
+def reward_model_active(*, project_id: int) -> RewardModel | None:
+    return RewardModel.objects.filter(project_id=project_id, is_active=True).first()
+
+
+def projects_with_reward_summary() -> list[dict]:
+    """Projects for the training index: name, number of runs, active version, runs in progress."""
+    out = []
+    for project in Project.objects.order_by("name"):
+        runs = RewardModel.objects.filter(project=project)
+        active = runs.filter(is_active=True).values_list("version", flat=True).first()
+        out.append(
+            {
+                "project": project,
+                "runs": runs.count(),
+                "active_version": active,
+                "in_progress": runs.filter(status__in=["queued", "running"]).count(),
+            }
+        )
+    return out
+
+
+def loss_curve_points(curve, *, width: int = 240, height: int = 60, pad: int = 2) -> str:
+    """SVG polyline points for a loss curve ([[step, loss], ...], [{"step", "loss"}] or [loss, ...]).
+
+    Drawn server-side so the page needs no chart library; non-finite values are left out.
+    """
+    pts: list[tuple[float, float]] = []
+    for i, item in enumerate(curve or []):
+        if isinstance(item, dict):
+            step, loss = item.get("step", i), item.get("loss")
+        elif isinstance(item, list | tuple) and len(item) >= 2:
+            step, loss = item[0], item[1]
+        else:
+            step, loss = i, item
+        try:
+            step, loss = float(step), float(loss)
+        except (TypeError, ValueError):
+            continue
+        if loss == loss and abs(loss) != float("inf"):
+            pts.append((step, loss))
+    if len(pts) < 2:
+        return ""
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    sx = (width - 2 * pad) / ((x1 - x0) or 1.0)
+    sy = (height - 2 * pad) / ((y1 - y0) or 1.0)
+    return " ".join(f"{pad + (x - x0) * sx:.1f},{height - pad - (y - y0) * sy:.1f}" for x, y in pts)

@@ -1,0 +1,1 @@
+"""Writes for reward models and the training job (see reward_models.py, scoring.py)."""

@@ -1,0 +1,83 @@
+"""`reward_score`: score (prompt, response) pairs with the project's active reward model.
+
+Each worker process keeps the models it loaded, keyed by (row id, artefact sha256), and
+checks the active row on every call (one indexed query): when ops promote another model the
+next call loads it. A folder whose content no longer matches the hash recorded on its row is
+refused rather than scored with.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from annotation.errors import ServiceError
+from annotation.models import Project
+from training.models import RewardModel
+
+_cache: dict[int, tuple[tuple[int, str], object]] = {}  # project id -> ((row id, sha), scorer)
+_lock = threading.Lock()
+SCORE_BATCH_SIZE = 32
+
+
+def _active_key(project_id: int) -> tuple[int, str, str] | None:
+    row = (
+        RewardModel.objects.filter(project_id=project_id, is_active=True)
+        .values_list("pk", "artefact_sha256", "artefact_path")
+        .first()
+    )
+    return row
+
+
+def _load(path: str, sha256: str):
+    from training.ml.checkpoints import dir_sha256
+    from training.ml.reward import RewardScorer
+
+    try:
+        actual = dir_sha256(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ServiceError(f"The active reward model's folder {path} is missing.", code="artefact") from None
+    if actual != sha256:
+        raise ServiceError(
+            f"The active reward model's folder {path} does not match the hash recorded for it; "
+            "refusing to load it.",
+            code="artefact",
+        )
+    return RewardScorer.load(path)
+
+
+def scorer_for(*, project_id: int):
+    """(row id, scorer) of the project's active reward model, loaded at most once per process."""
+    key = _active_key(project_id)
+    if key is None:
+        raise ServiceError("This project has no active reward model yet.", code="no_reward_model")
+    pk, sha, path = key
+    with _lock:
+        cached = _cache.get(project_id)
+        if cached is not None and cached[0] == (pk, sha):
+            return pk, cached[1]
+        scorer = _load(path, sha)
+        _cache[project_id] = ((pk, sha), scorer)
+        return pk, scorer
+
+
+def reward_score(
+    *,
+    project: Project | int,
+    prompts: Sequence[list[dict]],
+    responses: Sequence[str],
+    batch_size: int = SCORE_BATCH_SIZE,
+) -> list[float]:
+    """One reward per (prompt messages, response) from the active model, in input order."""
+    if len(prompts) != len(responses):
+        raise ServiceError("prompts and responses must have the same length.", code="invalid")
+    if not responses:
+        return []
+    project_id = project if isinstance(project, int) else project.pk
+    _, scorer = scorer_for(project_id=project_id)
+    return [float(x) for x in scorer.score(list(prompts), list(responses), batch_size=batch_size)]
+
+
+def scorer_cache_clear() -> None:
+    with _lock:
+        _cache.clear()

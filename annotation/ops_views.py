@@ -1,0 +1,106 @@
+"""Ops pages: projects with their progress, create / edit a project, import comparisons.
+
+Server-rendered and thin: forms parse, one service or selector does the work. Every page
+needs `annotation.operate`; an anonymous visitor is sent to the login page, a logged-in user
+without the permission gets 403.
+"""
+
+from functools import wraps
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from annotation import roles, selectors
+from annotation.models import Project
+from annotation.services.imports import FIELDS, comparisons_import
+from annotation.services.projects import EDITABLE_FIELDS, project_create, project_update
+
+ERRORS_SHOWN = 500  # the page lists this many bad lines; the count covers all of them
+
+
+def operate_required(view):
+    @login_required
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.has_perm(roles.OPERATE):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+class ProjectForm(forms.ModelForm):
+    # The model's check constraints, as field errors the page can show next to the field.
+    overlap = forms.IntegerField(
+        min_value=1,
+        max_value=100,
+        initial=3,
+        help_text="k: distinct raters per comparison. Applies to comparisons imported from now on.",
+    )
+    lease_seconds = forms.IntegerField(
+        min_value=10,
+        max_value=24 * 3600,
+        initial=300,
+        help_text="Seconds a rater holds a pair before it may go to someone else.",
+    )
+
+    class Meta:
+        model = Project
+        fields = EDITABLE_FIELDS
+        widgets = {"guidelines": forms.Textarea(attrs={"rows": 14})}
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(
+        label="JSONL file",
+        help_text="One JSON object per line; the whole file is checked before anything is written.",
+    )
+
+
+@operate_required
+def project_list(request):
+    return render(request, "ops/projects.html", {"projects": selectors.projects_with_counts()})
+
+
+@operate_required
+@require_http_methods(["GET", "POST"])
+def project_edit(request, pk: int | None = None):
+    project = get_object_or_404(Project, pk=pk) if pk is not None else None
+    form = ProjectForm(request.POST or None, instance=project)
+    if request.method == "POST" and form.is_valid():
+        try:
+            if project is None:
+                project_create(**form.cleaned_data)
+            else:
+                project_update(project=project, **form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            return redirect("ops-projects")
+    return render(request, "ops/project_form.html", {"form": form, "project": project})
+
+
+@operate_required
+@require_http_methods(["GET", "POST"])
+def project_import(request, pk: int):
+    project = get_object_or_404(Project, pk=pk)
+    form = ImportForm(request.POST or None, request.FILES or None)
+    report = None
+    if request.method == "POST" and form.is_valid():
+        # An UploadedFile iterates line by line (from memory or its temporary file).
+        report = comparisons_import(project=project, lines=form.cleaned_data["file"])
+    return render(
+        request,
+        "ops/import.html",
+        {
+            "project": project,
+            "form": form,
+            "report": report,
+            "errors_shown": report.errors[:ERRORS_SHOWN] if report else [],
+            "fields": FIELDS,
+        },
+        status=400 if report is not None and not report.ok else 200,
+    )

@@ -1,0 +1,83 @@
+import io
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.test import Client
+
+from annotation.models import Assignment, Comparison, Project, Prompt, Response
+from annotation.services.demo import PAIRS
+
+
+@pytest.fixture(autouse=True)
+def fast_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def counts():
+    return {
+        "projects": Project.objects.count(),
+        "prompts": Prompt.objects.count(),
+        "responses": Response.objects.count(),
+        "comparisons": Comparison.objects.count(),
+        "slots": Assignment.objects.count(),
+        "users": User.objects.count(),
+        "memberships": User.groups.through.objects.count(),
+        "passwords": sorted(User.objects.values_list("username", "password")),
+    }
+
+
+@pytest.mark.django_db
+def test_seed_is_idempotent_and_prints_the_logins(monkeypatch):
+    monkeypatch.setenv("DEMO_PASSWORD", "s3cret-demo")
+    out = io.StringIO()
+    call_command("seed_demo", stdout=out)
+    first = counts()
+    project = Project.objects.get(slug="demo-helpful-harmless")
+    assert project.name == "Demo: helpful and harmless" and project.overlap == 3
+    assert project.guidelines.startswith("# ") and "## Safety flags" in project.guidelines
+    assert first["comparisons"] == len(PAIRS) >= 20 and first["slots"] == 3 * len(PAIRS)
+    assert first["projects"] == 1 and first["users"] == 6
+
+    printed = out.getvalue()
+    for username, role in [("rater1", "rater"), ("rater3", "rater"), ("researcher1", "researcher"),
+                           ("ops1", "ops"), ("admin", "staff")]:  # fmt: skip
+        assert any(
+            username in line and role in line and "s3cret-demo" in line for line in printed.splitlines()
+        )
+
+    again = io.StringIO()
+    call_command("seed_demo", stdout=again)
+    assert counts() == first
+    assert "Added 0 comparisons" in again.getvalue() and "none (all existed)" in again.getvalue()
+
+
+@pytest.mark.django_db
+def test_demo_content_is_varied():
+    call_command("seed_demo", stdout=io.StringIO())
+    comparisons = Comparison.objects.select_related("prompt", "response_a", "response_b")
+    topics = {c.metadata["topic"] for c in comparisons}
+    assert {"coding", "multi-turn", "safety", "factual"} <= topics
+    assert any("```" in c.response_a.text for c in comparisons)
+    assert any(len([m for m in c.prompt.messages if m["role"] == "user"]) > 1 for c in comparisons)
+    assert all(c.response_a.text != c.response_b.text for c in comparisons)
+
+
+@pytest.mark.django_db
+def test_seeded_logins_work_with_their_roles():
+    call_command("seed_demo", "--password", "pw-for-demo", stdout=io.StringIO())
+    project = Project.objects.get(slug="demo-helpful-harmless")
+    expected = {
+        # username: (/ops/, /admin/, API next)
+        "rater1": (403, 302, 200),
+        "researcher1": (403, 302, 403),
+        "ops1": (200, 302, 403),
+        "admin": (200, 200, 200),
+    }
+    for username, (ops, admin, rate) in expected.items():
+        client = Client()
+        assert client.login(username=username, password="pw-for-demo"), username
+        assert client.get("/ops/").status_code == ops, username
+        assert client.get("/admin/").status_code == admin, username
+        assert client.post(f"/api/projects/{project.pk}/next/").status_code == rate, username
+    assert not Client().login(username="rater1", password="demo-pass-123")

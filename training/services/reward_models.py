@@ -66,6 +66,7 @@ CONFIG_OVERRIDES: dict[str, tuple[type, float | None, float | None]] = {
     "time_limit_s": (float, 1.0, 7 * 24 * 3600.0),
     "weight_decay": (float, 0.0, 1.0),
     "warmup_ratio": (float, 0.0, 1.0),
+    "threads": (int, 1, 256),
 }
 MODE_OVERRIDES = {"tie_mode": ("drop", "equal"), "both_bad_mode": ("drop", "equal")}
 

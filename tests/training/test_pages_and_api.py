@@ -1,0 +1,214 @@
+"""Ops pages, REST API and manage.py train_reward_model: permissions, CSRF, rendering, wiring."""
+
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+from rest_framework.test import APIClient
+
+from annotation.services.preference_imports import preferences_import
+from training.models import RewardModel
+
+
+def import_pairs(project, n: int):
+    lines = [
+        json.dumps({"prompt": f"Question {i}?", "chosen": f"Kind answer {i}.", "rejected": f"Rude {i}!"})
+        for i in range(n)
+    ]
+    preferences_import(project=project, lines=lines, fmt="trl")
+
+
+def row(project, version, **fields):
+    defaults = {"backbone": "/models/x", "status": "queued"}
+    if fields.get("status") == "succeeded":
+        defaults.update(artefact_path=f"/models/{version}", artefact_sha256="ab" * 32)
+    return RewardModel.objects.create(project=project, version=version, **{**defaults, **fields})
+
+
+@pytest.fixture
+def ops_client(make_user):
+    client = Client()
+    client.force_login(make_user("ops"))
+    return client
+
+
+@pytest.mark.django_db
+def test_pages_need_the_ops_role(make_project, make_user):
+    project = make_project()
+    run = row(project, 1)
+    urls_get = ["/training/", f"/training/projects/{project.pk}/reward-models/"]
+    urls_post = [
+        f"/training/projects/{project.pk}/reward-models/start/",
+        f"/training/reward-models/{run.pk}/cancel/",
+        f"/training/reward-models/{run.pk}/promote/",
+    ]
+    anonymous = Client()
+    for url in urls_get + urls_post:
+        response = anonymous.get(url) if url in urls_get else anonymous.post(url)
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"], url
+    for role in ("rater", "researcher"):
+        client = Client()
+        client.force_login(make_user(role))
+        for url in urls_get:
+            assert client.get(url).status_code == 403, (role, url)
+        for url in urls_post:
+            assert client.post(url).status_code == 403, (role, url)
+    run.refresh_from_db()
+    assert run.status == "queued" and not run.cancel_requested
+    assert RewardModel.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_runs_page_shows_status_progress_metrics_curve_and_escapes_errors(make_project, ops_client):
+    project = make_project()
+    row(
+        project,
+        1,
+        status="succeeded",
+        is_active=True,
+        heldout_accuracy=0.8123,
+        heldout_loss=0.41,
+        ece=0.05,
+        metrics={"train_pairs": 90, "test_pairs": 16},
+        loss_curve=[[1, 0.9], [2, 0.7], [3, 0.5]],
+        progress_step=3,
+        progress_total=3,
+        safety_source="lexical",
+    )
+    row(project, 2, status="running", progress_step=5, progress_total=20, progress_loss=0.6321)
+    row(project, 3, status="failed", error="<script>alert(1)</script> backbone missing")
+
+    index = ops_client.get("/training/")
+    assert index.status_code == 200 and project.name.encode() in index.content and b"v1" in index.content
+
+    page = ops_client.get(f"/training/projects/{project.pk}/reward-models/")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert f'data-ws="/ws/projects/{project.pk}/"' in html and "reward_runs.js" in html
+    assert "0.812" in html and "90 train / 16 test pairs" in html and "active" in html
+    assert '<progress max="20" value="5"' in html and "0.6321" in html
+    # The loss curve is an inline SVG polyline with one point per step.
+    curve = html.split('id="run-')[3].split('data-field="curve" points="')[1].split('"')[0]
+    assert len(curve.split()) == 3
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    # Actions: cancel for the running run, promote for nothing (v1 is already active), start form.
+    assert html.count("/cancel/") == 1 and "/promote/" not in html and "Start training" in html
+
+    partial = ops_client.get(f"/training/projects/{project.pk}/reward-models/", HTTP_HX_REQUEST="true")
+    assert partial.status_code == 200 and b"<table" in partial.content and b"<html" not in partial.content
+
+
+@pytest.mark.django_db
+def test_start_cancel_promote_from_the_page_with_csrf(
+    make_project, make_user, django_capture_on_commit_callbacks
+):
+    project = make_project()
+    import_pairs(project, 4)
+    user = make_user("ops")
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(user)
+    assert strict.post(f"/training/projects/{project.pk}/reward-models/start/").status_code == 403
+    assert not RewardModel.objects.exists()
+
+    client = Client()
+    client.force_login(user)
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post(
+            f"/training/projects/{project.pk}/reward-models/start/", {"epochs": "2", "learning_rate": "0.001"}
+        )
+    assert response.status_code == 302
+    run = RewardModel.objects.get()
+    assert run.config == {"epochs": 2, "learning_rate": 0.001} and run.requested_by == user
+    assert len(callbacks) >= 1  # the job is enqueued on commit
+
+    bad = client.post(f"/training/projects/{project.pk}/reward-models/start/", {"epochs": "0"})
+    assert bad.status_code == 400 and RewardModel.objects.count() == 1
+
+    assert client.post(f"/training/reward-models/{run.pk}/promote/", follow=True).status_code == 200
+    run.refresh_from_db()
+    assert not run.is_active  # only a succeeded run can be promoted
+    page = client.post(f"/training/reward-models/{run.pk}/cancel/", follow=True)
+    run.refresh_from_db()
+    assert run.status == "cancelled" and b"Cancelling v1" in page.content
+
+    done = row(project, 2, status="succeeded")
+    client.post(f"/training/reward-models/{done.pk}/promote/")
+    done.refresh_from_db()
+    assert done.is_active and user.username in done.promotion_note
+
+
+@pytest.mark.django_db
+def test_api_lists_starts_cancels_and_promotes_for_ops_only(make_project, make_user):
+    project = make_project()
+    import_pairs(project, 3)
+    base = f"/api/training/projects/{project.pk}/reward-models/"
+
+    assert APIClient().get(base).status_code in (401, 403)
+    rater = APIClient()
+    rater.force_authenticate(make_user("rater"))
+    assert rater.get(base).status_code == 403
+    assert rater.post(base, {"config": {}}, format="json").status_code == 403
+
+    ops = APIClient()
+    ops.force_authenticate(make_user("ops"))
+    created = ops.post(base, {"config": {"epochs": 1, "seed": 3}}, format="json")
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert body["status"] == "queued" and body["version"] == 1 and body["config"] == {"epochs": 1, "seed": 3}
+    assert body["snapshot_counts"]["total"] == 3 and len(body["snapshot_sha256"]) == 64
+
+    refused = ops.post(base, {"config": {"epochs": -1}}, format="json")
+    assert refused.status_code == 400 and "epochs" in refused.json()["detail"]
+    assert [r["version"] for r in ops.get(base).json()] == [1]
+
+    run_id = body["id"]
+    assert rater.post(f"/api/training/reward-models/{run_id}/cancel/").status_code == 403
+    promote = ops.post(f"/api/training/reward-models/{run_id}/promote/")
+    assert promote.status_code == 400 and promote.json()["code"] == "status"
+    cancelled = ops.post(f"/api/training/reward-models/{run_id}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    again = ops.post(f"/api/training/reward-models/{run_id}/cancel/")
+    assert again.status_code == 400 and again.json()["code"] == "finished"
+    assert ops.get("/api/training/reward-models/999999/").status_code == 404
+
+    done = row(project, 2, status="succeeded")
+    promoted = ops.post(f"/api/training/reward-models/{done.pk}/promote/")
+    assert promoted.status_code == 200 and promoted.json()["is_active"] is True
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    from training.ml.backbones import tiny_bert_dir
+
+    return str(tiny_bert_dir(tmp_path_factory.mktemp("backbones")))
+
+
+@pytest.mark.django_db
+def test_command_trains_in_process_with_a_progress_bar(
+    make_project, settings, tmp_path, tiny_backbone, capsys
+):
+    settings.MODELS_DIR = tmp_path / "models"
+    project = make_project()
+    import_pairs(project, 12)
+    call_command(
+        "train_reward_model",
+        project=project.slug,
+        sync=True,
+        backbone=tiny_backbone,
+        epochs=2,
+        batch_size=4,
+        max_length=64,
+        threads=1,
+    )
+    out, err = capsys.readouterr()
+    run = RewardModel.objects.get(project=project)
+    assert run.status == "succeeded" and run.config["epochs"] == 2 and run.config["threads"] == 1
+    assert "v1 succeeded" in out and run.artefact_sha256 in out
+    assert f"{run.progress_total}/{run.progress_total}" in err  # the finished console bar
+
+    with pytest.raises(CommandError, match="failed"):
+        call_command("train_reward_model", project=project.slug, sync=True, backbone=str(tmp_path / "nope"))
+    assert RewardModel.objects.get(project=project, version=2).status == "failed"
+    with pytest.raises(CommandError, match="No project"):
+        call_command("train_reward_model", project="no-such-project", sync=True)

@@ -340,3 +340,27 @@ def test_cancel_during_training_stops_between_steps_and_leaves_no_artefact(
     folder = reward_dir(project_id=project.pk, run_id=run.pk)
     assert not folder.exists() and not any(folder.parent.iterdir())
     assert done.artefact_sha256 == "" and not done.is_active
+
+
+@pytest.mark.django_db
+def test_a_crashed_attempt_restarts_cleanly_from_its_own_row(make_project, models_dir, tiny_backbone):
+    """As if the worker died after resolving the config and renaming the folder, before the commit."""
+    project = make_project()
+    import_pairs(project, 12)
+    done = train(project, tiny_backbone)
+    run = reward_model_run_create(project=project, config_overrides=FAST, backbone=tiny_backbone)
+    RewardModel.objects.filter(pk=run.pk).update(
+        status="running", attempts=1, config=done.config, progress_step=3, progress_total=9
+    )
+    final = reward_dir(project_id=project.pk, run_id=run.pk)
+    final.mkdir(parents=True)
+    (final / "model.safetensors").write_bytes(b"half")  # renamed in place, never recorded
+    (final.parent / f"{TEMP_PREFIX}{run.pk}-abc").mkdir()  # an earlier attempt's temp folder
+
+    again = reward_model_train(run_id=run.pk)
+    assert again.status == "succeeded", again.error
+    assert again.attempts == 2 and again.config["strength_margins"] == done.config["strength_margins"]
+    assert (
+        again.artefact_sha256 == dir_sha256(final) and (final / "model.safetensors").read_bytes() != b"half"
+    )
+    assert sorted(p.name for p in final.parent.iterdir()) == sorted([str(done.pk), str(run.pk)])

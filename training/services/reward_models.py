@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 _RUN_LOCK_NAMESPACE = 7_002  # pg_advisory_lock(namespace, run_id): the worker training a run
 PROGRESS_SAVE_INTERVAL_S = 0.5  # progress is written to the row (and pushed) at most this often
 CANCEL_POLL_INTERVAL_S = 0.25  # `should_stop` reads the row's cancel flag at most this often
+LOCK_WAIT_S = 10.0  # how long a job waits for a run another worker holds
 MAX_LIVE_CURVE_POINTS = 400
 
 # Celery limits of the job (seconds). The trainer gets a clean time limit a little shorter,
@@ -308,10 +309,17 @@ def reward_model_promote(*, run_id: int, promoted_by: AbstractBaseUser | None = 
 
 
 @contextmanager
-def _run_lock(run_id: int):
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [_RUN_LOCK_NAMESPACE, run_id])
-        got = cur.fetchone()[0]
+def _run_lock(run_id: int, wait_s: float = LOCK_WAIT_S):
+    """Hold the run's advisory lock; yields False if another live worker keeps it for `wait_s`
+    (a worker that was just killed may hold it for a moment until PostgreSQL notices)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [_RUN_LOCK_NAMESPACE, run_id])
+            got = cur.fetchone()[0]
+        if got or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
     try:
         yield got
     finally:
@@ -542,6 +550,8 @@ def _jsonable(metrics: dict) -> dict:
     for key, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value):
             value = None
+        elif isinstance(value, tuple):
+            value = list(value)
         elif not isinstance(value, str | int | float | bool | type(None) | list | dict):
             value = str(value)
         out[key] = value

@@ -1,0 +1,186 @@
+"""Through a real Celery worker: SIGKILL mid-training, then the retried job succeeds.
+
+The worker is a subprocess on the test database (committed data: transactional test) and this
+test's own Redis database, consuming the training queue with the solo pool, so killing its pid
+kills the process that trains.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.db import connection
+
+from annotation.services.preference_imports import preferences_import
+from training.ml.checkpoints import TEMP_PREFIX, dir_sha256
+from training.models import RewardModel
+from training.services.reward_models import _RUN_LOCK_NAMESPACE, reward_dir, reward_model_run_create
+from training.tasks import train_reward_model_task
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not django_settings.REDIS_URL, reason="needs REDIS_URL (a Redis broker)")
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    from training.ml.backbones import tiny_bert_dir
+
+    return str(tiny_bert_dir(tmp_path_factory.mktemp("backbones")))
+
+
+def database_url() -> str:
+    s = connection.settings_dict  # NAME is the test database here
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class Worker:
+    def __init__(self, models_dir: Path, log: Path):
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": django_settings.REDIS_URL,
+            "MODELS_DIR": str(models_dir),
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+        }
+        queue = next(iter(django_settings.CELERY_TASK_ROUTES.values()))["queue"]
+        self.log = log
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                queue,
+                "--pool",
+                "solo",
+                "-l",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"test-{uuid.uuid4().hex[:8]}@%h",
+            ],  # fmt: skip
+            cwd=REPO,
+            env=env,
+            stdout=open(log, "wb"),  # noqa: SIM115 (closed with the process)
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def wait_for(predicate, timeout: float, worker: Worker, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if worker.proc.poll() is not None:
+            pytest.fail(f"worker exited while waiting for {what}:\n{worker.tail()}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}:\n{worker.tail()}")
+
+
+def advisory_lock_held(run_id: int) -> bool:
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s",
+            [_RUN_LOCK_NAMESPACE, run_id],
+        )
+        return cur.fetchone()[0] > 0
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_sigkill_mid_training_leaves_no_artefact_and_the_retried_job_succeeds(
+    make_project, settings, tmp_path, tiny_backbone
+):
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # this test's own Redis db: no stale jobs
+    settings.MODELS_DIR = models = tmp_path / "models"
+    project = make_project()
+    lines = [
+        json.dumps({"prompt": f"Question {i}?", "chosen": f"Kind answer {i}.", "rejected": f"Rude {i}!"})
+        for i in range(40)
+    ]
+    preferences_import(project=project, lines=lines, fmt="trl")
+
+    first = Worker(models, tmp_path / "worker1.log")
+    try:
+        run = reward_model_run_create(
+            project=project,
+            config_overrides={
+                "epochs": 6,
+                "batch_size": 2,
+                "max_length": 48,
+                "threads": 1,
+                "learning_rate": 1e-3,
+            },
+            backbone=tiny_backbone,
+        )  # enqueued on commit
+
+        def training_started():
+            row = RewardModel.objects.get(pk=run.pk)
+            return row.status == "running" and row.progress_step > 0 and row
+
+        started = wait_for(training_started, 240, first, "training to start in the worker")
+        assert started.progress_step < started.progress_total
+        first.kill()
+    finally:
+        first.kill()
+
+    final = reward_dir(project_id=project.pk, run_id=run.pk)
+    killed = RewardModel.objects.get(pk=run.pk)
+    assert killed.status == "running" and killed.artefact_sha256 == "" and not killed.is_active
+    assert not final.exists()
+    # The crash left only a temp folder (which nothing loads) where the model was being written.
+    assert [p.name.startswith(TEMP_PREFIX) for p in final.parent.iterdir()] == [True]
+    # The dead worker's connection, and with it the run's advisory lock, goes away.
+    deadline = time.monotonic() + 30
+    while advisory_lock_held(run.pk) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not advisory_lock_held(run.pk)
+
+    second = Worker(models, tmp_path / "worker2.log")
+    try:
+        train_reward_model_task.delay(run.pk)  # the retry (a broker redelivers after its visibility timeout)
+
+        def finished():
+            row = RewardModel.objects.get(pk=run.pk)
+            return row.is_finished and row
+
+        done = wait_for(finished, 300, second, "the retried run to finish")
+    finally:
+        second.stop()
+
+    assert done.status == "succeeded", done.error
+    assert done.attempts == 2 and done.progress_step == done.progress_total
+    assert done.artefact_path == str(final) and done.artefact_sha256 == dir_sha256(final)
+    assert [p.name for p in final.parent.iterdir()] == [final.name]  # leftovers cleaned
+    assert done.is_active

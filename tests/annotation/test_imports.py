@@ -229,3 +229,20 @@ def test_upload_page_imports_or_shows_every_bad_line(client, make_user, make_pro
     assert r.status_code == 200
     assert "Imported 3 comparisons" in r.content.decode()
     assert Comparison.objects.filter(project=project).count() == 3
+
+
+@pytest.mark.django_db
+def test_prompts_are_shared_across_batches_and_imports(make_project):
+    project = make_project(overlap=1)
+    rows = [{"prompt": f"Q{i % 3}?", "response_a": f"a{i}", "response_b": f"b{i}"} for i in range(7)]
+    assert comparisons_import(project=project, lines=jsonl(*rows).splitlines(), batch_size=2).imported == 7
+    assert comparisons_import(project=project, lines=jsonl(*rows[:3]).splitlines()).imported == 3
+    assert Prompt.objects.filter(project=project).count() == 3
+    by_prompt = {
+        p.messages[0]["content"]: p.comparisons.count() for p in Prompt.objects.filter(project=project)
+    }
+    assert by_prompt == {"Q0?": 4, "Q1?": 3, "Q2?": 3}
+    # The same text in another project is another prompt.
+    other = make_project()
+    comparisons_import(project=other, lines=jsonl(rows[0]).splitlines())
+    assert Prompt.objects.count() == 4

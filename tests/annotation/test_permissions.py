@@ -166,3 +166,18 @@ def test_a_rater_cannot_see_or_touch_another_raters_votes(make_user, make_projec
     assert r.status_code == 409
     assert Preference.objects.count() == 1
     assert bob.get("/admin/annotation/preference/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_ops_overview_counts_per_project(make_user, make_project):
+    busy, idle = make_project(pairs=3, overlap=2), make_project(pairs=1)
+    raters = [client_for(make_user("rater")) for _ in range(2)]
+    for client in raters:  # both raters vote on the same first pair: it is complete
+        cid = leased_comparison(client, busy)
+        client.post(f"/api/comparisons/{cid}/preference/", vote_body(), content_type="application/json")
+    leased_comparison(raters[0], busy)  # one live lease
+    r = client_for(make_user("ops")).get("/ops/")
+    rows = {p.pk: p for p in r.context["projects"]}
+    b, i = rows[busy.pk], rows[idle.pk]
+    assert (b.comparisons_total, b.comparisons_done, b.votes_total, b.slots_leased) == (3, 1, 2, 1)
+    assert (i.comparisons_total, i.comparisons_done, i.votes_total, i.slots_leased) == (1, 0, 0, 0)

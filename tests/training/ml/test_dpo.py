@@ -1,0 +1,118 @@
+"""DPO policy update on a tiny model built in code: it learns, writes atomically, and cancels cleanly."""
+
+import math
+
+import pytest
+
+from training.ml.checkpoints import dir_sha256
+from training.ml.dpo import DPOUpdateConfig, PolicyPair, dpo_update, fit_prompt
+from training.ml.generation import sequence_logprobs
+from training.ml.policy import load_policy, load_tokenizer
+from training.ml.records import PreferencePair, TrainingCancelled, TrainingError, TrainingProgress
+from training.ml.tiny import save_tiny_policy
+
+PAIRS = [
+    PolicyPair(
+        prompt=[{"role": "user", "content": f"Question {i}: what colour is the sky?"}],
+        chosen="The sky is blue.",
+        rejected="Go away, dog.",
+    )
+    for i in range(4)
+]
+
+CONFIG = DPOUpdateConfig(
+    beta=0.1, learning_rate=1e-3, batch_size=2, max_steps=2, max_length=128, max_prompt_length=64, seed=0
+)
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory):
+    return save_tiny_policy(tmp_path_factory.mktemp("dpo") / "policy", seed=3)
+
+
+def margin(model_dir, pairs) -> float:
+    """Mean log p(chosen) - log p(rejected) under the policy in model_dir."""
+    model, tokenizer = load_policy(model_dir)
+    prompts = [p.prompt for p in pairs]
+    chosen = sequence_logprobs(model, tokenizer, prompts, [p.chosen for p in pairs])
+    rejected = sequence_logprobs(model, tokenizer, prompts, [p.rejected for p in pairs])
+    return sum(c - r for c, r in zip(chosen, rejected, strict=True)) / len(pairs)
+
+
+def test_dpo_update_learns_the_pairs_and_writes_a_checkpoint(policy_dir, tmp_path):
+    progress: list[TrainingProgress] = []
+    out = tmp_path / "policy-2"
+    result = dpo_update(policy_dir, policy_dir, PAIRS, CONFIG, out, on_progress=progress.append)
+
+    assert result.steps == 2
+    assert result.model_dir == out
+    assert result.sha256 == dir_sha256(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["policy-2"]  # no temp or scratch folder left
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    load_tokenizer(out)  # the chat template travels with the checkpoint
+
+    assert margin(out, PAIRS) > margin(policy_dir, PAIRS) + 0.1
+    metrics = result.metrics
+    assert math.isfinite(metrics["loss"]) and metrics["final_loss"] < math.log(
+        2
+    )  # first step is exactly log 2
+    assert metrics["reward_margin"] > 0
+    assert 0 <= metrics["reward_accuracy"] <= 1
+    assert metrics["train_seconds"] > 0
+    assert (metrics["pairs_used"], metrics["pairs_skipped"]) == (4, 0)
+    assert [(p.step, p.total_steps) for p in progress] == [(0, 2), (1, 2), (2, 2)]
+    assert progress[1].loss == pytest.approx(math.log(2), abs=1e-4)  # policy == reference at step 1
+
+
+def test_dpo_update_cancels_without_writing(policy_dir, tmp_path):
+    checks = []
+
+    def should_stop():
+        checks.append(1)
+        return len(checks) > 2  # before training, before step 1, then stop before step 2
+
+    out = tmp_path / "policy-2"
+    with pytest.raises(TrainingCancelled):
+        dpo_update(policy_dir, policy_dir, PAIRS, CONFIG, out, should_stop=should_stop)
+    assert len(checks) == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pairs_without_a_preference_are_left_out(policy_dir, tmp_path):
+    ties = [
+        PreferencePair(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, kind="tie") for p in PAIRS
+    ] + [PreferencePair(prompt=PAIRS[0].prompt, chosen="same", rejected="same")]
+    with pytest.raises(TrainingError, match="no usable preference pair"):
+        dpo_update(policy_dir, policy_dir, ties, CONFIG, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+    mixed = ties + [PreferencePair(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected) for p in PAIRS[:2]]
+    result = dpo_update(policy_dir, policy_dir, mixed, CONFIG, tmp_path / "out")
+    assert (result.metrics["pairs_used"], result.metrics["pairs_skipped"]) == (2, 5)
+
+
+def test_an_existing_output_folder_is_refused(policy_dir, tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(TrainingError, match="already exists"):
+        dpo_update(policy_dir, policy_dir, PAIRS, CONFIG, tmp_path / "taken")
+
+
+def test_fit_prompt_drops_oldest_whole_turns(policy_dir):
+    tokenizer = load_tokenizer(policy_dir)
+    long_turn = "word " * 40
+    messages = [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": long_turn},
+        {"role": "assistant", "content": long_turn},
+        {"role": "user", "content": "And now?"},
+    ]
+
+    def size(msgs):
+        from training.ml.generation import render_prompt
+
+        return len(tokenizer(render_prompt(tokenizer, msgs), add_special_tokens=False)["input_ids"])
+
+    assert fit_prompt(tokenizer, messages, size(messages)) == messages
+    assert fit_prompt(tokenizer, messages, size(messages) - 1) == [messages[0], messages[2], messages[3]]
+    assert fit_prompt(tokenizer, messages, size([messages[0], messages[3]])) == [messages[0], messages[3]]
+    assert fit_prompt(tokenizer, messages, size([messages[0], messages[3]]) - 1) is None

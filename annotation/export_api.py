@@ -1,0 +1,146 @@
+"""Exports over REST: ask for one, list, look at one, download it, cancel it. Thin views.
+
+POST /api/exports/ counts first: a small export is written in the request and comes back
+succeeded (201) with its sha256; a big one is queued as a Celery job (202) whose progress the
+client polls at GET /api/exports/<id>/. Needs `annotation.read_data` (raters get 403).
+"""
+
+from django.http import FileResponse
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.exceptions import NotFound as DRFNotFound
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation import roles
+from annotation.api import ERRORS, api_exception_handler
+from annotation.errors import NotFound
+from annotation.exporters import FORMATS, KINDS
+from annotation.models import Export, Project
+from annotation.selectors import export_get, exports_for
+from annotation.services.exports import export_cancel, export_data_path, export_request, export_run
+
+
+class CanReadData(BasePermission):
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated and request.user.has_perm(roles.READ_DATA))
+
+
+class ExportAPIView(APIView):
+    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    permission_classes = [CanReadData]
+
+    def get_exception_handler(self):
+        return api_exception_handler
+
+
+class ExportInSerializer(serializers.Serializer):
+    project = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=KINDS)
+    format = serializers.ChoiceField(choices=FORMATS)
+    filters = serializers.DictField(required=False, default=dict)
+
+
+class ExportSerializer(serializers.ModelSerializer):
+    created_by = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Export
+        fields = [
+            "id", "project", "kind", "format", "filters", "delivery", "status", "rows_done",
+            "rows_expected", "row_count", "sha256", "bytes", "created_by", "created_at",
+            "started_at", "finished_at", "error", "download_url",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_created_by(self, obj) -> str | None:
+        return obj.created_by.get_username() if obj.created_by_id else None
+
+    def get_download_url(self, obj) -> str | None:
+        if obj.status != Export.Status.SUCCEEDED:
+            return None
+        return reverse("api-export-download", args=[obj.pk])
+
+
+class ExportListView(ExportAPIView):
+    @extend_schema(
+        operation_id="exports_list",
+        parameters=[OpenApiParameter("project", int, required=False)],
+        responses={200: ExportSerializer(many=True), **ERRORS},
+    )
+    def get(self, request):
+        project = None
+        if request.query_params.get("project"):
+            project = get_object_or_404(Project, pk=request.query_params["project"])
+        return Response(ExportSerializer(exports_for(project=project), many=True).data)
+
+    @extend_schema(
+        operation_id="exports_create",
+        request=ExportInSerializer,
+        responses={
+            201: OpenApiResponse(ExportSerializer, description="Small: written in the request."),
+            202: OpenApiResponse(ExportSerializer, description="Big: queued as a job; poll it."),
+            **ERRORS,
+        },
+    )
+    def post(self, request):
+        data = ExportInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = get_object_or_404(Project, pk=data.validated_data["project"])
+        plan = export_request(
+            project=project,
+            kind=data.validated_data["kind"],
+            fmt=data.validated_data["format"],
+            filters=data.validated_data["filters"],
+            user=request.user,
+        )
+        if plan.stream:
+            export = export_run(export_id=plan.export.pk)
+            return Response(ExportSerializer(export).data, status=status.HTTP_201_CREATED)
+        return Response(ExportSerializer(plan.export).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _export(export_id: int) -> Export:
+    export = export_get(export_id=export_id)
+    if export is None:
+        raise DRFNotFound("No such export.")
+    return export
+
+
+class ExportDetailView(ExportAPIView):
+    @extend_schema(operation_id="exports_get", responses={200: ExportSerializer, **ERRORS})
+    def get(self, request, export_id: int):
+        return Response(ExportSerializer(_export(export_id)).data)
+
+
+class ExportDownloadView(ExportAPIView):
+    @extend_schema(
+        operation_id="exports_download",
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, **ERRORS},
+    )
+    def get(self, request, export_id: int):
+        export = _export(export_id)
+        try:
+            path = export_data_path(export)
+        except NotFound as exc:
+            raise DRFNotFound(exc.message) from exc
+        response = FileResponse(
+            open(path, "rb"),  # noqa: SIM115 - FileResponse closes it
+            as_attachment=True,
+            filename=f"{export.project.slug}-{export.kind}-{export.pk}.{export.format}",
+        )
+        response["X-Export-Sha256"] = export.sha256
+        return response
+
+
+class ExportCancelView(ExportAPIView):
+    @extend_schema(operation_id="exports_cancel", request=None, responses={200: ExportSerializer, **ERRORS})
+    def post(self, request, export_id: int):
+        _export(export_id)
+        return Response(ExportSerializer(export_cancel(export_id=export_id, user=request.user)).data)

@@ -1,0 +1,170 @@
+"""Researcher pages for exports: ask for one, watch its progress, download it. Thin: parse the
+form, call one service, render. Every view needs `annotation.read_data` (raters get 403).
+
+Small exports stream straight back as the download (the snapshot row is finalised at the end
+of the stream); big ones become a Celery job whose row shows a progress bar (htmx polling, and
+a websocket nudge on each progress event) and a download link when it is done.
+"""
+
+from functools import wraps
+
+from asgiref.sync import sync_to_async
+from django import forms
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from annotation.errors import NotFound, ServiceError
+from annotation.exporters import CONTENT_TYPES, FORMATS
+from annotation.exporters.filters import TRISTATE
+from annotation.models import Export, Project
+from annotation.roles import READ_DATA
+from annotation.selectors import export_get, exports_for
+from annotation.services.exports import export_cancel, export_data_path, export_request, export_stream
+
+
+def researcher_required(view):
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not request.user.has_perm(READ_DATA):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+class ExportForm(forms.Form):
+    project = forms.ModelChoiceField(queryset=Project.objects.order_by("name"))
+    kind = forms.ChoiceField(choices=Export.Kind.choices, initial="trl")
+    format = forms.ChoiceField(choices=[(f, f) for f in FORMATS], initial="jsonl")
+    rounds = forms.CharField(required=False, help_text="Round ids, comma separated (empty: all).")
+    since = forms.DateTimeField(required=False, help_text="Votes cast from (UTC), e.g. 2025-01-31.")
+    until = forms.DateTimeField(required=False, help_text="Votes cast before (UTC).")
+    min_votes = forms.IntegerField(required=False, min_value=1, initial=1)
+    min_agreement = forms.FloatField(required=False, min_value=0, max_value=1, initial=0)
+    gold = forms.ChoiceField(choices=[(t, t) for t in TRISTATE], initial="include")
+    unsafe = forms.ChoiceField(choices=[(t, t) for t in TRISTATE], initial="include")
+
+    def filters(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "rounds": data["rounds"],
+            "since": data["since"].isoformat() if data["since"] else None,
+            "until": data["until"].isoformat() if data["until"] else None,
+            "min_votes": data["min_votes"] or 1,
+            "min_agreement": data["min_agreement"] or 0,
+            "gold": data["gold"],
+            "unsafe": data["unsafe"],
+        }
+
+
+_DONE = object()
+
+
+async def _async_chunks(chunks):
+    """An async iterator over a sync generator, one `next` per thread hop.
+
+    Under ASGI, Django would read a sync iterator to its end before sending anything; this keeps
+    the download streaming. thread_sensitive keeps every step (and the database work at the end)
+    on the request's one thread; closing early (client gone) closes the generator there too.
+    """
+    try:
+        while True:
+            chunk = await sync_to_async(next, thread_sensitive=True)(chunks, _DONE)
+            if chunk is _DONE:
+                return
+            yield chunk
+    finally:
+        await sync_to_async(chunks.close, thread_sensitive=True)()
+
+
+def download_name(export: Export) -> str:
+    return f"{export.project.slug}-{export.kind}-{export.pk}.{export.format}"
+
+
+@researcher_required
+@require_http_methods(["GET", "POST"])
+def exports_home(request: HttpRequest) -> HttpResponse:
+    project = None
+    if request.method == "POST":
+        form = ExportForm(request.POST)
+        if form.is_valid():
+            try:
+                plan = export_request(
+                    project=form.cleaned_data["project"],
+                    kind=form.cleaned_data["kind"],
+                    fmt=form.cleaned_data["format"],
+                    filters=form.filters(),
+                    user=request.user,
+                )
+            except ServiceError as exc:
+                form.add_error(None, exc.message)
+            else:
+                if not plan.stream:
+                    return redirect(reverse("export-detail", args=[plan.export.pk]))
+                response = StreamingHttpResponse(
+                    _async_chunks(export_stream(export_id=plan.export.pk)),
+                    content_type=CONTENT_TYPES[plan.export.format],
+                )
+                response["Content-Disposition"] = f'attachment; filename="{download_name(plan.export)}"'
+                response["X-Export-Id"] = str(plan.export.pk)
+                return response
+        project = form.cleaned_data.get("project") if hasattr(form, "cleaned_data") else None
+    else:
+        project = Project.objects.filter(pk=request.GET.get("project") or 0).first()
+        form = ExportForm(initial={"project": project})
+    return render(
+        request,
+        "exports/home.html",
+        {"form": form, "exports": exports_for(project=project), "project": project},
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+def _export_or_404(export_id: int) -> Export:
+    export = export_get(export_id=export_id)
+    if export is None:
+        raise Http404("No such export.")
+    return export
+
+
+@researcher_required
+def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
+    export = _export_or_404(export_id)
+    template = "exports/_row.html" if request.htmx else "exports/detail.html"
+    return render(request, template, {"e": export, "detail": True})
+
+
+@researcher_required
+def export_download(request: HttpRequest, export_id: int) -> HttpResponse:
+    export = _export_or_404(export_id)
+    try:
+        path = export_data_path(export)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    response = FileResponse(
+        open(path, "rb"),  # noqa: SIM115 - FileResponse closes it
+        as_attachment=True,
+        filename=download_name(export),
+        content_type=CONTENT_TYPES[export.format],
+    )
+    response["X-Export-Sha256"] = export.sha256
+    return response
+
+
+@researcher_required
+@require_POST
+def export_cancel_view(request: HttpRequest, export_id: int) -> HttpResponse:
+    export = _export_or_404(export_id)
+    try:
+        export = export_cancel(export_id=export.pk, user=request.user)
+    except ServiceError:
+        export.refresh_from_db()
+    if request.htmx:
+        return render(request, "exports/_row.html", {"e": export, "detail": True})
+    return redirect(reverse("export-detail", args=[export.pk]))

@@ -1,0 +1,327 @@
+"""Export benchmark (issue 4): stream 1,000,000 votes out of PostgreSQL as JSON Lines and Parquet.
+
+    .venv/bin/python bench/export.py            # 1,000,000 votes on 200,000 comparisons (k = 5)
+    .venv/bin/python bench/export.py --quick    # smoke run: 50,000 votes on 10,000 comparisons
+
+Set-up: the database `bench_export` is dropped, created and migrated; rows are generated with
+INSERT ... SELECT generate_series straight into the real tables (50 raters, two policy
+responses per prompt, a few gold items, tie / both-bad votes and unsafe flags).
+
+Each export (raw votes and TRL pairs, as JSONL and as Parquet) runs in its own subprocess
+through the real service (`export_run`: count + card numbers, server-side cursor, encoder, file
+written to a temporary path and renamed, sha256, card, snapshot row), so each reports its own
+wall time and peak RSS. The floor, in the same run: PostgreSQL `COPY (the raw-votes join, same
+columns, same filter, same ORDER BY) TO STDOUT` into a file, also in a subprocess.
+
+Targets: raw-votes JSONL at least half the COPY rows per second; peak RSS under 300 MB each.
+The last line printed is the one-line summary the issue asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REPO_ROOT, database_url_with_name, fmt, print_table  # noqa: E402
+
+TARGET_RATIO_TO_COPY = 0.5
+TARGET_PEAK_RSS_MB = 300.0
+RATERS = 50
+VOTES_PER_COMPARISON = 5
+RUNS = [("raw", "jsonl"), ("raw", "parquet"), ("trl", "jsonl"), ("trl", "parquet")]
+
+_FILLER = (
+    "Here is a careful answer that explains the steps, names the trade-offs and ends with a short "
+    "summary so the reader can check it quickly."
+)
+
+
+def _psycopg():
+    import psycopg
+
+    return psycopg
+
+
+def database_recreate(admin_url: str, name: str) -> None:
+    psycopg = _psycopg()
+    from psycopg import sql
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def database_drop(admin_url: str, name: str) -> None:
+    psycopg = _psycopg()
+    from psycopg import sql
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--verbosity", "0", "--no-input"],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        check=True,
+    )
+
+
+def seed(url: str, *, comparisons: int) -> int:
+    """Generate the rows in SQL; returns the project id."""
+    psycopg = _psycopg()
+    with psycopg.connect(url, autocommit=True) as conn:
+        project_id = conn.execute(
+            """INSERT INTO annotation_project
+                   (name, slug, guidelines, overlap, lease_seconds, export_secret, created_at)
+               VALUES ('bench', 'bench', '', %s, 300, md5('bench-secret') || md5('bench-secret-2'), now())
+               RETURNING id""",
+            [VOTES_PER_COMPARISON],
+        ).fetchone()[0]
+        conn.execute(
+            """INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email,
+                                      is_staff, is_active, date_joined)
+               SELECT '!', false, 'rater' || g, '', '', '', false, true, now()
+               FROM generate_series(1, %s) g""",
+            [RATERS],
+        )
+        conn.execute(
+            """INSERT INTO annotation_prompt (project_id, messages, content_hash, reference_answer, metadata,
+                                              created_at)
+               SELECT %(p)s,
+                      jsonb_build_array(jsonb_build_object(
+                          'role', 'user', 'content', 'Question ' || g || ': how would you explain this?')),
+                      md5('prompt ' || g) || md5('prompt hash ' || g), '', '{}', now()
+               FROM generate_series(1, %(n)s) g""",
+            {"p": project_id, "n": comparisons},
+        )
+        conn.execute(
+            """INSERT INTO annotation_response (prompt_id, text, source, model_name, policy_checkpoint_id,
+                                                generation_params, metadata, created_at)
+               SELECT p.id, 'Answer ' || s || ' to ' || p.id || '. ' || %(filler)s, 'policy', 'bench',
+                      1 + (p.id + s) %% 4, '{}', '{}', now()
+               FROM annotation_prompt p CROSS JOIN generate_series(0, 1) s
+               WHERE p.project_id = %(p)s
+               ORDER BY p.id, s""",
+            {"p": project_id, "filler": _FILLER},
+        )
+        conn.execute(
+            """INSERT INTO annotation_comparison (project_id, prompt_id, response_a_id, response_b_id,
+                   votes_needed, votes_count, priority, round_id, gold_choice, metadata, created_at)
+               SELECT %(p)s, r.prompt_id, min(r.id), max(r.id), %(k)s, %(k)s, 0, 1 + r.prompt_id %% 3,
+                      CASE WHEN r.prompt_id %% 50 = 0 THEN 'a' ELSE '' END, '{}', now()
+               FROM annotation_response r JOIN annotation_prompt p ON p.id = r.prompt_id
+               WHERE p.project_id = %(p)s
+               GROUP BY r.prompt_id ORDER BY r.prompt_id""",
+            {"p": project_id, "k": VOTES_PER_COMPARISON},
+        )
+        # k distinct raters per comparison: (id + 7j) mod 50 differs for j = 0..4.
+        conn.execute(
+            """INSERT INTO annotation_preference (rater_id, comparison_id, choice, strength, rationale,
+                   unsafe_a, unsafe_a_category, unsafe_b, unsafe_b_category, shown_left, client_ms, lease_ms,
+                   idempotency_key, source, created_at, updated_at)
+               SELECT u.first + (c.id + 7 * j) %% %(raters)s, c.id, ch.choice,
+                      CASE WHEN ch.choice IN ('a', 'b') THEN 1 + x.h %% 3 END,
+                      CASE WHEN x.h %% 10 = 0 THEN 'Clearer and more correct.' ELSE '' END,
+                      x.h %% 97 = 0, CASE WHEN x.h %% 97 = 0 THEN 'violence' ELSE '' END,
+                      x.h %% 89 = 0, CASE WHEN x.h %% 89 = 0 THEN 'pii' ELSE '' END,
+                      CASE WHEN x.h %% 2 = 0 THEN 'a' ELSE 'b' END,
+                      2000 + x.h %% 30000, 2500 + x.h %% 30000,
+                      md5(c.id || ':' || j), 'rater',
+                      timestamptz '2025-01-01 00:00:00+00' + (c.id * 5 + j) * interval '1 second',
+                      timestamptz '2025-01-01 00:00:00+00' + (c.id * 5 + j) * interval '1 second'
+               FROM annotation_comparison c
+               CROSS JOIN generate_series(0, %(k)s - 1) j
+               CROSS JOIN (SELECT min(id) AS first FROM auth_user WHERE username LIKE 'rater%%') u
+               CROSS JOIN LATERAL (SELECT abs(hashint4((c.id * 5 + j)::int)) AS h) x
+               CROSS JOIN LATERAL (SELECT CASE WHEN x.h %% 10 < 6 THEN 'a' WHEN x.h %% 10 < 9 THEN 'b'
+                                               WHEN x.h %% 20 = 9 THEN 'tie' ELSE 'both_bad' END AS choice) ch
+               WHERE c.project_id = %(p)s
+               ORDER BY c.id, j""",
+            {"p": project_id, "k": VOTES_PER_COMPARISON, "raters": RATERS},
+        )
+        conn.execute("VACUUM ANALYZE")
+    return project_id
+
+
+# --------------------------------------------------------------------------------------------
+# Children: one export, or the COPY floor, per process (own peak RSS)
+# --------------------------------------------------------------------------------------------
+
+
+def child_export(kind: str, fmt_: str, project_id: int) -> dict:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from annotation.models import Export, Project
+    from annotation.services.exports import export_create, export_run
+
+    project = Project.objects.get(pk=project_id)
+    export = export_create(project=project, kind=kind, fmt=fmt_, filters={}, user=None, delivery="command")
+    t0 = time.perf_counter()
+    export = export_run(export_id=export.pk)
+    seconds = time.perf_counter() - t0
+    if export.status != Export.Status.SUCCEEDED:
+        raise SystemExit(f"export failed: {export.error}")
+    return {"rows": export.row_count, "seconds": seconds, "bytes": export.bytes, "sha256": export.sha256}
+
+
+def child_copy(project_id: int, out_dir: str) -> dict:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from annotation.exporters.filters import parse_filters
+    from annotation.exporters.sql import export_sql
+    from annotation.models import Project
+    from annotation.selectors import ExportSnapshotReader
+
+    project = Project.objects.get(pk=project_id)
+    with ExportSnapshotReader(project=project, kind="raw", filters=parse_filters({})) as reader:
+        raters = reader._raters()
+        sql, params = export_sql(
+            kind="raw", filters=parse_filters({}), shape="columns", project_id=project_id, raters=raters
+        )
+        path = Path(out_dir) / "copy.tsv"
+        rows = 0
+        t0 = time.perf_counter()
+        with reader.conn.cursor() as cur, open(path, "wb") as fh:
+            with cur.copy(f"COPY ({sql}) TO STDOUT", params) as copy:
+                for data in copy:
+                    fh.write(data)
+            fh.flush()
+        seconds = time.perf_counter() - t0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            rows += block.count(b"\n")
+    connection.close()
+    return {"rows": rows, "seconds": seconds, "bytes": path.stat().st_size}
+
+
+def run_child(args: list[str], env: dict[str, str]) -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="50,000 votes on 10,000 comparisons")
+    parser.add_argument("--comparisons", type=int, default=None, help="default 200,000 (10,000 with --quick)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+        help="server and credentials to use (its database name is replaced by --db-name)",
+    )
+    parser.add_argument("--db-name", default="bench_export")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6"))
+    parser.add_argument("--keep-db", action="store_true", help="leave the benchmark database behind")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        what, *rest = args.child
+        if what == "export":
+            result = child_export(rest[0], rest[1], int(rest[2]))
+        else:
+            result = child_copy(int(rest[0]), rest[1])
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        print(json.dumps(result))
+        return 0
+
+    comparisons = args.comparisons or (10_000 if args.quick else 200_000)
+    bench_url = database_url_with_name(args.database_url, args.db_name)
+    work = Path(tempfile.mkdtemp(prefix="bench-export-"))
+    env = {
+        "DATABASE_URL": bench_url,
+        "REDIS_URL": args.redis_url,
+        "CHANNELS_PREFIX": "bench-export",
+        "EXPORTS_DIR": str(work / "exports"),
+        "DJANGO_DEBUG": "0",
+        "LOG_LEVEL": "WARNING",
+    }
+    print(
+        f"bench export: {comparisons * VOTES_PER_COMPARISON:,} votes on {comparisons:,} comparisons, "
+        f"{os.cpu_count()} CPUs, database {args.db_name}",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    database_recreate(args.database_url, args.db_name)
+    try:
+        migrate(env)
+        project_id = seed(bench_url, comparisons=comparisons)
+        print(f"set-up (create, migrate, seed): {time.perf_counter() - t0:.1f} s", flush=True)
+
+        copy = run_child(["--child", "copy", str(project_id), str(work)], env)
+        results = {}
+        for kind, fmt_ in RUNS:
+            results[(kind, fmt_)] = run_child(["--child", "export", kind, fmt_, str(project_id)], env)
+            r = results[(kind, fmt_)]
+            print(f"  {kind} {fmt_}: {r['rows']:,} rows in {r['seconds']:.2f} s", flush=True)
+    finally:
+        if not args.keep_db:
+            database_drop(args.database_url, args.db_name)
+
+    copy_rps = copy["rows"] / copy["seconds"]
+    table = [["COPY floor (raw join)", f"{copy['rows']:,}", fmt(copy["seconds"], 2), f"{copy_rps:,.0f}",
+              fmt(copy["peak_rss_mb"]), f"{copy['bytes'] / 2**20:,.1f}", "1.00"]]  # fmt: skip
+    for (kind, fmt_), r in results.items():
+        rps = r["rows"] / r["seconds"]
+        table.append(
+            [
+                f"{kind} {fmt_}",
+                f"{r['rows']:,}",
+                fmt(r["seconds"], 2),
+                f"{rps:,.0f}",
+                fmt(r["peak_rss_mb"]),
+                f"{r['bytes'] / 2**20:,.1f}",
+                fmt(rps / copy_rps, 2),
+            ]  # fmt: skip
+        )
+    print()
+    print_table(["export", "rows", "seconds", "rows/s", "peak RSS MB", "MiB", "ratio to COPY"], table)
+    jsonl = results[("raw", "jsonl")]
+    parquet = results[("raw", "parquet")]
+    jsonl_rps = jsonl["rows"] / jsonl["seconds"]
+    parquet_rps = parquet["rows"] / parquet["seconds"]
+    peak = max(r["peak_rss_mb"] for r in results.values())
+    ratio = jsonl_rps / copy_rps
+    print()
+    print(
+        f"targets: raw JSONL >= {TARGET_RATIO_TO_COPY} x COPY rows/s: {'met' if ratio >= TARGET_RATIO_TO_COPY else 'MISSED'};"
+        f" peak RSS < {TARGET_PEAK_RSS_MB:.0f} MB for every format: {'met' if peak < TARGET_PEAK_RSS_MB else 'MISSED'}"
+    )
+    print(
+        f"bench export: jsonl_rows_per_s={jsonl_rps:.0f} parquet_rows_per_s={parquet_rps:.0f} "
+        f"copy_rows_per_s={copy_rps:.0f} ratio_to_copy={ratio:.2f} peak_rss_mb={peak:.1f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
@@ -162,6 +163,11 @@ class RunStartSerializer(serializers.Serializer):
     config = serializers.DictField(required=False, default=dict)
 
 
+_ERROR = inline_serializer(
+    "TrainingError", fields={"detail": serializers.CharField(), "code": serializers.CharField()}
+)
+
+
 def _error(exc: ServiceError) -> Response:
     return Response({"detail": exc.message, "code": exc.code}, status=exc.status)
 
@@ -171,11 +177,13 @@ class RewardModelListView(APIView):
 
     permission_classes = [IsAuthenticated, CanOperate]
 
+    @extend_schema(responses=RewardModelSerializer(many=True))
     def get(self, request, project_id: int):
         project = get_object_or_404(Project, pk=project_id)
         runs = selectors.reward_models_for(project=project)
         return Response(RewardModelSerializer(runs, many=True).data)
 
+    @extend_schema(request=RunStartSerializer, responses={201: RewardModelSerializer, 400: _ERROR})
     def post(self, request, project_id: int):
         project = get_object_or_404(Project, pk=project_id)
         data = RunStartSerializer(data=request.data)
@@ -192,6 +200,7 @@ class RewardModelListView(APIView):
 class RewardModelDetailView(APIView):
     permission_classes = [IsAuthenticated, CanOperate]
 
+    @extend_schema(responses=RewardModelSerializer)
     def get(self, request, run_id: int):
         return Response(RewardModelSerializer(get_object_or_404(RewardModel, pk=run_id)).data)
 
@@ -199,6 +208,7 @@ class RewardModelDetailView(APIView):
 class RewardModelCancelView(APIView):
     permission_classes = [IsAuthenticated, CanOperate]
 
+    @extend_schema(request=None, responses={200: RewardModelSerializer, 400: _ERROR})
     def post(self, request, run_id: int):
         get_object_or_404(RewardModel, pk=run_id)
         try:
@@ -211,6 +221,7 @@ class RewardModelCancelView(APIView):
 class RewardModelPromoteView(APIView):
     permission_classes = [IsAuthenticated, CanOperate]
 
+    @extend_schema(request=None, responses={200: RewardModelSerializer, 400: _ERROR})
     def post(self, request, run_id: int):
         get_object_or_404(RewardModel, pk=run_id)
         try:

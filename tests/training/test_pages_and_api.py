@@ -210,5 +210,9 @@ def test_command_trains_in_process_with_a_progress_bar(
     with pytest.raises(CommandError, match="failed"):
         call_command("train_reward_model", project=project.slug, sync=True, backbone=str(tmp_path / "nope"))
     assert RewardModel.objects.get(project=project, version=2).status == "failed"
+    # --worker --no-wait only queues (the job is sent when the transaction commits).
+    call_command("train_reward_model", project=str(project.pk), worker=True, no_wait=True, epochs=1)
+    queued = RewardModel.objects.get(project=project, version=3)
+    assert queued.status == "queued" and queued.config == {"epochs": 1}
     with pytest.raises(CommandError, match="No project"):
         call_command("train_reward_model", project="no-such-project", sync=True)

@@ -1,15 +1,23 @@
-"""Through a real Celery worker: SIGKILL mid-training, then the retried job succeeds.
+"""Jobs seen from other connections and processes: cancel from another connection while a run
+trains, and SIGKILL of a real Celery worker mid-training followed by a retry that succeeds.
 
-The worker is a subprocess on the test database (committed data: transactional test) and this
-test's own Redis database, consuming the training queue with the solo pool, so killing its pid
-kills the process that trains.
+These tests need committed data (a second connection, a worker process), but they do not use
+pytest-django's transactional tests: those end by flushing every table, which also deletes the
+role groups the data migrations created and breaks the tests that run after them. Instead,
+`committed_db` unblocks the test database (autocommit) and deletes exactly what the test
+created when it ends.
+
+The worker is a subprocess on the test database and this run's own Redis database, consuming
+the training queue with the solo pool, so killing its pid kills the process that trains.
 """
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,16 +25,50 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
 from django.db import connection
 
+from annotation.models import Project
 from annotation.services.preference_imports import preferences_import
 from training.ml.checkpoints import TEMP_PREFIX, dir_sha256
 from training.models import RewardModel
-from training.services.reward_models import _RUN_LOCK_NAMESPACE, reward_dir, reward_model_run_create
+from training.services.reward_models import (
+    _RUN_LOCK_NAMESPACE,
+    reward_dir,
+    reward_model_cancel,
+    reward_model_run_create,
+    reward_model_train,
+)
 from training.tasks import train_reward_model_task
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(not django_settings.REDIS_URL, reason="needs REDIS_URL (a Redis broker)")
+_names = itertools.count()
+
+
+@pytest.fixture
+def committed_db(django_db_setup, django_db_blocker):
+    """The test database in autocommit; afterwards, delete the projects and users made here."""
+    User = get_user_model()
+    with django_db_blocker.unblock():
+        users = set(User.objects.values_list("pk", flat=True))
+        projects = set(Project.objects.values_list("pk", flat=True))
+        try:
+            yield
+        finally:
+            Project.objects.exclude(pk__in=projects).delete()  # cascades to votes and runs
+            User.objects.exclude(pk__in=users).delete()
+            connection.close()
+
+
+def committed_project(pairs: int) -> Project:
+    n = f"{uuid.uuid4().hex[:6]}-{next(_names)}"
+    project = Project.objects.create(name=f"Committed {n}", slug=f"committed-{n}", overlap=1)
+    lines = [
+        json.dumps({"prompt": f"Question {i}?", "chosen": f"Kind answer {i}.", "rejected": f"Rude {i}!"})
+        for i in range(pairs)
+    ]
+    preferences_import(project=project, lines=lines, fmt="trl")
+    return project
 
 
 @pytest.fixture(scope="module")
@@ -118,18 +160,13 @@ def advisory_lock_held(run_id: int) -> bool:
         return cur.fetchone()[0] > 0
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.skipif(not django_settings.REDIS_URL, reason="needs REDIS_URL (a Redis broker)")
 def test_sigkill_mid_training_leaves_no_artefact_and_the_retried_job_succeeds(
-    make_project, settings, tmp_path, tiny_backbone
+    committed_db, settings, tmp_path, tiny_backbone
 ):
     redis.Redis.from_url(settings.REDIS_URL).flushdb()  # this test's own Redis db: no stale jobs
     settings.MODELS_DIR = models = tmp_path / "models"
-    project = make_project()
-    lines = [
-        json.dumps({"prompt": f"Question {i}?", "chosen": f"Kind answer {i}.", "rejected": f"Rude {i}!"})
-        for i in range(40)
-    ]
-    preferences_import(project=project, lines=lines, fmt="trl")
+    project = committed_project(40)
 
     first = Worker(models, tmp_path / "worker1.log")
     try:
@@ -184,3 +221,42 @@ def test_sigkill_mid_training_leaves_no_artefact_and_the_retried_job_succeeds(
     assert done.artefact_path == str(final) and done.artefact_sha256 == dir_sha256(final)
     assert [p.name for p in final.parent.iterdir()] == [final.name]  # leftovers cleaned
     assert done.is_active
+
+
+def test_cancel_during_training_stops_between_steps_and_leaves_no_artefact(
+    committed_db, settings, tmp_path, tiny_backbone
+):
+    settings.MODELS_DIR = tmp_path / "models"
+    project = committed_project(40)
+    run = reward_model_run_create(
+        project=project,
+        config_overrides={"epochs": 50, "batch_size": 2, "max_length": 48, "threads": 1},
+        backbone=tiny_backbone,
+        enqueue=False,
+    )
+    seen = {}
+
+    def cancel_when_started():  # ops pressing Cancel, on its own connection
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                row = RewardModel.objects.get(pk=run.pk)
+                if row.status == "running" and row.progress_step > 0:
+                    seen["step"] = row.progress_step
+                    seen["status"] = reward_model_cancel(run_id=run.pk).status
+                    return
+                time.sleep(0.05)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=cancel_when_started)
+    thread.start()
+    done = reward_model_train(run_id=run.pk)
+    thread.join()
+    # The job still held the run, so cancel asked it to stop rather than marking it.
+    assert seen["status"] == "running"
+    assert done.status == "cancelled" and done.cancel_requested
+    assert 0 < done.progress_step < done.progress_total
+    folder = reward_dir(project_id=project.pk, run_id=run.pk)
+    assert not folder.exists() and not any(folder.parent.iterdir())
+    assert done.artefact_sha256 == "" and not done.is_active

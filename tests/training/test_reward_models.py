@@ -325,3 +325,30 @@ def test_a_crashed_attempt_restarts_cleanly_from_its_own_row(make_project, model
         again.artefact_sha256 == dir_sha256(final) and (final / "model.safetensors").read_bytes() != b"half"
     )
     assert sorted(p.name for p in final.parent.iterdir()) == sorted([str(done.pk), str(run.pk)])
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_default_backbone_trains_on_real_hh_pairs(make_project, models_dir, settings):
+    """The packaged all-MiniLM-L6-v2 (no backbone given, REWARD_BACKBONE empty) on real HH-RLHF lines."""
+    import gzip
+    import itertools
+
+    from training.ml.backbones import default_minilm_dir
+
+    settings.REWARD_BACKBONE = ""
+    project = make_project()
+    with gzip.open("/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz", "rb") as fh:
+        preferences_import(project=project, lines=list(itertools.islice(fh, 40)), fmt="hh")
+    run = reward_model_run_create(
+        project=project, config_overrides={"max_steps": 3, "batch_size": 4, "max_length": 128}
+    )
+    assert run.backbone == str(default_minilm_dir())
+    run = reward_model_train(run_id=run.pk)
+    assert run.status == "succeeded", run.error
+    assert run.metrics["steps"] == 3 and run.metrics["stopped_early"] == "max_steps"
+    assert run.artefact_sha256 == dir_sha256(run.artefact_path) and run.is_active
+    scores = reward_score(
+        project=project, prompts=[[{"role": "user", "content": "Hi"}]] * 2, responses=["Hello!", "Go away."]
+    )
+    assert len(scores) == 2

@@ -124,3 +124,276 @@ class RewardModel(models.Model):
         if not self.progress_total:
             return 0
         return min(100, int(100 * self.progress_step / self.progress_total))
+
+
+# --- Online-RLHF rounds (issue 5) -------------------------------------------------------------
+
+
+class PolicyCheckpoint(models.Model):
+    """A policy folder on disk and where it came from.
+
+    `kind` "base": the project's starting policy (settings.POLICY_BASE, else SmolLM2-135M-Instruct
+    converted under MODELS_DIR); "dpo": written by one round's policy update from `parent`,
+    with `reward_model` the reward model that labelled the round's pairs. `sha256` is the
+    folder's `dir_sha256`, recorded once the folder was renamed into place. At most one
+    checkpoint per project is `is_current` (the one the next round samples from).
+    """
+
+    class Kind(models.TextChoices):
+        BASE = "base"
+        DPO = "dpo"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="policy_checkpoints")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    round = models.OneToOneField(
+        "RLHFRound", null=True, blank=True, on_delete=models.SET_NULL, related_name="checkpoint_created"
+    )
+    reward_model = models.ForeignKey(
+        RewardModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="policies"
+    )
+    base_model = models.CharField(max_length=1000, help_text="The root base model folder of this lineage.")
+    path = models.CharField(max_length=1000)
+    sha256 = models.CharField(max_length=64)
+    is_current = models.BooleanField(default=False)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project"], condition=Q(is_current=True), name="policy_one_current_per_project"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "sha256"], condition=Q(kind="base"), name="policy_base_unique_per_project"
+            ),
+            models.CheckConstraint(condition=Q(kind__in=["base", "dpo"]), name="policy_kind_valid"),
+            models.CheckConstraint(condition=~Q(sha256=""), name="policy_has_sha256"),
+            models.CheckConstraint(
+                condition=Q(kind="base", parent__isnull=True) | Q(kind="dpo", parent__isnull=False),
+                name="policy_parent_matches_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"policy #{self.pk} ({self.kind}) of {self.project}"
+
+    @property
+    def label(self) -> str:
+        return f"policy #{self.pk} ({self.kind}, {self.sha256[:10]})"
+
+
+class RoundSettings(models.Model):
+    """Per project: how rounds run (the defaults copied into each new round) and when they start.
+
+    Schedule: `every_hours` or `cron` (five fields, minute hour day month weekday) drives a
+    django-celery-beat PeriodicTask; `min_new_preferences` starts a round once that many A/B
+    votes arrived after the active reward model's snapshot (checked by a periodic task).
+    """
+
+    class Strategy(models.TextChoices):
+        NEW_VS_OLD = "new_vs_old", "New policy's best vs previous policy's best"
+        UNCERTAIN = "uncertain", "Two new candidates with the smallest reward gap"
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="round_settings")
+    # Round config.
+    prompts_per_round = models.PositiveIntegerField(default=16)
+    n = models.PositiveSmallIntegerField(default=4, help_text="Candidates per prompt.")
+    temperature = models.FloatField(default=0.8)
+    top_p = models.FloatField(default=0.95)
+    max_new_tokens = models.PositiveIntegerField(default=64)
+    toxicity_threshold = models.FloatField(default=0.5, help_text="Block candidates above this toxicity.")
+    toxicity_lambda = models.FloatField(default=10.0, help_text="λ in reward − λ·toxicity.")
+    blocklist = models.TextField(blank=True, help_text="One word or phrase per line; /regex/ for a regex.")
+    budget = models.PositiveIntegerField(
+        default=16, help_text="Pairs published to the rating queue per round."
+    )
+    strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.NEW_VS_OLD)
+    priority = models.IntegerField(
+        default=100, help_text="Queue priority of published pairs (+ the round number, so newer serve first)."
+    )
+    beta = models.FloatField(default=0.1)
+    learning_rate = models.FloatField(default=1e-6)
+    dpo_epochs = models.PositiveSmallIntegerField(default=1)
+    dpo_batch_size = models.PositiveSmallIntegerField(default=4)
+    dpo_max_steps = models.PositiveIntegerField(null=True, blank=True)
+    reward_config = models.JSONField(
+        default=dict, blank=True, help_text="Overrides for the reward-model run a round starts first."
+    )
+    # Schedule.
+    enabled = models.BooleanField(default=False)
+    every_hours = models.PositiveIntegerField(null=True, blank=True)
+    cron = models.CharField(max_length=120, blank=True)
+    min_new_preferences = models.PositiveIntegerField(null=True, blank=True)
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "round settings"
+        constraints = [
+            models.CheckConstraint(condition=Q(n__gte=1), name="round_settings_n_gte_1"),
+            models.CheckConstraint(condition=Q(toxicity_lambda__gte=0), name="round_settings_lambda_gte_0"),
+            models.CheckConstraint(condition=Q(beta__gt=0), name="round_settings_beta_gt_0"),
+        ]
+
+
+class RLHFRound(models.Model):
+    """One online-RLHF round: a resumable state machine advanced by one Celery task.
+
+    queued → reward → generating → filtering → scoring → updating → publishing → done
+    (or failed / cancelled). "reward" retrains the reward model first when preferences arrived
+    after the active one's snapshot. Each step commits its own results (keyed by unique rows)
+    before the state moves on, so a killed worker resumes at the step it was in.
+    At most one unfinished round per project, enforced by a partial unique index.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        REWARD = "reward", "retraining reward model"
+        GENERATING = "generating"
+        FILTERING = "filtering"
+        SCORING = "scoring"
+        UPDATING = "updating"
+        PUBLISHING = "publishing"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    STEPS = ("reward", "generating", "filtering", "scoring", "updating", "publishing")
+    TERMINAL = ("done", "failed", "cancelled")
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual"
+        SCHEDULE = "schedule"
+        PREFERENCES = "preferences"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rlhf_rounds")
+    number = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    failed_step = models.CharField(max_length=16, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.MANUAL)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    seed = models.BigIntegerField(default=0)
+    config = models.JSONField(default=dict, blank=True)  # RoundSettings copied when the round was made
+    policy_in = models.ForeignKey(
+        PolicyCheckpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="rounds_sampled"
+    )
+    reference = models.ForeignKey(
+        PolicyCheckpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    policy_out = models.ForeignKey(
+        PolicyCheckpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reward_model = models.ForeignKey(
+        RewardModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="rounds"
+    )
+    reward_run = models.ForeignKey(  # the reward-model run this round started, if any
+        RewardModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    prompt_ids = models.JSONField(default=list, blank=True)  # sampled prompts, in sample order
+    # {step: {"done", "total", "started_at", "finished_at", "seconds"}}
+    steps = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="round_number_unique"),
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=~Q(state__in=["done", "failed", "cancelled"]),
+                name="round_one_running_per_project",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    state__in=[
+                        "queued",
+                        "reward",
+                        "generating",
+                        "filtering",
+                        "scoring",
+                        "updating",
+                        "publishing",
+                        "done",
+                        "failed",
+                        "cancelled",
+                    ]
+                ),  # fmt: skip
+                name="round_state_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} round {self.number} ({self.state})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in self.TERMINAL
+
+
+class RoundCandidate(models.Model):
+    """One generated response of a round, with its safety verdict and scores.
+
+    `generation` "old": sampled from the round's input policy (the round's candidates);
+    "new": sampled from the round's new policy while publishing (for new-vs-old pairs).
+    """
+
+    class Generation(models.TextChoices):
+        OLD = "old"
+        NEW = "new"
+
+    round = models.ForeignKey(RLHFRound, on_delete=models.CASCADE, related_name="candidates")
+    prompt = models.ForeignKey("annotation.Prompt", on_delete=models.CASCADE, related_name="+")
+    generation = models.CharField(max_length=4, choices=Generation.choices, default=Generation.OLD)
+    candidate_index = models.PositiveSmallIntegerField()
+    response = models.OneToOneField("annotation.Response", on_delete=models.CASCADE, related_name="candidate")
+    policy = models.ForeignKey(PolicyCheckpoint, on_delete=models.PROTECT, related_name="+")
+    num_tokens = models.PositiveIntegerField(default=0)
+    finish_reason = models.CharField(max_length=8, blank=True)
+    logprob_sum = models.FloatField(null=True, blank=True)
+    ref_logprob_sum = models.FloatField(null=True, blank=True)
+    toxicity = models.FloatField(null=True, blank=True)
+    blocked = models.BooleanField(default=False)
+    blocked_reason = models.CharField(max_length=300, blank=True)
+    reward = models.FloatField(null=True, blank=True)
+    shaped_reward = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["round", "prompt", "generation", "candidate_index"], name="round_candidate_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["round", "generation"], name="round_candidate_gen_idx")]
+
+
+class RoundPair(models.Model):
+    """The one pair a round published for a prompt (unique per round and prompt)."""
+
+    round = models.ForeignKey(RLHFRound, on_delete=models.CASCADE, related_name="pairs")
+    prompt = models.ForeignKey("annotation.Prompt", on_delete=models.CASCADE, related_name="+")
+    comparison = models.OneToOneField("annotation.Comparison", on_delete=models.CASCADE, related_name="+")
+    strategy = models.CharField(max_length=16, choices=RoundSettings.Strategy.choices)
+    candidate_a = models.ForeignKey(RoundCandidate, on_delete=models.CASCADE, related_name="+")
+    candidate_b = models.ForeignKey(RoundCandidate, on_delete=models.CASCADE, related_name="+")
+    reward_gap = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["round", "prompt"], name="round_pair_unique_per_prompt"),
+        ]

@@ -212,3 +212,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+# Round generation: empty GENERATION_BACKEND_URL generates in the worker with transformers;
+# set it (and GENERATION_MODEL) to use an OpenAI-compatible server (vLLM, TGI) instead.
+GENERATION_BACKEND_URL = os.environ.get("GENERATION_BACKEND_URL", "")
+GENERATION_MODEL = os.environ.get("GENERATION_MODEL", "")
+GENERATION_API_KEY = os.environ.get("GENERATION_API_KEY", "")
+GENERATION_BATCH_SIZE = int(os.environ.get("GENERATION_BATCH_SIZE", "16"))  # sequences per generate call

@@ -125,13 +125,15 @@ def parse_filters(data: dict | None) -> ExportFilters:
     if unknown:
         raise FilterError(f"unknown filter(s): {', '.join(unknown)}")
     try:
-        min_votes = int(data.get("min_votes") or 1)
+        raw_votes = data.get("min_votes")
+        min_votes = 1 if raw_votes in (None, "") else int(raw_votes)
     except (TypeError, ValueError) as exc:
         raise FilterError("min_votes: expected a whole number") from exc
     if min_votes < 1:
         raise FilterError("min_votes: must be at least 1")
     try:
-        min_agreement = float(data.get("min_agreement") or 0)
+        raw_agreement = data.get("min_agreement")
+        min_agreement = 0.0 if raw_agreement in (None, "") else float(raw_agreement)
     except (TypeError, ValueError) as exc:
         raise FilterError("min_agreement: expected a number between 0 and 1") from exc
     if not 0 <= min_agreement <= 1:

@@ -143,8 +143,8 @@ def _enqueue(export: Export) -> None:
     from annotation.tasks import export_run_task  # tasks import services; import late
 
     export_id = export.pk
+    _event(export)  # "queued" goes out before the job can report anything
     transaction.on_commit(lambda: export_run_task.delay(export_id))
-    _event(export)
 
 
 def _event(export: Export) -> None:

@@ -71,7 +71,6 @@ class Command(BaseCommand):
         bar = tqdm(
             total=None,
             unit="rows",
-            unit_scale=True,
             desc=f"export {export.pk}",
             file=self.stderr._out,
             disable=options["no_progress"],

@@ -1,0 +1,818 @@
+"""Rating-queue benchmark (issue 2): next + submit against the real ASGI server and PostgreSQL.
+
+    .venv/bin/python bench/assignment.py            # default: 10,000 pairs, k=3, ~20 s phases
+    .venv/bin/python bench/assignment.py --quick    # smoke run: 2,000 pairs, 3 s phases
+
+Phases, each on its own freshly seeded project so none starves another (k votes per pair):
+  floor     bare SQL through psycopg, 16 connections: SELECT ... FOR UPDATE SKIP LOCKED on an
+            open slot + UPDATE lease (returning the texts); INSERT vote + UPDATE slot + counter
+  service   assignment_next + preference_submit called directly, 1 / 4 / 16 threads, each
+            with its own database connection
+  http      closed loop, 1 / 4 / 16 raters (own token each, one request chain each, no pause)
+            through daphne serving config.asgi:application
+  open      open loop through HTTP at a fixed rate (default 50 cycles/s): a cycle starts every
+            1/rate s whether or not earlier ones finished; `next` is timed from the cycle's
+            scheduled start (so a stalled client or server cannot hide latency: no coordinated
+            omission), `submit` from the moment `next` returned.
+The load generator for HTTP phases is a separate process (this file with --client) so it does
+not share a GIL with the server; its CPU use is reported. Everything runs in one database,
+`bench_assignment` by default, which is dropped and created by this script.
+
+The last line printed is the one-line summary the issue asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    REPO_ROOT,
+    AsgiServer,
+    cpu_seconds,
+    database_url_with_name,
+    fmt,
+    peak_rss_mb,
+    percentile,
+    postgres_cpu_seconds,
+    print_table,
+)
+
+TARGET_OPEN_P99_MS = 25.0
+TARGET_RATIO_TO_FLOOR = 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PhaseResult:
+    phase: str
+    concurrency: str
+    cycles: int = 0
+    elapsed_s: float = 0.0
+    next_ms: list[float] = field(default_factory=list)
+    submit_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    error_sample: str = ""
+    exhausted: bool = False
+    app_cpu_s: float | None = None  # server process (http) or this process (service, floor)
+    db_cpu_s: float | None = None  # the PostgreSQL backends serving the benchmark database
+    client_cpu_s: float | None = None  # the HTTP load generator
+    max_start_lag_ms: float | None = None  # open loop: how late the client started a cycle
+
+    @property
+    def cycles_per_s(self) -> float:
+        return self.cycles / self.elapsed_s if self.elapsed_s else math.nan
+
+    def row(self) -> list[str]:
+        def per_cycle(cpu: float | None) -> str:
+            return "-" if cpu is None or not self.cycles else f"{1000 * cpu / self.cycles:.1f}"
+
+        return [
+            self.phase,
+            self.concurrency,
+            str(self.cycles),
+            fmt(self.cycles_per_s),
+            fmt(percentile(self.next_ms, 50), 2),
+            fmt(percentile(self.next_ms, 99), 2),
+            fmt(percentile(self.submit_ms, 50), 2),
+            fmt(percentile(self.submit_ms, 99), 2),
+            str(self.errors) + ("*" if self.exhausted else ""),
+            per_cycle(self.app_cpu_s),
+            per_cycle(self.db_cpu_s),
+            per_cycle(self.client_cpu_s),
+        ]
+
+
+HEADERS = [
+    "phase",
+    "conc",
+    "cycles",
+    "cycles/s",
+    "next p50",
+    "next p99",
+    "submit p50",
+    "submit p99",
+    "errors",
+    "app cpu",
+    "db cpu",
+    "client cpu",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP load generator (runs in its own process; never imports Django)
+# --------------------------------------------------------------------------------------------
+
+
+def _vote_body() -> dict:
+    return {
+        "choice": random.choice("ab"),
+        "strength": 2,
+        "idempotency_key": uuid.uuid4().hex,
+        "client_ms": random.randint(2_000, 40_000),
+    }
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.next_ms: list[float] = []
+        self.submit_ms: list[float] = []
+        self.cycles = 0
+        self.errors = 0
+        self.error_sample = ""
+        self.exhausted = False
+
+    def error(self, what: str, response) -> None:
+        self.errors += 1
+        if not self.error_sample:
+            self.error_sample = f"{what}: HTTP {response.status_code} {response.text[:300]}"
+
+
+async def _cycle(client, stats: _Stats, project_id: int, token: str, started: float) -> bool:
+    """One next + submit for one rater. `started` is when `next` should have been sent.
+
+    Returns False when the queue has nothing more for this rater (or the call failed).
+    """
+    import httpx
+
+    headers = {"Authorization": f"Token {token}"}
+    try:
+        response = await client.post(f"/api/projects/{project_id}/next/", headers=headers)
+    except httpx.HTTPError as exc:
+        stats.errors += 1
+        stats.error_sample = stats.error_sample or f"next: {exc!r}"
+        return False
+    leased = time.perf_counter()
+    if response.status_code == 204:
+        stats.exhausted = True
+        return False
+    if response.status_code != 200:
+        stats.error("next", response)
+        return False
+    comparison_id = response.json()["comparison_id"]
+    try:
+        response = await client.post(
+            f"/api/comparisons/{comparison_id}/preference/", json=_vote_body(), headers=headers
+        )
+    except httpx.HTTPError as exc:
+        stats.errors += 1
+        stats.error_sample = stats.error_sample or f"submit: {exc!r}"
+        return False
+    done = time.perf_counter()
+    if response.status_code != 201:
+        stats.error("submit", response)
+        return False
+    stats.next_ms.append((leased - started) * 1000)
+    stats.submit_ms.append((done - leased) * 1000)
+    stats.cycles += 1
+    return True
+
+
+async def _closed_loop(cfg: dict) -> dict:
+    import httpx
+
+    tokens = cfg["tokens"][: cfg["concurrency"]]
+    limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
+    stats, warm = _Stats(), _Stats()
+    async with httpx.AsyncClient(base_url=cfg["base_url"], limits=limits, timeout=30.0) as client:
+        # One untimed cycle per rater opens the keep-alive connections and warms the server.
+        await asyncio.gather(
+            *(_cycle(client, warm, cfg["project_id"], t, time.perf_counter()) for t in tokens)
+        )
+        if warm.errors:
+            return {"error": warm.error_sample}
+        t0 = time.perf_counter()
+        end = t0 + cfg["seconds"]
+        cpu0 = cpu_seconds()
+
+        async def rater(token: str) -> None:
+            while time.perf_counter() < end:
+                if not await _cycle(client, stats, cfg["project_id"], token, time.perf_counter()):
+                    return
+
+        await asyncio.gather(*(rater(t) for t in tokens))
+        elapsed = time.perf_counter() - t0
+    return {
+        "cycles": stats.cycles,
+        "elapsed_s": elapsed,
+        "next_ms": stats.next_ms,
+        "submit_ms": stats.submit_ms,
+        "errors": stats.errors,
+        "error_sample": stats.error_sample,
+        "exhausted": stats.exhausted,
+        "client_cpu_s": cpu_seconds() - cpu0,
+    }
+
+
+async def _open_loop(cfg: dict) -> dict:
+    import httpx
+
+    tokens: deque[str] = deque(cfg["tokens"])
+    free = asyncio.Condition()
+    limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
+    stats, warm = _Stats(), _Stats()
+    lags: list[float] = []
+    async with httpx.AsyncClient(base_url=cfg["base_url"], limits=limits, timeout=30.0) as client:
+        await asyncio.gather(
+            *(_cycle(client, warm, cfg["project_id"], t, time.perf_counter()) for t in list(tokens)[:8])
+        )
+        if warm.errors:
+            return {"error": warm.error_sample}
+
+        async def one(scheduled: float) -> None:
+            # A person is free to start a new pair only once their previous one is in; with
+            # enough people this never waits, and if it does the wait counts as latency.
+            async with free:
+                await free.wait_for(lambda: bool(tokens))
+                token = tokens.popleft()
+            lags.append((time.perf_counter() - scheduled) * 1000)
+            try:
+                await _cycle(client, stats, cfg["project_id"], token, scheduled)
+            finally:
+                async with free:
+                    tokens.append(token)
+                    free.notify()
+
+        n = int(cfg["rate"] * cfg["seconds"])
+        interval = 1.0 / cfg["rate"]
+        cpu0 = cpu_seconds()
+        t0 = time.perf_counter() + 0.05
+        tasks = []
+        for i in range(n):
+            scheduled = t0 + i * interval
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(scheduled)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - t0
+    return {
+        "cycles": stats.cycles,
+        "elapsed_s": elapsed,
+        "next_ms": stats.next_ms,
+        "submit_ms": stats.submit_ms,
+        "errors": stats.errors,
+        "error_sample": stats.error_sample,
+        "exhausted": stats.exhausted,
+        "client_cpu_s": cpu_seconds() - cpu0,
+        "max_start_lag_ms": max(lags) if lags else None,
+    }
+
+
+def client_main() -> None:
+    cfg = json.load(sys.stdin)
+    runner = _open_loop if cfg["mode"] == "open" else _closed_loop
+    json.dump(asyncio.run(runner(cfg)), sys.stdout)
+
+
+def run_client(cfg: dict, *, server: AsgiServer, db_name: str) -> dict:
+    """Run the load generator in its own process and measure the server's CPU meanwhile."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--client"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=REPO_ROOT,
+        text=True,
+    )
+    server_cpu0 = server.cpu_seconds()
+    db_cpu0 = postgres_cpu_seconds(db_name)
+    out, _ = proc.communicate(json.dumps(cfg), timeout=cfg["seconds"] + 300)
+    server_cpu = server.cpu_seconds() - server_cpu0
+    db_cpu = postgres_cpu_seconds(db_name) - db_cpu0
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed with exit code {proc.returncode}")
+    result = json.loads(out)
+    # Both include the untimed warm-up cycles (one per rater at most).
+    result["server_cpu_s"] = server_cpu
+    result["db_cpu_s"] = db_cpu
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Set-up: database, seed data (Django, in this process)
+# --------------------------------------------------------------------------------------------
+
+
+def database_recreate(admin_url: str, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def database_drop(admin_url: str, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def django_setup(env: dict[str, str]) -> None:
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+_FILLER = (
+    "Here is a careful answer that explains the steps, names the trade-offs and ends with a short "
+    "summary so the reader can check it quickly. "
+)
+
+
+def project_seed(*, name: str, pairs: int, overlap: int, prompts: int = 250, batch: int = 5_000):
+    """A fresh project with `pairs` comparisons of `overlap` slots each, made by the service."""
+    from annotation.models import Project
+    from annotation.services.comparisons import ComparisonSpec, comparisons_create
+
+    project = Project.objects.create(name=name, slug=name, overlap=overlap, lease_seconds=300)
+    for start in range(0, pairs, batch):
+        specs = [
+            ComparisonSpec(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": f"Question {i % prompts}: how would you do task {i % prompts}?",
+                    }
+                ],
+                response_a=f"A{i}. " + _FILLER * 3,
+                response_b=f"B{i}. " + _FILLER * 2,
+            )
+            for i in range(start, min(start + batch, pairs))
+        ]
+        comparisons_create(project=project, specs=specs)
+    return project
+
+
+def raters_create(n: int) -> list:
+    """n rater accounts with API tokens. Unusable passwords: no PBKDF2 anywhere in the run."""
+    from django.contrib.auth.models import Group, User
+    from rest_framework.authtoken.models import Token
+
+    group = Group.objects.get(name="rater")
+    users = User.objects.bulk_create(
+        [User(username=f"bench-rater-{i}", password="!unusable") for i in range(n)]  # noqa: S106
+    )
+    User.groups.through.objects.bulk_create(
+        [User.groups.through(user_id=u.pk, group_id=group.pk) for u in users]
+    )
+    for user in users:
+        Token.objects.create(user=user)
+    return list(User.objects.filter(pk__in=[u.pk for u in users]).order_by("pk"))
+
+
+# --------------------------------------------------------------------------------------------
+# Service layer and bare-SQL floor (threads in this process, one connection each)
+# --------------------------------------------------------------------------------------------
+
+
+def _run_threads(phase: str, concurrency: int, seconds: float, work, db_name: str) -> PhaseResult:
+    """Run `work(index, ready, finish, clock, result)` in `concurrency` threads started together.
+
+    Each thread opens its connection, waits on `ready`, loops until `clock["stop_at"]` and calls
+    `finish()` before it closes its connection (so the backends' CPU can still be read).
+    """
+    result = PhaseResult(phase=phase, concurrency=str(concurrency))
+    lock = threading.Lock()
+    clock: dict[str, float] = {}
+
+    def go() -> None:  # runs once, when every thread has its connection open
+        clock["cpu0"] = cpu_seconds()
+        clock["db_cpu0"] = postgres_cpu_seconds(db_name)
+        clock["start"] = time.perf_counter()
+        clock["stop_at"] = clock["start"] + seconds
+
+    def stop() -> None:  # runs once, when every thread has left its loop
+        clock["elapsed"] = time.perf_counter() - clock["start"]
+        clock["cpu"] = cpu_seconds() - clock["cpu0"]
+        clock["db_cpu"] = postgres_cpu_seconds(db_name) - clock["db_cpu0"]
+
+    ready = threading.Barrier(concurrency + 1, action=go)
+    done = threading.Barrier(concurrency, action=stop)
+
+    def finish() -> None:
+        try:
+            done.wait()
+        except threading.BrokenBarrierError:
+            pass
+
+    failures: list[BaseException] = []
+
+    def runner(index: int) -> None:
+        local = PhaseResult(phase=phase, concurrency="")
+        try:
+            work(index, ready, finish, clock, local)
+        except BaseException as exc:  # reported after the phase; the other threads go on
+            failures.append(exc)
+            if not clock:
+                ready.abort()
+            done.abort()
+        with lock:
+            result.cycles += local.cycles
+            result.next_ms += local.next_ms
+            result.submit_ms += local.submit_ms
+            result.errors += local.errors
+            result.exhausted |= local.exhausted
+
+    threads = [threading.Thread(target=runner, args=(i,)) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    try:
+        ready.wait()  # every thread has its connection open
+    except threading.BrokenBarrierError:
+        pass  # a thread failed to start; its error is reported below
+    for t in threads:
+        t.join()
+    if "elapsed" in clock:
+        result.elapsed_s = clock["elapsed"]
+        result.app_cpu_s = clock["cpu"]
+        result.db_cpu_s = clock["db_cpu"]
+    if failures:
+        result.errors += len(failures)
+        result.error_sample = repr(failures[0])
+    return result
+
+
+def run_service(*, project, raters: list, concurrency: int, seconds: float, db_name: str) -> PhaseResult:
+    from django.db import connection
+
+    from annotation.services.queue import assignment_next, preference_submit
+
+    def work(index: int, ready: threading.Barrier, finish, clock: dict, out: PhaseResult) -> None:
+        rater = raters[index]
+        try:
+            connection.ensure_connection()
+            ready.wait()
+            stop_at = clock["stop_at"]
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                lease = assignment_next(rater=rater, project=project)
+                t1 = time.perf_counter()
+                if lease is None:
+                    out.exhausted = True
+                    return
+                body = _vote_body()
+                preference_submit(
+                    rater=rater,
+                    comparison_id=lease.comparison.pk,
+                    choice=body["choice"],
+                    strength=body["strength"],
+                    idempotency_key=body["idempotency_key"],
+                    client_ms=body["client_ms"],
+                )
+                t2 = time.perf_counter()
+                out.next_ms.append((t1 - t0) * 1000)
+                out.submit_ms.append((t2 - t1) * 1000)
+                out.cycles += 1
+        finally:
+            finish()
+            connection.close()
+
+    return _run_threads("service", concurrency, seconds, work, db_name)
+
+
+# The floor: the least SQL that does the same job (hand a rater one open slot that they have not
+# touched, with the texts to show; record the vote, close the slot, count it). No rater lock,
+# no idempotency look-ups, no ORM, prepared statements after a few runs (psycopg's default).
+FLOOR_PICK = """
+SELECT a.id FROM annotation_assignment a
+WHERE a.project_id = %(project)s AND a.state <> 'done'
+  AND (a.state = 'open' OR (a.state = 'leased' AND a.expires_at <= now()))
+  AND NOT EXISTS (SELECT 1 FROM annotation_assignment t
+                  WHERE t.comparison_id = a.comparison_id AND t.rater_id = %(rater)s)
+  AND NOT EXISTS (SELECT 1 FROM annotation_skip s
+                  WHERE s.comparison_id = a.comparison_id AND s.rater_id = %(rater)s)
+ORDER BY a.priority DESC, a.comparison_id, a.slot
+LIMIT 1 FOR UPDATE OF a SKIP LOCKED
+"""
+FLOOR_LEASE = """
+UPDATE annotation_assignment a
+SET state = 'leased', rater_id = %(rater)s, leased_at = now(),
+    expires_at = now() + interval '300 seconds', "left" = %(left)s, lease_count = a.lease_count + 1
+FROM annotation_comparison c
+JOIN annotation_prompt p ON p.id = c.prompt_id
+JOIN annotation_response ra ON ra.id = c.response_a_id
+JOIN annotation_response rb ON rb.id = c.response_b_id
+WHERE a.id = %(id)s AND c.id = a.comparison_id
+RETURNING a.comparison_id, p.messages, ra.text, rb.text
+"""
+FLOOR_VOTE = """
+INSERT INTO annotation_preference (rater_id, comparison_id, choice, strength, rationale,
+    unsafe_a, unsafe_a_category, unsafe_b, unsafe_b_category, shown_left, client_ms, lease_ms,
+    idempotency_key, source, created_at, updated_at)
+VALUES (%(rater)s, %(comparison)s, %(choice)s, %(strength)s, '', false, '', false, '',
+    %(left)s, %(client_ms)s, 0, %(key)s, 'rater', now(), now())
+"""
+FLOOR_CLOSE = "UPDATE annotation_assignment SET state = 'done' WHERE id = %(id)s"
+FLOOR_COUNT = "UPDATE annotation_comparison SET votes_count = votes_count + 1 WHERE id = %(comparison)s"
+
+
+def run_floor(
+    *,
+    database_url: str,
+    db_name: str,
+    project_id: int,
+    rater_ids: list[int],
+    concurrency: int,
+    seconds: float,
+):
+    import psycopg
+
+    def work(index: int, ready: threading.Barrier, finish, clock: dict, out: PhaseResult) -> None:
+        rater = rater_ids[index]
+        with psycopg.connect(database_url) as conn:
+            try:
+                ready.wait()
+                stop_at = clock["stop_at"]
+                while time.perf_counter() < stop_at:
+                    t0 = time.perf_counter()
+                    left = random.choice("ab")
+                    with conn.transaction():
+                        row = conn.execute(FLOOR_PICK, {"project": project_id, "rater": rater}).fetchone()
+                        if row is not None:
+                            comparison_id, _messages, _a, _b = conn.execute(
+                                FLOOR_LEASE, {"rater": rater, "left": left, "id": row[0]}
+                            ).fetchone()
+                    t1 = time.perf_counter()
+                    if row is None:
+                        out.exhausted = True
+                        return
+                    body = _vote_body()
+                    with conn.transaction():
+                        conn.execute(
+                            FLOOR_VOTE,
+                            {
+                                "rater": rater,
+                                "comparison": comparison_id,
+                                "choice": body["choice"],
+                                "strength": body["strength"],
+                                "left": left,
+                                "client_ms": body["client_ms"],
+                                "key": body["idempotency_key"],
+                            },
+                        )
+                        conn.execute(FLOOR_CLOSE, {"id": row[0]})
+                        conn.execute(FLOOR_COUNT, {"comparison": comparison_id})
+                    t2 = time.perf_counter()
+                    out.next_ms.append((t1 - t0) * 1000)
+                    out.submit_ms.append((t2 - t1) * 1000)
+                    out.cycles += 1
+            finally:
+                finish()
+
+    return _run_threads("floor (SQL)", concurrency, seconds, work, db_name)
+
+
+# --------------------------------------------------------------------------------------------
+# Orchestration
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 pairs, 3 s phases")
+    parser.add_argument("--pairs", type=int, help="comparisons per phase project (default 10,000)")
+    parser.add_argument("--overlap", type=int, default=3, help="k, votes per comparison (default 3)")
+    parser.add_argument("--seconds", type=float, help="length of each phase (default 20)")
+    parser.add_argument("--raters", type=int, default=64, help="rater accounts (default 64)")
+    parser.add_argument("--rate", type=float, default=50.0, help="open-loop cycles per second (default 50)")
+    parser.add_argument(
+        "--concurrency", default="1,4,16", help="closed-loop concurrency levels (default 1,4,16)"
+    )
+    parser.add_argument(
+        "--phases",
+        default="floor,service,http,open",
+        help="comma-separated subset of floor,service,http,open (default: all)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/postgres",
+        help="any database on the server to use; the benchmark creates its own next to it",
+    )
+    parser.add_argument("--db-name", default="bench_assignment", help="database to (re)create")
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3"))
+    parser.add_argument("--keep-db", action="store_true", help="leave the database behind for inspection")
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.pairs = args.pairs or (2_000 if args.quick else 10_000)
+    args.seconds = args.seconds or (3.0 if args.quick else 20.0)
+    args.levels = [int(c) for c in args.concurrency.split(",")]
+    args.phase_set = {p.strip() for p in args.phases.split(",")}
+    unknown = args.phase_set - {"floor", "service", "http", "open"}
+    if unknown:
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    if max(args.levels) > args.raters:
+        parser.error("need at least as many raters as the highest concurrency")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.client:
+        client_main()
+        return 0
+
+    bench_url = database_url_with_name(args.database_url, args.db_name)
+    env = {
+        "DATABASE_URL": bench_url,
+        "REDIS_URL": args.redis_url,
+        "CHANNELS_PREFIX": "bench-assignment",
+        "DJANGO_DEBUG": "0",
+        "LOG_LEVEL": "WARNING",
+    }
+    print(
+        f"bench assignment: {args.pairs} pairs per phase, k={args.overlap}, {args.seconds:g} s phases, "
+        f"{os.cpu_count()} CPUs, database {args.db_name}",
+        flush=True,
+    )
+    t_setup = time.perf_counter()
+    database_recreate(args.database_url, args.db_name)
+    try:
+        django_setup(env)
+        return run_phases(args, env, bench_url, t_setup)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if not args.keep_db:
+            database_drop(args.database_url, args.db_name)
+
+
+def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_setup: float) -> int:
+    from rest_framework.authtoken.models import Token
+
+    raters = raters_create(args.raters)
+    tokens = [Token.objects.get(user=r).key for r in raters]
+
+    plan: list[tuple[str, int]] = []
+    if "floor" in args.phase_set:
+        plan.append(("floor", 16))
+    if "service" in args.phase_set:
+        plan += [("service", c) for c in args.levels]
+    if "http" in args.phase_set:
+        plan += [("http", c) for c in args.levels]
+    if "open" in args.phase_set:
+        plan.append(("open", 0))
+    projects = {
+        (kind, c): project_seed(name=f"bench-{kind}-{c}", pairs=args.pairs, overlap=args.overlap)
+        for kind, c in plan
+    }
+    # Fresh tables have no statistics until autovacuum gets round to them (up to a minute);
+    # without them the planner sorts every open slot of the project on each `next`. A
+    # deployment runs for longer than that, so measure the steady state.
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE")
+    print(
+        f"set-up (migrate + seed {len(projects)} projects): {time.perf_counter() - t_setup:.1f} s", flush=True
+    )
+
+    results: list[PhaseResult] = []
+
+    def report(result: PhaseResult) -> None:
+        results.append(result)
+        line = (
+            f"  {result.phase:<12} conc={result.concurrency:<6} {result.cycles_per_s:8.1f} cycles/s  "
+            f"next p99 {fmt(percentile(result.next_ms, 99), 2)} ms  "
+            f"submit p99 {fmt(percentile(result.submit_ms, 99), 2)} ms"
+        )
+        if result.error_sample:
+            line += f"  first error: {result.error_sample}"
+        print(line, flush=True)
+
+    for kind, c in plan:
+        project = projects[(kind, c)]
+        if kind == "floor":
+            report(
+                run_floor(
+                    database_url=bench_url,
+                    db_name=args.db_name,
+                    project_id=project.pk,
+                    rater_ids=[r.pk for r in raters],
+                    concurrency=c,
+                    seconds=args.seconds,
+                )
+            )
+        elif kind == "service":
+            report(
+                run_service(
+                    project=project, raters=raters, concurrency=c, seconds=args.seconds, db_name=args.db_name
+                )
+            )
+
+    http_plan = [(k, c) for k, c in plan if k in ("http", "open")]
+    server_rss = None
+    if http_plan:
+        log_path = REPO_ROOT / "var" / "bench-assignment-daphne.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with AsgiServer(env=env, log_path=log_path) as server:
+            # Django imports the URL conf (and every API module) on the first request: keep
+            # that out of the first phase's numbers.
+            import httpx
+
+            httpx.get(f"{server.base_url}/api/projects/", headers={"Authorization": f"Token {tokens[0]}"})
+            for kind, c in http_plan:
+                project = projects[(kind, c)]
+                cfg = {
+                    "base_url": server.base_url,
+                    "project_id": project.pk,
+                    "tokens": tokens,
+                    "seconds": args.seconds,
+                    "mode": "open" if kind == "open" else "closed",
+                    "concurrency": c,
+                    "rate": args.rate,
+                }
+                raw = run_client(cfg, server=server, db_name=args.db_name)
+                if "error" in raw:
+                    print(f"  {kind}: the API answered with an error, HTTP phases skipped: {raw['error']}")
+                    print(f"  (daphne log: {log_path})")
+                    break
+                result = PhaseResult(
+                    phase="http closed" if kind == "http" else "http open",
+                    concurrency=str(c) if kind == "http" else f"{args.rate:g}/s",
+                    cycles=raw["cycles"],
+                    elapsed_s=raw["elapsed_s"],
+                    next_ms=raw["next_ms"],
+                    submit_ms=raw["submit_ms"],
+                    errors=raw["errors"],
+                    error_sample=raw["error_sample"],
+                    exhausted=raw["exhausted"],
+                    app_cpu_s=raw["server_cpu_s"],
+                    db_cpu_s=raw["db_cpu_s"],
+                    client_cpu_s=raw["client_cpu_s"],
+                    max_start_lag_ms=raw.get("max_start_lag_ms"),
+                )
+                report(result)
+            server_rss = server.rss_mb()
+
+    print()
+    print_table(HEADERS, [r.row() for r in results])
+    print(
+        "latencies in ms; open loop: next timed from the cycle's scheduled start, submit from when "
+        "next returned; errors* = some rater ran out of pairs; app cpu = server process (http) or "
+        "this process (service, floor), db cpu = the PostgreSQL backends, client cpu = the HTTP load "
+        "generator, all in CPU ms per cycle"
+    )
+    for r in results:
+        if r.max_start_lag_ms is not None:
+            print(f"open loop: the client started cycles at most {r.max_start_lag_ms:.1f} ms late")
+    print(
+        f"peak RSS: benchmark process {peak_rss_mb():.0f} MiB"
+        + (f", daphne {server_rss:.0f} MiB at the end" if server_rss else "")
+    )
+
+    def find(phase: str, conc: str) -> PhaseResult | None:
+        return next((r for r in results if r.phase == phase and r.concurrency == conc), None)
+
+    open_r = next((r for r in results if r.phase == "http open"), None)
+    closed16, service16, floor16 = find("http closed", "16"), find("service", "16"), find("floor (SQL)", "16")
+    open_p99 = max(percentile(open_r.next_ms, 99), percentile(open_r.submit_ms, 99)) if open_r else math.nan
+    c16 = closed16.cycles_per_s if closed16 else math.nan
+    s16 = service16.cycles_per_s if service16 else math.nan
+    f16 = floor16.cycles_per_s if floor16 else math.nan
+    ratio = s16 / f16 if f16 else math.nan
+    print(
+        f"targets: open-loop HTTP p99 < {TARGET_OPEN_P99_MS:g} ms: "
+        f"{'met' if open_p99 < TARGET_OPEN_P99_MS else 'MISSED' if not math.isnan(open_p99) else 'not run'}; "
+        f"service16 / floor16 >= {TARGET_RATIO_TO_FLOOR:g}: "
+        f"{'met' if ratio >= TARGET_RATIO_TO_FLOOR else 'MISSED' if not math.isnan(ratio) else 'not run'}"
+    )
+    failed = any(r.errors and r.error_sample for r in results)
+    print(
+        f"bench assignment: open_http_p99_ms={open_p99:.2f} closed16_cycles_per_s={c16:.1f} "
+        f"service16_cycles_per_s={s16:.1f} floor16_cycles_per_s={f16:.1f} ratio_to_floor={ratio:.2f}",
+        flush=True,
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Helpers shared by the benchmarks in bench/: percentiles, tables, CPU/RSS, a server subprocess.
+
+Plain standard library plus psutil (already a dependency); nothing here imports Django, so a
+load-generator subprocess can use it without paying for Django's start-up.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (0..100) with linear interpolation between closest ranks; nan if empty.
+
+    statistics.quantiles needs n >= 2 and returns all cut points; one value is all we need.
+    """
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return float(ordered[0])
+    rank = (len(ordered) - 1) * p / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, file=None) -> None:
+    """A plain fixed-width table: first column left-aligned, the rest right-aligned."""
+    out = file or sys.stdout
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        return "  ".join(parts)
+
+    print(line(cells[0]), file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for row in cells[1:]:
+        print(line(row), file=out)
+    out.flush()
+
+
+def peak_rss_mb(*, children: bool = False) -> float:
+    """Peak resident set size of this process (or of its waited-for children), in MiB."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds used so far by a process (default: this one)."""
+    times = psutil.Process(pid or os.getpid()).cpu_times()
+    return times.user + times.system
+
+
+def database_url_with_name(url: str, name: str) -> str:
+    """The same server and credentials, another database name."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class AsgiServer:
+    """The real ASGI app under daphne, in a subprocess, for as long as the `with` block lasts.
+
+    `env` is merged over this process's environment (DATABASE_URL, REDIS_URL, ...). stdout and
+    stderr go to `log_path` so a failing server can be diagnosed after the run.
+    """
+
+    app: str = "config.asgi:application"
+    env: dict[str, str] | None = None
+    port: int = 0
+    log_path: Path | None = None
+    start_timeout_s: float = 60.0
+    proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> AsgiServer:
+        self.port = self.port or free_port()
+        env = {**os.environ, **(self.env or {})}
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        daphne = Path(sys.executable).with_name("daphne")
+        self.proc = subprocess.Popen(
+            [str(daphne), "-b", "127.0.0.1", "-p", str(self.port), self.app],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daphne exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"daphne did not listen on port {self.port} within {self.start_timeout_s}s")
+
+    def cpu_seconds(self) -> float:
+        """CPU used by the server process and its threads so far."""
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid)
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        return psutil.Process(self.proc.pid).memory_info().rss / 2**20
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def postgres_cpu_seconds(database: str) -> float:
+    """CPU used so far by the PostgreSQL backends connected to `database` (this machine only).
+
+    A backend's process title is "postgres: <user> <database> <client> <state>"; a backend that
+    exits during a measurement takes its CPU time with it, so measure over pooled connections.
+    """
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline", "cpu_times"]):
+        cmdline = proc.info["cmdline"] or []
+        title = " ".join(cmdline)
+        if title.startswith("postgres:") and f" {database} " in title and proc.info["cpu_times"]:
+            total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return total

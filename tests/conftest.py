@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 
 from annotation.models import Project
+from annotation.roles import role_groups_ensure
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
 
 _counter = itertools.count()
@@ -17,6 +18,8 @@ def make_user(db):
         name = username or f"{role or 'nobody'}{next(_counter)}"
         user = User.objects.create_user(username=name, password=password, **extra)
         if role:
+            if not Group.objects.filter(name=role).exists():  # emptied by a transactional test's flush
+                role_groups_ensure()
             user.groups.add(Group.objects.get(name=role))
         return user
 

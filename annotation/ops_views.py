@@ -17,6 +17,8 @@ from annotation import roles, selectors
 from annotation.models import Project
 from annotation.services.imports import FIELDS, comparisons_import
 from annotation.services.projects import EDITABLE_FIELDS, project_create, project_update
+from annotation.services.prompt_imports import FIELDS as PROMPT_FIELDS
+from annotation.services.prompt_imports import prompts_import
 
 ERRORS_SHOWN = 500  # the page lists this many bad lines; the count covers all of them
 
@@ -101,6 +103,30 @@ def project_import(request, pk: int):
             "report": report,
             "errors_shown": report.errors[:ERRORS_SHOWN] if report else [],
             "fields": FIELDS,
+        },
+        status=400 if report is not None and not report.ok else 200,
+    )
+
+
+@operate_required
+@require_http_methods(["GET", "POST"])
+def project_prompts_import(request, pk: int):
+    """Upload a JSONL prompt pool for RLHF rounds (same checks as `manage.py import_prompts`)."""
+    project = get_object_or_404(Project, pk=pk)
+    form = ImportForm(request.POST or None, request.FILES or None)
+    report = None
+    if request.method == "POST" and form.is_valid():
+        report = prompts_import(project=project, lines=form.cleaned_data["file"])
+    return render(
+        request,
+        "ops/prompts_import.html",
+        {
+            "project": project,
+            "form": form,
+            "report": report,
+            "errors_shown": report.errors[:ERRORS_SHOWN] if report else [],
+            "fields": PROMPT_FIELDS,
+            "pool_size": project.prompts.count(),
         },
         status=400 if report is not None and not report.ok else 200,
     )

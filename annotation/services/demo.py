@@ -2,8 +2,15 @@
 
 `demo_seed` is idempotent: the project is found by slug, a pair by its `demo_id` in the
 comparison metadata, a user by username; a second run creates and changes nothing.
+
+For RLHF rounds the demo also gets a prompt pool (`PROMPT_POOL`, imported like
+`manage.py import_prompts`) and, as imported votes, the gold answers of its own pairs
+(`demo_preferences_seed`: chosen = the gold reply): a round needs a reward model, and these
+votes let the first round train one, so a new user can start a round from the ops page at
+once and watch its candidates reach the rating page.
 """
 
+import json
 from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
@@ -12,7 +19,9 @@ from django.db import transaction
 
 from annotation.models import Comparison, Project
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from annotation.services.preference_imports import preferences_import
 from annotation.services.projects import project_create
+from annotation.services.prompt_imports import prompts_import
 
 DEMO_SLUG = "demo-helpful-harmless"
 DEMO_NAME = "Demo: helpful and harmless"
@@ -442,6 +451,51 @@ PAIRS: list[tuple[str, str, list[dict], str, str, str]] = [
 ]
 
 
+# Written for this demo: prompts a round samples from (short, answerable, mixed topics).
+PROMPT_POOL: list[str] = [
+    "What is the boiling point of water at sea level, in Celsius and Fahrenheit?",
+    "Give me three tips for sleeping better.",
+    "Explain what a prime number is, with two examples.",
+    "Write a two-line poem about the moon.",
+    "How do I make a cup of green tea?",
+    "What is the difference between a virus and a bacterium?",
+    "Suggest a name for a small bakery.",
+    "Why do leaves change colour in autumn?",
+    "How many continents are there? Name them.",
+    "What does HTTP stand for?",
+    "Give me a packing list for a weekend hiking trip.",
+    "Explain what a for-loop does in Python.",
+    "What is the capital of Canada?",
+    "How can I politely say no to extra work?",
+    "Summarise the story of Cinderella in one sentence.",
+    "Why is exercise good for the heart?",
+    "What are three ways to save water at home?",
+    "Translate 'thank you very much' into German.",
+    "What is photosynthesis, in one sentence?",
+    "Give me a simple recipe for scrambled eggs.",
+    "What should I do if I find a wallet in the street?",
+    "Explain the rules of tic-tac-toe.",
+    "How do I convert 10 kilometres to miles?",
+    "Write a friendly reminder message about a team meeting tomorrow.",
+]
+
+
+def demo_prompts_seed(*, project: Project) -> int:
+    """Add the demo prompt pool (duplicates skipped by content hash); returns prompts added."""
+    lines = [json.dumps({"prompt": text, "metadata": {"demo_pool": True}}) for text in PROMPT_POOL]
+    return prompts_import(project=project, lines=lines).imported
+
+
+def demo_preferences_seed(*, project: Project) -> int:
+    """Import each gold-labelled demo pair once as a vote (chosen = gold); returns votes added."""
+    lines = []
+    for _demo_id, _topic, messages, a, b, gold in PAIRS:
+        if gold in ("a", "b"):
+            chosen, rejected = (a, b) if gold == "a" else (b, a)
+            lines.append(json.dumps({"prompt": messages, "chosen": chosen, "rejected": rejected}))
+    return preferences_import(project=project, lines=lines, fmt="trl", source_name="demo gold").created
+
+
 @dataclass
 class DemoLogin:
     username: str
@@ -456,6 +510,8 @@ class DemoSeedResult:
     project_created: bool
     comparisons_created: int
     logins: list[DemoLogin] = field(default_factory=list)
+    prompts_created: int = 0
+    preferences_created: int = 0
 
 
 DEMO_USERS = [
@@ -513,5 +569,10 @@ def demo_seed(*, password: str = DEFAULT_PASSWORD) -> DemoSeedResult:
     created = comparisons_create(project=project, specs=specs) if specs else []
     logins = [_user_ensure(username=u, role=r, password=password) for u, r in DEMO_USERS]
     return DemoSeedResult(
-        project=project, project_created=project_created, comparisons_created=len(created), logins=logins
+        project=project,
+        project_created=project_created,
+        comparisons_created=len(created),
+        logins=logins,
+        prompts_created=demo_prompts_seed(project=project),
+        preferences_created=demo_preferences_seed(project=project),
     )

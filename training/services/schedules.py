@@ -1,0 +1,188 @@
+"""Round settings and schedules: a django-celery-beat PeriodicTask per project, and a trigger on
+new preferences.
+
+- Periodic: `every_hours` (an IntervalSchedule) or `cron` (a CrontabSchedule, five fields in
+  settings.TIME_ZONE) fires `training.tasks.scheduled_round_task(project_id)`.
+- Preferences: with `min_new_preferences` = M, a single beat task
+  (`training.tasks.round_triggers_task`, every TRIGGER_CHECK_MINUTES) starts a round in each
+  project where at least M A/B votes arrived after the active reward model's snapshot; the
+  round retrains the reward model first.
+
+Either way the start goes through `round_start`, so a schedule firing while a round runs (or
+at the same moment as a manual start) makes no second round.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+from annotation.errors import ServiceError
+from annotation.models import Project
+from training.models import RLHFRound, RoundSettings
+from training.round_selectors import new_preferences_count
+from training.services.rounds import blocklist_compile, round_settings_get, round_start
+
+SCHEDULED_TASK = "training.tasks.scheduled_round_task"
+TRIGGERS_TASK = "training.tasks.round_triggers_task"
+TRIGGERS_TASK_NAME = "rlhf-round-triggers"
+TRIGGER_CHECK_MINUTES = 5
+
+EDITABLE_FIELDS = (
+    "prompts_per_round", "n", "temperature", "top_p", "max_new_tokens", "toxicity_threshold",
+    "toxicity_lambda", "blocklist", "budget", "strategy", "priority", "beta", "learning_rate",
+    "dpo_epochs", "dpo_batch_size", "dpo_max_steps", "reward_config",
+    "enabled", "every_hours", "cron", "min_new_preferences",
+)  # fmt: skip
+
+
+def _task_name(project_id: int) -> str:
+    return f"rlhf-round-project-{project_id}"
+
+
+def _crontab(cron: str, tz: str) -> CrontabSchedule:
+    parts = cron.split()
+    if len(parts) != 5:
+        raise ServiceError("cron needs five fields: minute hour day-of-month month day-of-week.", code="cron")
+    minute, hour, day_of_month, month_of_year, day_of_week = parts
+    from celery.schedules import crontab
+
+    try:  # celery parses (and refuses) the fields the way beat will
+        crontab(
+            minute=minute,
+            hour=hour,
+            day_of_month=day_of_month,
+            month_of_year=month_of_year,
+            day_of_week=day_of_week,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ServiceError(f"cron {cron!r} is not valid: {exc}", code="cron") from None
+    schedule, _ = CrontabSchedule.objects.get_or_create(
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month_of_year=month_of_year,
+        day_of_week=day_of_week,
+        timezone=tz,
+    )
+    return schedule
+
+
+def _sync_periodic_task(row: RoundSettings) -> None:
+    from django.conf import settings
+
+    name = _task_name(row.project_id)
+    if not row.enabled or not (row.every_hours or row.cron):
+        PeriodicTask.objects.filter(name=name).delete()
+        if row.periodic_task_id:
+            RoundSettings.objects.filter(pk=row.pk).update(periodic_task=None)
+            row.periodic_task = None
+        return
+    defaults = {"task": SCHEDULED_TASK, "args": json.dumps([row.project_id]), "enabled": True}
+    if row.cron:
+        defaults.update(crontab=_crontab(row.cron, settings.TIME_ZONE), interval=None)
+    else:
+        interval, _ = IntervalSchedule.objects.get_or_create(
+            every=row.every_hours, period=IntervalSchedule.HOURS
+        )
+        defaults.update(interval=interval, crontab=None)
+    task, _ = PeriodicTask.objects.update_or_create(name=name, defaults=defaults)
+    row.periodic_task = task
+    RoundSettings.objects.filter(pk=row.pk).update(periodic_task=task)
+
+
+def _sync_triggers_task() -> None:
+    wanted = RoundSettings.objects.filter(enabled=True, min_new_preferences__isnull=False).exists()
+    if not wanted:
+        PeriodicTask.objects.filter(name=TRIGGERS_TASK_NAME).update(enabled=False)
+        return
+    interval, _ = IntervalSchedule.objects.get_or_create(
+        every=TRIGGER_CHECK_MINUTES, period=IntervalSchedule.MINUTES
+    )
+    PeriodicTask.objects.update_or_create(
+        name=TRIGGERS_TASK_NAME,
+        defaults={
+            "task": TRIGGERS_TASK,
+            "interval": interval,
+            "crontab": None,
+            "args": "[]",
+            "enabled": True,
+        },
+    )
+
+
+@transaction.atomic
+def round_settings_update(*, project: Project, **fields) -> RoundSettings:
+    """Validate and save the project's round settings and (re)write its beat schedule."""
+    unknown = sorted(set(fields) - set(EDITABLE_FIELDS))
+    if unknown:
+        raise ServiceError(f"Unknown round setting(s): {', '.join(unknown)}.", code="invalid")
+    row = round_settings_get(project=project)
+    row = RoundSettings.objects.select_for_update().get(pk=row.pk)
+    for key, value in fields.items():
+        setattr(row, key, value)
+    row.cron = (row.cron or "").strip()
+    if row.every_hours and row.cron:
+        raise ServiceError("Give either every N hours or a cron line, not both.", code="schedule")
+    if row.enabled and not (row.every_hours or row.cron or row.min_new_preferences):
+        raise ServiceError(
+            "An enabled schedule needs every N hours, a cron line or a number of new preferences.",
+            code="schedule",
+        )
+    if not 0 <= row.toxicity_threshold <= 1:
+        raise ServiceError("The toxicity threshold is a probability between 0 and 1.", code="invalid")
+    if not isinstance(row.reward_config, dict):
+        raise ServiceError("reward_config must be a JSON object.", code="invalid")
+    blocklist_compile(row.blocklist)
+    from training.ml.policy import DPOUpdateConfig, GenerationParams
+
+    try:
+        GenerationParams(
+            n=row.n, temperature=row.temperature, top_p=row.top_p, max_new_tokens=row.max_new_tokens
+        )
+        DPOUpdateConfig(
+            beta=row.beta,
+            learning_rate=row.learning_rate,
+            epochs=row.dpo_epochs,
+            batch_size=row.dpo_batch_size,
+            max_steps=row.dpo_max_steps,
+        )
+        row.full_clean(exclude=["project", "periodic_task"])
+    except ValueError as exc:
+        raise ServiceError(str(exc), code="invalid") from None
+    except ValidationError as exc:
+        raise ServiceError(
+            "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()), code="invalid"
+        ) from None
+    row.save()
+    _sync_periodic_task(row)
+    _sync_triggers_task()
+    return row
+
+
+def schedule_fire(*, project_id: int) -> RLHFRound | None:
+    """The periodic task: start a round unless the schedule was switched off meanwhile."""
+    row = RoundSettings.objects.filter(project_id=project_id, enabled=True).select_related("project").first()
+    if row is None:
+        return None
+    r, _created = round_start(project=row.project, trigger=RLHFRound.Trigger.SCHEDULE)
+    return r
+
+
+def schedule_triggers_check() -> list[RLHFRound]:
+    """Start a round wherever at least M new A/B votes arrived since the active reward model."""
+    started = []
+    for row in RoundSettings.objects.filter(enabled=True, min_new_preferences__isnull=False).select_related(
+        "project"
+    ):
+        if new_preferences_count(project=row.project) >= row.min_new_preferences:
+            try:
+                r, created = round_start(project=row.project, trigger=RLHFRound.Trigger.PREFERENCES)
+            except ServiceError:
+                continue  # e.g. no prompts: the page says so when ops look
+            if created:
+                started.append(r)
+    return started

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from training.ml.policy import DPOUpdateConfig, save_policy
+from training.ml.policy import DPOUpdateConfig, load_tokenizer, save_policy
 from training.ml.records import TrainingCancelled, TrainingError, TrainingProgress
 
 __all__ = ["DPOResult", "DPOUpdateConfig", "PolicyPair", "dpo_update", "fit_prompt"]
@@ -110,8 +110,6 @@ def dpo_update(
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
     from trl import DPOConfig, DPOTrainer
-
-    from training.ml.policy import load_tokenizer
 
     output_dir = Path(output_dir)
     if output_dir.exists():

@@ -41,6 +41,7 @@ __all__ = [
     "OpenAICompatibleBackend",
     "PromptBatch",
     "render_prompt",
+    "estimate_kl",
     "sequence_logprobs",
 ]
 
@@ -241,16 +242,17 @@ class LocalTransformersBackend:
     def generate_batch(self, batch: PromptBatch, params: GenerationParams, *, seed: int | None = None):
         """Candidates for one batch, grouped per prompt in the batch's order."""
         recorder = _LogprobRecorder()
+        inputs = {name: tensor.to(self.model.device) for name, tensor in batch.inputs.items()}
         rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
         with rng, torch.inference_mode():
             if seed is not None:
                 torch.manual_seed(seed)
             out = self.model.generate(
-                **batch.inputs,
+                **inputs,
                 **self.generate_kwargs(params),
                 logits_processor=LogitsProcessorList([recorder]),
             )
-        prompt_len = batch.inputs["input_ids"].shape[1]
+        prompt_len = inputs["input_ids"].shape[1]
         generated = out[:, prompt_len:]
         logprobs = recorder.token_logprobs(generated)
 
@@ -513,3 +515,34 @@ def sequence_logprobs(
             logp = torch.log_softmax(step_logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
             totals.append(float(logp.sum()))
     return totals
+
+
+def estimate_kl(
+    policy,
+    reference,
+    tokenizer,
+    prompts: Sequence[list[dict]],
+    candidates: Sequence[Candidate],
+    *,
+    batch_size: int = 8,
+) -> float:
+    """Monte-Carlo estimate of KL(policy || reference) per response, in nats.
+
+    The mean over `candidates` (sampled from the policy, each pointing at its prompt in
+    `prompts`) of log p_policy(y|x) - log p_reference(y|x). Both terms are scored here with
+    `sequence_logprobs` on the same (re-tokenised) text, so tokenisation differences cancel;
+    `policy` and `reference` are folders or loaded models sharing `tokenizer`. On a finite
+    sample the estimate can come out slightly negative.
+    """
+    if not candidates:
+        raise ValueError("no candidates to estimate the KL divergence on")
+    batch_prompts = [prompts[c.prompt_index] for c in candidates]
+    texts = [c.text for c in candidates]
+    eos = [c.finish_reason == "stop" for c in candidates]
+    logp_policy = sequence_logprobs(
+        policy, tokenizer, batch_prompts, texts, add_eos=eos, batch_size=batch_size
+    )
+    logp_ref = sequence_logprobs(
+        reference, tokenizer, batch_prompts, texts, add_eos=eos, batch_size=batch_size
+    )
+    return sum(p - r for p, r in zip(logp_policy, logp_ref, strict=True)) / len(candidates)

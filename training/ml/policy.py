@@ -82,7 +82,7 @@ class DPOUpdateConfig:
     """
 
     beta: float = 0.1
-    learning_rate: float = 5e-7
+    learning_rate: float = 1e-6
     epochs: int = 1
     batch_size: int = 4
     max_length: int = 512

@@ -14,11 +14,12 @@ from training.ml.generation import (
     GenerationProgress,
     LocalTransformersBackend,
     OpenAICompatibleBackend,
+    estimate_kl,
     render_prompt,
     sequence_logprobs,
 )
 from training.ml.records import TrainingCancelled
-from training.ml.tiny import save_tiny_policy
+from training.ml.tiny import build_tiny_causal_lm, save_tiny_policy
 
 PROMPTS = [
     [{"role": "user", "content": "Hello there"}],
@@ -150,6 +151,30 @@ def test_sequence_logprobs_equal_a_manual_forward_pass(backend, policy_dir, add_
     from_folder = sequence_logprobs(policy_dir, None, PROMPTS, responses, add_eos=add_eos)
     assert in_memory == pytest.approx(expected, abs=1e-3)
     assert from_folder == pytest.approx(expected, abs=1e-3)
+
+
+def test_kl_estimate_is_zero_against_itself_and_the_mean_logprob_gap_otherwise(backend):
+    params = GenerationParams(n=2, temperature=1.0, max_new_tokens=6, seed=8)
+    candidates = [c for group in backend.generate(PROMPTS, params) for c in group]
+    assert estimate_kl(backend.model, backend.model, backend.tokenizer, PROMPTS, candidates) == pytest.approx(
+        0, abs=1e-5
+    )
+
+    reference = build_tiny_causal_lm(backend.tokenizer, seed=77, init_std=0.5)
+    tokenizer = backend.tokenizer
+    gaps = []
+    for c in candidates:
+        prompt_ids = tokenizer(render_prompt(tokenizer, PROMPTS[c.prompt_index]), add_special_tokens=False)[
+            "input_ids"
+        ]
+        ids = tokenizer(c.text, add_special_tokens=False)["input_ids"]
+        ids += [tokenizer.eos_token_id] if c.finish_reason == "stop" else []
+        gaps.append(
+            manual_logprob(backend.model, prompt_ids, ids) - manual_logprob(reference, prompt_ids, ids)
+        )
+    kl = estimate_kl(backend.model, reference, tokenizer, PROMPTS, candidates, batch_size=4)
+    assert kl == pytest.approx(sum(gaps) / len(gaps), abs=1e-3)
+    assert abs(kl) > 0.1
 
 
 def test_progress_and_cancellation_between_batches(policy_dir):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training import views
+from training import round_views, views
 
 urlpatterns = [
     path(
@@ -19,4 +19,8 @@ urlpatterns = [
         views.RewardModelPromoteView.as_view(),
         name="api-reward-model-promote",
     ),
+    path("projects/<int:project_id>/rounds/", round_views.RoundListView.as_view(), name="api-rounds"),
+    path("rounds/<int:round_id>/", round_views.RoundDetailView.as_view(), name="api-round"),
+    path("rounds/<int:round_id>/cancel/", round_views.RoundCancelView.as_view(), name="api-round-cancel"),
+    path("rounds/<int:round_id>/retry/", round_views.RoundRetryView.as_view(), name="api-round-retry"),
 ]

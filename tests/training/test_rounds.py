@@ -279,3 +279,67 @@ def test_schedules_write_beat_tasks_and_the_preference_trigger_starts_a_round(ti
     started = schedule_triggers_check()
     assert [r.project_id for r in started] == [project.pk] and started[0].trigger == "preferences"
     assert schedule_triggers_check() == []  # running already: no second round
+
+
+@pytest.mark.django_db
+def test_round_pages_and_api_need_ops_escape_model_output_and_start_one_round(tiny, client, make_user):
+    from django.urls import reverse
+
+    project = round_project(votes=0, prompts=2)
+    client.force_login(make_user("rater"))
+    assert client.get(reverse("training:rounds", args=[project.pk])).status_code == 403
+    assert client.post(reverse("api-rounds", args=[project.pk])).status_code == 403
+
+    client.force_login(make_user("ops"))
+    page = client.get(reverse("training:rounds", args=[project.pk]))
+    assert page.status_code == 200 and b"Start a round now" in page.content
+    response = client.post(reverse("training:round-start", args=[project.pk]))
+    r = RLHFRound.objects.get(project=project)
+    assert response.status_code == 302 and response["Location"] == reverse("training:round", args=[r.pk])
+    api = client.post(reverse("api-rounds", args=[project.pk]))
+    assert api.status_code == 200 and api.json()["id"] == r.pk  # the running round, not a new one
+
+    # A candidate whose text is markup is shown escaped.
+    from annotation.models import Prompt
+
+    policy = PolicyCheckpoint.objects.create(
+        project=project, kind="base", path="/x", sha256="a" * 64, base_model="/x"
+    )
+    prompt = Prompt.objects.filter(project=project).first()
+    response_row = Response.objects.create(prompt=prompt, text="<script>alert(1)</script>", source="policy")
+    RoundCandidate.objects.create(
+        round=r, prompt=prompt, candidate_index=0, response=response_row, policy=policy
+    )
+    page = client.get(reverse("training:round", args=[r.pk]))
+    assert page.status_code == 200
+    assert (
+        b"<script>alert(1)</script>" not in page.content
+        and b"&lt;script&gt;alert(1)&lt;/script&gt;" in page.content
+    )
+    partial = client.get(reverse("training:round", args=[r.pk]), HTTP_HX_REQUEST="true")
+    assert b"<html" not in partial.content and b"step-generating" in partial.content
+
+    # Settings form: a bad cron is refused with its reason, a good schedule saved.
+    bad = client.post(
+        reverse("training:round-settings", args=[project.pk]), _settings_form(cron="nope", enabled="on")
+    )
+    assert bad.status_code == 400 and b"cron" in bad.content
+    ok = client.post(
+        reverse("training:round-settings", args=[project.pk]), _settings_form(every_hours=12, enabled="on")
+    )
+    assert ok.status_code == 302
+    assert PeriodicTask.objects.get(name=f"rlhf-round-project-{project.pk}").interval.every == 12
+
+    cancel = client.post(reverse("api-round-cancel", args=[r.pk]))
+    assert cancel.status_code == 200 and cancel.json()["state"] == "cancelled"
+
+
+def _settings_form(**overrides) -> dict:
+    data = {
+        "prompts_per_round": 4, "n": 2, "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 16,
+        "toxicity_threshold": 0.5, "toxicity_lambda": 10, "blocklist": "", "budget": 4,
+        "strategy": "new_vs_old", "priority": 100, "beta": 0.1, "learning_rate": 1e-6, "dpo_epochs": 1,
+        "dpo_batch_size": 2, "dpo_max_steps": "", "every_hours": "", "cron": "", "min_new_preferences": "",
+    }  # fmt: skip
+    data.update(overrides)
+    return data

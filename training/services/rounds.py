@@ -571,6 +571,24 @@ def _clean_text(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
+def generation_chunks(r: RLHFRound, pending: list[int], messages: dict, *, per_chunk: int, generation: str):
+    """[(prompt ids, seed)]: the generate calls of one generation pass, in order. Prompts of
+    similar length go together (short left-padding); each chunk is one generate batch, and its
+    seed depends only on the round and its first prompt, so a resumed pass samples the same way.
+    bench/round.py times plain `model.generate` on exactly these chunks."""
+    ordered = sorted(pending, key=lambda pid: (sum(len(m["content"]) for m in messages[pid]), pid))
+    salt = 0 if generation == RoundCandidate.Generation.OLD else 1
+    chunks = []
+    for start in range(0, len(ordered), per_chunk):
+        chunk = ordered[start : start + per_chunk]
+        chunks.append((chunk, (r.seed * 1_000_003 + chunk[0] * 7919 + salt) % (2**31)))
+    return chunks
+
+
+def prompts_per_chunk(backend_name: str, n: int) -> int:
+    return HTTP_PROMPTS_PER_CHUNK if backend_name == "openai" else max(1, settings.GENERATION_BATCH_SIZE // n)
+
+
 def _generate(
     r: RLHFRound,
     rep: _Reporter,
@@ -593,19 +611,12 @@ def _generate(
         return
     backend, backend_name = generation_backend(policy)
     messages = dict(Prompt.objects.filter(pk__in=pending).values_list("pk", "messages"))
-    # Similar lengths together keep left-padding short; the chunk is one generate batch.
-    pending.sort(key=lambda pid: (sum(len(m["content"]) for m in messages[pid]), pid))
-    per_chunk = (
-        HTTP_PROMPTS_PER_CHUNK
-        if backend_name == "openai"
-        else max(1, settings.GENERATION_BATCH_SIZE // params.n)
-    )
     model_name = settings.GENERATION_MODEL if backend_name == "openai" else f"policy #{policy.pk}"
-    salt = 0 if generation == RoundCandidate.Generation.OLD else 1
-    for start in range(0, len(pending), per_chunk):
+    chunks = generation_chunks(
+        r, pending, messages, per_chunk=prompts_per_chunk(backend_name, params.n), generation=generation
+    )
+    for chunk, seed in chunks:
         rep.check()
-        chunk = pending[start : start + per_chunk]
-        seed = (r.seed * 1_000_003 + chunk[0] * 7919 + salt) % (2**31)
         groups = backend.generate([messages[pid] for pid in chunk], replace(params, seed=seed))
         with transaction.atomic():
             responses, rows = [], []

@@ -114,6 +114,13 @@ if env_bool("DB_POOL", True) and DATABASES["default"]["ENGINE"].endswith("postgr
         "max_size": int(os.environ.get("DB_POOL_MAX_SIZE", "20")),
         "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "10")),
     }
+# Server-side prepared statements for the few statements that ask for them (the rating queue's
+# hot path, annotation/services/queue.py): planning them cost more PostgreSQL CPU than running
+# them. Django's own queries bind client-side and are never prepared either way. Turn off
+# (DB_PREPARED_STATEMENTS=0) behind a pooler that cannot keep them (PgBouncer < 1.21 in
+# transaction mode).
+if env_bool("DB_PREPARED_STATEMENTS", True) and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Broker and channel layer: REDIS_URL, or filesystem broker + PostgreSQL channels ------

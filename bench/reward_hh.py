@@ -44,7 +44,12 @@ from annotation.formats import split_hh_pair  # noqa: E402  (pure Python, no Dja
 from bench.common import fmt, print_table  # noqa: E402
 from training.ml.records import PreferencePair, render_conversation  # noqa: E402
 
-DATA = Path(os.environ.get("HH_RLHF_FILE", "/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz"))
+DATA = Path(
+    os.environ.get(
+        "HH_RLHF_FILE",
+        str(Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"),
+    )
+)
 SEED = 0
 TRL_DEVIATIONS = [
     ("bf16", "False", "default True fails on CPU"),

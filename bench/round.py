@@ -41,7 +41,12 @@ from bench.common import database_url_with_name, fmt, peak_rss_mb, print_table  
 from bench.round_generation import BENCH_PROMPTS  # noqa: E402
 
 DB_NAME = "bench_round"
-HH_FILE = Path(os.environ.get("HH_RLHF_FILE", "/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz"))
+HH_FILE = Path(
+    os.environ.get(
+        "HH_RLHF_FILE",
+        str(Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"),
+    )
+)
 
 
 class RssSampler:

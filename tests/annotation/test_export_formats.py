@@ -2,7 +2,6 @@ import hashlib
 import hmac
 import json
 from datetime import datetime
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -21,8 +20,7 @@ from tests.annotation.test_export_support import (
     sha256_file,
     vote,
 )
-
-HH_DATA = Path("/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz")
+from tests.paths import HH_FILE as HH_DATA
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from annotation.services.preference_imports import (
     parse_preference_lines,
     preferences_import,
 )
+from tests.paths import HH_FILE
 
-HH_FILE = Path("/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz")
 HH_LINES = 2312
 
 

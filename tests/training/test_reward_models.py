@@ -12,6 +12,7 @@ from annotation.models import Comparison, Preference
 from annotation.services.events import project_group
 from annotation.services.preference_imports import preferences_import
 from annotation.services.queue import assignment_next, preference_submit
+from tests.paths import HH_FILE
 from training.ml.checkpoints import TEMP_PREFIX, dir_sha256
 from training.models import RewardModel
 from training.selectors import snapshot_hash
@@ -338,7 +339,7 @@ def test_default_backbone_trains_on_real_hh_pairs(make_project, models_dir, sett
 
     settings.REWARD_BACKBONE = ""
     project = make_project()
-    with gzip.open("/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz", "rb") as fh:
+    with gzip.open(HH_FILE, "rb") as fh:
         preferences_import(project=project, lines=list(itertools.islice(fh, 40)), fmt="hh")
     run = reward_model_run_create(
         project=project, config_overrides={"max_steps": 3, "batch_size": 4, "max_length": 128}

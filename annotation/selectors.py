@@ -2,9 +2,12 @@
 
 import hashlib
 import hmac
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 
 import psycopg
 import psycopg.rows
@@ -16,7 +19,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from annotation.exporters.filters import ExportFilters
-from annotation.exporters.sql import export_rows_expected, export_sql, export_stats_sql, vote_conditions
+from annotation.exporters.sql import export_raw_count_sql, export_rows_expected, export_sql, export_stats_sql
 from annotation.models import Assignment, Comparison, Export, Preference, Project
 
 
@@ -77,8 +80,8 @@ def projects_with_counts():
 # --- Exports ------------------------------------------------------------------------------
 # Export reads are raw SQL on their own read-only REPEATABLE READ connection, for three reasons:
 # the count, the dataset card's numbers and the rows all come from one snapshot (the card
-# matches the file even while raters keep voting); a server-side (named) cursor streams the
-# rows in constant memory; and the caller's Django connection stays free to record progress
+# matches the file even while raters keep voting); the rows stream in chunks in constant
+# memory; and the caller's Django connection stays free to record progress
 # in autocommit, where the page can see it.
 
 
@@ -105,10 +108,15 @@ EXPORT_WORK_MEM = "64MB"
 class ExportSnapshotReader:
     """Count, card numbers and rows of an export from one database snapshot, streamed.
 
-    Opens its own connection (read-only, REPEATABLE READ, time zone UTC) and reads rows with a
-    server-side cursor in batches of `batch_size`: memory stays flat whatever the export's size.
-    The card's numbers (one aggregate pass over the votes) are computed on a second connection
-    that imports the same snapshot (pg_export_snapshot), in a thread, while the rows stream.
+    Opens its own connection (read-only, REPEATABLE READ, time zone UTC) and reads typed rows
+    (binary) in batches of `batch_size`: memory stays flat whatever the export's size. A thread
+    fetches the next batch while the caller encodes the last one, so PostgreSQL and the encoder
+    work at the same time.
+
+    The card's numbers: for raw votes the caller counts them from the rows it writes
+    (`annotation.exporters.stats.RawVoteStats`) and `count()` gives the row count; for the other
+    kinds one aggregate query (`stats_future`) runs on a second connection that imports the same
+    snapshot (pg_export_snapshot), in a thread, while the rows stream.
     """
 
     def __init__(self, *, project: Project, kind: str, filters: ExportFilters, batch_size: int = 5000):
@@ -121,6 +129,7 @@ class ExportSnapshotReader:
         self.snapshot_id = ""
         self._params: dict = {}
         self._stats: Future | None = None
+        self._fetchers: list[_FetchAhead] = []
 
     def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(**self._params, autocommit=False)
@@ -135,10 +144,8 @@ class ExportSnapshotReader:
         }
         # UTC: timestamps in the files do not depend on the server's zone. work_mem: the sort by
         # (comparison, vote) of a big export fits in memory instead of spilling to disk.
-        # cursor_tuple_fraction 1: every row is read, so plan for the whole result.
         keep["options"] = (
-            keep.get("options", "")
-            + f" -c TimeZone=UTC -c work_mem={EXPORT_WORK_MEM} -c cursor_tuple_fraction=1"
+            keep.get("options", "") + f" -c TimeZone=UTC -c work_mem={EXPORT_WORK_MEM}"
         ).strip()
         self._params = keep
         self.conn = self._connect()
@@ -149,6 +156,9 @@ class ExportSnapshotReader:
         self.close()
 
     def close(self) -> None:
+        for ahead in self._fetchers:  # a stream closed early: no thread left on the connection
+            ahead.stop()
+        self._fetchers.clear()
         if self._stats is not None:
             try:
                 self._stats.result()
@@ -193,17 +203,13 @@ class ExportSnapshotReader:
             pool.shutdown(wait=False)
         return self._stats
 
-    def quick_count(self) -> int | None:
-        """The row count without the aggregate pass, where the kind allows (raw votes without
-        comparison-level filters); None otherwise."""
-        if self.kind != "raw" or self.filters.needs_aggregates:
-            return None
-        params: dict = {"project": self.project_id}
-        sql = (
-            "SELECT count(*) FROM annotation_preference p JOIN annotation_comparison c"
-            f" ON c.id = p.comparison_id WHERE {vote_conditions(self.filters, params)}"
-        )
-        return self.conn.execute(sql, params).fetchone()[0]
+    def count(self) -> int:
+        """The export's row count in this snapshot. Raw votes: a plain count (no aggregate pass
+        without comparison-level filters); other kinds: from the card's numbers."""
+        if self.kind != "raw":
+            return self.stats()["rows"]
+        sql, params = export_raw_count_sql(filters=self.filters, project_id=self.project_id)
+        return int(self.conn.execute(sql, params).fetchone()[0])
 
     def _raters(self) -> tuple[list[int], list[str]]:
         user_table = get_user_model()._meta.db_table
@@ -212,25 +218,79 @@ class ExportSnapshotReader:
             ids = [r[0] for r in cur.fetchall()]
         return ids, [export_rater_pseudonym(secret=self.secret, rater_id=i) for i in ids]
 
-    def _sql(self, shape: str) -> tuple[str, dict]:
+    def _sql(self) -> tuple[str, dict]:
         raters = self._raters() if self.kind == "raw" else None
-        return export_sql(
-            kind=self.kind, filters=self.filters, shape=shape, project_id=self.project_id, raters=raters
-        )
+        return export_sql(kind=self.kind, filters=self.filters, project_id=self.project_id, raters=raters)
 
-    def json_blobs(self) -> Iterator[tuple[bytes, int]]:
-        """(JSON Lines bytes, rows) per batch; PostgreSQL wrote each line, Python joins them."""
-        for rows in self.batches(shape="json"):
-            yield ("\n".join([row[0] for row in rows]) + "\n").encode(), len(rows)
+    def batches(self) -> Iterator[list[tuple]]:
+        """Typed rows in batches, one batch fetched ahead while the caller encodes the last.
 
-    def batches(self, *, shape: str) -> Iterator[list[tuple]]:
-        """Rows in batches from a server-side (named) cursor."""
-        sql, params = self._sql(shape)
-        with self.conn.cursor(name="export_rows") as cur:
-            cur.itersize = self.batch_size
-            cur.execute(sql, params)
-            while True:
-                rows = cur.fetchmany(self.batch_size)
+        The query runs as one ordinary statement whose rows libpq hands over in chunks
+        (`stream` with a size: libpq's chunked-rows mode), not through a server-side cursor:
+        PostgreSQL plans a cursor for one backend, whereas a plain query may use parallel
+        workers for the scan, joins and sort, as COPY does.
+        """
+        sql, params = self._sql()
+        with self.conn.cursor(binary=True) as cur:
+            rows = cur.stream(sql, params, size=self.batch_size)
+            # Closing the stream early makes psycopg cancel the query and drain it; until then
+            # it holds the connection's lock, so `close()` stops the fetching thread and closes
+            # the stream before it rolls back.
+            ahead = _FetchAhead(lambda: list(islice(rows, self.batch_size)), close=rows.close)
+            self._fetchers.append(ahead)
+            yield from ahead
+
+
+class _FetchAhead:
+    """Iterate `fetch()` results until an empty one, fetching the next in a thread meanwhile.
+
+    psycopg waits for the server without holding the GIL, so PostgreSQL produces batch n+1 while
+    the caller encodes batch n. At most two batches wait in the queue (memory stays bounded).
+    `stop()` (also run when the iteration ends, early or not) ends the thread, then calls `close`.
+    """
+
+    def __init__(self, fetch: Callable[[], list], *, close: Callable[[], None]):
+        self._fetch = fetch
+        self._close: Callable[[], None] | None = close
+        self._ready: queue.Queue = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="export-fetch", daemon=True)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._ready.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                rows = self._fetch()
+                self._put(rows)
                 if not rows:
                     return
-                yield rows
+        except BaseException as exc:  # handed to the caller's thread
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[list]:
+        self._thread.start()
+        try:
+            while True:
+                item = self._ready.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if not item:
+                    return
+                yield item
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        close, self._close = self._close, None
+        if close is not None:
+            close()

@@ -1,4 +1,4 @@
-"""JSON Lines, plain or gzipped, from batches of ready JSON texts (one per row)."""
+"""JSON Lines, plain or gzipped, from batches of ready JSON Lines bytes (kinds.KindSpec.to_lines)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,6 @@ from annotation.exporters.sink import ByteSink
 
 # Fixed gzip settings so the same rows give the same bytes: no file name or time in the header.
 GZIP_LEVEL = 6
-
-
-def lines_blob(lines: list[str]) -> tuple[bytes, int]:
-    """A batch of JSON texts as JSON Lines bytes, with its row count."""
-    return (("\n".join(lines) + "\n").encode() if lines else b""), len(lines)
 
 
 def jsonl_chunks(

@@ -81,8 +81,8 @@ def _selected_comparisons_cte(filters: ExportFilters, params: dict) -> str:
     )"""
 
 
-# Columns of each kind, in file order: (name, SQL expression). The JSON shape wraps the same
-# query in row_to_json, so JSON Lines and Parquet hold the same columns in the same order.
+# Columns of each kind, in file order: (name, SQL expression). PostgreSQL sends them typed (binary);
+# the encoders write JSON Lines and Parquet from the same rows, so both hold the same columns.
 _RAW_COLUMNS = [
     ("vote_id", "p.id"),
     ("comparison_id", "p.comparison_id"),
@@ -115,10 +115,6 @@ _MARGIN = (
 )
 
 
-def _assistant(expr: str) -> str:
-    return f"jsonb_build_array(jsonb_build_object('role', 'assistant', 'content', {expr}))"
-
-
 _COMPARISON_COLUMNS = [
     ("comparison_id", "c.id"),
     ("prompt_id", "c.prompt_id"),
@@ -141,36 +137,17 @@ _COMPARISON_COLUMNS = [
     ("last_vote_at", "s.last_vote_at"),
 ]
 
-_NUMERIC_COLUMNS = {"margin", "agreement", "mean_strength"}  # float8 in the columns shape
-# Columns whose JSON value is a string (text, and time stamps in ISO 8601); every other column
-# is a number, a boolean or JSON already, whose text form is its JSON form.
-_JSON_STRINGS = {
-    "rater", "choice", "rationale", "unsafe_a_category", "unsafe_b_category", "shown_left", "source",
-    "gold_choice", "created_at", "updated_at", "majority", "first_vote_at", "last_vote_at",
-}  # fmt: skip
+_NUMERIC_COLUMNS = {"margin", "agreement", "mean_strength"}  # sent as float8
 
 
-def _json_line(names: list[str]) -> str:
-    """SQL for one compact JSON object per row of `t`, keys in column order.
-
-    Spelled out as text concatenation instead of row_to_json(t): same JSON, but about a third
-    less server time on raw votes, because row_to_json builds a record and looks up each
-    column's output function again for every row.
-    """
-    parts = []
-    for i, name in enumerate(names):
-        value = f"to_json(t.{name})::text" if name in _JSON_STRINGS else f"t.{name}::text"
-        parts.append(f"'{'{' if i == 0 else ','}\"{name}\":' || coalesce({value}, 'null')")
-    return " || ".join(parts) + " || '}'"
+def raw_column_index() -> dict[str, int]:
+    """Position of each raw-votes column in a row."""
+    return {name: i for i, (name, _) in enumerate(_RAW_COLUMNS)}
 
 
-def export_sql(
-    *, kind: str, filters: ExportFilters, shape: str, project_id: int, raters=None
-) -> tuple[str, dict]:
-    """The SQL and parameters of one export.
+def export_sql(*, kind: str, filters: ExportFilters, project_id: int, raters=None) -> tuple[str, dict]:
+    """The SQL and parameters of one export: the kind's columns, typed, one row per file row.
 
-    shape "json": one text column per row, the JSON Lines line built by PostgreSQL;
-    shape "columns": typed columns (for Parquet and for rows Python must render, like HH-RLHF).
     Rows come in a fixed order (comparison id, then vote id), so the same spec over the same
     data gives the same bytes.
     """
@@ -201,22 +178,13 @@ def export_sql(
         cte = f"WITH {_selected_comparisons_cte(filters, params)}"
         body = pairs_from
         order = ("comparison_id",)
-        if kind == "trl" and shape == "json":
-            columns = [
-                ("prompt", "pr.messages"),
-                ("chosen", _assistant(_PAIR_WINNER)),
-                ("rejected", _assistant(_PAIR_LOSER)),
-                ("margin", _MARGIN),
-                ("comparison_id", "c.id"),
-            ]
-        else:
-            columns = [
-                ("prompt", "pr.messages"),
-                ("chosen", _PAIR_WINNER),
-                ("rejected", _PAIR_LOSER),
-                ("margin", _MARGIN),
-                ("comparison_id", "c.id"),
-            ]
+        columns = [
+            ("prompt", "pr.messages"),
+            ("chosen", _PAIR_WINNER),
+            ("rejected", _PAIR_LOSER),
+            ("margin", _MARGIN),
+            ("comparison_id", "c.id"),
+        ]
     elif kind == "comparisons":
         cte = f"WITH {_selected_comparisons_cte(filters, params)}"
         columns = _COMPARISON_COLUMNS
@@ -229,31 +197,12 @@ def export_sql(
     else:
         raise ValueError(f"unknown export kind {kind!r}")
 
-    def select_list(cast_numeric: bool) -> str:
-        out = []
-        for name, expr in columns:
-            if cast_numeric and name in _NUMERIC_COLUMNS:
-                expr = f"({expr})::float8"
-            out.append(f"{expr} AS {name}")
-        return ",\n               ".join(out)
-
+    select_list = ",\n               ".join(
+        f"({expr})::float8 AS {name}" if name in _NUMERIC_COLUMNS else f"{expr} AS {name}"
+        for name, expr in columns
+    )
     order_by = ", ".join(f"t.{name}" for name in order)
-    if shape == "json":
-        # PostgreSQL writes each JSON line: Python then only joins bytes, which is what lets raw
-        # votes stream at near COPY speed (building dicts and json.dumps per row is ~10x slower).
-        # The inner query sorts narrow typed rows; JSON is built after the sort (a subquery with
-        # ORDER BY is not flattened, and its order satisfies the outer ORDER BY without a re-sort),
-        # so PostgreSQL does not sort three times the bytes.
-        inner_order = ", ".join(order)
-        line = _json_line([name for name, _ in columns])
-        sql = (
-            f"{cte} SELECT {line} FROM (SELECT {select_list(False)} {body}"
-            f" ORDER BY {inner_order}) t ORDER BY {order_by}"
-        )
-    elif shape == "columns":
-        sql = f"{cte} SELECT t.* FROM (SELECT {select_list(True)} {body}) t ORDER BY {order_by}"
-    else:
-        raise ValueError(f"unknown shape {shape!r}")
+    sql = f"{cte} SELECT t.* FROM (SELECT {select_list} {body}) t ORDER BY {order_by}"
     return sql, params
 
 
@@ -313,6 +262,23 @@ def export_stats_sql(*, filters: ExportFilters, project_id: int) -> tuple[str, d
                AND (r.id IN (SELECT response_a_id FROM sel) OR r.id IN (SELECT response_b_id FROM sel))
            ) AS checkpoints
     FROM sel s"""
+    return sql, params
+
+
+def export_raw_count_sql(*, filters: ExportFilters, project_id: int) -> tuple[str, dict]:
+    """How many votes a raw-votes export holds, without the card's numbers.
+
+    Without comparison-level filters a plain count over the vote join (no aggregate pass);
+    with them, the votes of the comparisons the filters keep.
+    """
+    params: dict = {"project": project_id}
+    if not filters.needs_aggregates:
+        sql = (
+            "SELECT count(*) FROM annotation_preference p JOIN annotation_comparison c"
+            f" ON c.id = p.comparison_id WHERE {vote_conditions(filters, params)}"
+        )
+    else:
+        sql = f"WITH {_selected_comparisons_cte(filters, params)} SELECT coalesce(sum(votes), 0) FROM sel"
     return sql, params
 
 

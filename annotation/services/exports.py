@@ -34,9 +34,10 @@ from annotation.errors import NotFound, ServiceError
 from annotation.exporters import FORMATS, KINDS, data_file_name
 from annotation.exporters.card import render_card
 from annotation.exporters.filters import FilterError, parse_filters
-from annotation.exporters.jsonl import jsonl_chunks, lines_blob
+from annotation.exporters.jsonl import jsonl_chunks
 from annotation.exporters.kinds import KIND_SPECS
 from annotation.exporters.parquet import parquet_chunks
+from annotation.exporters.stats import RawVoteStats
 from annotation.models import Export, Project
 from annotation.roles import READ_DATA
 from annotation.selectors import ExportSnapshotReader
@@ -114,11 +115,11 @@ def export_create(
 
 
 def export_count(*, export: Export) -> int:
-    """How many rows the export will hold now (one aggregate query)."""
+    """How many rows the export will hold now (one count or aggregate query)."""
     with ExportSnapshotReader(
         project=export.project, kind=export.kind, filters=parse_filters(export.filters)
     ) as reader:
-        return reader.stats()["rows"]
+        return reader.count()
 
 
 def export_request(
@@ -183,16 +184,18 @@ def _claim(export_id: int, *, delivery: str | None = None) -> Export | None:
     return export
 
 
-def _encode(export: Export, reader: ExportSnapshotReader) -> Iterator[tuple[bytes, int]]:
+def _encode(batches: Iterator[list[tuple]], export: Export) -> Iterator[tuple[bytes, int]]:
     spec = KIND_SPECS[export.kind]
     if export.format == "parquet":
-        batches = reader.batches(shape="columns")
         return parquet_chunks(batches, schema=spec.schema, to_columns=spec.to_columns)
-    if spec.json_in_database:
-        blobs = reader.json_blobs()
-    else:
-        blobs = (lines_blob(spec.to_lines(rows)) for rows in reader.batches(shape="columns"))
+    blobs = ((spec.to_lines(rows), len(rows)) for rows in batches)
     return jsonl_chunks(blobs, compress=export.format == "jsonl.gz")
+
+
+def _counted(batches: Iterator[list[tuple]], stats: RawVoteStats) -> Iterator[list[tuple]]:
+    for rows in batches:
+        stats.add(rows)
+        yield rows
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -226,13 +229,19 @@ def _export_chunks(
             filters=parse_filters(export.filters),
             batch_size=batch_size or BATCH_SIZE,
         ) as reader:
-            stats_future = reader.stats_future()  # runs beside the rows, same snapshot
-            expected = reader.quick_count()
-            if expected is None:
+            batches = reader.batches()
+            if export.kind == "raw":
+                # The card's numbers are counted from the rows as they stream (no second pass
+                # over the votes in PostgreSQL); the plain count checks them.
+                raw_stats = RawVoteStats()
+                batches = _counted(batches, raw_stats)
+                expected = reader.count()
+            else:
+                stats_future = reader.stats_future()  # runs beside the rows, same snapshot
                 expected = stats_future.result()["rows"]
             on_progress(0, expected)
             with open(tmp, "wb") as fh:
-                for data, n in _encode(export, reader):
+                for data, n in _encode(batches, export):
                     if data:
                         fh.write(data)
                         digest.update(data)
@@ -243,7 +252,7 @@ def _export_chunks(
                         on_progress(rows, expected)
                 fh.flush()
                 os.fsync(fh.fileno())
-            stats = stats_future.result()
+            stats = raw_stats.result() if export.kind == "raw" else stats_future.result()
         if (
             rows != expected or rows != stats["rows"]
         ):  # one snapshot: a mismatch is a bug in the SQL, never a race

@@ -124,16 +124,13 @@ class LearnedToxicity:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
-        labels = {int(k): str(v).lower() for k, v in (model.config.id2label or {}).items()}
-        self.unsafe_index = 0 if model.config.num_labels == 1 else 1
-        for index, name in sorted(labels.items()):
-            if (
-                model.config.num_labels > 1
-                and any(w in name for w in _UNSAFE_LABEL_WORDS)
-                and "non" not in name
-            ):
-                self.unsafe_index = index
-                break
+        self.unsafe_index = 0
+        if model.config.num_labels > 1:
+            labels = sorted((int(k), str(v).lower()) for k, v in (model.config.id2label or {}).items())
+            named = [
+                i for i, name in labels if any(w in name for w in _UNSAFE_LABEL_WORDS) and "non" not in name
+            ]
+            self.unsafe_index = named[0] if named else 1
 
     @classmethod
     def load(cls, model_dir: Path | str, *, threads: int | None = None) -> LearnedToxicity:

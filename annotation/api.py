@@ -10,7 +10,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
@@ -21,6 +21,7 @@ from rest_framework.views import APIView, exception_handler
 from annotation import roles, selectors
 from annotation.errors import ServiceError
 from annotation.models import Project
+from annotation.permissions import RoleTokenAuthentication, role_perms
 from annotation.serializers import (
     ErrorSerializer,
     LeaseSerializer,
@@ -30,6 +31,7 @@ from annotation.serializers import (
     ProjectSerializer,
     SkipInSerializer,
     SkipSerializer,
+    preference_in_parse,
 )
 from annotation.services.queue import assignment_next, assignment_skip, preference_submit
 
@@ -70,23 +72,22 @@ def api_exception_handler(exc, context):
 # --- permissions --------------------------------------------------------------------------
 
 
+# Both ask `role_perms` (annotation/permissions.py): what `user.has_perm` would answer, in one
+# query, or none after token auth, which loads the role permissions with the token.
 class CanRate(BasePermission):
     def has_permission(self, request, view) -> bool:
-        return bool(request.user and request.user.is_authenticated and request.user.has_perm(roles.RATE))
+        return roles.RATE in role_perms(request.user)
 
 
 class HasAnyRole(BasePermission):
     def has_permission(self, request, view) -> bool:
-        user = request.user
-        if not (user and user.is_authenticated):
-            return False
-        return any(user.has_perm(p) for p in (roles.RATE, roles.READ_DATA, roles.OPERATE))
+        return bool(role_perms(request.user))
 
 
 class RatingAPIView(APIView):
     # Token first so that an anonymous call gets 401 with `WWW-Authenticate: Token`
     # (DRF takes the challenge from the first class; session auth has none and gives 403).
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    authentication_classes = [RoleTokenAuthentication, SessionAuthentication]
     permission_classes = [CanRate]
 
     def get_exception_handler(self):
@@ -127,8 +128,7 @@ class NextView(RatingAPIView):
         description="Lease the next comparison (or return the lease already held, `renewed`: true).",
     )
     def post(self, request, project_id: int):
-        project = get_object_or_404(Project.objects.only("id", "lease_seconds"), pk=project_id)
-        lease = assignment_next(rater=request.user, project=project)
+        lease = assignment_next(rater=request.user, project=project_id)  # NotFound: 404
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(LeaseSerializer(lease).data)
@@ -146,9 +146,8 @@ class PreferenceSubmitView(RatingAPIView):
         },
     )
     def post(self, request, comparison_id: int):
-        data = PreferenceInSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        result = preference_submit(rater=request.user, comparison_id=comparison_id, **data.validated_data)
+        vote = preference_in_parse(request.data)  # = PreferenceInSerializer's validated data
+        result = preference_submit(rater=request.user, comparison_id=comparison_id, **vote)
         return Response(
             PreferenceSerializer(result.preference).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,

@@ -9,7 +9,9 @@ Phases, each on its own freshly seeded project so none starves another (k votes 
   service   assignment_next + preference_submit called directly, 1 / 4 / 16 threads, each
             with its own database connection
   http      closed loop, 1 / 4 / 16 raters (own token each, one request chain each, no pause)
-            through daphne serving config.asgi:application
+            through the ASGI server serving config.asgi:application: uvicorn with
+            WEB_CONCURRENCY worker processes (default 2) as the Procfile runs it, or
+            --server daphne / --workers N
   open      open loop through HTTP at a fixed rate (default 50 cycles/s): a cycle starts every
             1/rate s whether or not earlier ones finished; `next` is timed from the cycle's
             scheduled start (so a stalled client or server cannot hide latency: no coordinated
@@ -42,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
     REPO_ROOT,
+    SERVERS,
     AsgiServer,
     cpu_seconds,
     database_url_with_name,
@@ -620,6 +623,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--db-name", default="bench_assignment", help="database to (re)create")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3"))
     parser.add_argument("--keep-db", action="store_true", help="leave the database behind for inspection")
+    parser.add_argument(
+        "--server", choices=SERVERS, default="uvicorn", help="ASGI server for the HTTP phases (default uvicorn)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WEB_CONCURRENCY") or 2),
+        help="server worker processes (default $WEB_CONCURRENCY or 2, as the Procfile)",
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.pairs = args.pairs or (2_000 if args.quick else 10_000)
@@ -730,11 +742,12 @@ def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_
             )
 
     http_plan = [(k, c) for k, c in plan if k in ("http", "open")]
-    server_rss = None
+    server_rss, server_desc = None, ""
     if http_plan:
-        log_path = REPO_ROOT / "var" / "bench-assignment-daphne.log"
+        log_path = REPO_ROOT / "var" / "bench-assignment-server.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with AsgiServer(env=env, log_path=log_path) as server:
+        with AsgiServer(env=env, log_path=log_path, server=args.server, workers=args.workers) as server:
+            print(f"HTTP phases: {server.description}", flush=True)
             # Django imports the URL conf (and every API module) on the first request: keep
             # that out of the first phase's numbers.
             import httpx
@@ -754,7 +767,7 @@ def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_
                 raw = run_client(cfg, server=server, db_name=args.db_name)
                 if "error" in raw:
                     print(f"  {kind}: the API answered with an error, HTTP phases skipped: {raw['error']}")
-                    print(f"  (daphne log: {log_path})")
+                    print(f"  (server log: {log_path})")
                     break
                 result = PhaseResult(
                     phase="http closed" if kind == "http" else "http open",
@@ -772,13 +785,13 @@ def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_
                     max_start_lag_ms=raw.get("max_start_lag_ms"),
                 )
                 report(result)
-            server_rss = server.rss_mb()
+            server_rss, server_desc = server.rss_mb(), server.description
 
     print()
     print_table(HEADERS, [r.row() for r in results])
     print(
         "latencies in ms; open loop: next timed from the cycle's scheduled start, submit from when "
-        "next returned; errors* = some rater ran out of pairs; app cpu = server process (http) or "
+        "next returned; errors* = some rater ran out of pairs; app cpu = the server's processes (http) or "
         "this process (service, floor), db cpu = the PostgreSQL backends, client cpu = the HTTP load "
         "generator, all in CPU ms per cycle"
     )
@@ -787,7 +800,7 @@ def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_
             print(f"open loop: the client started cycles at most {r.max_start_lag_ms:.1f} ms late")
     print(
         f"peak RSS: benchmark process {peak_rss_mb():.0f} MiB"
-        + (f", daphne {server_rss:.0f} MiB at the end" if server_rss else "")
+        + (f", {server_desc} {server_rss:.0f} MiB at the end" if server_rss else "")
     )
 
     def find(phase: str, conc: str) -> PhaseResult | None:

@@ -87,12 +87,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+SERVERS = ("uvicorn", "daphne")
+
+
 @dataclass
 class AsgiServer:
-    """The real ASGI app under daphne, in a subprocess, for as long as the `with` block lasts.
+    """The real ASGI app in a server subprocess, for as long as the `with` block lasts.
 
-    `env` is merged over this process's environment (DATABASE_URL, REDIS_URL, ...). stdout and
-    stderr go to `log_path` so a failing server can be diagnosed after the run.
+    `server` is "uvicorn" (what the Procfile runs: httptools + uvloop, `workers` processes
+    sharing the socket) or "daphne" (one process; `workers` must be 1). `env` is merged over
+    this process's environment (DATABASE_URL, REDIS_URL, ...). stdout and stderr go to
+    `log_path` so a failing server can be diagnosed after the run.
     """
 
     app: str = "config.asgi:application"
@@ -100,51 +105,88 @@ class AsgiServer:
     port: int = 0
     log_path: Path | None = None
     start_timeout_s: float = 60.0
+    server: str = "uvicorn"
+    workers: int = 1
     proc: subprocess.Popen | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def description(self) -> str:
+        return f"{self.server}, {self.workers} worker process{'es' if self.workers != 1 else ''}"
+
+    def command(self) -> list[str]:
+        bin_dir = Path(sys.executable).parent
+        if self.server == "daphne":
+            if self.workers != 1:
+                raise ValueError("daphne runs one process; use uvicorn for several workers")
+            return [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(self.port), self.app]
+        if self.server == "uvicorn":
+            return [
+                str(bin_dir / "uvicorn"),
+                self.app,
+                "--host=127.0.0.1",
+                f"--port={self.port}",
+                f"--workers={self.workers}",
+                "--lifespan=off",  # Django's ASGI handler has no lifespan protocol
+                "--no-access-log",
+                "--log-level=warning",
+            ]
+        raise ValueError(f"unknown server {self.server!r} (one of {', '.join(SERVERS)})")
+
     def __enter__(self) -> AsgiServer:
         self.port = self.port or free_port()
         env = {**os.environ, **(self.env or {})}
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        daphne = Path(sys.executable).with_name("daphne")
         self.proc = subprocess.Popen(
-            [str(daphne), "-b", "127.0.0.1", "-p", str(self.port), self.app],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.command(), cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daphne exited with {self.proc.returncode}; see {self.log_path}")
+                raise RuntimeError(f"{self.server} exited with {self.proc.returncode}; see {self.log_path}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
+                    pass
             except OSError:
                 time.sleep(0.2)
+                continue
+            # Several workers: listening means the socket is bound, not that every worker
+            # has imported Django; wait until all of them are there.
+            if len(self._processes()) >= self.workers + (1 if self.workers > 1 else 0):
+                return self
+            time.sleep(0.2)
         self.__exit__(None, None, None)
-        raise RuntimeError(f"daphne did not listen on port {self.port} within {self.start_timeout_s}s")
+        raise RuntimeError(f"{self.server} did not listen on port {self.port} within {self.start_timeout_s}s")
+
+    def _processes(self) -> list[psutil.Process]:
+        assert self.proc is not None
+        root = psutil.Process(self.proc.pid)
+        return [root, *root.children(recursive=True)]
 
     def cpu_seconds(self) -> float:
-        """CPU used by the server process and its threads so far."""
-        assert self.proc is not None
-        return cpu_seconds(self.proc.pid)
+        """CPU used so far by the server: its process, its workers and their threads."""
+        total = 0.0
+        for proc in self._processes():
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
 
     def rss_mb(self) -> float:
-        assert self.proc is not None
-        return psutil.Process(self.proc.pid).memory_info().rss / 2**20
+        """Resident memory of the server and its workers together, MiB."""
+        return sum(p.memory_info().rss for p in self._processes()) / 2**20
 
     def __exit__(self, *exc) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

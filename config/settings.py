@@ -72,9 +72,14 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last: keeps the stack above in one sync thread under ASGI (see config/middleware.py).
+    "config.middleware.SyncMiddlewareChain",
 ]
 
 ROOT_URLCONF = "config.urls"
+# Web server processes (uvicorn --workers, Procfile and bench/assignment.py read the same
+# variable): one Python process runs one request's Python at a time, so one per core.
+WEB_CONCURRENCY = int(os.environ.get("WEB_CONCURRENCY") or 2)
 ASGI_APPLICATION = "config.asgi.application"
 WSGI_APPLICATION = None
 

@@ -10,26 +10,26 @@ comparison: k distinct raters per pair, enforced by the database.
 import random
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-import psycopg
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
 from annotation.errors import NoLease, NotFound, ServiceError
 from annotation.models import Assignment, Comparison, Preference, Project, Prompt, Response, Skip
+from annotation.prepared import fetchone, fetchone_atomic
 from annotation.services.events import event_send_on_commit, project_group
 
 _RATER_LOCK_NAMESPACE = 7_001  # pg_advisory_xact_lock(namespace, rater_id)
 
 
+# Serialises one rater's own queue calls (two tabs, a double click) inside a transaction.
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(CAST(%(ns)s AS integer), CAST(%(rater)s AS integer))"
+
+
 def _lock_rater(rater_id: int) -> None:
-    """Serialise one rater's own queue calls (two tabs, a double click) inside a transaction."""
-    _execute(
-        "SELECT pg_advisory_xact_lock(CAST(%(ns)s AS integer), CAST(%(rater)s AS integer))",
-        {"ns": _RATER_LOCK_NAMESPACE, "rater": rater_id},
-    )
+    fetchone(_LOCK_SQL, {"ns": _RATER_LOCK_NAMESPACE, "rater": rater_id})
 
 
 @dataclass(frozen=True)
@@ -59,23 +59,6 @@ class Lease:
 # tests/annotation/test_queue.py; the rarer paths (skip, errors, replays) stay in the ORM.
 
 
-def _execute(sql: str, params: dict) -> tuple | None:
-    """Run one hot-path statement and return its first row (or None).
-
-    Through a server-side-binding psycopg cursor with `prepare=True`, so PostgreSQL parses and
-    plans each statement once per connection (the pool keeps connections) rather than on every
-    call: planning these CTEs took 1-2 ms of PostgreSQL CPU, running them 0.2-0.9 ms. Django's
-    own cursors bind client-side, which cannot be prepared. Without DB_PREPARED_STATEMENTS
-    (settings) psycopg ignores `prepare` and this is a plain execute. Errors are wrapped into
-    django.db exceptions as Django's cursor would. Not seen by Django's query log.
-    """
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        with psycopg.Cursor(connection.connection) as cur:
-            cur.execute(sql, params, prepare=True)
-            return cur.fetchone() if cur.description else None
-
-
 def _columns(model, alias: str) -> list[str]:
     return [f'{alias}."{field.column}"' for field in model._meta.concrete_fields]
 
@@ -91,6 +74,7 @@ JOIN annotation_response ra ON ra.id = c.response_a_id
 JOIN annotation_response rb ON rb.id = c.response_b_id
 """
 # `next` after the rater lock, in one statement:
+#   project  the project and when a lease taken now expires (no row: no such project);
 #   held     the lease this rater already holds in the project (a reload gives it back, renewed
 #            if it had lapsed and nobody took the slot meanwhile);
 #   picked   else the best eligible slot: highest priority, then oldest comparison, so pairs
@@ -101,19 +85,28 @@ JOIN annotation_response rb ON rb.id = c.response_b_id
 # The result is the slot as it is after the statement, with its pair, prompt and both responses
 # (what select_related would load), plus whether it was an existing lease. Sibling CTEs all
 # see the snapshot from before the statement, so the held branch patches in the new expiry.
+_HELD_COLUMNS = ", ".join(
+    "CASE WHEN held.expires_at <= %(now)s THEN (SELECT expires FROM project) ELSE a.expires_at END"
+    if c == "expires_at"
+    else f'a."{c}"'
+    for c in _ASSIGNMENT_COLUMNS
+)
 _NEXT_SQL = f"""
-WITH held AS (
+WITH project AS (
+    SELECT id, CAST(%(now)s AS timestamptz) + lease_seconds * interval '1 second' AS expires
+    FROM annotation_project WHERE id = %(project)s
+), held AS (
     SELECT id, expires_at FROM annotation_assignment
-    WHERE project_id = %(project)s AND rater_id = %(rater)s AND state = 'leased'
+    WHERE project_id = (SELECT id FROM project) AND rater_id = %(rater)s AND state = 'leased'
     ORDER BY leased_at LIMIT 1
     FOR UPDATE
 ), renewed AS (
-    UPDATE annotation_assignment a SET expires_at = %(expires)s
+    UPDATE annotation_assignment a SET expires_at = (SELECT expires FROM project)
     FROM held WHERE a.id = held.id AND held.expires_at <= %(now)s
 ), picked AS (
     SELECT a.id FROM annotation_assignment a
     WHERE NOT EXISTS (SELECT 1 FROM held)
-      AND a.project_id = %(project)s
+      AND a.project_id = (SELECT id FROM project)
       AND (a.state = 'open' OR (a.state = 'leased' AND a.expires_at <= %(now)s))
       AND NOT EXISTS (SELECT 1 FROM annotation_assignment t
                       WHERE t.comparison_id = a.comparison_id AND t.rater_id = %(rater)s)
@@ -124,21 +117,15 @@ WITH held AS (
     FOR UPDATE OF a SKIP LOCKED
 ), leased AS (
     UPDATE annotation_assignment a
-    SET state = 'leased', rater_id = %(rater)s, leased_at = %(now)s, expires_at = %(expires)s,
+    SET state = 'leased', rater_id = %(rater)s, leased_at = %(now)s,
+        expires_at = (SELECT expires FROM project),
         "left" = %(left)s, lease_count = a.lease_count + 1
     FROM picked WHERE a.id = picked.id
     RETURNING {", ".join(f'a."{c}"' for c in _ASSIGNMENT_COLUMNS)}
 ), slot AS (
     SELECT {", ".join(f'"{c}"' for c in _ASSIGNMENT_COLUMNS)}, false AS renewed FROM leased
     UNION ALL
-    SELECT {
-    ", ".join(
-        "CASE WHEN held.expires_at <= %(now)s THEN %(expires)s ELSE a.expires_at END"
-        if c == "expires_at"
-        else f'a."{c}"'
-        for c in _ASSIGNMENT_COLUMNS
-    )
-}, true FROM held JOIN annotation_assignment a ON a.id = held.id
+    SELECT {_HELD_COLUMNS}, true FROM held JOIN annotation_assignment a ON a.id = held.id
 )
 SELECT {", ".join(f's."{c}"' for c in _ASSIGNMENT_COLUMNS)}, s.renewed, {_LOAD_COLUMNS}
 FROM slot s {_LOAD_JOINS}
@@ -171,22 +158,29 @@ def _lease_from_row(row: tuple) -> Lease:
     )
 
 
-@transaction.atomic
-def assignment_next(*, rater: AbstractBaseUser, project: Project) -> Lease | None:
-    """The rater's live lease in this project, or a new one on the best eligible slot, or None."""
-    # The lock is its own statement: the next one must start (take its snapshot) after the
-    # rater's previous call committed, or two tabs could each lease a pair.
-    _lock_rater(rater.pk)
+def assignment_next(*, rater: AbstractBaseUser, project: Project | int) -> Lease | None:
+    """The rater's live lease in this project, or a new one on the best eligible slot, or None.
+
+    `project` is a Project or its id (the API passes the id: the lease length is read in the
+    same statement). Raises NotFound for a project that does not exist.
+    """
+    project_id = project if isinstance(project, int) else project.pk
     now = timezone.now()
-    params = {
-        "project": project.pk,
-        "rater": rater.pk,
-        "now": now,
-        "expires": now + timedelta(seconds=project.lease_seconds),
-        "left": random.choice("ab"),
-    }
-    row = _execute(_NEXT_SQL, params)
-    return None if row is None else _lease_from_row(row)
+    params = {"project": project_id, "rater": rater.pk, "now": now, "left": random.choice("ab")}
+    # One transaction, one round trip: the rater lock, then the statement. The statement runs
+    # (takes its snapshot) only once the lock is granted, so it sees the lease a concurrent
+    # call of the same rater just committed and gives that back instead of a second pair.
+    # Not durable: a lease lost in a database crash only sends its pair back to the queue
+    # (the rater's vote then gets "no lease"); votes are committed durably.
+    row = fetchone_atomic(
+        [(_LOCK_SQL, {"ns": _RATER_LOCK_NAMESPACE, "rater": rater.pk}), (_NEXT_SQL, params)],
+        durable=False,
+    )
+    if row is not None:
+        return _lease_from_row(row)
+    if not Project.objects.filter(pk=project_id).exists():
+        raise NotFound("No such project.", code="not_found")
+    return None
 
 
 @dataclass(frozen=True)
@@ -315,7 +309,7 @@ def preference_submit(
         if field.attname not in _FROM_SLOT:
             value = values[field.attname] if field.attname in values else field.get_default()
             params[field.attname] = field.get_db_prep_save(value, connection)
-    row = _execute(_SUBMIT_SQL, params)
+    row = fetchone(_SUBMIT_SQL, params)
     if row is not None:
         project_id, completed = row[0], row[1]
         event_send_on_commit(

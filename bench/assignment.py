@@ -624,7 +624,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3"))
     parser.add_argument("--keep-db", action="store_true", help="leave the database behind for inspection")
     parser.add_argument(
-        "--server", choices=SERVERS, default="uvicorn", help="ASGI server for the HTTP phases (default uvicorn)"
+        "--server",
+        choices=SERVERS,
+        default="uvicorn",
+        help="ASGI server for the HTTP phases (default uvicorn)",
     )
     parser.add_argument(
         "--workers",

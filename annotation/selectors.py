@@ -144,8 +144,10 @@ class ExportSnapshotReader:
         }
         # UTC: timestamps in the files do not depend on the server's zone. work_mem: the sort by
         # (comparison, vote) of a big export fits in memory instead of spilling to disk.
+        # jit off: compiling the plan's expressions costs each parallel process ~0.1 s on 1M votes
+        # and gains nothing on these simple columns.
         keep["options"] = (
-            keep.get("options", "") + f" -c TimeZone=UTC -c work_mem={EXPORT_WORK_MEM}"
+            keep.get("options", "") + f" -c TimeZone=UTC -c work_mem={EXPORT_WORK_MEM} -c jit=off"
         ).strip()
         self._params = keep
         self.conn = self._connect()
@@ -245,14 +247,14 @@ class _FetchAhead:
     """Iterate `fetch()` results until an empty one, fetching the next in a thread meanwhile.
 
     psycopg waits for the server without holding the GIL, so PostgreSQL produces batch n+1 while
-    the caller encodes batch n. At most two batches wait in the queue (memory stays bounded).
+    the caller encodes batch n. At most one batch waits in the queue (memory stays bounded).
     `stop()` (also run when the iteration ends, early or not) ends the thread, then calls `close`.
     """
 
     def __init__(self, fetch: Callable[[], list], *, close: Callable[[], None]):
         self._fetch = fetch
         self._close: Callable[[], None] | None = close
-        self._ready: queue.Queue = queue.Queue(maxsize=2)
+        self._ready: queue.Queue = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="export-fetch", daemon=True)
 

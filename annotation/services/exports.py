@@ -236,12 +236,18 @@ def _export_chunks(
                 raw_stats = RawVoteStats()
                 batches = _counted(batches, raw_stats)
                 expected = reader.count()
+                on_progress(0, expected)
             else:
-                stats_future = reader.stats_future()  # runs beside the rows, same snapshot
-                expected = stats_future.result()["rows"]
-            on_progress(0, expected)
+                # The card's numbers (and the row count) come from one aggregate query on a
+                # second connection in the same snapshot, running while the rows stream; the
+                # progress bar starts once it has the count.
+                stats_future = reader.stats_future()
+                expected = None
             with open(tmp, "wb") as fh:
                 for data, n in _encode(batches, export):
+                    if expected is None:
+                        expected = stats_future.result()["rows"]
+                        on_progress(0, expected)
                     if data:
                         fh.write(data)
                         digest.update(data)
@@ -253,6 +259,8 @@ def _export_chunks(
                 fh.flush()
                 os.fsync(fh.fileno())
             stats = raw_stats.result() if export.kind == "raw" else stats_future.result()
+            if expected is None:
+                expected = stats["rows"]
         if (
             rows != expected or rows != stats["rows"]
         ):  # one snapshot: a mismatch is a bug in the SQL, never a race

@@ -155,7 +155,14 @@ else:
         "default": {
             "BACKEND": "channels_postgres.core.PostgresChannelLayer",
             # channels-postgres reads TIME_ZONE from this dict and fails without it.
-            "CONFIG": {**_db, "TIME_ZONE": None},
+            "CONFIG": {
+                **_db,
+                # Django-only connection options (pool, prepared statements) mean nothing to it.
+                "OPTIONS": {
+                    k: v for k, v in _db.get("OPTIONS", {}).items() if k not in ("pool", "prepare_threshold")
+                },
+                "TIME_ZONE": None,
+            },
         }
     }
 

@@ -130,6 +130,7 @@ class ExportSnapshotReader:
         self._params: dict = {}
         self._stats: Future | None = None
         self._fetchers: list[_FetchAhead] = []
+        self._futures: list[Future] = []
 
     def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(**self._params, autocommit=False)
@@ -161,12 +162,13 @@ class ExportSnapshotReader:
         for ahead in self._fetchers:  # a stream closed early: no thread left on the connection
             ahead.stop()
         self._fetchers.clear()
-        if self._stats is not None:
+        for future in self._futures:
             try:
-                self._stats.result()
+                future.result()
             except Exception:  # already reported to whoever asked for the result
                 pass
-            self._stats = None
+        self._futures.clear()
+        self._stats = None
         if self.conn is not None:
             try:
                 self.conn.rollback()
@@ -182,16 +184,24 @@ class ExportSnapshotReader:
         row["rows"] = export_rows_expected(kind=self.kind, stats=row)
         return row
 
-    def _stats_in_snapshot(self) -> dict:
+    def _in_snapshot(self, query: Callable[[psycopg.Connection], object]):
+        """`query` run on a second connection that imports this reader's snapshot."""
         conn = self._connect()
         try:
             conn.execute(
                 psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(self.snapshot_id))
             )
-            return self._stats_query(conn)
+            return query(conn)
         finally:
             conn.rollback()
             conn.close()
+
+    def _beside(self, query: Callable[[psycopg.Connection], object]) -> Future:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-snapshot")
+        future = pool.submit(self._in_snapshot, query)
+        pool.shutdown(wait=False)
+        self._futures.append(future)
+        return future
 
     def stats(self) -> dict:
         """The card's numbers (and `rows`, the row count), started in the background on first call
@@ -200,18 +210,25 @@ class ExportSnapshotReader:
 
     def stats_future(self) -> Future:
         if self._stats is None:
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-stats")
-            self._stats = pool.submit(self._stats_in_snapshot)
-            pool.shutdown(wait=False)
+            self._stats = self._beside(self._stats_query)
         return self._stats
+
+    def _count_query(self, conn: psycopg.Connection) -> int:
+        sql, params = export_raw_count_sql(filters=self.filters, project_id=self.project_id)
+        return int(conn.execute(sql, params).fetchone()[0])
 
     def count(self) -> int:
         """The export's row count in this snapshot. Raw votes: a plain count (no aggregate pass
         without comparison-level filters); other kinds: from the card's numbers."""
         if self.kind != "raw":
             return self.stats()["rows"]
-        sql, params = export_raw_count_sql(filters=self.filters, project_id=self.project_id)
-        return int(self.conn.execute(sql, params).fetchone()[0])
+        return self._count_query(self.conn)
+
+    def count_future(self) -> Future:
+        """`count()` on a second connection in the same snapshot, running while the rows stream."""
+        if self.kind != "raw":
+            return self.stats_future()
+        return self._beside(self._count_query)
 
     def _raters(self) -> tuple[list[int], list[str]]:
         user_table = get_user_model()._meta.db_table

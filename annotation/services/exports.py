@@ -192,6 +192,10 @@ def _encode(batches: Iterator[list[tuple]], export: Export) -> Iterator[tuple[by
     return jsonl_chunks(blobs, compress=export.format == "jsonl.gz")
 
 
+def _rows_of(count: int | dict) -> int:
+    return count["rows"] if isinstance(count, dict) else count
+
+
 def _counted(batches: Iterator[list[tuple]], stats: RawVoteStats) -> Iterator[list[tuple]]:
     for rows in batches:
         stats.add(rows)
@@ -232,21 +236,20 @@ def _export_chunks(
             batches = reader.batches()
             if export.kind == "raw":
                 # The card's numbers are counted from the rows as they stream (no second pass
-                # over the votes in PostgreSQL); the plain count checks them.
+                # over the votes in PostgreSQL); a plain count, run beside them, checks them.
                 raw_stats = RawVoteStats()
                 batches = _counted(batches, raw_stats)
-                expected = reader.count()
-                on_progress(0, expected)
+                count_future = reader.count_future()
             else:
-                # The card's numbers (and the row count) come from one aggregate query on a
-                # second connection in the same snapshot, running while the rows stream; the
-                # progress bar starts once it has the count.
+                # The card's numbers (and the row count) come from one aggregate query, run
+                # beside the rows.
                 stats_future = reader.stats_future()
-                expected = None
+                count_future = stats_future
+            expected = None  # the progress bar starts once the count is in
             with open(tmp, "wb") as fh:
                 for data, n in _encode(batches, export):
                     if expected is None:
-                        expected = stats_future.result()["rows"]
+                        expected = _rows_of(count_future.result())
                         on_progress(0, expected)
                     if data:
                         fh.write(data)
@@ -260,7 +263,7 @@ def _export_chunks(
                 os.fsync(fh.fileno())
             stats = raw_stats.result() if export.kind == "raw" else stats_future.result()
             if expected is None:
-                expected = stats["rows"]
+                expected = _rows_of(count_future.result())
         if (
             rows != expected or rows != stats["rows"]
         ):  # one snapshot: a mismatch is a bug in the SQL, never a race

@@ -10,9 +10,9 @@ data an earlier run left behind (--keep-db, or --reuse itself) is used as it is 
 asked-for size, which saves the minutes of set-up; otherwise it is made afresh.
 
 Each export (raw votes and TRL pairs, as JSONL and as Parquet) runs in its own subprocess
-through the real service (`export_run`: count + card numbers, server-side cursor, encoder, file
-written to a temporary path and renamed, sha256, card, snapshot row), so each reports its own
-wall time and peak RSS. The floor, in the same run: PostgreSQL `COPY (the raw-votes join, same
+through the real service (`export_run`: count and card numbers, typed rows streamed in chunks,
+encoder, file written to a temporary path, fsynced and renamed, sha256, card, snapshot row), so
+each reports its own wall time (everything a user waits for) and peak RSS. The floor, in the same run: PostgreSQL `COPY (the raw-votes join, same
 columns, same filter, same ORDER BY) TO STDOUT` into a file, also in a subprocess.
 
 Targets: raw-votes JSONL at least half the COPY rows per second; peak RSS under 300 MB each.

@@ -702,11 +702,19 @@ def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_
     }
     # Fresh tables have no statistics until autovacuum gets round to them (up to a minute);
     # without them the planner sorts every open slot of the project on each `next`. A
-    # deployment runs for longer than that, so measure the steady state.
+    # deployment runs for longer than that, so measure the steady state: vacuumed and
+    # analysed before every phase (`settle`), as autovacuum keeps a long-running queue. Else
+    # the autovacuum of the freshly loaded tables, or an autoanalyze, lands inside some phase
+    # (seen: 20-30 ms of PostgreSQL CPU per cycle in the first phases), and the statistics
+    # taken at seeding (no slot has a rater yet) sent one queue look-up by rater through a
+    # whole index.
     from django.db import connection
 
-    with connection.cursor() as cur:
-        cur.execute("ANALYZE")
+    def settle() -> None:
+        with connection.cursor() as cur:
+            cur.execute("VACUUM (ANALYZE)")
+
+    settle()
     print(
         f"set-up (migrate + seed {len(projects)} projects): {time.perf_counter() - t_setup:.1f} s", flush=True
     )
@@ -726,6 +734,8 @@ def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_
 
     for kind, c in plan:
         project = projects[(kind, c)]
+        if kind in ("floor", "service"):
+            settle()
         if kind == "floor":
             report(
                 run_floor(
@@ -758,6 +768,7 @@ def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_
             httpx.get(f"{server.base_url}/api/projects/", headers={"Authorization": f"Token {tokens[0]}"})
             for kind, c in http_plan:
                 project = projects[(kind, c)]
+                settle()
                 cfg = {
                     "base_url": server.base_url,
                     "project_id": project.pk,

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -324,6 +325,7 @@ def main(argv=None) -> int:
     finally:
         if not keep_db:
             database_drop(args.database_url, args.db_name)
+        shutil.rmtree(work, ignore_errors=True)  # the export files: ~0.5 GB a run
 
     copy_rps = copy["rows"] / copy["seconds"]
     table = [["COPY floor (raw join)", f"{copy['rows']:,}", fmt(copy["seconds"], 2), f"{copy_rps:,.0f}",

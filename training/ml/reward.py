@@ -3,11 +3,14 @@
 Loss per strict pair: -log sigmoid(r_chosen - r_rejected - margin(strength)); per tie (when
 kept): the Bradley–Terry likelihood of a draw, BCE(sigmoid(r_a - r_b), 0.5).
 
-Trainer: our own loop (backbones.fit), not TRL's RewardTrainer. On the HH-RLHF benchmark
-(bench/reward_hh.py, same split, backbone and hyper-parameters) it trains faster thanks to
-length-grouped batches, and it keeps the 3% of pairs longer than 512 tokens (truncated from
-the left) that RewardTrainer drops. RewardTrainer also has no notion of ties, needs an eos
-workaround for BERT tokenizers and truncates nothing. The loss is the same few lines.
+Trainer: our own loop (backbones.fit), not TRL's RewardTrainer, because it measured better on
+bench/reward_hh.py (1,800 HH-RLHF pairs, same split, backbone and hyper-parameters as
+RewardTrainer's defaults, one epoch, 1 thread each on a shared 2-core machine): 0.33 vs 0.66
+CPU seconds per pair (x2.0) and 0.88 vs 0.61 pairs/s, at held-out accuracy 0.629 vs 0.643 on
+512 pairs (a gap of 7 pairs, within the noise of one seed). The speed comes from
+length-grouped batches; the loop also keeps the 45 pairs longer than 512 tokens (truncated
+from the left) that RewardTrainer drops, and handles ties and strength margins, which
+RewardTrainer has no place for (it also needs an eos workaround for BERT tokenizers).
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ def counts():
         "projects": Project.objects.count(),
         "prompts": Prompt.objects.count(),
         "responses": Response.objects.count(),
-        "comparisons": Comparison.objects.count(),
-        "slots": Assignment.objects.count(),
-        "users": User.objects.count(),
+        "comparisons": Comparison.objects.filter(metadata__has_key="demo_id").count(),
+        "gold_votes": Comparison.objects.exclude(metadata__has_key="demo_id").count(),
+        "slots": Assignment.objects.filter(comparison__metadata__has_key="demo_id").count(),
+        "users": User.objects.filter(is_active=True).count(),
         "memberships": User.groups.through.objects.count(),
         "passwords": sorted(User.objects.values_list("username", "password")),
     }
@@ -37,6 +38,8 @@ def test_seed_is_idempotent_and_prints_the_logins(monkeypatch):
     assert project.name == "Demo: helpful and harmless" and project.overlap == 3
     assert project.guidelines.startswith("# ") and "## Safety flags" in project.guidelines
     assert first["comparisons"] == len(PAIRS) >= 20 and first["slots"] == 3 * len(PAIRS)
+    # The gold answers also go in once as imported votes (a round needs a reward model).
+    assert first["gold_votes"] == sum(1 for *_, gold in PAIRS if gold in ("a", "b")) > 0
     assert first["projects"] == 1 and first["users"] == 6
 
     printed = out.getvalue()
@@ -55,7 +58,9 @@ def test_seed_is_idempotent_and_prints_the_logins(monkeypatch):
 @pytest.mark.django_db
 def test_demo_content_is_varied():
     call_command("seed_demo", stdout=io.StringIO())
-    comparisons = Comparison.objects.select_related("prompt", "response_a", "response_b")
+    comparisons = Comparison.objects.filter(metadata__has_key="demo_id").select_related(
+        "prompt", "response_a", "response_b"
+    )
     topics = {c.metadata["topic"] for c in comparisons}
     assert {"coding", "multi-turn", "safety", "factual"} <= topics
     assert any("```" in c.response_a.text for c in comparisons)

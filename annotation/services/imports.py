@@ -12,30 +12,28 @@ every bad line is reported, and the transaction is rolled back: a file is import
 not at all, and memory stays bounded by one batch.
 """
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from annotation.formats import FormatError, normalise_messages
+from annotation.formats import FormatError
 from annotation.models import Preference, Project
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
 from annotation.services.events import event_send_on_commit, project_group
+from annotation.services.jsonl import (
+    Batch,
+    LineError,
+    json_object_from_line,
+    metadata_from,
+    parsed_lines,
+    prompt_messages_from,
+)
 
 BATCH_SIZE = 1000
 FIELDS = ("prompt", "messages", "response_a", "response_b", "metadata", "priority", "gold")
 GOLD_CHOICES = tuple(c.value for c in Preference.Choice)
 _INT32 = (-(2**31), 2**31 - 1)
-
-
-@dataclass(frozen=True)
-class LineError:
-    line: int  # 1-based line number in the file
-    reason: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}"
 
 
 @dataclass
@@ -52,33 +50,10 @@ class ImportReport:
 
 def comparison_spec_from_line(raw: bytes | str) -> ComparisonSpec | None:
     """Parse one JSONL line. None for a blank line; FormatError (with the reason) for a bad one."""
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise FormatError(f"not UTF-8 text (byte {exc.start})") from None
-    raw = raw.lstrip("\ufeff")  # a byte-order mark some editors put on line 1
-    if not raw.strip():
+    data = json_object_from_line(raw)
+    if data is None:
         return None
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(data, dict):
-        raise FormatError(f"expected a JSON object, got {type(data).__name__}")
-
-    unknown = sorted(set(data) - set(FIELDS))
-    if unknown:
-        raise FormatError(
-            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(FIELDS)} "
-            "(put anything else under 'metadata')"
-        )
-    has_prompt, has_messages = "prompt" in data, "messages" in data
-    if has_prompt == has_messages:
-        raise FormatError("give exactly one of 'prompt' or 'messages'")
-    if has_messages and not isinstance(data["messages"], list):
-        raise FormatError("'messages' must be a list of {role, content}")
-    messages = normalise_messages(data["prompt"] if has_prompt else data["messages"])
+    messages = prompt_messages_from(data, FIELDS)
 
     texts = []
     for key in ("response_a", "response_b"):
@@ -89,11 +64,7 @@ def comparison_spec_from_line(raw: bytes | str) -> ComparisonSpec | None:
     if texts[0].strip() == texts[1].strip():
         raise FormatError("'response_a' and 'response_b' are the same text")
 
-    metadata = data.get("metadata")
-    if metadata is None:
-        metadata = {}
-    elif not isinstance(metadata, dict):
-        raise FormatError("'metadata' must be a JSON object")
+    metadata = metadata_from(data)
 
     priority = data.get("priority", 0)
     # bool is a subclass of int in Python; `true` is not a priority.
@@ -129,34 +100,23 @@ def comparisons_import(
     `progress_every` lines for a console or progress bar.
     """
     report = ImportReport()
-    batch: list[ComparisonSpec] = []
 
-    def flush() -> None:
-        if batch and not report.errors:
-            created = comparisons_create(project=project, specs=batch)
-            report.imported += len(created)
-            report.slots += sum(c.votes_needed for c in created)
-        batch.clear()
+    def write(specs: list[ComparisonSpec]) -> None:
+        created = comparisons_create(project=project, specs=specs)
+        report.imported += len(created)
+        report.slots += sum(c.votes_needed for c in created)
 
+    batch = Batch(report, write, batch_size)
     with transaction.atomic():
-        for number, raw in enumerate(lines, start=1):
-            if on_progress and number % progress_every == 0:
-                on_progress(number)
-            try:
-                spec = comparison_spec_from_line(raw)
-            except FormatError as exc:
-                report.lines += 1
-                report.errors.append(LineError(number, str(exc)))
-                batch.clear()  # nothing more is written once a line is bad
-                continue
-            if spec is None:
-                continue
-            report.lines += 1
-            if not report.errors:
-                batch.append(spec)
-                if len(batch) >= batch_size:
-                    flush()
-        flush()
+        for _, spec in parsed_lines(
+            lines,
+            lambda raw, _number: comparison_spec_from_line(raw),
+            report,
+            on_progress=on_progress,
+            progress_every=progress_every,
+        ):
+            batch.add(spec)
+        batch.flush()
         if report.errors:
             transaction.set_rollback(True)
             report.imported = report.slots = 0

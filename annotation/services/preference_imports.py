@@ -38,20 +38,12 @@ from annotation.errors import ServiceError
 from annotation.formats import FormatError, normalise_messages, split_hh_pair
 from annotation.models import Assignment, Comparison, Preference, Project, Response
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from annotation.services.jsonl import LineError, LineTally, parsed_lines
 
 FORMATS = ("hh", "trl")
 IMPORTED_STRENGTH = 2
 _IMPORT_LOCK_NAMESPACE = 7_003  # pg_advisory_xact_lock(namespace, project_id)
 MAX_LINE_BYTES = 5 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class LineError:
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -146,6 +138,31 @@ def _parse_hh(obj: dict) -> tuple[list[dict], str, str]:
     return split_hh_pair(obj["chosen"], obj["rejected"])
 
 
+def _pair_from_line(raw: bytes | str, number: int, parse) -> ParsedPair | None:
+    """One line as a pair; None when blank; FormatError with the reason when bad."""
+    if isinstance(raw, bytes):
+        if len(raw) > MAX_LINE_BYTES:
+            raise FormatError(f"line longer than {MAX_LINE_BYTES} bytes")
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not raw.strip():
+        return None
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"not JSON ({exc.msg}, column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise FormatError("a line must be a JSON object")
+    messages, chosen, rejected = parse(obj)
+    if "\x00" in chosen + rejected or any("\x00" in m["content"] for m in messages):
+        raise FormatError("contains a NUL character")
+    if chosen == rejected:
+        raise FormatError("chosen and rejected are the same text")
+    return ParsedPair(number, messages, chosen, rejected, pair_key(messages, chosen, rejected))
+
+
 def parse_preference_lines(
     lines: Iterable[bytes | str], fmt: str
 ) -> tuple[list[ParsedPair], list[LineError], int]:
@@ -153,45 +170,12 @@ def parse_preference_lines(
     if fmt not in FORMATS:
         raise ServiceError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.", code="format")
     parse = _parse_hh if fmt == "hh" else _parse_trl
-    pairs: list[ParsedPair] = []
-    errors: list[LineError] = []
-    count = 0
-    for number, raw in enumerate(lines, start=1):
-        if isinstance(raw, bytes):
-            if len(raw) > MAX_LINE_BYTES:
-                count += 1
-                errors.append(LineError(number, f"line longer than {MAX_LINE_BYTES} bytes"))
-                continue
-            try:
-                raw = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                count += 1
-                errors.append(LineError(number, f"not UTF-8 ({exc.reason} at byte {exc.start})"))
-                continue
-        if not raw.strip():
-            continue
-        count += 1
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            errors.append(LineError(number, f"not JSON ({exc.msg}, column {exc.colno})"))
-            continue
-        if not isinstance(obj, dict):
-            errors.append(LineError(number, "a line must be a JSON object"))
-            continue
-        try:
-            messages, chosen, rejected = parse(obj)
-        except FormatError as exc:
-            errors.append(LineError(number, str(exc)))
-            continue
-        if "\x00" in chosen + rejected or any("\x00" in m["content"] for m in messages):
-            errors.append(LineError(number, "contains a NUL character"))
-            continue
-        if chosen == rejected:
-            errors.append(LineError(number, "chosen and rejected are the same text"))
-            continue
-        pairs.append(ParsedPair(number, messages, chosen, rejected, pair_key(messages, chosen, rejected)))
-    return pairs, errors, count
+    tally = LineTally()
+    pairs = [
+        pair
+        for _, pair in parsed_lines(lines, lambda raw, number: _pair_from_line(raw, number, parse), tally)
+    ]
+    return pairs, tally.errors, tally.lines
 
 
 def import_user(*, project: Project, fmt: str):

@@ -5,8 +5,8 @@ Each non-blank line is a JSON object:
     {"prompt": "text"} or {"messages": [{"role", "content"}, ...]},
     optional "metadata": {...} and "reference_answer": "..."
 
-Validation copies `annotation.services.imports`: every line is checked and reported with its
-number and reason, and a file is imported whole or not at all. Prompts are identified by the
+Lines are read as in `annotation.services.imports` (`annotation.services.jsonl`): every line
+is checked and reported with its number and reason, and a file is imported whole or not at all. Prompts are identified by the
 content hash of their messages (`prompt_hash`, the same hash the comparison imports use): a
 prompt already in the project, or repeated in the file, is counted as a duplicate and not
 written again (its first line wins). Imported prompts carry `metadata["pool"] = "import"`.
@@ -20,23 +20,22 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
-from annotation.formats import FormatError, normalise_messages
+from annotation.formats import FormatError
 from annotation.models import Project, Prompt
 from annotation.services.comparisons import prompt_hash
 from annotation.services.events import event_send_on_commit, project_group
+from annotation.services.jsonl import (
+    Batch,
+    LineError,
+    json_object_from_line,
+    metadata_from,
+    parsed_lines,
+    prompt_messages_from,
+)
 
 FIELDS = ("prompt", "messages", "metadata", "reference_answer")
 BATCH_SIZE = 2000
 MAX_REFERENCE_CHARS = 100_000
-
-
-@dataclass(frozen=True)
-class LineError:
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -62,39 +61,13 @@ class PromptImportReport:
 
 def prompt_line_parse(raw: bytes | str, number: int) -> PromptLine | None:
     """One JSONL line; None when blank; FormatError with the reason when bad."""
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise FormatError(f"not UTF-8 text (byte {exc.start})") from None
-    raw = raw.lstrip("\ufeff")
-    if not raw.strip():
+    data = json_object_from_line(raw)
+    if data is None:
         return None
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(data, dict):
-        raise FormatError(f"expected a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(FIELDS))
-    if unknown:
-        raise FormatError(
-            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(FIELDS)} "
-            "(put anything else under 'metadata')"
-        )
-    has_prompt, has_messages = "prompt" in data, "messages" in data
-    if has_prompt == has_messages:
-        raise FormatError("give exactly one of 'prompt' or 'messages'")
-    if has_messages and not isinstance(data["messages"], list):
-        raise FormatError("'messages' must be a list of {role, content}")
-    messages = normalise_messages(data["prompt"] if has_prompt else data["messages"])
+    messages = prompt_messages_from(data, FIELDS)
     if "\x00" in json.dumps(messages):
         raise FormatError("the prompt contains a NUL character")
-    metadata = data.get("metadata")
-    if metadata is None:
-        metadata = {}
-    elif not isinstance(metadata, dict):
-        raise FormatError("'metadata' must be a JSON object")
+    metadata = metadata_from(data)
     reference = data.get("reference_answer")
     if reference is None:
         reference = ""
@@ -121,12 +94,8 @@ def prompts_import(
     """Validate every line and add the new prompts to the project's pool, all or nothing."""
     report = PromptImportReport()
     seen: dict[str, int] = {}  # digest -> first line
-    batch: list[PromptLine] = []
 
-    def flush() -> None:
-        if not batch or report.errors:
-            batch.clear()
-            return
+    def write(batch: list[PromptLine]) -> None:
         existing = set(
             Prompt.objects.filter(project=project, content_hash__in=[p.digest for p in batch]).values_list(
                 "content_hash", flat=True
@@ -149,33 +118,20 @@ def prompts_import(
         # The transaction below holds the project row lock, so no concurrent import races us.
         Prompt.objects.bulk_create(fresh, batch_size=BATCH_SIZE)
         report.imported += len(fresh)
-        batch.clear()
 
+    batch = Batch(report, write, BATCH_SIZE)
     with transaction.atomic():
         Project.objects.select_for_update().filter(pk=project.pk).first()  # one import at a time
-        for number, raw in enumerate(lines, start=1):
-            if on_progress and number % progress_every == 0:
-                on_progress(number)
-            try:
-                parsed = prompt_line_parse(raw, number)
-            except FormatError as exc:
-                report.lines += 1
-                report.errors.append(LineError(number, str(exc)))
-                batch.clear()
-                continue
-            if parsed is None:
-                continue
-            report.lines += 1
+        for number, parsed in parsed_lines(
+            lines, prompt_line_parse, report, on_progress=on_progress, progress_every=progress_every
+        ):
             first = seen.get(parsed.digest)
             if first is not None:
                 report.duplicates.append((number, f"same prompt as line {first}"))
                 continue
             seen[parsed.digest] = number
-            if not report.errors:
-                batch.append(parsed)
-                if len(batch) >= BATCH_SIZE:
-                    flush()
-        flush()
+            batch.add(parsed)
+        batch.flush()
         if report.errors:
             transaction.set_rollback(True)
             report.imported = 0

@@ -1,0 +1,139 @@
+"""The JSONL reading shared by the imports (comparisons, prompts, preferences).
+
+Each import reads a file as a stream of lines, turns each non-blank line into one parsed item
+or a `FormatError` with the reason, collects every bad line with its number, and writes
+nothing when any line is bad (all or nothing). What a line means stays with each import; the
+reading, the error collection and the batching live here once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from annotation.formats import FormatError, normalise_messages
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LineError:
+    line: int  # 1-based line number in the file
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return self.reason
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+class LineReport(Protocol):
+    lines: int  # non-blank lines read, good and bad
+    errors: list[LineError]
+
+
+@dataclass
+class LineTally:
+    """A bare `LineReport` for a caller that keeps its counts elsewhere."""
+
+    lines: int = 0
+    errors: list[LineError] = field(default_factory=list)
+
+
+def parsed_lines(
+    lines: Iterable[bytes | str],
+    parse: Callable[[bytes | str, int], T | None],
+    report: LineReport,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    progress_every: int = 10_000,
+) -> Iterator[tuple[int, T]]:
+    """(line number, item) for every good line; bad lines go to `report.errors`.
+
+    `parse(raw, number)` returns None for a line to pass over (blank) and raises FormatError for
+    a bad one. `report.lines` counts the lines that were not passed over, good and bad.
+    `on_progress(lines_read)` is called every `progress_every` lines.
+    """
+    for number, raw in enumerate(lines, start=1):
+        if on_progress and number % progress_every == 0:
+            on_progress(number)
+        try:
+            item = parse(raw, number)
+        except FormatError as exc:
+            report.lines += 1
+            report.errors.append(LineError(number, str(exc)))
+            continue
+        if item is None:
+            continue
+        report.lines += 1
+        yield number, item
+
+
+class Batch:
+    """Items written `size` at a time by `write(items)`, only while `report` has no error."""
+
+    def __init__(self, report: LineReport, write: Callable[[list], None], size: int):
+        self.report, self.write, self.size = report, write, size
+        self.items: list = []
+
+    def add(self, item) -> None:
+        if self.report.errors:
+            self.items.clear()  # nothing more is written once a line is bad
+            return
+        self.items.append(item)
+        if len(self.items) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.items and not self.report.errors:
+            self.write(self.items)
+        self.items.clear()
+
+
+def json_object_from_line(raw: bytes | str) -> dict[str, Any] | None:
+    """The JSON object on one line; None for a blank line; FormatError (with the reason) otherwise."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"not UTF-8 text (byte {exc.start})") from None
+    raw = raw.lstrip("\ufeff")  # a byte-order mark some editors put on line 1
+    if not raw.strip():
+        return None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise FormatError(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def prompt_messages_from(data: dict[str, Any], fields: tuple[str, ...]) -> list[dict]:
+    """Check `data` has only `fields` and exactly one of "prompt" / "messages"; the messages."""
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise FormatError(
+            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(fields)} "
+            "(put anything else under 'metadata')"
+        )
+    has_prompt, has_messages = "prompt" in data, "messages" in data
+    if has_prompt == has_messages:
+        raise FormatError("give exactly one of 'prompt' or 'messages'")
+    if has_messages and not isinstance(data["messages"], list):
+        raise FormatError("'messages' must be a list of {role, content}")
+    return normalise_messages(data["prompt"] if has_prompt else data["messages"])
+
+
+def metadata_from(data: dict[str, Any]) -> dict:
+    """The optional "metadata" object ({} when absent or null)."""
+    metadata = data.get("metadata")
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise FormatError("'metadata' must be a JSON object")
+    return metadata

@@ -21,8 +21,9 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from training.ml.records import TrainingCancelled, TrainingError, TrainingProgress
 
@@ -323,6 +324,96 @@ def save_classifier(model, tokenizer, output_dir: Path, ml_config: dict) -> None
 def read_ml_config(model_dir: Path) -> dict:
     path = Path(model_dir) / ML_CONFIG_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def classifier_for_training(config: Any, *, what: str):
+    """(model, tokenizer, max_length): a fresh 1-logit head on `config.backbone`, seeded by
+    `config.seed`, dropout off when `config.disable_dropout`, max_length capped by the model.
+
+    `config` is a RewardConfig or SafetyConfig (anything with those fields)."""
+    import torch
+
+    torch.manual_seed(config.seed)  # the new head
+    model, tokenizer = load_classifier(config.backbone, num_labels=1, what=what)
+    if config.disable_dropout:
+        disable_dropout(model)
+    return model, tokenizer, position_limit(model, tokenizer, config.max_length)
+
+
+def fit_with_config(
+    model,
+    lengths: Sequence[int],
+    batch_loss: Callable[[list[int]], object],
+    config: Any,
+    *,
+    on_progress: Callable[[TrainingProgress], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> FitReport:
+    """`fit` over batches of items of these `lengths`, with the optimiser settings of `config`
+    (a RewardConfig or SafetyConfig)."""
+    return fit(
+        model,
+        lambda epoch: batches(
+            lengths, config.batch_size, config.seed + epoch, group_by_length=config.length_grouping
+        ),
+        batch_loss,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        epochs=config.epochs,
+        max_grad_norm=config.max_grad_norm,
+        max_steps=config.max_steps,
+        time_limit_s=config.time_limit_s,
+        on_progress=on_progress,
+        should_stop=should_stop,
+    )
+
+
+def save_trained(
+    model,
+    tokenizer,
+    output_dir: Path,
+    *,
+    kind: str,
+    text_format: str,
+    max_length: int,
+    config: Any,
+    should_stop: Callable[[], bool] | None,
+) -> Path:
+    """Save a trained classifier with its settings, unless `should_stop()` says cancel
+    (TrainingCancelled, nothing written). Returns output_dir as a Path."""
+    if should_stop is not None and should_stop():
+        raise TrainingCancelled("Training cancelled before saving.")
+    output_dir = Path(output_dir)
+    save_classifier(
+        model,
+        tokenizer,
+        output_dir,
+        {
+            "kind": kind,
+            "text_format": text_format,
+            "max_length": max_length,
+            "backbone": str(resolve_backbone(config.backbone)),
+            "config": asdict(config),
+        },
+    )
+    return output_dir
+
+
+def load_trained(model_dir: Path | str, *, what: str, threads: int | None = None, one_label: bool = False):
+    """(model, tokenizer, max_length) of a folder written by save_trained (or any sequence
+    classifier), max_length as trained (512 when unknown) capped by the model. `threads` sets
+    torch's threads (None: the process's own setting); `one_label` refuses a multi-label model."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    folder = Path(model_dir)
+    model, tokenizer = load_classifier(folder, num_labels=None, what=what)
+    if one_label and model.config.num_labels != 1:
+        raise TrainingError(f"{folder} has {model.config.num_labels} labels; a {what} has one.")
+    saved = read_ml_config(folder)
+    return model, tokenizer, position_limit(model, tokenizer, saved.get("max_length", 512))
 
 
 def _tiny(tmp: Path, name: str, config_factory) -> Path:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -259,11 +259,7 @@ def _train_reward_model(
             f"No pairs to train on: {len(pairs)} given, {len(train)} in the training split, "
             f"{dropped} ties / both-bad left out (tie_mode={config.tie_mode!r})."
         )
-    torch.manual_seed(config.seed)  # the new head
-    model, tokenizer = backbones.load_classifier(config.backbone, num_labels=1, what="reward backbone")
-    if config.disable_dropout:
-        backbones.disable_dropout(model)
-    max_length = backbones.position_limit(model, tokenizer, config.max_length)
+    model, tokenizer, max_length = backbones.classifier_for_training(config, what="reward backbone")
     chosen = backbones.encode(tokenizer, [render_conversation(p.prompt, p.chosen) for p in kept], max_length)
     rejected = backbones.encode(
         tokenizer, [render_conversation(p.prompt, p.rejected) for p in kept], max_length
@@ -281,38 +277,20 @@ def _train_reward_model(
         r_a, r_b = rewards[: len(batch)], rewards[len(batch) :]
         return pair_losses(r_a, r_b, margin_t[batch], tie_t[batch], config.tie_weight).mean()
 
-    report = backbones.fit(
-        model,
-        lambda epoch: backbones.batches(
-            lengths, config.batch_size, config.seed + epoch, group_by_length=config.length_grouping
-        ),
-        batch_loss,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio,
-        epochs=config.epochs,
-        max_grad_norm=config.max_grad_norm,
-        max_steps=config.max_steps,
-        time_limit_s=config.time_limit_s,
-        on_progress=on_progress,
-        should_stop=should_stop,
+    report = backbones.fit_with_config(
+        model, lengths, batch_loss, config, on_progress=on_progress, should_stop=should_stop
     )
     scorer = RewardScorer(model, tokenizer, max_length)
     held = evaluate(scorer, test, batch_size=config.eval_batch_size) if test else {}
-    if should_stop is not None and should_stop():
-        raise TrainingCancelled("Training cancelled before saving.")
-    output_dir = Path(output_dir)
-    backbones.save_classifier(
+    output_dir = backbones.save_trained(
         model,
         tokenizer,
         output_dir,
-        {
-            "kind": "reward",
-            "text_format": TEXT_FORMAT,
-            "max_length": max_length,
-            "backbone": str(backbones.resolve_backbone(config.backbone)),
-            "config": asdict(config),
-        },
+        kind="reward",
+        text_format=TEXT_FORMAT,
+        max_length=max_length,
+        config=config,
+        should_stop=should_stop,
     )
     metrics = {
         "heldout_accuracy": held.get("accuracy"),
@@ -399,16 +377,9 @@ class RewardScorer:
     @classmethod
     def load(cls, model_dir: Path | str, *, threads: int | None = None) -> RewardScorer:
         """Load a folder written by train_reward_model (or any 1-label sequence classifier)."""
-        if threads is not None:  # otherwise scoring uses the process's own setting
-            import torch
-
-            torch.set_num_threads(threads)
-        folder = Path(model_dir)
-        model, tokenizer = backbones.load_classifier(folder, num_labels=None, what="reward model")
-        if model.config.num_labels != 1:
-            raise TrainingError(f"{folder} has {model.config.num_labels} labels; a reward model has one.")
-        saved = backbones.read_ml_config(folder)
-        max_length = backbones.position_limit(model, tokenizer, saved.get("max_length", 512))
+        model, tokenizer, max_length = backbones.load_trained(
+            model_dir, what="reward model", threads=threads, one_label=True
+        )
         return cls(model, tokenizer, max_length)
 
     def score(self, prompts: list[list[dict]], responses: list[str], batch_size: int = 32) -> list[float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -134,14 +134,10 @@ class LearnedToxicity:
 
     @classmethod
     def load(cls, model_dir: Path | str, *, threads: int | None = None) -> LearnedToxicity:
-        if threads is not None:  # otherwise scoring uses the process's own setting
-            import torch
-
-            torch.set_num_threads(threads)
-        folder = Path(model_dir)
-        model, tokenizer = backbones.load_classifier(folder, num_labels=None, what="safety classifier")
-        saved = backbones.read_ml_config(folder)
-        return cls(model, tokenizer, backbones.position_limit(model, tokenizer, saved.get("max_length", 512)))
+        model, tokenizer, max_length = backbones.load_trained(
+            model_dir, what="safety classifier", threads=threads
+        )
+        return cls(model, tokenizer, max_length)
 
     def score(self, prompts: list[list[dict]], responses: list[str], batch_size: int = 32) -> list[float]:
         if len(prompts) != len(responses):
@@ -219,11 +215,7 @@ def _train_safety_classifier(
             "Bad safety config: batch_size and epochs must be at least 1, learning_rate positive."
         )
     train, test = split_by_prompt(examples, config.heldout_fraction, config.seed)
-    torch.manual_seed(config.seed)
-    model, tokenizer = backbones.load_classifier(config.backbone, num_labels=1, what="safety backbone")
-    if config.disable_dropout:
-        backbones.disable_dropout(model)
-    max_length = backbones.position_limit(model, tokenizer, config.max_length)
+    model, tokenizer, max_length = backbones.classifier_for_training(config, what="safety backbone")
     ids = backbones.encode(tokenizer, [e.text() for e in train], max_length)
     targets = torch.tensor([1.0 if e.unsafe else 0.0 for e in train])
     # Flags are rare: weight the unsafe class so it is not learned as "always safe".
@@ -235,24 +227,8 @@ def _train_safety_classifier(
         logits = backbones.forward_logits(model, [ids[i] for i in batch], pad_id).squeeze(-1).float()
         return F.binary_cross_entropy_with_logits(logits, targets[batch], pos_weight=pos_weight)
 
-    report = backbones.fit(
-        model,
-        lambda epoch: backbones.batches(
-            [len(x) for x in ids],
-            config.batch_size,
-            config.seed + epoch,
-            group_by_length=config.length_grouping,
-        ),
-        batch_loss,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio,
-        epochs=config.epochs,
-        max_grad_norm=config.max_grad_norm,
-        max_steps=config.max_steps,
-        time_limit_s=config.time_limit_s,
-        on_progress=on_progress,
-        should_stop=should_stop,
+    report = backbones.fit_with_config(
+        model, [len(x) for x in ids], batch_loss, config, on_progress=on_progress, should_stop=should_stop
     )
     scorer = LearnedToxicity(model, tokenizer, max_length)
     held: dict = {"heldout_accuracy": None, "heldout_auc": None, "heldout_loss": None}
@@ -269,20 +245,15 @@ def _train_safety_classifier(
             )
             / len(test),
         }
-    if should_stop is not None and should_stop():
-        raise TrainingCancelled("Training cancelled before saving.")
-    output_dir = Path(output_dir)
-    backbones.save_classifier(
+    output_dir = backbones.save_trained(
         model,
         tokenizer,
         output_dir,
-        {
-            "kind": "safety",
-            "text_format": TEXT_FORMAT,
-            "max_length": max_length,
-            "backbone": str(backbones.resolve_backbone(config.backbone)),
-            "config": asdict(config),
-        },
+        kind="safety",
+        text_format=TEXT_FORMAT,
+        max_length=max_length,
+        config=config,
+        should_stop=should_stop,
     )
     metrics = {
         **held,

@@ -91,10 +91,9 @@ def default_backbone() -> str:
     return str(default_minilm_dir())
 
 
-def _send_run_event(run: RewardModel, *, phase: str = "reward") -> None:
-    """Push the run's state to the project's websocket group now (the job runs outside a
-    transaction, so there is nothing to wait for). A lost live update never fails the job."""
-    payload = {
+def _run_payload(run: RewardModel, *, phase: str = "reward", **extra) -> dict:
+    """The "reward_run" websocket event of the run's current state (plus `extra` keys)."""
+    return {
         "kind": "reward_run",
         "run_id": run.pk,
         "version": run.version,
@@ -103,8 +102,15 @@ def _send_run_event(run: RewardModel, *, phase: str = "reward") -> None:
         "step": run.progress_step,
         "total": run.progress_total,
         "loss": run.progress_loss if run.progress_loss is None or math.isfinite(run.progress_loss) else None,
+        **extra,
         "active": run.is_active,
     }
+
+
+def _send_run_event(run: RewardModel, *, phase: str = "reward") -> None:
+    """Push the run's state to the project's websocket group now (the job runs outside a
+    transaction, so there is nothing to wait for). A lost live update never fails the job."""
+    payload = _run_payload(run, phase=phase)
     layer = get_channel_layer()
     if layer is None:
         return
@@ -196,20 +202,7 @@ def reward_model_run_create(
 
     if enqueue:
         transaction.on_commit(lambda: train_reward_model_task.delay(run.pk))
-    event_send_on_commit(
-        group=project_group(project.pk),
-        payload={
-            "kind": "reward_run",
-            "run_id": run.pk,
-            "version": run.version,
-            "status": run.status,
-            "phase": "reward",
-            "step": 0,
-            "total": 0,
-            "loss": None,
-            "active": False,
-        },
-    )
+    event_send_on_commit(group=project_group(project.pk), payload=_run_payload(run))
     return run
 
 
@@ -245,19 +238,7 @@ def reward_model_cancel(*, run_id: int) -> RewardModel:
         fields += ["status", "finished_at"]
     run.save(update_fields=fields)
     event_send_on_commit(
-        group=project_group(run.project_id),
-        payload={
-            "kind": "reward_run",
-            "run_id": run.pk,
-            "version": run.version,
-            "status": run.status,
-            "phase": "reward",
-            "step": run.progress_step,
-            "total": run.progress_total,
-            "loss": run.progress_loss,
-            "cancel_requested": True,
-            "active": run.is_active,
-        },
+        group=project_group(run.project_id), payload=_run_payload(run, cancel_requested=True)
     )
     return run
 
@@ -288,20 +269,7 @@ def reward_model_promote(*, run_id: int, promoted_by: AbstractBaseUser | None = 
     list(RewardModel.objects.select_for_update().filter(project_id=run.project_id).values_list("pk"))
     who = getattr(promoted_by, "username", None) or "ops"
     _activate(run, note=f"Promoted by hand by {who}.")
-    event_send_on_commit(
-        group=project_group(run.project_id),
-        payload={
-            "kind": "reward_run",
-            "run_id": run.pk,
-            "version": run.version,
-            "status": run.status,
-            "phase": "reward",
-            "step": run.progress_step,
-            "total": run.progress_total,
-            "loss": run.progress_loss,
-            "active": True,
-        },
-    )
+    event_send_on_commit(group=project_group(run.project_id), payload=_run_payload(run))
     return run
 
 

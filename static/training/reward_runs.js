@@ -10,28 +10,7 @@
   const runs = document.getElementById("runs");
   const live = document.getElementById("live-status");
   const curves = new Map(); // run id -> [[step, loss], ...] seen live
-  let refreshTimer = null;
-  let retry = 1000;
-
-  function refresh() {
-    // Coalesce bursts of status changes into one reload of the partial.
-    if (refreshTimer) return;
-    refreshTimer = setTimeout(async () => {
-      refreshTimer = null;
-      try {
-        const response = await fetch(root.dataset.partial, {
-          headers: { "HX-Request": "true" },
-          credentials: "same-origin",
-        });
-        if (response.ok) {
-          runs.innerHTML = await response.text(); // our own escaped template, not event data
-          curves.clear();
-        }
-      } catch (err) {
-        /* the next event tries again */
-      }
-    }, 300);
-  }
+  const refresh = TrainingLive.refresher(root.dataset.partial, runs, () => curves.clear());
 
   function field(row, name) {
     return row.querySelector('[data-field="' + name + '"]');
@@ -59,11 +38,7 @@
     }
     if (event.phase !== "reward") return;
     const step = Number(event.step) || 0, total = Number(event.total) || 0;
-    const bar = field(row, "bar");
-    if (bar && total > 0) {
-      bar.max = total;
-      bar.value = Math.min(step, total);
-    }
+    TrainingLive.setBar(field(row, "bar"), step, total);
     if (field(row, "step")) field(row, "step").textContent = String(step);
     if (field(row, "total")) field(row, "total").textContent = String(total);
     const loss = typeof event.loss === "number" && isFinite(event.loss) ? event.loss : null;
@@ -76,28 +51,5 @@
     }
   }
 
-  function connect() {
-    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const socket = new WebSocket(scheme + location.host + root.dataset.ws);
-    socket.onopen = () => {
-      retry = 1000;
-      live.textContent = "Live updates: on";
-      refresh(); // catch up on anything missed while disconnected
-    };
-    socket.onmessage = (message) => {
-      let event;
-      try {
-        event = JSON.parse(message.data);
-      } catch (err) {
-        return;
-      }
-      if (event && event.kind === "reward_run") update(event);
-    };
-    socket.onclose = () => {
-      live.textContent = "Live updates: reconnecting…";
-      setTimeout(connect, retry);
-      retry = Math.min(retry * 2, 30000);
-    };
-  }
-  connect();
+  TrainingLive.subscribe(root.dataset.ws, live, "reward_run", update, refresh);
 })();

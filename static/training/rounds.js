@@ -11,24 +11,7 @@
   const target = document.getElementById(onRound ? "round-body" : "rounds");
   const live = document.getElementById("live-status");
   const roundId = onRound ? Number(root.dataset.round) : null;
-  let refreshTimer = null;
-  let retry = 1000;
-
-  function refresh() {
-    if (refreshTimer) return;
-    refreshTimer = setTimeout(async () => {
-      refreshTimer = null;
-      try {
-        const response = await fetch(root.dataset.partial, {
-          headers: { "HX-Request": "true" },
-          credentials: "same-origin",
-        });
-        if (response.ok) target.innerHTML = await response.text(); // our own escaped template
-      } catch (err) {
-        /* the next event tries again */
-      }
-    }, 300);
-  }
+  const refresh = TrainingLive.refresher(root.dataset.partial, target);
 
   function currentState() {
     if (onRound) {
@@ -53,11 +36,7 @@
     const row = document.getElementById("step-" + String(event.step));
     if (!row) return;
     const done = Number(event.done) || 0, total = Number(event.total) || 0;
-    const bar = row.querySelector('[data-field="bar"]');
-    if (bar && total > 0) {
-      bar.max = total;
-      bar.value = Math.min(done, total);
-    }
+    TrainingLive.setBar(row.querySelector('[data-field="bar"]'), done, total);
     const doneEl = row.querySelector('[data-field="done"]');
     const totalEl = row.querySelector('[data-field="total"]');
     const phaseEl = row.querySelector('[data-field="phase"]');
@@ -66,28 +45,5 @@
     if (phaseEl && typeof event.phase === "string") phaseEl.textContent = event.phase;
   }
 
-  function connect() {
-    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const socket = new WebSocket(scheme + location.host + root.dataset.ws);
-    socket.onopen = () => {
-      retry = 1000;
-      live.textContent = "Live updates: on";
-      refresh();
-    };
-    socket.onmessage = (message) => {
-      let event;
-      try {
-        event = JSON.parse(message.data);
-      } catch (err) {
-        return;
-      }
-      if (event && event.kind === "round") update(event);
-    };
-    socket.onclose = () => {
-      live.textContent = "Live updates: reconnecting…";
-      setTimeout(connect, retry);
-      retry = Math.min(retry * 2, 30000);
-    };
-  }
-  connect();
+  TrainingLive.subscribe(root.dataset.ws, live, "round", update, refresh);
 })();

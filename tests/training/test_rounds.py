@@ -3,6 +3,7 @@ resume after a crash inside generation, cancellation, retry of a failed step, sc
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -67,7 +68,7 @@ def test_a_round_runs_every_step_and_publishes_only_unblocked_pairs_ahead_of_old
         ],
     )[0]
     events = []
-    r, created = round_start(project=project, enqueue=False)
+    r, created = round_start(project=project, enqueue=False, seed=20261126)
     assert created and r.state == "queued" and r.number == 1
     done = round_run(round_id=r.pk, listener=lambda *a: events.append(a))
 
@@ -99,7 +100,13 @@ def test_a_round_runs_every_step_and_publishes_only_unblocked_pairs_ahead_of_old
         assert c.shaped_reward == pytest.approx(c.reward - 10.0 * c.toxicity)
     blocked = RoundCandidate.objects.filter(round=done, blocked=True)
     assert blocked.exists() and old_cands.filter(blocked=False).exists()
-    assert all("blocklist" in c.blocked_reason for c in blocked)
+    for c in old_cands:  # blocked exactly when over the threshold or matching the blocklist
+        over, listed = (
+            c.toxicity > FAST_ROUND["toxicity_threshold"],
+            bool(re.search("[0-9]", c.response.text)),
+        )
+        assert c.blocked == (over or listed), (c.blocked, c.toxicity, c.blocked_reason)
+        assert ("toxicity" in c.blocked_reason) == over and ("blocklist" in c.blocked_reason) == listed
 
     # Blocked text never reaches the queue; published pairs carry the round's priority.
     pairs = list(RoundPair.objects.filter(round=done).select_related("comparison"))

@@ -228,6 +228,7 @@ def round_start(
     trigger: str = RLHFRound.Trigger.MANUAL,
     requested_by: AbstractBaseUser | None = None,
     enqueue: bool = True,
+    seed: int | None = None,
 ) -> tuple[RLHFRound, bool]:
     """Queue a round with the project's current round settings; (round, created).
 
@@ -254,7 +255,7 @@ def round_start(
                     number=number,
                     trigger=trigger,
                     requested_by=requested_by,
-                    seed=secrets.randbelow(2**31),
+                    seed=secrets.randbelow(2**31) if seed is None else int(seed),
                     config=config,
                 )
                 if enqueue:
@@ -422,6 +423,8 @@ def round_advance(*, round_id: int, listener=None) -> RLHFRound | None:
     seconds = time.perf_counter() - started
     with transaction.atomic():
         row = RLHFRound.objects.select_for_update().get(pk=r.pk)
+        if row.is_finished:  # cancelled meanwhile by someone who found no worker holding it
+            return row
         entry = r.steps.setdefault(step, {})
         entry["finished_at"] = timezone.now().isoformat()
         entry["seconds"] = round(seconds, 3)
@@ -615,42 +618,51 @@ def _generate(
     chunks = generation_chunks(
         r, pending, messages, per_chunk=prompts_per_chunk(backend_name, params.n), generation=generation
     )
-    for chunk, seed in chunks:
-        rep.check()
-        groups = backend.generate([messages[pid] for pid in chunk], replace(params, seed=seed))
-        with transaction.atomic():
-            responses, rows = [], []
-            for pid, group in zip(chunk, groups, strict=True):
-                for index, c in enumerate(group):
-                    responses.append(
-                        Response(
-                            prompt_id=pid,
-                            text=_clean_text(c.text),
-                            source=Response.Source.POLICY,
-                            model_name=model_name,
-                            policy_checkpoint_id=policy.pk,
-                            generation_params={**c.params, "backend": backend_name},
-                            metadata={"round_id": r.pk, "generation": generation, "candidate_index": index},
-                        )
+    try:
+        for chunk, seed in chunks:
+            rep.check()
+            groups = backend.generate([messages[pid] for pid in chunk], replace(params, seed=seed))
+            _candidates_write(r, policy, generation, chunk, groups, backend_name, model_name)
+            done += len(chunk)
+            rep.progress(step, done, total, phase=f"generate ({generation} policy)")
+    finally:
+        if backend_name == "openai":
+            backend.close()
+
+
+def _candidates_write(r, policy, generation, chunk, groups, backend_name, model_name) -> None:
+    """One generate batch's Responses and RoundCandidates, together or not at all."""
+    with transaction.atomic():
+        responses, rows = [], []
+        for pid, group in zip(chunk, groups, strict=True):
+            for index, c in enumerate(group):
+                responses.append(
+                    Response(
+                        prompt_id=pid,
+                        text=_clean_text(c.text),
+                        source=Response.Source.POLICY,
+                        model_name=model_name,
+                        policy_checkpoint_id=policy.pk,
+                        generation_params={**c.params, "backend": backend_name},
+                        metadata={"round_id": r.pk, "generation": generation, "candidate_index": index},
                     )
-                    rows.append(
-                        RoundCandidate(
-                            round=r,
-                            prompt_id=pid,
-                            generation=generation,
-                            candidate_index=index,
-                            policy=policy,
-                            num_tokens=c.num_tokens,
-                            finish_reason=c.finish_reason,
-                            logprob_sum=c.logprob_sum,
-                        )
+                )
+                rows.append(
+                    RoundCandidate(
+                        round=r,
+                        prompt_id=pid,
+                        generation=generation,
+                        candidate_index=index,
+                        policy=policy,
+                        num_tokens=c.num_tokens,
+                        finish_reason=c.finish_reason,
+                        logprob_sum=c.logprob_sum,
                     )
-            Response.objects.bulk_create(responses)
-            for row, response in zip(rows, responses, strict=True):
-                row.response = response
-            RoundCandidate.objects.bulk_create(rows)
-        done += len(chunk)
-        rep.progress(step, done, total, phase=f"generate ({generation} policy)")
+                )
+        Response.objects.bulk_create(responses)
+        for row, response in zip(rows, responses, strict=True):
+            row.response = response
+        RoundCandidate.objects.bulk_create(rows)
 
 
 def _step_generating(r: RLHFRound, rep: _Reporter) -> None:

@@ -313,3 +313,20 @@ class _FetchAhead:
         close, self._close = self._close, None
         if close is not None:
             close()
+
+
+def shown_left_for(*, project: Project, rater, comparison_id: int) -> str | None:
+    """Which stored response ("a"/"b") this rater's slot showed on the left, if they have one.
+
+    Read from the server's record of the lease, never from the client, so the displayed side
+    maps back to the stored side even if the page was stale.
+    """
+    return (
+        Assignment.objects.filter(project=project, comparison_id=comparison_id, rater=rater)
+        .values_list("left", flat=True)
+        .first()
+    )
+
+
+def comparison_in_project(*, project: Project, comparison_id: int) -> bool:
+    return Comparison.objects.filter(pk=comparison_id, project=project).exists()

@@ -19,9 +19,9 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from annotation.errors import ServiceError
 from annotation.forms import DISPLAY_CHOICES, STRENGTHS, UNSAFE_CATEGORIES, RatingForm, SkipForm
-from annotation.models import Assignment, Comparison, Project
+from annotation.models import Project
 from annotation.roles import OPERATE, RATE, READ_DATA
-from annotation.selectors import progress_for, projects_for
+from annotation.selectors import comparison_in_project, progress_for, projects_for, shown_left_for
 from annotation.services.queue import Lease, assignment_next, assignment_skip, preference_submit
 
 ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -58,19 +58,6 @@ def _respond(request, full: str, partial: str, context: dict, status: int = 200)
 
 def _project(request: HttpRequest, project_id: int) -> Project:
     return get_object_or_404(projects_for(user=request.user), pk=project_id)
-
-
-def _shown_left(*, project: Project, rater, comparison_id: int) -> str | None:
-    """Which stored response ("a"/"b") this rater's slot showed on the left, if they have one.
-
-    Read from the server's record of the lease, never from the client, so the displayed side
-    maps back to the stored side even if the page was stale.
-    """
-    return (
-        Assignment.objects.filter(project=project, comparison_id=comparison_id, rater=rater)
-        .values_list("left", flat=True)
-        .first()
-    )
 
 
 def _turns(lease: Lease | None) -> list[dict]:
@@ -200,8 +187,8 @@ def submit(request: HttpRequest, project_id: int, comparison_id: int) -> HttpRes
         return _rerender_after_error(
             request, project, comparison_id, status=400, form_values=values, error=form.first_error()
         )
-    left = _shown_left(project=project, rater=request.user, comparison_id=comparison_id)
-    if left is None and not Comparison.objects.filter(pk=comparison_id, project=project).exists():
+    left = shown_left_for(project=project, rater=request.user, comparison_id=comparison_id)
+    if left is None and not comparison_in_project(project=project, comparison_id=comparison_id):
         raise Http404("No such comparison in this project.")
     # Without a slot of this rater on the pair the service writes nothing, whatever the side.
     kwargs = form.service_kwargs(left=left or "a")
@@ -228,7 +215,7 @@ def submit(request: HttpRequest, project_id: int, comparison_id: int) -> HttpRes
 @rater_required
 def skip(request: HttpRequest, project_id: int, comparison_id: int) -> HttpResponse:
     project = _project(request, project_id)
-    if not Comparison.objects.filter(pk=comparison_id, project=project).exists():
+    if not comparison_in_project(project=project, comparison_id=comparison_id):
         raise Http404("No such comparison in this project.")
     form = SkipForm(request.POST)
     reason = form.cleaned_data["reason"] if form.is_valid() else ""

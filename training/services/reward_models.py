@@ -23,7 +23,6 @@ import logging
 import math
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from asgiref.sync import async_to_sync
@@ -39,6 +38,7 @@ from annotation.models import Project
 from annotation.services.events import event_send_on_commit, project_group
 from training.models import RewardModel
 from training.selectors import preference_cutoff, preference_snapshot, snapshot_choices
+from training.services.locks import job_lock
 
 log = logging.getLogger(__name__)
 
@@ -276,27 +276,8 @@ def reward_model_promote(*, run_id: int, promoted_by: AbstractBaseUser | None = 
 # --- the job ------------------------------------------------------------------------------
 
 
-@contextmanager
 def _run_lock(run_id: int, wait_s: float = LOCK_WAIT_S):
-    """Hold the run's advisory lock; yields False if another live worker keeps it for `wait_s`
-    (a worker that was just killed may hold it for a moment until PostgreSQL notices)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        with connection.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [_RUN_LOCK_NAMESPACE, run_id])
-            got = cur.fetchone()[0]
-        if got or time.monotonic() >= deadline:
-            break
-        time.sleep(0.5)
-    try:
-        yield got
-    finally:
-        if got:
-            try:
-                with connection.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_unlock(%s, %s)", [_RUN_LOCK_NAMESPACE, run_id])
-            except Exception:  # the connection is gone: so is the lock
-                log.warning("could not release the advisory lock of run %s", run_id)
+    return job_lock(_RUN_LOCK_NAMESPACE, run_id, wait_s=wait_s)
 
 
 @transaction.atomic

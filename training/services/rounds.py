@@ -34,7 +34,6 @@ import random
 import re
 import secrets
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,6 +51,7 @@ from annotation.services.comparisons import slots_create
 from annotation.services.events import event_send_on_commit, project_group
 from training.models import PolicyCheckpoint, RewardModel, RLHFRound, RoundCandidate, RoundPair, RoundSettings
 from training.round_selectors import new_preferences_count, round_active
+from training.services.locks import job_lock
 from training.services.policies import (
     policy_base_ensure,
     policy_checkpoint_record,
@@ -337,25 +337,8 @@ def round_retry(*, round_id: int) -> RLHFRound:
 # --- the job ------------------------------------------------------------------------------
 
 
-@contextmanager
 def _round_lock(round_id: int, wait_s: float = LOCK_WAIT_S):
-    deadline = time.monotonic() + wait_s
-    while True:
-        with connection.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [_ROUND_LOCK_NAMESPACE, round_id])
-            got = cur.fetchone()[0]
-        if got or time.monotonic() >= deadline:
-            break
-        time.sleep(0.5)
-    try:
-        yield got
-    finally:
-        if got:
-            try:
-                with connection.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_unlock(%s, %s)", [_ROUND_LOCK_NAMESPACE, round_id])
-            except Exception:
-                log.warning("could not release the advisory lock of round %s", round_id)
+    return job_lock(_ROUND_LOCK_NAMESPACE, round_id, wait_s=wait_s)
 
 
 def round_run(*, round_id: int, listener=None) -> RLHFRound | None:

@@ -10,10 +10,6 @@ gpu queue with the solo pool, so killing its pid kills the process that runs the
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,7 +21,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 
-from annotation.models import Comparison, Project, Response
+from annotation.models import Comparison, Response
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
 from annotation.services.queue import assignment_next
 from training.models import RLHFRound, RoundCandidate, RoundPair
@@ -35,50 +31,10 @@ from training.services.schedules import round_settings_update
 from training.tasks import run_round_task
 
 from .rounds_helpers import configure, round_project
+from .workers import Worker, advisory_lock_held
+from .workers import wait_for as wait_for_worker
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def test_database(django_db_setup, django_db_blocker):
-    """pytest-django creates the test database only when some collected test asks for `db`;
-    these tests use committed data instead, so run on their own they create it here."""
-    settings_dict = connection.settings_dict
-    if settings_dict["NAME"] == settings_dict["TEST"]["NAME"]:
-        yield
-        return
-    from django.test.utils import setup_databases, teardown_databases
-
-    with django_db_blocker.unblock():
-        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
-        connection.close()
-        connection.close_pool()  # a pool opened on the server's default database
-    yield
-    with django_db_blocker.unblock():
-        teardown_databases(config, verbosity=0)
-
-
-@pytest.fixture
-def committed_db(test_database, django_db_blocker):
-    """The test database in autocommit; afterwards, delete the projects and users made here."""
-    User = get_user_model()
-    with django_db_blocker.unblock():
-        users = set(User.objects.values_list("pk", flat=True))
-        projects = set(Project.objects.values_list("pk", flat=True))
-        try:
-            yield
-        finally:
-            for project in Project.objects.exclude(pk__in=projects):
-                # Checkpoints reference each other (PROTECT): drop rounds' links, then the rest.
-                RLHFRound.objects.filter(project=project).update(
-                    policy_in=None, reference=None, policy_out=None
-                )
-                RoundCandidate.objects.filter(round__project=project).delete()
-                for checkpoint in project.policy_checkpoints.order_by("-pk"):
-                    checkpoint.delete()
-                project.delete()
-            User.objects.exclude(pk__in=users).delete()
-            connection.close()
 
 
 @pytest.fixture(scope="module")
@@ -88,88 +44,19 @@ def tiny_policy(tmp_path_factory):
     return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy"))
 
 
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory):
-    from training.ml.backbones import tiny_bert_dir
-
-    return str(tiny_bert_dir(tmp_path_factory.mktemp("backbones")))
-
-
-def database_url() -> str:
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+def rounds_worker(settings, log):
+    env = {
+        "MODELS_DIR": str(settings.MODELS_DIR),
+        "POLICY_BASE": str(settings.POLICY_BASE),
+        "REWARD_BACKBONE": str(settings.REWARD_BACKBONE),
+        "GENERATION_BATCH_SIZE": str(settings.GENERATION_BATCH_SIZE),
+        "GENERATION_BACKEND_URL": "",
+    }
+    return Worker(log, env=env, name="rounds")
 
 
-class Worker:
-    def __init__(self, settings, log: Path):
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url(),
-            "REDIS_URL": django_settings.REDIS_URL,
-            "MODELS_DIR": str(settings.MODELS_DIR),
-            "POLICY_BASE": str(settings.POLICY_BASE),
-            "REWARD_BACKBONE": str(settings.REWARD_BACKBONE),
-            "GENERATION_BATCH_SIZE": str(settings.GENERATION_BATCH_SIZE),
-            "GENERATION_BACKEND_URL": "",
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-        }
-        queue = next(iter(django_settings.CELERY_TASK_ROUTES.values()))["queue"]
-        self.log = log
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                queue,
-                "--pool",
-                "solo",
-                "-l",
-                "info",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"rounds-{uuid.uuid4().hex[:8]}@%h",
-            ],  # fmt: skip
-            cwd=REPO,
-            env=env,
-            stdout=open(log, "wb"),  # noqa: SIM115 (closed with the process)
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def wait_for(predicate, timeout: float, worker: Worker, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if worker.proc.poll() is not None:
-            pytest.fail(f"worker exited while waiting for {what}:\n{worker.tail()}")
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}:\n{worker.tail()}")
+def wait_for(predicate, timeout, worker, what):
+    return wait_for_worker(predicate, timeout, worker, what, poll=0.1)
 
 
 def rater_create():
@@ -182,12 +69,7 @@ def rater_create():
 
 
 def lock_held(round_id: int) -> bool:
-    with connection.cursor() as cur:
-        cur.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s",
-            [_ROUND_LOCK_NAMESPACE, round_id],
-        )
-        return cur.fetchone()[0] > 0
+    return advisory_lock_held(_ROUND_LOCK_NAMESPACE, round_id)
 
 
 def finished(round_id: int):
@@ -221,7 +103,7 @@ def test_rounds_through_a_worker_end_to_end_and_a_killed_round_resumes_without_d
         ],
     )[0]
 
-    first = Worker(settings, tmp_path / "worker1.log")
+    first = rounds_worker(settings, tmp_path / "worker1.log")
     try:
         # Round 1, whole, in the worker (enqueued on commit by the start service).
         r1, created = round_start(project=project, seed=7)
@@ -260,7 +142,7 @@ def test_rounds_through_a_worker_end_to_end_and_a_killed_round_resumes_without_d
         time.sleep(0.1)
     assert not lock_held(r2.pk)
 
-    second = Worker(settings, tmp_path / "worker2.log")
+    second = rounds_worker(settings, tmp_path / "worker2.log")
     try:
         run_round_task.delay(r2.pk)  # the redelivery (a broker redelivers after its visibility timeout)
         done2 = wait_for(finished(r2.pk), 300, second, "round 2 to resume and finish")

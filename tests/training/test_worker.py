@@ -13,19 +13,13 @@ the training queue with the solo pool, so killing its pid kills the process that
 
 import itertools
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import redis
 from django.conf import settings as django_settings
-from django.contrib.auth import get_user_model
 from django.db import connection
 
 from annotation.models import Project
@@ -41,23 +35,9 @@ from training.services.reward_models import (
 )
 from training.tasks import train_reward_model_task
 
-REPO = Path(__file__).resolve().parents[2]
+from .workers import Worker, advisory_lock_held, wait_for
+
 _names = itertools.count()
-
-
-@pytest.fixture
-def committed_db(django_db_setup, django_db_blocker):
-    """The test database in autocommit; afterwards, delete the projects and users made here."""
-    User = get_user_model()
-    with django_db_blocker.unblock():
-        users = set(User.objects.values_list("pk", flat=True))
-        projects = set(Project.objects.values_list("pk", flat=True))
-        try:
-            yield
-        finally:
-            Project.objects.exclude(pk__in=projects).delete()  # cascades to votes and runs
-            User.objects.exclude(pk__in=users).delete()
-            connection.close()
 
 
 def committed_project(pairs: int) -> Project:
@@ -71,93 +51,8 @@ def committed_project(pairs: int) -> Project:
     return project
 
 
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory):
-    from training.ml.backbones import tiny_bert_dir
-
-    return str(tiny_bert_dir(tmp_path_factory.mktemp("backbones")))
-
-
-def database_url() -> str:
-    s = connection.settings_dict  # NAME is the test database here
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
-class Worker:
-    def __init__(self, models_dir: Path, log: Path):
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url(),
-            "REDIS_URL": django_settings.REDIS_URL,
-            "MODELS_DIR": str(models_dir),
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-        }
-        queue = next(iter(django_settings.CELERY_TASK_ROUTES.values()))["queue"]
-        self.log = log
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                queue,
-                "--pool",
-                "solo",
-                "-l",
-                "info",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"test-{uuid.uuid4().hex[:8]}@%h",
-            ],  # fmt: skip
-            cwd=REPO,
-            env=env,
-            stdout=open(log, "wb"),  # noqa: SIM115 (closed with the process)
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def wait_for(predicate, timeout: float, worker: Worker, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if worker.proc.poll() is not None:
-            pytest.fail(f"worker exited while waiting for {what}:\n{worker.tail()}")
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}:\n{worker.tail()}")
-
-
-def advisory_lock_held(run_id: int) -> bool:
-    with connection.cursor() as cur:
-        cur.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s",
-            [_RUN_LOCK_NAMESPACE, run_id],
-        )
-        return cur.fetchone()[0] > 0
+def run_lock_held(run_id: int) -> bool:
+    return advisory_lock_held(_RUN_LOCK_NAMESPACE, run_id)
 
 
 @pytest.mark.skipif(not django_settings.REDIS_URL, reason="needs REDIS_URL (a Redis broker)")
@@ -168,7 +63,7 @@ def test_sigkill_mid_training_leaves_no_artefact_and_the_retried_job_succeeds(
     settings.MODELS_DIR = models = tmp_path / "models"
     project = committed_project(40)
 
-    first = Worker(models, tmp_path / "worker1.log")
+    first = Worker(tmp_path / "worker1.log", env={"MODELS_DIR": str(models)})
     try:
         run = reward_model_run_create(
             project=project,
@@ -200,11 +95,11 @@ def test_sigkill_mid_training_leaves_no_artefact_and_the_retried_job_succeeds(
     assert [p.name.startswith(TEMP_PREFIX) for p in final.parent.iterdir()] == [True]
     # The dead worker's connection, and with it the run's advisory lock, goes away.
     deadline = time.monotonic() + 30
-    while advisory_lock_held(run.pk) and time.monotonic() < deadline:
+    while run_lock_held(run.pk) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not advisory_lock_held(run.pk)
+    assert not run_lock_held(run.pk)
 
-    second = Worker(models, tmp_path / "worker2.log")
+    second = Worker(tmp_path / "worker2.log", env={"MODELS_DIR": str(models)})
     try:
         train_reward_model_task.delay(run.pk)  # the retry (a broker redelivers after its visibility timeout)
 

@@ -1,0 +1,62 @@
+"""Fixtures for tests that need committed data seen by other connections and processes.
+
+They do not use pytest-django's transactional tests: those end by flushing every table, which
+also deletes the role groups the data migrations created. `committed_db` runs the test
+database in autocommit and deletes exactly what the test created when it ends.
+"""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from annotation.models import Project
+from training.models import RLHFRound, RoundCandidate
+
+
+@pytest.fixture(scope="session")
+def test_database(django_db_setup, django_db_blocker):
+    """pytest-django creates the test database only when some collected test asks for `db`;
+    these tests use committed data instead, so run on their own they create it here."""
+    settings_dict = connection.settings_dict
+    if settings_dict["NAME"] == settings_dict["TEST"]["NAME"]:
+        yield
+        return
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+        connection.close()
+        connection.close_pool()  # a pool opened on the server's default database
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture
+def committed_db(test_database, django_db_blocker):
+    """The test database in autocommit; afterwards, delete the projects and users made here."""
+    User = get_user_model()
+    with django_db_blocker.unblock():
+        users = set(User.objects.values_list("pk", flat=True))
+        projects = set(Project.objects.values_list("pk", flat=True))
+        try:
+            yield
+        finally:
+            for project in Project.objects.exclude(pk__in=projects):
+                # Checkpoints reference each other (PROTECT): drop rounds' links, then the rest.
+                RLHFRound.objects.filter(project=project).update(
+                    policy_in=None, reference=None, policy_out=None
+                )
+                RoundCandidate.objects.filter(round__project=project).delete()
+                for checkpoint in project.policy_checkpoints.order_by("-pk"):
+                    checkpoint.delete()
+                project.delete()
+            User.objects.exclude(pk__in=users).delete()
+            connection.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    from training.ml.backbones import tiny_bert_dir
+
+    return str(tiny_bert_dir(tmp_path_factory.mktemp("backbones")))

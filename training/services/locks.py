@@ -34,3 +34,13 @@ def job_lock(namespace: int, key: int, *, wait_s: float):
                     cur.execute("SELECT pg_advisory_unlock(%s, %s)", [namespace, key])
             except Exception:  # the connection is gone: so is the lock
                 log.warning("could not release advisory lock (%s, %s)", namespace, key)
+
+
+def job_lock_held(namespace: int, key: int) -> bool:
+    """True while some worker holds the job's lock (i.e. is running it right now)."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [namespace, key])
+        got = cur.fetchone()[0]
+        if got:
+            cur.execute("SELECT pg_advisory_unlock(%s, %s)", [namespace, key])
+    return not got

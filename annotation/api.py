@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
 from annotation import roles, selectors
-from annotation.errors import ServiceError
+from annotation.errors import ServiceError, error_response
 from annotation.models import Project
 from annotation.permissions import RoleTokenAuthentication, role_perms
 from annotation.serializers import (
@@ -52,7 +52,7 @@ def _first_message(detail) -> str:
 def api_exception_handler(exc, context):
     """Every error as {"detail": message, "code": code} (+ "errors" per field on a 400 parse)."""
     if isinstance(exc, ServiceError):
-        return Response({"detail": exc.message, "code": exc.code}, status=exc.status)
+        return error_response(exc)
     # Django's own Http404 / PermissionDenied as the DRF exceptions they stand for.
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

@@ -15,3 +15,10 @@ class NoLease(ServiceError):
 
 class NotFound(ServiceError):
     status = 404
+
+
+def error_response(exc: ServiceError):
+    """A ServiceError as the API's JSON error body: {"detail": message, "code": code}."""
+    from rest_framework.response import Response
+
+    return Response({"detail": exc.message, "code": exc.code}, status=exc.status)

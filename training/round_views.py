@@ -19,7 +19,7 @@ from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.errors import ServiceError
+from annotation.errors import ServiceError, error_response
 from annotation.models import Project
 from annotation.roles import OPERATE
 from training import round_selectors as selectors
@@ -208,10 +208,6 @@ class RoundSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-def _error(exc: ServiceError) -> Response:
-    return Response({"detail": exc.message, "code": exc.code}, status=exc.status)
-
-
 class RoundListView(APIView):
     """GET: the project's rounds, newest first. POST: start a round (or get the running one)."""
 
@@ -228,7 +224,7 @@ class RoundListView(APIView):
         try:
             r, created = round_start(project=project, requested_by=request.user)
         except ServiceError as exc:
-            return _error(exc)
+            return error_response(exc)
         return Response(
             RoundSerializer(r).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
@@ -254,7 +250,7 @@ class RoundCancelView(APIView):
         try:
             return Response(RoundSerializer(round_cancel(round_id=round_id)).data)
         except ServiceError as exc:
-            return _error(exc)
+            return error_response(exc)
 
 
 class RoundRetryView(APIView):
@@ -266,4 +262,4 @@ class RoundRetryView(APIView):
         try:
             return Response(RoundSerializer(round_retry(round_id=round_id)).data)
         except ServiceError as exc:
-            return _error(exc)
+            return error_response(exc)

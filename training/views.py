@@ -15,7 +15,7 @@ from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.errors import ServiceError
+from annotation.errors import ServiceError, error_response
 from annotation.models import Project
 from annotation.roles import OPERATE
 from training import selectors
@@ -168,10 +168,6 @@ _ERROR = inline_serializer(
 )
 
 
-def _error(exc: ServiceError) -> Response:
-    return Response({"detail": exc.message, "code": exc.code}, status=exc.status)
-
-
 class RewardModelListView(APIView):
     """GET: the project's runs, newest first. POST {"config": {...}}: queue a run."""
 
@@ -193,7 +189,7 @@ class RewardModelListView(APIView):
                 project=project, config_overrides=data.validated_data["config"], requested_by=request.user
             )
         except ServiceError as exc:
-            return _error(exc)
+            return error_response(exc)
         return Response(RewardModelSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
@@ -214,7 +210,7 @@ class RewardModelCancelView(APIView):
         try:
             run = reward_model_cancel(run_id=run_id)
         except ServiceError as exc:
-            return _error(exc)
+            return error_response(exc)
         return Response(RewardModelSerializer(run).data)
 
 
@@ -227,5 +223,5 @@ class RewardModelPromoteView(APIView):
         try:
             run = reward_model_promote(run_id=run_id, promoted_by=request.user)
         except ServiceError as exc:
-            return _error(exc)
+            return error_response(exc)
         return Response(RewardModelSerializer(run).data)

@@ -85,48 +85,40 @@ def project_edit(request, pk: int | None = None):
     return render(request, "ops/project_form.html", {"form": form, "project": project})
 
 
-@operate_required
-@require_http_methods(["GET", "POST"])
-def project_import(request, pk: int):
+def _import_page(request, pk: int, *, service, template: str, fields, extra=None):
+    """An upload form that runs one import service on the file and shows its report."""
     project = get_object_or_404(Project, pk=pk)
     form = ImportForm(request.POST or None, request.FILES or None)
     report = None
     if request.method == "POST" and form.is_valid():
         # An UploadedFile iterates line by line (from memory or its temporary file).
-        report = comparisons_import(project=project, lines=form.cleaned_data["file"])
-    return render(
-        request,
-        "ops/import.html",
-        {
-            "project": project,
-            "form": form,
-            "report": report,
-            "errors_shown": report.errors[:ERRORS_SHOWN] if report else [],
-            "fields": FIELDS,
-        },
-        status=400 if report is not None and not report.ok else 200,
-    )
+        report = service(project=project, lines=form.cleaned_data["file"])
+    context = {
+        "project": project,
+        "form": form,
+        "report": report,
+        "errors_shown": report.errors[:ERRORS_SHOWN] if report else [],
+        "fields": fields,
+        **(extra(project) if extra else {}),
+    }
+    return render(request, template, context, status=400 if report is not None and not report.ok else 200)
+
+
+@operate_required
+@require_http_methods(["GET", "POST"])
+def project_import(request, pk: int):
+    return _import_page(request, pk, service=comparisons_import, template="ops/import.html", fields=FIELDS)
 
 
 @operate_required
 @require_http_methods(["GET", "POST"])
 def project_prompts_import(request, pk: int):
     """Upload a JSONL prompt pool for RLHF rounds (same checks as `manage.py import_prompts`)."""
-    project = get_object_or_404(Project, pk=pk)
-    form = ImportForm(request.POST or None, request.FILES or None)
-    report = None
-    if request.method == "POST" and form.is_valid():
-        report = prompts_import(project=project, lines=form.cleaned_data["file"])
-    return render(
+    return _import_page(
         request,
-        "ops/prompts_import.html",
-        {
-            "project": project,
-            "form": form,
-            "report": report,
-            "errors_shown": report.errors[:ERRORS_SHOWN] if report else [],
-            "fields": PROMPT_FIELDS,
-            "pool_size": project.prompts.count(),
-        },
-        status=400 if report is not None and not report.ok else 200,
+        pk,
+        service=prompts_import,
+        template="ops/prompts_import.html",
+        fields=PROMPT_FIELDS,
+        extra=lambda project: {"pool_size": project.prompts.count()},
     )

@@ -34,7 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO_ROOT, database_url_with_name, fmt, print_table  # noqa: E402
+from bench.common import (  # noqa: E402
+    REPO_ROOT,
+    database_drop,
+    database_recreate,
+    database_url_with_name,
+    fmt,
+    print_table,
+)
 
 TARGET_RATIO_TO_COPY = 0.5
 TARGET_PEAK_RSS_MB = 300.0
@@ -52,23 +59,6 @@ def _psycopg():
     import psycopg
 
     return psycopg
-
-
-def database_recreate(admin_url: str, name: str) -> None:
-    psycopg = _psycopg()
-    from psycopg import sql
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def database_drop(admin_url: str, name: str) -> None:
-    psycopg = _psycopg()
-    from psycopg import sql
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def existing_project(url: str, *, comparisons: int) -> int | None:

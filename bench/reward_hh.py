@@ -24,7 +24,6 @@ Targets: accuracy >= baseline, pairs/s >= baseline, peak RSS < 4 GB. Last line p
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import os
@@ -40,9 +39,14 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from annotation.formats import split_hh_pair  # noqa: E402  (pure Python, no Django)
-from bench.common import fmt, print_table  # noqa: E402
-from training.ml.records import PreferencePair, render_conversation  # noqa: E402
+from bench.common import (  # noqa: E402
+    database_drop,
+    database_recreate,
+    database_url_with_name,
+    fmt,
+    print_table,
+)
+from training.ml.records import PreferencePair, prompt_group, render_conversation  # noqa: E402
 
 DATA = Path(
     os.environ.get(
@@ -62,19 +66,65 @@ TRL_DEVIATIONS = [
 
 
 # ---------------------------------------------------------------------------------------------
-# IMPORT STEP: where the records come from. For now the file is parsed here directly with
-# annotation.formats.split_hh_pair; the Django side will route it through the real
-# `import_preferences` command and read the pairs back from PostgreSQL instead.
-def load_pairs(path: Path = DATA) -> list[PreferencePair]:
-    pairs = []
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh):
-            row = json.loads(line)
-            prompt, chosen, rejected = split_hh_pair(row["chosen"], row["rejected"])
-            pairs.append(
-                PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, pair_id=str(line_no))
-            )
-    return pairs
+# IMPORT STEP: the file goes through the product's own path. A fresh database (--db-name on
+# the DATABASE_URL server) is migrated, the real `manage.py import_preferences --format hh`
+# command imports the file, and the pairs are read back with the selector and record builder
+# a reward run uses (training.selectors.preference_snapshot + reward_models.preference_records),
+# so what is trained here is what a run in the product would train on: among others the
+# imported votes' strength 2, which the default strength_margins turn into a margin of 0.5.
+# The only change: pairs are grouped by prompt CONTENT (records.prompt_group) instead of the
+# prompt's database id, so the split does not depend on ids (identical prompts share a row
+# anyway) and stays the same from one run to the next.
+DEFAULT_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+DB_NAME = "bench_reward_hh"
+
+
+def load_pairs(
+    path: Path = DATA, *, admin_url: str | None = None, db_name: str = DB_NAME, keep_db: bool = False
+) -> list[PreferencePair]:
+    admin_url = admin_url or os.environ.get("DATABASE_URL") or DEFAULT_ADMIN_URL
+    database_recreate(admin_url, db_name)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-reward-import-") as tmp:
+            out = Path(tmp) / "pairs.json"
+            env = {
+                **os.environ,
+                "DATABASE_URL": database_url_with_name(admin_url, db_name),
+                "DJANGO_SETTINGS_MODULE": "config.settings",
+                "LOG_LEVEL": "WARNING",
+            }
+            env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/6")
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--import-child", str(path), str(out)]
+            subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=True)
+            rows = json.loads(out.read_text())
+    finally:
+        if not keep_db:
+            database_drop(admin_url, db_name)
+    return [_pair_from_json(d) for d in rows]
+
+
+def import_child(path: Path, out: Path) -> None:
+    """In its own process (Django set up against the bench database): migrate, import, read back."""
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from annotation.models import Project
+    from training.selectors import preference_cutoff, preference_snapshot, snapshot_choices
+    from training.services.reward_models import preference_records
+
+    call_command("migrate", verbosity=0, interactive=False)
+    project = Project.objects.create(name="bench reward_hh", slug="bench-reward-hh")
+    call_command("import_preferences", str(path), project=project.slug, fmt="hh")
+    snapshot = preference_snapshot(
+        project=project,
+        cutoff_id=preference_cutoff(project=project),
+        choices=snapshot_choices(include_ties=False, include_both_bad=False),
+        with_rows=True,
+    )
+    pairs, _ = preference_records(snapshot.rows)  # in vote id order = file order
+    out.write_text(json.dumps([{**_pair_to_json(p), "group": prompt_group(p.prompt)} for p in pairs]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,13 +151,19 @@ def split_exact(pairs: list[PreferencePair], n_train: int, n_test: int, seed: in
 
 
 def _pair_to_json(p: PreferencePair) -> dict:
-    return {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "pair_id": p.pair_id}
+    return {
+        "prompt": p.prompt,
+        "chosen": p.chosen,
+        "rejected": p.rejected,
+        "pair_id": p.pair_id,
+        "strength": p.strength,
+        "kind": p.kind,
+        "group": p.group,
+    }
 
 
 def _pair_from_json(d: dict) -> PreferencePair:
-    return PreferencePair(
-        prompt=d["prompt"], chosen=d["chosen"], rejected=d["rejected"], pair_id=d["pair_id"]
-    )
+    return PreferencePair(**d)
 
 
 def _peak_rss_mb() -> float:
@@ -236,17 +292,32 @@ def main() -> None:
         action="store_true",
         help="run the two trainers at the same time (on a shared machine both then see the same load)",
     )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help=f"server to import into (its database name is replaced by {DB_NAME}); "
+        f"default $DATABASE_URL or {DEFAULT_ADMIN_URL}",
+    )
+    parser.add_argument("--import-child", nargs=2, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--split", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.import_child:
+        import_child(*args.import_child)
+        return
     if args.worker:
         run_worker(args.worker, args.split, args.result, args.threads or None)
         return
 
     n_train = args.train or (200 if args.quick else 1800)
     n_test = args.test or (100 if args.quick else 512)
-    pairs = load_pairs()
+    started = time.perf_counter()
+    pairs = load_pairs(admin_url=args.database_url)
+    print(
+        f"imported {DATA.name} with `manage.py import_preferences --format hh` into {DB_NAME} and read "
+        f"{len(pairs)} pairs back in {time.perf_counter() - started:.1f} s"
+    )
     train, test = split_exact(pairs, n_train, n_test, SEED)
     print(
         f"HH-RLHF harmless: {len(pairs)} pairs -> {len(train)} train / {len(test)} test, prompt-disjoint, seed {SEED}"

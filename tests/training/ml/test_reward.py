@@ -238,3 +238,41 @@ def test_default_minilm_backbone_trains_and_scores(tmp_path):
     scorer = RewardScorer.load(result.model_dir)
     assert scorer.model.config.hidden_size == 384
     assert evaluate(scorer, pairs)["accuracy"] >= 0.75
+
+
+# A causal decoder's mean state sees the end marker in fewer positions: it learns, more slowly.
+@pytest.mark.parametrize(("backbone", "floor"), [("tiny_bert", 0.8), ("tiny_llama", 0.6)])
+def test_mean_pooling_learns_saves_and_reloads(backbone, floor, request, tmp_path):
+    folder = request.getfixturevalue(backbone)
+    result = train_reward_model(marker_pairs(200), fast(folder, pooling="mean"), tmp_path / "mean")
+    assert result.metrics["heldout_accuracy"] > floor
+    assert (result.model_dir / "mean_head.safetensors").is_file()
+    assert backbones.read_ml_config(result.model_dir)["pooling"] == "mean"
+    scorer = RewardScorer.load(result.model_dir)
+    assert type(scorer.model).__name__ == "MeanPooledClassifier"
+    held = [p for p in marker_pairs(200) if p.pair_id in set(result.test_ids)]
+    assert evaluate(scorer, held)["accuracy"] == pytest.approx(result.metrics["heldout_accuracy"])
+
+
+def test_mean_pooling_ignores_padding(tiny_bert, tmp_path):
+    result = train_reward_model(
+        marker_pairs(40), fast(tiny_bert, pooling="mean", max_steps=2), tmp_path / "m"
+    )
+    scorer = RewardScorer.load(result.model_dir)
+    rng = random.Random(5)
+    prompts = [[{"role": "user", "content": sentence(rng, n)}] for n in (2, 40, 7)]
+    responses = [sentence(rng, n) for n in (1, 20, 3)]
+    batched = scorer.score(prompts, responses, batch_size=3)  # one batch, padded to the longest
+    single = [scorer.score([p], [r])[0] for p, r in zip(prompts, responses, strict=True)]
+    assert batched == pytest.approx(single, abs=1e-4)
+
+
+def test_bad_pooling_or_missing_head_is_a_readable_error(tiny_bert, tmp_path):
+    with pytest.raises(TrainingError, match="pooling must be 'head' or 'mean'"):
+        train_reward_model(marker_pairs(8), fast(tiny_bert, pooling="max"), tmp_path / "a")
+    result = train_reward_model(
+        marker_pairs(40), fast(tiny_bert, pooling="mean", max_steps=1), tmp_path / "m"
+    )
+    (result.model_dir / "mean_head.safetensors").unlink()
+    with pytest.raises(TrainingError, match="mean_head.safetensors is missing"):
+        RewardScorer.load(result.model_dir)

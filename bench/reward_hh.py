@@ -191,7 +191,7 @@ def worker_ours(train, test, out_dir: Path, threads: int | None) -> dict:
 def worker_trl(train, test, out_dir: Path, threads: int | None) -> dict:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
     from trl import RewardConfig, RewardTrainer
 
     from training.ml import backbones
@@ -201,6 +201,9 @@ def worker_trl(train, test, out_dir: Path, threads: int | None) -> dict:
     started = time.perf_counter()
     folder = backbones.default_minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    # The Trainer seeds itself (args.seed, 42 by default) only after the model exists; seed the
+    # new head with the same seed so the baseline is repeatable from run to run.
+    set_seed(RewardConfig.seed)  # the dataclass default: 42
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
     data = Dataset.from_list(
         [

@@ -42,6 +42,8 @@ VARIANTS: dict[str, dict] = {
     "2-epochs": {"epochs": 2},
     "no-length-grouping": {"length_grouping": False},
     "lr-5e-5": {"learning_rate": 5e-5},
+    "mean-no-margins": {"pooling": "mean", "strength_margins": None},
+    "mean-2-epochs": {"pooling": "mean", "epochs": 2},
 }
 
 

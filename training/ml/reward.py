@@ -63,7 +63,9 @@ class RewardConfig:
     pooling            "head": the backbone's own sequence-classification head
                        (AutoModelForSequenceClassification: [CLS] + pooler for BERT, the last
                        token for decoders). "mean": a linear head on the mean token state
-                       (training.ml.pooling), how sentence-embedding models are read.
+                       (training.ml.pooling), how sentence-embedding models are read. "auto":
+                       "mean" for a sentence-transformers folder with mean pooling (the
+                       default MiniLM), else "head" (backbones.resolve_pooling).
     batch_size         pairs per optimiser step (each step runs 2 * batch_size sequences).
     learning_rate      peak AdamW learning rate (linear warm-up, then linear decay to 0).
     weight_decay       AdamW weight decay.
@@ -94,7 +96,7 @@ class RewardConfig:
 
     backbone: str = ""
     max_length: int = 512
-    pooling: Literal["head", "mean"] = "head"
+    pooling: Literal["auto", "head", "mean"] = "head"
     batch_size: int = 8
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
@@ -207,8 +209,8 @@ def _check_config(config: RewardConfig) -> None:
         problems.append("learning_rate must be positive")
     if config.max_length < 8:
         problems.append("max_length must be at least 8 tokens")
-    if config.pooling not in ("head", "mean"):
-        problems.append(f"pooling must be 'head' or 'mean', not {config.pooling!r}")
+    if config.pooling not in ("auto", "head", "mean"):
+        problems.append(f"pooling must be 'auto', 'head' or 'mean', not {config.pooling!r}")
     if config.tie_mode not in ("drop", "equal"):
         problems.append(f"tie_mode must be 'drop' or 'equal', not {config.tie_mode!r}")
     if config.both_bad_mode not in ("drop", "equal"):

@@ -1,5 +1,7 @@
+import json
 import math
 import random
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -268,7 +270,7 @@ def test_mean_pooling_ignores_padding(tiny_bert, tmp_path):
 
 
 def test_bad_pooling_or_missing_head_is_a_readable_error(tiny_bert, tmp_path):
-    with pytest.raises(TrainingError, match="pooling must be 'head' or 'mean'"):
+    with pytest.raises(TrainingError, match="pooling must be 'auto', 'head' or 'mean'"):
         train_reward_model(marker_pairs(8), fast(tiny_bert, pooling="max"), tmp_path / "a")
     result = train_reward_model(
         marker_pairs(40), fast(tiny_bert, pooling="mean", max_steps=1), tmp_path / "m"
@@ -276,3 +278,28 @@ def test_bad_pooling_or_missing_head_is_a_readable_error(tiny_bert, tmp_path):
     (result.model_dir / "mean_head.safetensors").unlink()
     with pytest.raises(TrainingError, match="mean_head.safetensors is missing"):
         RewardScorer.load(result.model_dir)
+
+
+def test_auto_pooling_reads_a_sentence_transformers_folder_as_it_was_trained(tiny_bert, tmp_path):
+    assert backbones.resolve_pooling("auto", "") == "mean"  # the default MiniLM: mean pooling
+    assert backbones.resolve_pooling("auto", tiny_bert) == "head"  # a plain HF folder
+    assert backbones.resolve_pooling("head", "") == "head"
+    cls_folder = tmp_path / "cls"
+    shutil.copytree(tiny_bert, cls_folder)
+    (cls_folder / "modules.json").write_text(
+        json.dumps(
+            [{"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+        )
+    )
+    (cls_folder / "1_Pooling").mkdir()
+    (cls_folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    )
+    assert backbones.resolve_pooling("auto", cls_folder) == "head"
+    (cls_folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    assert backbones.resolve_pooling("auto", cls_folder) == "mean"
+    result = train_reward_model(
+        marker_pairs(40), fast(cls_folder, pooling="auto", max_steps=1), tmp_path / "m"
+    )
+    assert backbones.read_ml_config(result.model_dir)["pooling"] == "mean"
+    assert type(RewardScorer.load(result.model_dir).model).__name__ == "MeanPooledClassifier"

@@ -46,6 +46,10 @@ class RunStartForm(forms.Form):
     both_bad_mode = forms.ChoiceField(
         required=False, choices=[("", "default (drop)"), ("drop", "drop"), ("equal", "equal")]
     )
+    pooling = forms.ChoiceField(
+        required=False,
+        choices=[("", "default"), ("auto", "auto"), ("head", "model's head"), ("mean", "mean of tokens")],
+    )
 
     def overrides(self) -> dict:
         return {k: v for k, v in self.cleaned_data.items() if v not in (None, "")}

@@ -1,6 +1,7 @@
 """The reward-model job end to end on a tiny BERT: snapshot, train, cancel, fail, promote, score."""
 
 import uuid
+from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -205,7 +206,13 @@ def test_bad_settings_and_empty_projects_are_refused_when_queued(make_project, t
     with pytest.raises(ServiceError, match="no A/B preferences"):
         reward_model_run_create(project=project, backbone=tiny_backbone)
     import_pairs(project, 2)
-    for bad in ({"epochs": 0}, {"learning_rate": "fast"}, {"tie_mode": "half"}, {"backbone": "/etc"}):
+    for bad in (
+        {"epochs": 0},
+        {"learning_rate": "fast"},
+        {"tie_mode": "half"},
+        {"pooling": "max"},
+        {"backbone": "/etc"},
+    ):
         with pytest.raises(ServiceError):
             reward_model_run_create(project=project, config_overrides=bad, backbone=tiny_backbone)
     assert not RewardModel.objects.exists()
@@ -264,6 +271,16 @@ def test_reward_score_reloads_when_the_active_model_changes(make_project, models
     by_one = reward_score(project=project, prompts=prompts, responses=responses)
     assert scoring.scorer_for(project_id=project.pk)[0] == one.pk
     assert by_one != by_two
+
+    # A mean-pooled model (its own head file) is scored through the same path.
+    three = train(project, tiny_backbone, {**FAST, "epochs": 6, "pooling": "mean"})
+    assert three.status == "succeeded", three.error
+    assert three.config["pooling"] == "mean" and Path(three.artefact_path, "mean_head.safetensors").is_file()
+    reward_model_promote(run_id=three.pk)
+    by_three = reward_score(project=project, prompts=prompts, responses=responses)
+    assert scoring.scorer_for(project_id=project.pk)[0] == three.pk
+    assert by_three[0] > by_three[1]  # it learned GOOD over BAD
+    reward_model_promote(run_id=one.pk)
     # Batching does not change the scores.
     assert reward_score(project=project, prompts=prompts, responses=responses, batch_size=1) == pytest.approx(
         by_one, abs=1e-4

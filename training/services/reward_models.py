@@ -69,7 +69,11 @@ CONFIG_OVERRIDES: dict[str, tuple[type, float | None, float | None]] = {
     "warmup_ratio": (float, 0.0, 1.0),
     "threads": (int, 1, 256),
 }
-MODE_OVERRIDES = {"tie_mode": ("drop", "equal"), "both_bad_mode": ("drop", "equal")}
+MODE_OVERRIDES = {
+    "tie_mode": ("drop", "equal"),
+    "both_bad_mode": ("drop", "equal"),
+    "pooling": ("auto", "head", "mean"),
+}
 
 
 # --- helpers ------------------------------------------------------------------------------

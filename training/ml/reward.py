@@ -96,7 +96,7 @@ class RewardConfig:
 
     backbone: str = ""
     max_length: int = 512
-    pooling: Literal["auto", "head", "mean"] = "head"
+    pooling: Literal["auto", "head", "mean"] = "auto"
     batch_size: int = 8
     learning_rate: float = 1e-4
     weight_decay: float = 0.0

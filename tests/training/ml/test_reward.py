@@ -236,6 +236,7 @@ def test_default_minilm_backbone_trains_and_scores(tmp_path):
         tmp_path / "minilm",
     )
     assert result.metrics["max_length"] == 512
+    assert backbones.read_ml_config(result.model_dir)["pooling"] == "mean"  # "auto" on MiniLM
     assert result.metrics["heldout_accuracy"] >= 0.75
     scorer = RewardScorer.load(result.model_dir)
     assert scorer.model.config.hidden_size == 384

@@ -47,6 +47,8 @@ from bench.common import (  # noqa: E402
     SERVERS,
     AsgiServer,
     cpu_seconds,
+    database_drop,
+    database_recreate,
     database_url_with_name,
     fmt,
     peak_rss_mb,
@@ -313,23 +315,6 @@ def run_client(cfg: dict, *, server: AsgiServer, db_name: str) -> dict:
 # --------------------------------------------------------------------------------------------
 # Set-up: database, seed data (Django, in this process)
 # --------------------------------------------------------------------------------------------
-
-
-def database_recreate(admin_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def database_drop(admin_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def django_setup(env: dict[str, str]) -> None:

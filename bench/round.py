@@ -37,7 +37,13 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import database_url_with_name, fmt, peak_rss_mb, print_table  # noqa: E402
+from bench.common import (  # noqa: E402
+    database_recreate,
+    database_url_with_name,
+    fmt,
+    peak_rss_mb,
+    print_table,
+)
 from bench.round_generation import BENCH_PROMPTS  # noqa: E402
 
 DB_NAME = "bench_round"
@@ -77,11 +83,7 @@ class RssSampler:
 
 
 def prepare_database(base_url: str) -> str:
-    import psycopg
-
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    database_recreate(base_url, DB_NAME)
     return database_url_with_name(base_url, DB_NAME)
 
 

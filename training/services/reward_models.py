@@ -36,6 +36,7 @@ from django.utils import timezone
 from annotation.errors import ServiceError
 from annotation.models import Project
 from annotation.services.events import event_send_on_commit, project_group
+from training.ml.backbones import POOLING_SETTINGS
 from training.models import RewardModel
 from training.selectors import preference_cutoff, preference_snapshot, snapshot_choices
 from training.services.locks import job_lock, job_lock_held
@@ -72,7 +73,7 @@ CONFIG_OVERRIDES: dict[str, tuple[type, float | None, float | None]] = {
 MODE_OVERRIDES = {
     "tie_mode": ("drop", "equal"),
     "both_bad_mode": ("drop", "equal"),
-    "pooling": ("auto", "head", "mean"),
+    "pooling": POOLING_SETTINGS,
 }
 
 

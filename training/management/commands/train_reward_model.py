@@ -14,7 +14,12 @@ from tqdm import tqdm
 from annotation.errors import ServiceError
 from annotation.models import Project
 from training.models import RewardModel
-from training.services.reward_models import reward_model_cancel, reward_model_run_create, reward_model_train
+from training.services.reward_models import (
+    POOLING_SETTINGS,
+    reward_model_cancel,
+    reward_model_run_create,
+    reward_model_train,
+)
 
 POLL_S = 0.5
 OPTIONS = {  # option -> (config key, type)
@@ -60,7 +65,7 @@ class Command(BaseCommand):
         parser.add_argument("--both-bad-mode", choices=("drop", "equal"), default=None, dest="both_bad_mode")
         parser.add_argument(
             "--pooling",
-            choices=("auto", "head", "mean"),
+            choices=POOLING_SETTINGS,
             default=None,
             help="Scoring head: the model's own, a mean-pooled one, or auto (the default).",
         )

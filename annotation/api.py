@@ -1,29 +1,21 @@
 """The rating REST API: next / submit / skip / progress, project listing, the caller's own votes.
 
-Views parse with a serializer, call one service or selector and map `ServiceError` to a
-response in one place (`api_exception_handler`). Same permissions as the pages: rating needs
+Views parse with a serializer and call one service or selector; a `ServiceError` becomes a
+response in one place (`core.api.exception_handler`). Same permissions as the pages: rating needs
 `annotation.rate`; listing projects needs any role. No endpoint shows another rater's votes.
 """
 
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import exceptions, status
-from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
-from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
-from rest_framework.views import APIView, exception_handler
 
-from annotation import roles, selectors
-from annotation.errors import ServiceError, error_response
+from annotation import selectors
 from annotation.models import Project
-from annotation.permissions import RoleTokenAuthentication, role_perms
 from annotation.serializers import (
-    ErrorSerializer,
     LeaseSerializer,
     PreferenceInSerializer,
     PreferenceSerializer,
@@ -34,74 +26,11 @@ from annotation.serializers import (
     preference_in_parse,
 )
 from annotation.services.queue import assignment_next, assignment_skip, preference_submit
-
-# --- errors -----------------------------------------------------------------------------
-
-
-def _first_message(detail) -> str:
-    """'field: message' for the first error in a DRF ValidationError detail."""
-    if isinstance(detail, dict):
-        for key, value in detail.items():
-            inner = _first_message(value)
-            return inner if key == "non_field_errors" else f"{key}: {inner}"
-    if isinstance(detail, list) and detail:
-        return _first_message(detail[0])
-    return str(detail)
+from core.api import ERRORS, ApiView, CanRate, ErrorSerializer, HasAnyRole
 
 
-def api_exception_handler(exc, context):
-    """Every error as {"detail": message, "code": code} (+ "errors" per field on a 400 parse)."""
-    if isinstance(exc, ServiceError):
-        return error_response(exc)
-    # Django's own Http404 / PermissionDenied as the DRF exceptions they stand for.
-    if isinstance(exc, Http404):
-        exc = exceptions.NotFound()
-    elif isinstance(exc, DjangoPermissionDenied):
-        exc = exceptions.PermissionDenied()
-    response = exception_handler(exc, context)
-    if response is None or not isinstance(exc, APIException):
-        return response
-    if isinstance(exc, ValidationError):
-        response.data = {"detail": _first_message(exc.detail), "code": "invalid", "errors": exc.detail}
-    else:
-        codes = exc.get_codes()
-        response.data = {**response.data, "code": codes if isinstance(codes, str) else exc.default_code}
-    return response
-
-
-# --- permissions --------------------------------------------------------------------------
-
-
-# Both ask `role_perms` (annotation/permissions.py): what `user.has_perm` would answer, in one
-# query, or none after token auth, which loads the role permissions with the token.
-class CanRate(BasePermission):
-    def has_permission(self, request, view) -> bool:
-        return roles.RATE in role_perms(request.user)
-
-
-class HasAnyRole(BasePermission):
-    def has_permission(self, request, view) -> bool:
-        return bool(role_perms(request.user))
-
-
-class RatingAPIView(APIView):
-    # Token first so that an anonymous call gets 401 with `WWW-Authenticate: Token`
-    # (DRF takes the challenge from the first class; session auth has none and gives 403).
-    authentication_classes = [RoleTokenAuthentication, SessionAuthentication]
+class RatingAPIView(ApiView):
     permission_classes = [CanRate]
-
-    def get_exception_handler(self):
-        return api_exception_handler
-
-
-ERRORS = {
-    400: OpenApiResponse(
-        ErrorSerializer, description="The request does not parse or the service refuses it."
-    ),
-    401: OpenApiResponse(ErrorSerializer, description="Not logged in / no token."),
-    403: OpenApiResponse(ErrorSerializer, description="Missing the role this endpoint needs."),
-    404: OpenApiResponse(ErrorSerializer, description="No such project or comparison."),
-}
 
 
 # --- views --------------------------------------------------------------------------------

@@ -2,8 +2,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from annotation.models import Project
-from annotation.roles import OPERATE, RATE, READ_DATA
-from annotation.services.events import project_group
+from core.events import project_group
+from core.roles import OPERATE, RATE, READ_DATA
 
 
 class ProjectEventsConsumer(AsyncJsonWebsocketConsumer):

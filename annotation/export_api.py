@@ -11,32 +11,19 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.exceptions import NotFound as DRFNotFound
-from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from annotation import roles
-from annotation.api import ERRORS, api_exception_handler
-from annotation.errors import NotFound
 from annotation.exporters import FORMATS, KINDS
 from annotation.models import Export, Project
 from annotation.selectors import export_get, exports_for
 from annotation.services.exports import export_cancel, export_data_path, export_request, export_run
+from core.api import ERRORS, ApiView, CanReadData
+from core.errors import NotFound
 
 
-class CanReadData(BasePermission):
-    def has_permission(self, request, view) -> bool:
-        return bool(request.user and request.user.is_authenticated and request.user.has_perm(roles.READ_DATA))
-
-
-class ExportAPIView(APIView):
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
+class ExportAPIView(ApiView):
     permission_classes = [CanReadData]
-
-    def get_exception_handler(self):
-        return api_exception_handler
 
 
 class ExportInSerializer(serializers.Serializer):

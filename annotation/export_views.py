@@ -17,13 +17,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from annotation.errors import NotFound, ServiceError
 from annotation.exporters import CONTENT_TYPES, FORMATS
 from annotation.exporters.filters import TRISTATE
 from annotation.models import Export, Project
-from annotation.roles import READ_DATA
 from annotation.selectors import export_get, exports_for
 from annotation.services.exports import export_cancel, export_data_path, export_request, export_stream
+from core.errors import NotFound, ServiceError
+from core.roles import READ_DATA
 
 
 def researcher_required(view):

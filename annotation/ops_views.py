@@ -13,12 +13,13 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
-from annotation import roles, selectors
+from annotation import selectors
 from annotation.models import Project
 from annotation.services.imports import FIELDS, comparisons_import
 from annotation.services.projects import EDITABLE_FIELDS, project_create, project_update
 from annotation.services.prompt_imports import FIELDS as PROMPT_FIELDS
 from annotation.services.prompt_imports import prompts_import
+from core import roles
 
 ERRORS_SHOWN = 500  # the page lists this many bad lines; the count covers all of them
 

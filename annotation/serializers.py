@@ -218,13 +218,3 @@ class ProjectSerializer(serializers.Serializer):
     guidelines = serializers.CharField(help_text="Markdown.")
     overlap = serializers.IntegerField()
     lease_seconds = serializers.IntegerField()
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField()
-    errors = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()),
-        required=False,
-        help_text="Per-field messages, on a request that does not parse.",
-    )

@@ -1,11 +1,12 @@
 """Celery jobs of the annotation app (queue `default`)."""
 
-from celery import shared_task
-
 from annotation.services.exports import export_run
+from core.tasks import task
+
+EXPORT_TIME_LIMIT_S = 6 * 3600 - 60
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)
+@task(time_limit_s=EXPORT_TIME_LIMIT_S)
 def export_run_task(export_id: int) -> None:
     """Write export `export_id`. Idempotent: a finished export is left as it is (see `export_run`)."""
     export_run(export_id=export_id)

@@ -17,12 +17,12 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from annotation.errors import ServiceError
 from annotation.forms import DISPLAY_CHOICES, STRENGTHS, UNSAFE_CATEGORIES, RatingForm, SkipForm
 from annotation.models import Project
-from annotation.roles import OPERATE, RATE, READ_DATA
 from annotation.selectors import comparison_in_project, progress_for, projects_for, shown_left_for
 from annotation.services.queue import Lease, assignment_next, assignment_skip, preference_submit
+from core.errors import ServiceError
+from core.roles import OPERATE, RATE, READ_DATA
 
 ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
 

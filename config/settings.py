@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "channels",
     "django_celery_beat",
     "channels_postgres",  # the channel layer when no REDIS_URL is set
+    "core",
     "annotation",
     "training",
 ]
@@ -207,6 +208,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "core.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "RLHF preference platform API",

@@ -4,8 +4,8 @@ import pytest
 from django.contrib.auth.models import Group, User
 
 from annotation.models import Project
-from annotation.roles import role_groups_ensure
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from core.roles import role_groups_ensure
 
 _counter = itertools.count()
 

@@ -19,9 +19,10 @@ from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.errors import ServiceError, error_response
 from annotation.models import Project
-from annotation.roles import OPERATE
+from core.api import error_response
+from core.errors import ServiceError
+from core.roles import OPERATE
 from training import round_selectors as selectors
 from training.models import RLHFRound, RoundSettings
 from training.services.rounds import round_cancel, round_retry, round_settings_get, round_start

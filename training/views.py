@@ -15,9 +15,10 @@ from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.errors import ServiceError, error_response
 from annotation.models import Project
-from annotation.roles import OPERATE
+from core.api import error_response
+from core.errors import ServiceError
+from core.roles import OPERATE
 from training import selectors
 from training.models import RewardModel
 from training.services.reward_models import (

@@ -10,7 +10,7 @@ def create_role_groups(apps, schema_editor):
         create_permissions(app_config, apps=apps, verbosity=0)
         app_config.models_module = None
 
-    from annotation.roles import ROLE_PERMISSIONS
+    from core.roles import ROLE_PERMISSIONS
 
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")

@@ -30,7 +30,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.errors import NotFound, ServiceError
 from annotation.exporters import FORMATS, KINDS, data_file_name
 from annotation.exporters.card import render_card
 from annotation.exporters.filters import FilterError, parse_filters
@@ -39,9 +38,10 @@ from annotation.exporters.kinds import KIND_SPECS
 from annotation.exporters.parquet import parquet_chunks
 from annotation.exporters.stats import RawVoteStats
 from annotation.models import Export, Project
-from annotation.roles import READ_DATA
 from annotation.selectors import ExportSnapshotReader
-from annotation.services.events import event_send_on_commit, project_group
+from core.errors import NotFound, ServiceError
+from core.events import event_send_on_commit, project_group
+from core.roles import READ_DATA
 
 log = logging.getLogger(__name__)
 

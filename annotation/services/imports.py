@@ -20,7 +20,6 @@ from django.db import transaction
 from annotation.formats import FormatError
 from annotation.models import Preference, Project
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
-from annotation.services.events import event_send_on_commit, project_group
 from annotation.services.jsonl import (
     Batch,
     LineError,
@@ -29,6 +28,7 @@ from annotation.services.jsonl import (
     parsed_lines,
     prompt_messages_from,
 )
+from core.events import event_send_on_commit, project_group
 
 BATCH_SIZE = 1000
 FIELDS = ("prompt", "messages", "response_a", "response_b", "metadata", "priority", "gold")

@@ -31,18 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from annotation.errors import ServiceError
 from annotation.formats import FormatError, normalise_messages, split_hh_pair
 from annotation.models import Assignment, Comparison, Preference, Project, Response
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
 from annotation.services.jsonl import LineError, LineTally, parsed_lines
+from core.errors import ServiceError
+from core.locks import LockNamespace, xact_lock
 
 FORMATS = ("hh", "trl")
 IMPORTED_STRENGTH = 2
-_IMPORT_LOCK_NAMESPACE = 7_003  # pg_advisory_xact_lock(namespace, project_id)
 MAX_LINE_BYTES = 5 * 1024 * 1024
 
 
@@ -215,8 +215,9 @@ def preferences_import(
     if errors:
         raise PreferenceImportInvalid(errors, count)
     report = ImportReport(format=fmt, lines=count)
-    with connection.cursor() as cur:  # one import per project at a time: dedupe stays exact
-        cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_IMPORT_LOCK_NAMESPACE, project.pk])
+    xact_lock(
+        LockNamespace.PREFERENCE_IMPORT, project.pk
+    )  # one import per project at a time: dedupe stays exact
     existing = _already_imported(project, [p.key for p in pairs])
     first_line: dict[str, int] = {}
     fresh: list[ParsedPair] = []

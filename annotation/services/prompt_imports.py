@@ -23,7 +23,6 @@ from django.db import transaction
 from annotation.formats import FormatError
 from annotation.models import Project, Prompt
 from annotation.services.comparisons import prompt_hash
-from annotation.services.events import event_send_on_commit, project_group
 from annotation.services.jsonl import (
     Batch,
     LineError,
@@ -32,6 +31,7 @@ from annotation.services.jsonl import (
     parsed_lines,
     prompt_messages_from,
 )
+from core.events import event_send_on_commit, project_group
 
 FIELDS = ("prompt", "messages", "metadata", "reference_answer")
 BATCH_SIZE = 2000

@@ -16,20 +16,18 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
-from annotation.errors import NoLease, NotFound, ServiceError
 from annotation.models import Assignment, Comparison, Preference, Project, Prompt, Response, Skip
-from annotation.prepared import fetchone, fetchone_atomic
-from annotation.services.events import event_send_on_commit, project_group
-
-_RATER_LOCK_NAMESPACE = 7_001  # pg_advisory_xact_lock(namespace, rater_id)
-
+from core.db import fetchone, fetchone_atomic
+from core.errors import NoLease, NotFound, ServiceError
+from core.events import event_send_on_commit, project_group
+from core.locks import LockNamespace
 
 # Serialises one rater's own queue calls (two tabs, a double click) inside a transaction.
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(CAST(%(ns)s AS integer), CAST(%(rater)s AS integer))"
 
 
 def _lock_rater(rater_id: int) -> None:
-    fetchone(_LOCK_SQL, {"ns": _RATER_LOCK_NAMESPACE, "rater": rater_id})
+    fetchone(_LOCK_SQL, {"ns": int(LockNamespace.RATER), "rater": rater_id})
 
 
 @dataclass(frozen=True)
@@ -173,7 +171,7 @@ def assignment_next(*, rater: AbstractBaseUser, project: Project | int) -> Lease
     # Not durable: a lease lost in a database crash only sends its pair back to the queue
     # (the rater's vote then gets "no lease"); votes are committed durably.
     row = fetchone_atomic(
-        [(_LOCK_SQL, {"ns": _RATER_LOCK_NAMESPACE, "rater": rater.pk}), (_NEXT_SQL, params)],
+        [(_LOCK_SQL, {"ns": int(LockNamespace.RATER), "rater": rater.pk}), (_NEXT_SQL, params)],
         durable=False,
     )
     if row is not None:

@@ -9,12 +9,12 @@ from channels.layers import get_channel_layer
 from django.core.management import call_command
 from django.test import AsyncClient
 
-from annotation.errors import ServiceError
 from annotation.models import Export
 from annotation.services import exports as export_service
-from annotation.services.events import project_group
 from annotation.services.exports import export_cancel, export_create, export_run, export_stream
 from config.celery import app as celery_app
+from core.errors import ServiceError
+from core.events import project_group
 from tests.annotation.test_export_support import (
     EXPORT_DB,
     data_path,

@@ -2,9 +2,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from annotation.errors import ServiceError
 from annotation.models import Preference
 from annotation.services.exports import export_create
+from core.errors import ServiceError
 from tests.annotation.test_export_support import (
     EXPORT_DB,
     exports_dir,  # noqa: F401 - autouse fixture

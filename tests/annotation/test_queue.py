@@ -7,9 +7,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from annotation.errors import NoLease, ServiceError
 from annotation.models import Assignment, Comparison, Preference, Skip
 from annotation.services.queue import assignment_next, assignment_skip, preference_submit
+from core.errors import NoLease, ServiceError
 
 
 def submit(rater, comparison_id, key=None, **kw):

@@ -23,17 +23,17 @@ from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import ValidationError
 from rest_framework.test import APIClient
 
-from annotation.errors import ServiceError
 from annotation.models import Assignment, Comparison, Preference
-from annotation.permissions import ROLE_PERMS, role_perms
 from annotation.serializers import (
     LeaseSerializer,
     PreferenceInSerializer,
     PreferenceSerializer,
     preference_in_parse,
 )
-from annotation.services.events import event_send_on_commit, events_flush, project_group
 from annotation.services.queue import assignment_next, preference_submit
+from core.errors import ServiceError
+from core.events import event_send_on_commit, events_flush, project_group
+from core.permissions import ROLE_PERMS, role_perms
 
 
 @pytest.fixture(autouse=True)

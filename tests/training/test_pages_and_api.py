@@ -165,7 +165,7 @@ def test_api_lists_starts_cancels_and_promotes_for_ops_only(make_project, make_u
     run_id = body["id"]
     assert rater.post(f"/api/training/reward-models/{run_id}/cancel/").status_code == 403
     promote = ops.post(f"/api/training/reward-models/{run_id}/promote/")
-    assert promote.status_code == 400 and promote.json()["code"] == "status"
+    assert promote.status_code == 409 and promote.json()["code"] == "status"
     cancelled = ops.post(f"/api/training/reward-models/{run_id}/cancel/")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     again = ops.post(f"/api/training/reward-models/{run_id}/cancel/")

@@ -8,11 +8,11 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import IntegrityError, transaction
 
-from annotation.errors import ServiceError
 from annotation.models import Comparison, Preference
-from annotation.services.events import project_group
 from annotation.services.preference_imports import preferences_import
 from annotation.services.queue import assignment_next, preference_submit
+from core.errors import ServiceError
+from core.events import project_group
 from tests.paths import HH_FILE
 from training.ml.checkpoints import TEMP_PREFIX, dir_sha256
 from training.models import RewardModel

@@ -9,10 +9,10 @@ import uuid
 import pytest
 from django_celery_beat.models import PeriodicTask
 
-from annotation.errors import ServiceError
 from annotation.models import Comparison, Response
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
 from annotation.services.queue import assignment_next, preference_submit
+from core.errors import ServiceError
 from training.ml.checkpoints import dir_sha256
 from training.models import PolicyCheckpoint, RewardModel, RLHFRound, RoundCandidate, RoundPair
 from training.round_selectors import round_win_rate

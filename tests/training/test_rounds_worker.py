@@ -24,9 +24,10 @@ from django.db import connection
 from annotation.models import Comparison, Response
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
 from annotation.services.queue import assignment_next
+from core.locks import LockNamespace
 from training.models import RLHFRound, RoundCandidate, RoundPair
 from training.services import scoring
-from training.services.rounds import _ROUND_LOCK_NAMESPACE, backend_cache_clear, round_start
+from training.services.rounds import backend_cache_clear, round_start
 from training.services.schedules import round_settings_update
 from training.tasks import run_round_task
 
@@ -69,7 +70,7 @@ def rater_create():
 
 
 def lock_held(round_id: int) -> bool:
-    return advisory_lock_held(_ROUND_LOCK_NAMESPACE, round_id)
+    return advisory_lock_held(LockNamespace.ROUND, round_id)
 
 
 def finished(round_id: int):

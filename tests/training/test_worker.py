@@ -24,10 +24,10 @@ from django.db import connection
 
 from annotation.models import Project
 from annotation.services.preference_imports import preferences_import
+from core.locks import LockNamespace
 from training.ml.checkpoints import TEMP_PREFIX, dir_sha256
 from training.models import RewardModel
 from training.services.reward_models import (
-    _RUN_LOCK_NAMESPACE,
     reward_dir,
     reward_model_cancel,
     reward_model_run_create,
@@ -52,7 +52,7 @@ def committed_project(pairs: int) -> Project:
 
 
 def run_lock_held(run_id: int) -> bool:
-    return advisory_lock_held(_RUN_LOCK_NAMESPACE, run_id)
+    return advisory_lock_held(LockNamespace.REWARD_RUN, run_id)
 
 
 @pytest.mark.skipif(not django_settings.REDIS_URL, reason="needs REDIS_URL (a Redis broker)")

@@ -3,56 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-# Temp folders start with this, so a sweep (or a person) can tell a crashed write from a model.
-TEMP_PREFIX = ".tmp-"
+from core.files import TEMP_PREFIX, atomic_output_dir
 
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            with open(os.path.join(dirpath, name), "rb") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_output_dir(final_dir: Path) -> Iterator[Path]:
-    """Yield a fresh sibling temp folder; on success fsync it and rename it to `final_dir`.
-
-    On any exception (KeyboardInterrupt and TrainingCancelled included) the temp folder is
-    removed and the exception re-raised; `final_dir` is untouched. Raises FileExistsError
-    if `final_dir` already exists (a checkpoint folder is written once). The temp folder is
-    in the same parent, so the final rename is atomic on one filesystem: a crash at any
-    point leaves either nothing at `final_dir` or the complete folder.
-    """
-    final_dir = Path(final_dir)
-    if final_dir.exists():
-        raise FileExistsError(f"{final_dir} already exists; a model folder is written once")
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{final_dir.name}-", dir=final_dir.parent))
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        os.rename(tmp, final_dir)  # fails (rather than merging) if final_dir appeared meanwhile
-        _fsync_dir(final_dir.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+# Atomic folders live in core/files.py (no Django there either); re-exported for the trainers.
+__all__ = ["TEMP_PREFIX", "atomic_output_dir", "dir_sha256"]
 
 
 def dir_sha256(path: Path) -> str:

@@ -16,8 +16,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from annotation.errors import ServiceError
 from annotation.models import Project
+from core.errors import ServiceError
 from training.models import PolicyCheckpoint, RewardModel, RLHFRound
 
 _verified: set[tuple[str, str]] = set()

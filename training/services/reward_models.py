@@ -33,17 +33,16 @@ from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from annotation.errors import ServiceError
 from annotation.models import Project
-from annotation.services.events import event_send_on_commit, project_group
+from core.errors import ServiceError
+from core.events import event_send_on_commit, project_group
+from core.locks import LockNamespace, job_lock, job_lock_held
 from training.ml.backbones import POOLING_SETTINGS
 from training.models import RewardModel
 from training.selectors import preference_cutoff, preference_snapshot, snapshot_choices
-from training.services.locks import job_lock, job_lock_held
 
 log = logging.getLogger(__name__)
 
-_RUN_LOCK_NAMESPACE = 7_002  # pg_advisory_lock(namespace, run_id): the worker training a run
 PROGRESS_SAVE_INTERVAL_S = 0.5  # progress is written to the row (and pushed) at most this often
 CANCEL_POLL_INTERVAL_S = 0.25  # `should_stop` reads the row's cancel flag at most this often
 LOCK_WAIT_S = 10.0  # how long a job waits for a run another worker holds
@@ -215,7 +214,7 @@ def reward_model_run_create(
 
 
 def _run_is_held(run_id: int) -> bool:
-    return job_lock_held(_RUN_LOCK_NAMESPACE, run_id)
+    return job_lock_held(LockNamespace.REWARD_RUN, run_id)
 
 
 @transaction.atomic
@@ -276,7 +275,7 @@ def reward_model_promote(*, run_id: int, promoted_by: AbstractBaseUser | None = 
 
 
 def _run_lock(run_id: int, wait_s: float = LOCK_WAIT_S):
-    return job_lock(_RUN_LOCK_NAMESPACE, run_id, wait_s=wait_s)
+    return job_lock(LockNamespace.REWARD_RUN, run_id, wait_s=wait_s)
 
 
 @transaction.atomic

@@ -45,13 +45,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from annotation.errors import ServiceError
 from annotation.models import Comparison, Preference, Project, Prompt, Response
 from annotation.services.comparisons import slots_create
-from annotation.services.events import event_send_on_commit, project_group
+from core.errors import ServiceError
+from core.events import event_send_on_commit, project_group
+from core.locks import LockNamespace, job_lock, job_lock_held
 from training.models import PolicyCheckpoint, RewardModel, RLHFRound, RoundCandidate, RoundPair, RoundSettings
 from training.round_selectors import new_preferences_count, round_active
-from training.services.locks import job_lock, job_lock_held
 from training.services.policies import (
     policy_base_ensure,
     policy_checkpoint_record,
@@ -64,7 +64,6 @@ from training.services.policies import (
 
 log = logging.getLogger(__name__)
 
-_ROUND_LOCK_NAMESPACE = 7_005  # pg_advisory_lock(namespace, round_id): the worker running a round
 PROGRESS_INTERVAL_S = 0.5
 CANCEL_POLL_INTERVAL_S = 0.25
 LOCK_WAIT_S = 10.0
@@ -271,7 +270,7 @@ def round_start(
 
 
 def _round_is_held(round_id: int) -> bool:
-    return job_lock_held(_ROUND_LOCK_NAMESPACE, round_id)
+    return job_lock_held(LockNamespace.ROUND, round_id)
 
 
 @transaction.atomic
@@ -333,7 +332,7 @@ def round_retry(*, round_id: int) -> RLHFRound:
 
 
 def _round_lock(round_id: int, wait_s: float = LOCK_WAIT_S):
-    return job_lock(_ROUND_LOCK_NAMESPACE, round_id, wait_s=wait_s)
+    return job_lock(LockNamespace.ROUND, round_id, wait_s=wait_s)
 
 
 def round_run(*, round_id: int, listener=None) -> RLHFRound | None:

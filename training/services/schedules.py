@@ -20,8 +20,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
-from annotation.errors import ServiceError
 from annotation.models import Project
+from core.errors import ServiceError
 from training.models import RLHFRound, RoundSettings
 from training.round_selectors import new_preferences_count
 from training.services.rounds import blocklist_compile, round_settings_get, round_start

@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from annotation.errors import ServiceError
 from annotation.models import Project
+from core.errors import ServiceError
 from training.models import RewardModel
 
 _cache: dict[int, tuple[tuple[int, str], object]] = {}  # project id -> ((row id, sha), scorer)

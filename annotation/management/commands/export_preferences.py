@@ -7,11 +7,11 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotation.errors import ServiceError
 from annotation.exporters import FORMATS, KINDS
 from annotation.exporters.filters import TRISTATE
 from annotation.models import Export, Project
 from annotation.services.exports import export_copy_to, export_create, export_folder, export_run
+from core.errors import ServiceError
 
 
 class Command(BaseCommand):

@@ -11,8 +11,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotation.errors import ServiceError
 from annotation.models import Project
+from core.errors import ServiceError
 from training.models import RewardModel
 from training.services.reward_models import (
     POOLING_SETTINGS,

@@ -26,8 +26,8 @@ from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
-from annotation import roles
-from annotation.prepared import fetchone
+from core import roles
+from core.db import fetchone
 
 ROLE_PERMS = (roles.RATE, roles.READ_DATA, roles.OPERATE)
 _ATTR = "_annotation_role_perms"  # frozenset of ROLE_PERMS held, cached on the user object
@@ -116,3 +116,24 @@ class RoleTokenAuthentication(TokenAuthentication):
         token.user = user
         setattr(user, _ATTR, _held(user, row[-1]))
         return (user, token)
+
+
+def role_required(perm: str):
+    """The one page decorator for roles: an anonymous visitor goes to the login page, a
+    signed-in user without `perm` gets 403 (the same answer `role_perms` gives the API)."""
+    from functools import wraps
+
+    from django.contrib.auth.decorators import login_required
+    from django.core.exceptions import PermissionDenied
+
+    def decorate(view):
+        @login_required
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if perm not in role_perms(request.user):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate

@@ -135,4 +135,10 @@ def events_flush(timeout: float = 5.0) -> bool:
 
 def event_send_on_commit(*, group: str, payload: dict) -> None:
     """Send `payload` to `group` once the current transaction commits (at once outside one)."""
-    transaction.on_commit(lambda: _sender.send(group, {"type": "event.message", "payload": payload}))
+    transaction.on_commit(lambda: event_send_now(group=group, payload=payload))
+
+
+def event_send_now(*, group: str, payload: dict) -> None:
+    """Queue `payload` for `group` now, whatever the transaction (a job's progress tick, which
+    runs outside one and must not wait for Redis). The one send path: through the sender loop."""
+    _sender.send(group, {"type": "event.message", "payload": payload})

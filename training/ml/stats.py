@@ -1,0 +1,84 @@
+"""Intervals for the numbers that decide something (rule 12 of docs/DESIGN.md). No Django.
+
+- `wilson_interval`: a binomial proportion's score interval (Wilson 1927). Unlike the normal
+  approximation it stays inside [0, 1] and keeps close to its nominal coverage for small n and
+  for rates near 0 or 1, which is where gates and flags are decided.
+- `win_rate_interval`: a win rate with ties as half a win, by a bootstrap over the items
+  (prompts) when items are given, else Wilson on the wins.
+- `percentile_interval`: the percentile bootstrap interval of a sample of resampled values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its interval and the sample size behind it."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    def as_dict(self) -> dict:
+        return {"value": self.value, "low": self.low, "high": self.high, "n": self.n}
+
+
+def wilson_interval(successes: float, n: int, *, z: float = Z95) -> Estimate:
+    """Wilson score interval of successes / n (successes may be fractional: ties as 0.5)."""
+    if n <= 0:
+        return Estimate(value=math.nan, low=0.0, high=1.0, n=0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return Estimate(value=p, low=max(0.0, centre - half), high=min(1.0, centre + half), n=n)
+
+
+def percentile_interval(samples: Sequence[float], *, level: float = 0.95) -> tuple[float, float]:
+    """The (low, high) percentile interval of bootstrap `samples`."""
+    arr = np.asarray(samples, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return (math.nan, math.nan)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(arr, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def win_rate_interval(
+    outcomes: Sequence[float],
+    groups: Sequence[object] | None = None,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Estimate:
+    """Win rate of `outcomes` (1 win, 0.5 tie, 0 loss) with a 95 % interval.
+
+    With `groups` (e.g. the prompt of each outcome) the interval comes from a bootstrap over
+    groups, which keeps the correlation between samples of the same prompt; without, Wilson.
+    """
+    y = np.asarray(outcomes, dtype=float)
+    n = int(y.size)
+    if n == 0:
+        return Estimate(value=math.nan, low=0.0, high=1.0, n=0)
+    if groups is None:
+        return wilson_interval(float(y.sum()), n)
+    keys = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    index = np.fromiter((keys[g] for g in groups), dtype=np.int64, count=n)
+    sums = np.bincount(index, weights=y, minlength=len(keys))
+    counts = np.bincount(index, minlength=len(keys)).astype(float)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(keys), size=(resamples, len(keys)))
+    rates = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    low, high = percentile_interval(rates, level=level)
+    return Estimate(value=float(y.mean()), low=low, high=high, n=n)

@@ -34,6 +34,9 @@ class ExportInSerializer(serializers.Serializer):
 
 
 class ExportSerializer(serializers.ModelSerializer):
+    # The public names predate the job kernel's progress_done / progress_total; clients use them.
+    rows_done = serializers.IntegerField(source="progress_done", read_only=True)
+    rows_expected = serializers.IntegerField(source="progress_total", read_only=True, allow_null=True)
     created_by = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField()
 
@@ -42,7 +45,8 @@ class ExportSerializer(serializers.ModelSerializer):
         fields = [
             "id", "project", "kind", "format", "filters", "delivery", "status", "rows_done",
             "rows_expected", "row_count", "sha256", "bytes", "created_by", "created_at",
-            "started_at", "finished_at", "error", "download_url",
+            "started_at", "finished_at", "error", "download_url", "cancel_requested", "attempts",
+            "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
 

@@ -6,6 +6,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from core.jobs import Job
+from core.locks import LockNamespace
+
 
 def new_secret() -> str:
     return secrets.token_hex(32)
@@ -217,13 +220,18 @@ class Preference(models.Model):
         ]
 
 
-class Export(models.Model):
+class Export(Job):
     """One immutable snapshot of a project's preference data in one format.
 
-    The row records the filter spec, who asked and when; once the data file is written (temp path
-    + rename) it records the row count, byte size and sha256 of the file. The same spec over the
-    same data gives the same bytes, so the sha256 identifies the dataset.
+    A job (core.jobs): queued, then written by one worker or one HTTP stream, with progress in
+    rows (`progress_done` of `progress_total`, counted before writing starts). The row records
+    the filter spec, who asked and when; once the data file is written (temp path + rename) it
+    records the row count, byte size and sha256 of the file. The same spec over the same data
+    gives the same bytes, so the sha256 identifies the dataset.
     """
+
+    job_kind = "export"
+    lock_namespace = LockNamespace.EXPORT
 
     class Kind(models.TextChoices):
         TRL = "trl", "TRL preference pairs"
@@ -236,13 +244,6 @@ class Export(models.Model):
         JSONL_GZ = "jsonl.gz", "JSON Lines, gzipped"
         PARQUET = "parquet", "Parquet"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
-
     class Delivery(models.TextChoices):
         STREAM = "stream"  # streamed straight to an HTTP client
         JOB = "job"  # written by a Celery job
@@ -253,10 +254,6 @@ class Export(models.Model):
     format = models.CharField(max_length=16, choices=Format.choices)
     filters = models.JSONField(default=dict, blank=True)
     delivery = models.CharField(max_length=8, choices=Delivery.choices, default=Delivery.JOB)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    # Rows written so far / rows expected (counted before writing starts).
-    rows_done = models.BigIntegerField(default=0)
-    rows_expected = models.BigIntegerField(null=True, blank=True)
     row_count = models.BigIntegerField(null=True, blank=True)
     sha256 = models.CharField(max_length=64, blank=True)
     bytes = models.BigIntegerField(null=True, blank=True)
@@ -266,10 +263,6 @@ class Export(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
 
     class Meta:
         constraints = [
@@ -289,3 +282,13 @@ class Export(models.Model):
             ),
         ]
         indexes = [models.Index(fields=["project", "-created_at"], name="export_project_recent_idx")]
+
+    def event_extra(self) -> dict:
+        # "kind" is the event's (always "export"); the data's kind goes as "export_kind".
+        return {
+            "export_kind": self.kind,
+            "format": self.format,
+            "delivery": self.delivery,
+            "row_count": self.row_count,
+            "sha256": self.sha256,
+        }

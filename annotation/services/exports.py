@@ -1,11 +1,14 @@
 """Versioned preference exports: snapshot rows, files written atomically, streams, progress.
 
-An export is asked for (`export_request`), then written by exactly one of three paths, all
-running the same generator (`_export_chunks`) so the bytes, the hash and the card never differ
-between them:
+An export is a job of the job kernel (core.jobs). It is asked for (`export_request`), then
+written by exactly one of three paths, all running the same generator (`_export_chunks`) so
+the bytes, the hash and the card never differ between them:
 
-- stream: small exports go straight to the HTTP client while a copy is written beside them;
-- job: big exports run as a Celery job (`annotation.tasks.export_run_task` -> `export_run`);
+- stream: small exports go straight to the HTTP client while a copy is written beside them
+  (`export_stream`: claims the row and reports progress itself; no session lock is held in the
+  web process, so a cancel finds no worker holding it and cancels it at once);
+- job: big exports run as a Celery job (`annotation.tasks.export_run_task` -> `export_run`,
+  which is `job_run`: lock, claim, run, record the outcome);
 - command: `manage.py export_preferences` calls `export_run` with a console progress bar.
 
 Each path ends with the data file and its README.md (dataset card) renamed into
@@ -18,17 +21,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
-import shutil
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from annotation.exporters import FORMATS, KINDS, data_file_name
 from annotation.exporters.card import render_card
@@ -39,22 +37,24 @@ from annotation.exporters.parquet import parquet_chunks
 from annotation.exporters.stats import RawVoteStats
 from annotation.models import Export, Project
 from annotation.selectors import ExportSnapshotReader
-from core.errors import NotFound, ServiceError
-from core.events import event_send_on_commit, project_group
+from core.errors import ErrorCode, Forbidden, NotFound, ServiceError
+from core.files import atomic_copy, atomic_output_file, atomic_write_text, leftovers_remove
+from core.jobs import (
+    PROGRESS_INTERVAL_S,
+    JobCancelled,
+    JobReporter,
+    job_cancel,
+    job_claim,
+    job_event_on_commit,
+    job_finish,
+    job_run,
+)
 from core.roles import READ_DATA
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 BATCH_SIZE = 5000
-
-
-class ExportForbidden(ServiceError):
-    status = 403
-
-
-class ExportCancelled(Exception):
-    """The export's row was cancelled while it ran; its partial file has been removed."""
 
 
 @dataclass(frozen=True)
@@ -74,17 +74,17 @@ def export_folder(export: Export) -> Path:
 def export_data_path(export: Export) -> Path:
     """The stored data file of a finished export (NotFound when there is none)."""
     if export.status != Export.Status.SUCCEEDED or not export.path:
-        raise NotFound("This export has no data file yet.", code="not_ready")
+        raise NotFound("This export has no data file yet.", code=ErrorCode.NOT_READY)
     root = Path(settings.EXPORTS_DIR).resolve()
     path = (root / export.path / data_file_name(export.kind, export.format)).resolve()
     if root not in path.parents or not path.is_file():
-        raise NotFound("The export's data file is missing.", code="missing")
+        raise NotFound("The export's data file is missing.", code=ErrorCode.MISSING)
     return path
 
 
 def _check_user(user) -> None:
     if user is None or not user.is_authenticated or not user.has_perm(READ_DATA):
-        raise ExportForbidden("You may not export preference data.", code="forbidden")
+        raise Forbidden("You may not export preference data.")
 
 
 def export_create(
@@ -94,13 +94,13 @@ def export_create(
     if delivery != Export.Delivery.COMMAND:
         _check_user(user)
     if kind not in KINDS:
-        raise ServiceError(f"Unknown kind {kind!r}; use one of {', '.join(KINDS)}.", code="kind")
+        raise ServiceError(f"Unknown kind {kind!r}; use one of {', '.join(KINDS)}.", code=ErrorCode.KIND)
     if fmt not in FORMATS:
-        raise ServiceError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.", code="format")
+        raise ServiceError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.", code=ErrorCode.FORMAT)
     try:
         spec = parse_filters(filters)
     except FilterError as exc:
-        raise ServiceError(str(exc), code="filters") from exc
+        raise ServiceError(str(exc), code=ErrorCode.FILTERS) from exc
     export = Export(
         project=project,
         kind=kind,
@@ -130,12 +130,12 @@ def export_request(
         project=project, kind=kind, fmt=fmt, filters=filters, user=user, delivery=Export.Delivery.JOB
     )
     rows = export_count(export=export)
-    export.rows_expected = rows
+    export.progress_total = rows
     if allow_stream and rows <= export_sync_max_rows():
         export.delivery = Export.Delivery.STREAM
-        export.save(update_fields=["rows_expected", "delivery"])
+        export.save(update_fields=["progress_total", "delivery", "updated_at"])
         return ExportPlan(export=export, stream=True)
-    export.save(update_fields=["rows_expected"])
+    export.save(update_fields=["progress_total", "updated_at"])
     _enqueue(export)
     return ExportPlan(export=export, stream=False)
 
@@ -144,44 +144,8 @@ def _enqueue(export: Export) -> None:
     from annotation.tasks import export_run_task  # tasks import services; import late
 
     export_id = export.pk
-    _event(export)  # "queued" goes out before the job can report anything
+    job_event_on_commit(export)  # "queued" goes out before the job can report anything
     transaction.on_commit(lambda: export_run_task.delay(export_id))
-
-
-def _event(export: Export) -> None:
-    event_send_on_commit(
-        group=project_group(export.project_id),
-        payload={
-            "kind": "export",
-            "export_id": export.pk,
-            "status": export.status,
-            "rows_done": export.rows_done,
-            "rows_expected": export.rows_expected,
-            "row_count": export.row_count,
-            "sha256": export.sha256,
-            "error": export.error,
-        },
-    )
-
-
-def _claim(export_id: int, *, delivery: str | None = None) -> Export | None:
-    """Mark the export running; None when it already finished (a duplicate or late task)."""
-    with transaction.atomic():
-        export = Export.objects.select_for_update().select_related("project").filter(pk=export_id).first()
-        if export is None:
-            raise NotFound("No such export.", code="not_found")
-        if export.status not in (Export.Status.QUEUED, Export.Status.RUNNING):
-            return None
-        export.status = Export.Status.RUNNING
-        export.started_at = timezone.now()
-        export.rows_done = 0
-        fields = ["status", "started_at", "rows_done"]
-        if delivery:
-            export.delivery = delivery
-            fields.append("delivery")
-        export.save(update_fields=fields)
-    _event(export)
-    return export
 
 
 def _encode(batches: Iterator[list[tuple]], export: Export) -> Iterator[tuple[bytes, int]]:
@@ -202,13 +166,57 @@ def _counted(batches: Iterator[list[tuple]], stats: RawVoteStats) -> Iterator[li
         yield rows
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+@dataclass(frozen=True)
+class _Written:
+    rows: int
+    expected: int
+    size: int
+    sha256: str
+    stats: dict
+
+
+def _write_data(
+    export: Export, path: Path, *, on_progress: ProgressFn, batch_size: int | None
+) -> Generator[bytes, None, _Written]:
+    """Write the data to `path`, counting and hashing it; yield the bytes; return a `_Written`."""
+    digest = hashlib.sha256()
+    size = rows = 0
+    with ExportSnapshotReader(
+        project=export.project,
+        kind=export.kind,
+        filters=parse_filters(export.filters),
+        batch_size=batch_size or BATCH_SIZE,
+    ) as reader:
+        batches = reader.batches()
+        if export.kind == "raw":
+            # The card's numbers are counted from the rows as they stream (no second pass
+            # over the votes in PostgreSQL); a plain count, run beside them, checks them.
+            raw_stats = RawVoteStats()
+            batches = _counted(batches, raw_stats)
+            count_future = reader.count_future()
+        else:
+            # The card's numbers (and the row count) come from one aggregate query, run
+            # beside the rows.
+            stats_future = reader.stats_future()
+            count_future = stats_future
+        expected = None  # the progress bar starts once the count is in
+        with open(path, "wb") as fh:
+            for data, n in _encode(batches, export):
+                if expected is None:
+                    expected = _rows_of(count_future.result())
+                    on_progress(0, expected)
+                if data:
+                    fh.write(data)
+                    digest.update(data)
+                    size += len(data)
+                    yield data
+                if n:
+                    rows += n
+                    on_progress(rows, expected)
+        stats = raw_stats.result() if export.kind == "raw" else stats_future.result()
+        if expected is None:
+            expected = _rows_of(count_future.result())
+    return _Written(rows=rows, expected=expected, size=size, sha256=digest.hexdigest(), stats=stats)
 
 
 def _export_chunks(
@@ -217,63 +225,23 @@ def _export_chunks(
     """Write the export's data file and card; yield the data bytes as they are written.
 
     The data goes to a temporary file in the snapshot folder (hashed and counted on the way)
-    and is renamed into place only when complete, then the card, then the row is finalised.
-    Any error or an early close removes the temporary file and leaves no data file behind.
+    and is renamed into place only when complete (core.files), then the card, then the row is
+    finalised. Any error or an early close removes the temporary file and leaves no data file
+    behind; what a crashed earlier attempt left is removed before writing again.
     """
     folder = export_folder(export)
     folder.mkdir(parents=True, exist_ok=True)
     data_name = data_file_name(export.kind, export.format)
-    tmp = folder / f".{data_name}.{uuid.uuid4().hex}.tmp"
-    digest = hashlib.sha256()
-    size = rows = 0
-    try:
-        with ExportSnapshotReader(
-            project=export.project,
-            kind=export.kind,
-            filters=parse_filters(export.filters),
-            batch_size=batch_size or BATCH_SIZE,
-        ) as reader:
-            batches = reader.batches()
-            if export.kind == "raw":
-                # The card's numbers are counted from the rows as they stream (no second pass
-                # over the votes in PostgreSQL); a plain count, run beside them, checks them.
-                raw_stats = RawVoteStats()
-                batches = _counted(batches, raw_stats)
-                count_future = reader.count_future()
-            else:
-                # The card's numbers (and the row count) come from one aggregate query, run
-                # beside the rows.
-                stats_future = reader.stats_future()
-                count_future = stats_future
-            expected = None  # the progress bar starts once the count is in
-            with open(tmp, "wb") as fh:
-                for data, n in _encode(batches, export):
-                    if expected is None:
-                        expected = _rows_of(count_future.result())
-                        on_progress(0, expected)
-                    if data:
-                        fh.write(data)
-                        digest.update(data)
-                        size += len(data)
-                        yield data
-                    if n:
-                        rows += n
-                        on_progress(rows, expected)
-                fh.flush()
-                os.fsync(fh.fileno())
-            stats = raw_stats.result() if export.kind == "raw" else stats_future.result()
-            if expected is None:
-                expected = _rows_of(count_future.result())
-        if (
-            rows != expected or rows != stats["rows"]
-        ):  # one snapshot: a mismatch is a bug in the SQL, never a race
-            raise RuntimeError(f"wrote {rows} rows but the snapshot counted {expected} / {stats['rows']}")
-        os.replace(tmp, folder / data_name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    sha = digest.hexdigest()
-    finished = timezone.now()
+    for name in (data_name, "README.md"):
+        leftovers_remove(folder / name)
+    with atomic_output_file(folder / data_name) as tmp:
+        written = yield from _write_data(export, tmp, on_progress=on_progress, batch_size=batch_size)
+        rows = written.rows
+        if rows != written.expected or rows != written.stats["rows"]:
+            # one snapshot: a mismatch is a bug in the SQL, never a race
+            raise RuntimeError(
+                f"wrote {rows} rows but the snapshot counted {written.expected} / {written.stats['rows']}"
+            )
     card = render_card(
         export_id=export.pk,
         project_name=export.project.name,
@@ -282,137 +250,81 @@ def _export_chunks(
         fmt=export.format,
         data_file=data_name,
         filters=export.filters,
-        stats=stats,
+        stats=written.stats,
         rows=rows,
-        sha256=sha,
-        size_bytes=size,
+        sha256=written.sha256,
+        size_bytes=written.size,
         created_by=export.created_by.get_username() if export.created_by_id else "manage.py",
         created_at=export.created_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
     )
-    _write_atomic(folder / "README.md", card.encode())
-    updated = Export.objects.filter(pk=export.pk, status=Export.Status.RUNNING).update(
-        status=Export.Status.SUCCEEDED,
-        rows_done=rows,
-        rows_expected=expected,
+    atomic_write_text(folder / "README.md", card)
+    job_finish(
+        export,
+        Export.Status.SUCCEEDED,
+        progress_done=rows,
+        progress_total=written.expected,
         row_count=rows,
-        sha256=sha,
-        bytes=size,
+        sha256=written.sha256,
+        bytes=written.size,
         path=str(folder.relative_to(Path(settings.EXPORTS_DIR))),
         card=card,
-        finished_at=finished,
-        error="",
     )
-    export.refresh_from_db()
-    if updated:
-        _event(export)
-
-
-class _Progress:
-    """Throttled progress: the row's counters (visible to the page) and a websocket event.
-
-    Each update is also the cancellation check: it only touches a row that is still running.
-    """
-
-    def __init__(self, export: Export, *, every_s: float, also: ProgressFn | None = None):
-        self.export = export
-        self.every_s = every_s
-        self.also = also
-        self.last = 0.0
-
-    def __call__(self, done: int, expected: int) -> None:
-        if self.also:
-            self.also(done, expected)
-        now = time.monotonic()
-        if done and done < expected and now - self.last < self.every_s:
-            return
-        self.last = now
-        self.export.rows_done, self.export.rows_expected = done, expected
-        alive = Export.objects.filter(pk=self.export.pk, status=Export.Status.RUNNING).update(
-            rows_done=done, rows_expected=expected
-        )
-        if not alive:
-            raise ExportCancelled(f"export {self.export.pk} was cancelled")
-        _event(self.export)
-
-
-def _fail(export: Export, message: str) -> None:
-    Export.objects.filter(pk=export.pk, status=Export.Status.RUNNING).update(
-        status=Export.Status.FAILED, error=message[:2000], finished_at=timezone.now()
-    )
-    export.refresh_from_db()
-    _event(export)
 
 
 def export_run(
-    *, export_id: int, on_progress: ProgressFn | None = None, progress_every_s: float = 0.5
+    *, export_id: int, on_progress: ProgressFn | None = None, progress_every_s: float = PROGRESS_INTERVAL_S
 ) -> Export:
-    """Write a queued export to its snapshot folder (the job and command path). Safe to repeat:
-    a finished export is returned as it is; a crashed run is redone (same spec, same bytes)."""
-    export = _claim(export_id)
-    if export is None:
-        return Export.objects.get(pk=export_id)
-    progress = _Progress(export, every_s=progress_every_s, also=on_progress)
-    try:
-        for _ in _export_chunks(export, on_progress=progress):
+    """Write a queued export to its snapshot folder (the job and command path) with `job_run`.
+    Safe to repeat: a finished export is returned as it is; a crashed run is redone (same spec,
+    same bytes). `on_progress(done, expected)` sees every step (a console progress bar)."""
+    from annotation.tasks import EXPORT_TIME_LIMIT_S  # tasks import services; import late
+
+    def body(export: Export, reporter: JobReporter) -> None:
+        reporter.every_s = progress_every_s
+        for _ in _export_chunks(export, on_progress=reporter.progress):
             pass
-    except ExportCancelled:
-        log.info("export %s cancelled", export_id)
-    except Exception as exc:
-        log.exception("export %s failed", export_id)
-        _fail(export, f"{type(exc).__name__}: {exc}")
+
+    job_run(Export, export_id, body, listener=on_progress, time_limit_s=EXPORT_TIME_LIMIT_S)
     return Export.objects.get(pk=export_id)
 
 
-def export_stream(*, export_id: int, progress_every_s: float = 0.5) -> Iterator[bytes]:
+def export_stream(*, export_id: int, progress_every_s: float = PROGRESS_INTERVAL_S) -> Iterator[bytes]:
     """The data bytes of a small export for an HTTP response, stored and hashed on the way.
 
     The row is finalised when the last chunk has been produced; a client that goes away
-    (the iterator is closed early) leaves the row failed and no file behind.
+    (the iterator is closed early) leaves the row failed and no file behind. No session lock:
+    the web process claims and finishes the row itself, so a cancel takes effect at once and
+    the stream stops at its next progress tick.
     """
-    export = _claim(export_id, delivery=Export.Delivery.STREAM)
+    export = job_claim(Export, export_id, delivery=Export.Delivery.STREAM)
     if export is None:
-        raise ServiceError("This export has already been written; download it instead.", code="done")
-    progress = _Progress(export, every_s=progress_every_s)
+        raise ServiceError("This export has already been written; download it instead.", code=ErrorCode.DONE)
+    reporter = JobReporter(export, every_s=progress_every_s)
     try:
-        yield from _export_chunks(export, on_progress=progress)
+        yield from _export_chunks(export, on_progress=reporter.progress)
     except GeneratorExit:
-        _fail(export, "The download was interrupted before the end.")
+        job_finish(export, Export.Status.FAILED, error="The download was interrupted before the end.")
         raise
-    except ExportCancelled:
-        return
+    except JobCancelled:
+        job_finish(export, Export.Status.CANCELLED, error="Cancelled.")  # a no-op if already cancelled
     except Exception as exc:
         log.exception("export %s failed while streaming", export_id)
-        _fail(export, f"{type(exc).__name__}: {exc}")
+        job_finish(export, Export.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
         raise
 
 
 def export_cancel(*, export_id: int, user) -> Export:
-    """Cancel a queued or running export; a running one stops at its next progress tick."""
+    """Cancel a queued export, or a running one no worker holds (a stream, a dead worker's), at
+    once; one a live worker writes gets `cancel_requested` and stops at its next progress tick."""
     _check_user(user)
-    updated = Export.objects.filter(
-        pk=export_id, status__in=[Export.Status.QUEUED, Export.Status.RUNNING]
-    ).update(status=Export.Status.CANCELLED, finished_at=timezone.now(), error="Cancelled.")
-    export = Export.objects.filter(pk=export_id).first()
-    if export is None:
-        raise NotFound("No such export.", code="not_found")
-    if not updated:
-        raise ServiceError(f"This export is {export.status}; only queued or running ones can be cancelled.")
-    _event(export)
-    return export
+    return job_cancel(Export, export_id)
 
 
 def export_copy_to(*, export: Export, folder: Path) -> tuple[Path, Path]:
-    """Copy a finished export's data file and card into `folder` (each via temp path + rename)."""
+    """Copy a finished export's data file and card into `folder` (each atomically)."""
     source = export_data_path(export)
     folder.mkdir(parents=True, exist_ok=True)
-    targets = []
-    for src in (source, source.with_name("README.md")):
-        dst = folder / src.name
-        tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
-        targets.append(dst)
-    return targets[0], targets[1]
+    data, card = folder / source.name, folder / "README.md"
+    atomic_copy(source, data)
+    atomic_copy(source.with_name("README.md"), card)
+    return data, card

@@ -1,12 +1,14 @@
 import asyncio
 import io
 import json
+import threading
 from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.management import call_command
+from django.db import connection
 from django.test import AsyncClient
 
 from annotation.models import Export
@@ -129,11 +131,11 @@ def test_big_export_runs_as_a_job_with_progress_events_and_a_download(
     export = Export.objects.get()
     assert response["Location"] == f"/exports/{export.pk}/"
     assert export.delivery == Export.Delivery.JOB and export.status == Export.Status.SUCCEEDED
-    events = [e for e in drain() if e.get("export_id") == export.pk]
-    assert all(e["kind"] == "export" for e in events)
+    events = [e for e in drain() if e.get("kind") == "export" and e.get("id") == export.pk]
     statuses = [e["status"] for e in events]
     assert statuses[0] == "queued" and "running" in statuses and statuses[-1] == "succeeded"
-    assert any(e["rows_done"] == e["rows_expected"] == export.row_count for e in events)
+    assert any(e["done"] == e["total"] == export.row_count for e in events)
+    assert events[-1]["sha256"] == export.sha256 and events[-1]["percent"] == 100
     page = client.get(f"/exports/{export.pk}/")
     assert b"Download" in page.content and export.sha256[:12].encode() in page.content
     download = client.get(f"/exports/{export.pk}/download/")
@@ -183,6 +185,75 @@ def test_job_is_idempotent_and_honours_cancellation(data, make_user, settings, m
     assert max(seen) < 18
     folder = Path(settings.EXPORTS_DIR) / str(project.pk) / str(running.pk)
     assert list(folder.iterdir()) == []
+
+
+EVENT_KEYS = {
+    "kind", "id", "status", "done", "total", "percent", "cancel_requested", "error",
+    "export_kind", "format", "delivery", "row_count", "sha256",
+}  # fmt: skip
+
+
+@EXPORT_DB
+def test_running_job_stops_at_its_next_tick_after_cancel(data, make_user, settings, monkeypatch):
+    """A worker (here a thread, with its own connection and so its own session lock) holds the
+    job: cancel only asks it to stop, and it stops at its next progress tick with no data file."""
+    project, _, _ = data
+    monkeypatch.setattr(export_service, "BATCH_SIZE", 2)
+    researcher = make_user("researcher")
+    export = export_create(
+        project=project, kind="raw", fmt="jsonl", filters={}, user=researcher, delivery="job"
+    )
+    drain = _listen(project.pk)
+    ticked, resume, seen = threading.Event(), threading.Event(), []
+
+    def listener(done, expected):
+        seen.append(done)
+        if done and not ticked.is_set():
+            ticked.set()
+            resume.wait(30)
+
+    def worker():
+        try:
+            export_run(export_id=export.pk, on_progress=listener, progress_every_s=0)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert ticked.wait(30)
+    asked = export_cancel(export_id=export.pk, user=researcher)
+    assert asked.status == Export.Status.RUNNING and asked.cancel_requested  # a live worker holds it
+    resume.set()
+    thread.join(30)
+    assert not thread.is_alive()
+    export.refresh_from_db()
+    assert export.status == Export.Status.CANCELLED and export.error == "Cancelled."
+    assert export.sha256 == "" and seen[-1] == seen[1] < 18  # the tick it was paused in was its last
+    assert list((Path(settings.EXPORTS_DIR) / str(project.pk) / str(export.pk)).iterdir()) == []
+
+    events = [e for e in drain() if e.get("kind") == "export" and e.get("id") == export.pk]
+    assert events and all(set(e) == EVENT_KEYS for e in events)
+    assert events[0]["status"] == "running" and events[0]["export_kind"] == "raw"
+    assert any(e["status"] == "running" and e["cancel_requested"] for e in events)
+    assert events[-1]["status"] == "cancelled" and events[-1]["cancel_requested"]
+
+
+@EXPORT_DB
+def test_cancelled_stream_stops_at_once_and_leaves_no_file(data, make_user, settings, monkeypatch):
+    """The web process holds no lock on the export it streams: a cancel ends it at once."""
+    project, _, _ = data
+    monkeypatch.setattr(export_service, "BATCH_SIZE", 2)
+    researcher = make_user("researcher")
+    export = export_create(
+        project=project, kind="raw", fmt="jsonl", filters={}, user=researcher, delivery="stream"
+    )
+    chunks = export_stream(export_id=export.pk, progress_every_s=0)
+    assert next(chunks)
+    assert export_cancel(export_id=export.pk, user=researcher).status == Export.Status.CANCELLED
+    assert list(chunks) == []  # stopped at the next tick
+    export.refresh_from_db()
+    assert export.status == Export.Status.CANCELLED and export.error == "Cancelled."
+    assert list((Path(settings.EXPORTS_DIR) / str(project.pk) / str(export.pk)).iterdir()) == []
 
 
 @EXPORT_DB

@@ -1,18 +1,14 @@
-"""Where the shared test data lives: ../shared beside the checkout (as on CI), or HH_RLHF_FILE."""
+"""Where the test data lives: in the repository (tests/data/), or HH_RLHF_FILE when set.
+
+tests/data/hh-rlhf-harmless-base-test.jsonl.gz is the harmless-base test split of Anthropic's
+HH-RLHF (MIT licence, tests/data/hh-rlhf-LICENSE), kept here so the suite needs nothing beside
+the checkout.
+"""
 
 import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-_NAME = Path("data") / "hh-rlhf-harmless-base-test.jsonl.gz"
-
-
-def _hh_file() -> Path:
-    if os.environ.get("HH_RLHF_FILE"):
-        return Path(os.environ["HH_RLHF_FILE"])
-    beside = REPO.parent / "shared" / _NAME
-    # The developers' machines keep shared/ at /work/shared; CI puts a copy beside the clone.
-    return beside if beside.exists() else Path("/work/shared") / _NAME
-
-
-HH_FILE = _hh_file()
+HH_FILE = Path(
+    os.environ.get("HH_RLHF_FILE") or REPO / "tests" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+)

@@ -132,7 +132,7 @@ def test_success_records_metrics_and_an_artefact_whose_hash_matches_and_pushes_p
     assert run.heldout_accuracy is not None and 0.0 <= run.heldout_accuracy <= 1.0
     assert run.heldout_loss is not None and run.ece is not None
     assert run.metrics["test_pairs"] == len(run.test_pair_ids) > 0
-    assert run.progress_step == run.progress_total == run.metrics["steps"] > 0
+    assert run.progress_done == run.progress_total == run.metrics["steps"] > 0
     assert len(run.loss_curve) == run.metrics["steps"]
     # Too few flags: the lexical prior is in use and the row says so.
     assert run.safety_source == "lexical" and run.safety_path == ""

@@ -98,9 +98,12 @@ def leftovers_remove(final: Path) -> None:
     """Delete what a crashed attempt to write `final` left: its temporary siblings, and `final`
     itself (renamed into place just before a crash, so no database row points at it yet)."""
     final = Path(final)
+    # Only the names this module makes for `final` ("name-..." folders, "name.<uuid>" files):
+    # a bare prefix match would take ".tmp-12-..." of a live run 12 for a leftover of run 1.
+    mine = (f"{TEMP_PREFIX}{final.name}-", f"{TEMP_PREFIX}{final.name}.")
     if final.parent.is_dir():
         for sibling in final.parent.iterdir():
-            if sibling.name.startswith(f"{TEMP_PREFIX}{final.name}"):
+            if sibling.name.startswith(mine):
                 if sibling.is_dir():
                     shutil.rmtree(sibling, ignore_errors=True)
                 else:

@@ -3,15 +3,23 @@
 Tables only; the training job, promotion and scoring live in `training.services`.
 """
 
+import math
+from typing import ClassVar
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
 from annotation.models import Project
+from core.jobs import Job
+from core.locks import LockNamespace
 
 
-class RewardModel(models.Model):
+class RewardModel(Job):
     """One reward-model training run and, when it succeeds, the model it produced.
+
+    A job of the kernel (`core.jobs`): status, progress, cancel flag, attempts, error and
+    timings are the `Job` columns; `training.services.reward_models` runs it with `job_run`.
 
     Lineage: `snapshot_*` says exactly which preferences the run trained on (every preference of
     the project with id <= `snapshot_cutoff_id` whose choice the config uses, hashed over
@@ -22,14 +30,10 @@ class RewardModel(models.Model):
     At most one row per project is active (`is_active`), enforced by a partial unique index.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
-
-    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    job_kind: ClassVar[str] = "reward_run"
+    lock_namespace: ClassVar[LockNamespace] = LockNamespace.REWARD_RUN
+    # Not a column: which trainer the job is in ("reward", then "safety"), for its events.
+    phase = "reward"
 
     class SafetySource(models.TextChoices):
         PENDING = "", "—"
@@ -41,7 +45,6 @@ class RewardModel(models.Model):
     backbone = models.CharField(max_length=1000)
     # Overrides chosen when queued; replaced by the full resolved RewardConfig when training starts.
     config = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     is_active = models.BooleanField(default=False)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -52,16 +55,12 @@ class RewardModel(models.Model):
     snapshot_counts = models.JSONField(default=dict, blank=True)
     snapshot_sha256 = models.CharField(max_length=64, blank=True)
 
-    # Progress, saved while training (throttled) and pushed to the project's websocket group.
-    progress_step = models.PositiveIntegerField(default=0)
-    progress_total = models.PositiveIntegerField(default=0)
+    # Progress besides the Job's counters, saved while training (throttled) and pushed to the
+    # project's websocket group.
     progress_loss = models.FloatField(null=True, blank=True)
     progress_epoch = models.FloatField(null=True, blank=True)
     # [[step, loss], ...]: live while running, the trainer's own curve once it succeeds.
     loss_curve = models.JSONField(default=list, blank=True)
-    cancel_requested = models.BooleanField(default=False)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.TextField(blank=True)
 
     # Results.
     metrics = models.JSONField(default=dict, blank=True)
@@ -80,12 +79,6 @@ class RewardModel(models.Model):
     # Promotion: how this row became (or did not become) the active model.
     promotion_note = models.TextField(blank=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
-
-    # Timings.
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-version"]
@@ -114,16 +107,33 @@ class RewardModel(models.Model):
         return f"{self.project} reward model v{self.version} ({self.status})"
 
     @property
-    def is_finished(self) -> bool:
-        return self.status in self.TERMINAL
+    def progress_step(self) -> int:
+        """The trainer's step: the Job's `progress_done` under the name the API and the
+        command line have always used."""
+        return self.progress_done
 
-    @property
-    def progress_percent(self) -> int:
-        if self.status == self.Status.SUCCEEDED:
-            return 100
-        if not self.progress_total:
-            return 0
-        return min(100, int(100 * self.progress_step / self.progress_total))
+    @progress_step.setter
+    def progress_step(self, value: int) -> None:
+        self.progress_done = value
+
+    def event_extra(self) -> dict:
+        loss = self.progress_loss
+        return {
+            "version": self.version,
+            "phase": self.phase,
+            "loss": loss if loss is not None and math.isfinite(loss) else None,
+            "active": self.is_active,
+        }
+
+    def claim_reset(self) -> dict:
+        # A run found "running" crashed in an earlier attempt: it restarts from scratch.
+        return {
+            "progress_done": 0,
+            "progress_total": 0,
+            "progress_loss": None,
+            "progress_epoch": None,
+            "loss_curve": [],
+        }
 
 
 # --- Online-RLHF rounds (issue 5) -------------------------------------------------------------

@@ -149,6 +149,7 @@ class CanOperate(BasePermission):
 class RewardModelSerializer(serializers.ModelSerializer):
     requested_by = serializers.CharField(source="requested_by.username", default=None, read_only=True)
     progress_percent = serializers.IntegerField(read_only=True)
+    progress_step = serializers.IntegerField(source="progress_done", read_only=True)
 
     class Meta:
         model = RewardModel

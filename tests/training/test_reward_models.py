@@ -132,7 +132,7 @@ def test_success_records_metrics_and_an_artefact_whose_hash_matches_and_pushes_p
     assert run.heldout_accuracy is not None and 0.0 <= run.heldout_accuracy <= 1.0
     assert run.heldout_loss is not None and run.ece is not None
     assert run.metrics["test_pairs"] == len(run.test_pair_ids) > 0
-    assert run.progress_step == run.progress_total == run.metrics["steps"] > 0
+    assert run.progress_done == run.progress_total == run.metrics["steps"] > 0
     assert len(run.loss_curve) == run.metrics["steps"]
     # Too few flags: the lexical prior is in use and the row says so.
     assert run.safety_source == "lexical" and run.safety_path == ""
@@ -147,8 +147,8 @@ def test_success_records_metrics_and_an_artefact_whose_hash_matches_and_pushes_p
         except TimeoutError:
             break
         events.append(message["payload"])
-    runs = [e for e in events if e.get("kind") == "reward_run" and e["run_id"] == run.pk]
-    assert any(e["status"] == "running" and e["step"] > 0 and e["loss"] is not None for e in runs)
+    runs = [e for e in events if e.get("kind") == "reward_run" and e["id"] == run.pk]
+    assert any(e["status"] == "running" and e["done"] > 0 and e["loss"] is not None for e in runs)
     assert runs[-1]["status"] == "succeeded" and runs[-1]["active"] is True
 
     # reward_score batches through the active model and agrees with what it learned.
@@ -329,15 +329,19 @@ def test_a_crashed_attempt_restarts_cleanly_from_its_own_row(make_project, model
     done = train(project, tiny_backbone)
     run = reward_model_run_create(project=project, config_overrides=FAST, backbone=tiny_backbone)
     RewardModel.objects.filter(pk=run.pk).update(
-        status="running", attempts=1, config=done.config, progress_step=3, progress_total=9
+        status="running", attempts=1, config=done.config, progress_done=3, progress_total=9
     )
     final = reward_dir(project_id=project.pk, run_id=run.pk)
     final.mkdir(parents=True)
     (final / "model.safetensors").write_bytes(b"half")  # renamed in place, never recorded
     (final.parent / f"{TEMP_PREFIX}{run.pk}-abc").mkdir()  # an earlier attempt's temp folder
+    neighbour = final.parent / f"{TEMP_PREFIX}{run.pk}0-live"  # run {pk}0 writing: not a leftover
+    neighbour.mkdir()
 
     again = reward_model_train(run_id=run.pk)
     assert again.status == "succeeded", again.error
+    assert neighbour.is_dir()
+    neighbour.rmdir()
     assert again.attempts == 2 and again.config["strength_margins"] == done.config["strength_margins"]
     assert (
         again.artefact_sha256 == dir_sha256(final) and (final / "model.safetensors").read_bytes() != b"half"

@@ -79,10 +79,10 @@ def test_sigkill_mid_training_leaves_no_artefact_and_the_retried_job_succeeds(
 
         def training_started():
             row = RewardModel.objects.get(pk=run.pk)
-            return row.status == "running" and row.progress_step > 0 and row
+            return row.status == "running" and row.progress_done > 0 and row
 
         started = wait_for(training_started, 240, first, "training to start in the worker")
-        assert started.progress_step < started.progress_total
+        assert started.progress_done < started.progress_total
         first.kill()
     finally:
         first.kill()
@@ -112,7 +112,7 @@ def test_sigkill_mid_training_leaves_no_artefact_and_the_retried_job_succeeds(
         second.stop()
 
     assert done.status == "succeeded", done.error
-    assert done.attempts == 2 and done.progress_step == done.progress_total
+    assert done.attempts == 2 and done.progress_done == done.progress_total
     assert done.artefact_path == str(final) and done.artefact_sha256 == dir_sha256(final)
     assert [p.name for p in final.parent.iterdir()] == [final.name]  # leftovers cleaned
     assert done.is_active
@@ -136,8 +136,8 @@ def test_cancel_during_training_stops_between_steps_and_leaves_no_artefact(
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 row = RewardModel.objects.get(pk=run.pk)
-                if row.status == "running" and row.progress_step > 0:
-                    seen["step"] = row.progress_step
+                if row.status == "running" and row.progress_done > 0:
+                    seen["step"] = row.progress_done
                     seen["status"] = reward_model_cancel(run_id=run.pk).status
                     return
                 time.sleep(0.05)
@@ -151,7 +151,7 @@ def test_cancel_during_training_stops_between_steps_and_leaves_no_artefact(
     # The job still held the run, so cancel asked it to stop rather than marking it.
     assert seen["status"] == "running"
     assert done.status == "cancelled" and done.cancel_requested
-    assert 0 < done.progress_step < done.progress_total
+    assert 0 < done.progress_done < done.progress_total
     folder = reward_dir(project_id=project.pk, run_id=run.pk)
     assert not folder.exists() and not any(folder.parent.iterdir())
     assert done.artefact_sha256 == "" and not done.is_active

@@ -136,7 +136,7 @@ class Command(BaseCommand):
                 run.refresh_from_db()
                 if run.progress_total:
                     bar.total = run.progress_total
-                    bar.n = run.progress_step
+                    bar.n = run.progress_done
                     if run.progress_loss is not None:
                         bar.set_postfix(loss=f"{run.progress_loss:.4f}", refresh=False)
                 bar.set_description(f"reward v{run.version} {run.status}", refresh=False)

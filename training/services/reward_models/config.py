@@ -1,0 +1,128 @@
+"""A run's settings: what ops may override, how the overrides are checked when a run is queued,
+and the full `RewardConfig` the job resolves from its row; where the run's folders live."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+from django.conf import settings
+
+from core.errors import ErrorCode, ServiceError
+from training.ml.backbones import POOLING_SETTINGS
+from training.models import RewardModel
+from training.selectors import snapshot_choices
+
+# Celery limits of the job (seconds). The trainer gets a clean time limit a little shorter,
+# so a long run stops and saves what it learned before Celery interrupts it.
+JOB_SOFT_TIME_LIMIT_S = int(getattr(settings, "REWARD_JOB_TIME_LIMIT_S", 6 * 3600))
+JOB_TIME_LIMIT_S = JOB_SOFT_TIME_LIMIT_S + 300
+_TRAINER_TIME_MARGIN_S = 600
+
+# What ops may set from the page, the API or the command line (the backbone is a filesystem
+# path, so only the command line and settings choose it; see `reward_model_run_create`).
+CONFIG_OVERRIDES: dict[str, tuple[type, float | None, float | None]] = {
+    "epochs": (int, 1, 100),
+    "batch_size": (int, 1, 1024),
+    "learning_rate": (float, 1e-8, 1.0),
+    "max_length": (int, 16, 8192),
+    "seed": (int, 0, 2**31 - 1),
+    "heldout_fraction": (float, 0.0, 0.9),
+    "max_steps": (int, 1, 10**7),
+    "time_limit_s": (float, 1.0, 7 * 24 * 3600.0),
+    "weight_decay": (float, 0.0, 1.0),
+    "warmup_ratio": (float, 0.0, 1.0),
+    "threads": (int, 1, 256),
+}
+MODE_OVERRIDES = {
+    "tie_mode": ("drop", "equal"),
+    "both_bad_mode": ("drop", "equal"),
+    "pooling": POOLING_SETTINGS,
+}
+
+
+def reward_dir(*, project_id: int, run_id: int) -> Path:
+    return Path(settings.MODELS_DIR) / "reward" / str(project_id) / str(run_id)
+
+
+def safety_dir(*, project_id: int, run_id: int) -> Path:
+    return Path(settings.MODELS_DIR) / "safety" / str(project_id) / str(run_id)
+
+
+def default_backbone() -> str:
+    if settings.REWARD_BACKBONE:
+        return str(settings.REWARD_BACKBONE)
+    from training.ml.backbones import default_minilm_dir
+
+    return str(default_minilm_dir())
+
+
+def _number(key: str, value) -> int | float:
+    kind, low, high = CONFIG_OVERRIDES[key]
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ServiceError(f"{key} must be a number.", code=ErrorCode.CONFIG) from None
+    if isinstance(value, float) and kind is int and value != int(value):
+        raise ServiceError(f"{key} must be a whole number.", code=ErrorCode.CONFIG)
+    if not (low <= number <= high) or (kind is float and not math.isfinite(number)):
+        raise ServiceError(f"{key} must be between {low:g} and {high:g}.", code=ErrorCode.CONFIG)
+    return number
+
+
+def overrides_clean(overrides: dict | None) -> dict:
+    """The overrides a run is queued with, checked (ServiceError "config" on the first bad one);
+    empty values are dropped so they keep the defaults."""
+    clean: dict = {}
+    for key, value in (overrides or {}).items():
+        if value is None or value == "":
+            continue
+        if key in MODE_OVERRIDES:
+            if value not in MODE_OVERRIDES[key]:
+                raise ServiceError(
+                    f"{key} must be one of {', '.join(MODE_OVERRIDES[key])}.", code=ErrorCode.CONFIG
+                )
+            clean[key] = value
+        elif key in CONFIG_OVERRIDES:
+            clean[key] = _number(key, value)
+        else:
+            raise ServiceError(f"Unknown setting {key!r} for a reward-model run.", code=ErrorCode.CONFIG)
+    return clean
+
+
+def choices_for(config: dict) -> tuple[str, ...]:
+    """The vote choices a run with these overrides trains on."""
+    return snapshot_choices(
+        include_ties=config.get("tie_mode", "drop") != "drop",
+        include_both_bad=config.get("both_bad_mode", "drop") != "drop",
+    )
+
+
+def config_resolve(run: RewardModel):
+    """The full RewardConfig of `run`: its overrides, its backbone, and a trainer time limit
+    that ends before Celery's."""
+    from training.ml.reward import RewardConfig
+
+    names = {f.name for f in dataclasses.fields(RewardConfig)}
+    values = {k: v for k, v in (run.config or {}).items() if k in names}
+    if isinstance(values.get("strength_margins"), list):
+        values["strength_margins"] = tuple(values["strength_margins"])
+    values["backbone"] = run.backbone
+    if values.get("time_limit_s") is None:
+        values["time_limit_s"] = float(max(60, JOB_SOFT_TIME_LIMIT_S - _TRAINER_TIME_MARGIN_S))
+    return RewardConfig(**values)
+
+
+def jsonable(values: dict) -> dict:
+    """`values` fit for a JSONField: non-finite floats become None, tuples lists, the rest str."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif not isinstance(value, str | int | float | bool | type(None) | list | dict):
+            value = str(value)
+        out[key] = value
+    return out

@@ -79,7 +79,7 @@ class SafetyResult:
 class LexicalToxicity:
     """Word-level profanity probability from `alt-profanity-check` (prior; response text only).
 
-    The package's scikit-learn model loads on first use (joblib, quickly) and is shared.
+    The package's scikit-learn model loads on first use (joblib; how long: see bench/README.md) and is shared.
     """
 
     def score(self, prompts: list[list[dict]], responses: list[str]) -> list[float]:

@@ -6,9 +6,10 @@ No Django, no torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, TypeVar
 
 from training.ml.policy import GenerationParams
 from training.ml.records import TrainingCancelled
@@ -58,7 +59,12 @@ ProgressFn = Callable[[GenerationProgress], None]
 StopFn = Callable[[], bool]
 
 
-class GenerationBackend(Protocol):
+class GenerationBackend:
+    """The interface: `generate`. A backend works through the prompts in steps (a batch of
+    prompts, a wave of requests), so progress and `should_stop` fall between steps; it says
+    what its steps are (`_steps`: each a sized collection of prompt indices) and how one runs
+    (`_run_step`), optionally inside a `_session` held for the whole call."""
+
     def generate(
         self,
         prompts: list[list[dict]],
@@ -68,7 +74,27 @@ class GenerationBackend(Protocol):
         should_stop: StopFn | None = None,
     ) -> list[list[Candidate]]:
         """`params.n` candidates for each prompt (a conversation of {role, content}), in prompt order."""
-        ...
+        results: list[list[Candidate]] = [[] for _ in prompts]
+        steps = self._steps(prompts, params)
+        with self._session() as session:
+            for number, step in enumerate(
+                progress_steps(steps, len, len(prompts), on_progress=on_progress, should_stop=should_stop)
+            ):
+                for prompt_index, group in self._run_step(session, step, number, prompts, params):
+                    results[prompt_index] = group
+        return results
+
+    def _steps(self, prompts: list[list[dict]], params: GenerationParams) -> Sequence[Sized]:
+        raise NotImplementedError
+
+    def _session(self) -> AbstractContextManager:
+        return nullcontext()
+
+    def _run_step(
+        self, session, step, number: int, prompts: list[list[dict]], params: GenerationParams
+    ) -> Iterable[tuple[int, list[Candidate]]]:
+        """(prompt index, its candidates) for every prompt of step number `number`."""
+        raise NotImplementedError
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> str:

@@ -18,7 +18,7 @@ the per-sample KL estimate of a round is mean(logp_policy - logp_ref) over its c
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +32,6 @@ from training.ml.candidates import (
     GenerationCancelled,
     GenerationError,
     GenerationProgress,
-    ProgressFn,
-    StopFn,
-    progress_steps,
     render_prompt,
 )
 from training.ml.openai_backend import OpenAICompatibleBackend
@@ -98,8 +95,11 @@ class PromptBatch:
     prompt_indices: list[int]
     inputs: dict  # input_ids, attention_mask
 
+    def __len__(self) -> int:
+        return len(self.prompt_indices)
 
-class LocalTransformersBackend:
+
+class LocalTransformersBackend(GenerationBackend):
     """Generates with a policy folder loaded once into this process (CPU or one GPU).
 
     batch_size   sequences per `model.generate` call (prompts x n); whole prompts are kept
@@ -228,30 +228,12 @@ class LocalTransformersBackend:
             groups.append(group)
         return groups
 
-    def generate(
-        self,
-        prompts: list[list[dict]],
-        params: GenerationParams,
-        *,
-        on_progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> list[list[Candidate]]:
-        results: list[list[Candidate] | None] = [None] * len(prompts)
-        batches = self.prepare_batches(prompts, params)
-        steps = progress_steps(
-            batches,
-            lambda batch: len(batch.prompt_indices),
-            len(prompts),
-            on_progress=on_progress,
-            should_stop=should_stop,
-        )
-        for number, batch in enumerate(steps):
-            seed = None if params.seed is None else params.seed + number
-            for prompt_index, group in zip(
-                batch.prompt_indices, self.generate_batch(batch, params, seed=seed), strict=True
-            ):
-                results[prompt_index] = group
-        return [group or [] for group in results]
+    def _steps(self, prompts: list[list[dict]], params: GenerationParams) -> list[PromptBatch]:
+        return self.prepare_batches(prompts, params)
+
+    def _run_step(self, session, step, number, prompts, params) -> Iterable[tuple[int, list[Candidate]]]:
+        seed = None if params.seed is None else params.seed + number
+        return zip(step.prompt_indices, self.generate_batch(step, params, seed=seed), strict=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,15 +5,16 @@ re-exports it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from training.ml.candidates import Candidate, GenerationError, ProgressFn, StopFn, progress_steps
+from training.ml.candidates import Candidate, GenerationBackend, GenerationError
 from training.ml.policy import GenerationParams
 
 __all__ = ["OpenAICompatibleBackend"]
 
 
-class OpenAICompatibleBackend:
+class OpenAICompatibleBackend(GenerationBackend):
     """Generates through `POST {base_url}/v1/chat/completions` (vLLM, TGI, llama.cpp server, ...).
 
     One request per prompt asks for `n` choices; up to `max_concurrency` requests run at once
@@ -120,23 +121,15 @@ class OpenAICompatibleBackend:
             )
         return candidates
 
-    def generate(
-        self,
-        prompts: list[list[dict]],
-        params: GenerationParams,
-        *,
-        on_progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> list[list[Candidate]]:
-        results: list[list[Candidate]] = [[] for _ in prompts]
+    def _steps(self, prompts: list[list[dict]], params: GenerationParams) -> list[range]:
         # Requests go out in waves of max_concurrency, so should_stop is honoured between waves.
         size = self.max_concurrency
-        waves = [range(start, min(start + size, len(prompts))) for start in range(0, len(prompts), size)]
-        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            for wave in progress_steps(
-                waves, len, len(prompts), on_progress=on_progress, should_stop=should_stop
-            ):
-                futures = {i: pool.submit(self._request, i, prompts[i], params) for i in wave}
-                for i, future in futures.items():
-                    results[i] = future.result()
-        return results
+        return [range(start, min(start + size, len(prompts))) for start in range(0, len(prompts), size)]
+
+    def _session(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self.max_concurrency)
+
+    def _run_step(self, session, step, number, prompts, params) -> Iterator[tuple[int, list[Candidate]]]:
+        futures = {i: session.submit(self._request, i, prompts[i], params) for i in step}
+        for i, future in futures.items():
+            yield i, future.result()

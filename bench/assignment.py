@@ -46,10 +46,10 @@ from bench.common import (  # noqa: E402
     REPO_ROOT,
     SERVERS,
     AsgiServer,
+    add_database_args,
+    bench_database,
+    bench_env,
     cpu_seconds,
-    database_drop,
-    database_recreate,
-    database_url_with_name,
     fmt,
     peak_rss_mb,
     percentile,
@@ -82,6 +82,14 @@ class PhaseResult:
     db_cpu_s: float | None = None  # the PostgreSQL backends serving the benchmark database
     client_cpu_s: float | None = None  # the HTTP load generator
     max_start_lag_ms: float | None = None  # open loop: how late the client started a cycle
+
+    def add(self, other: PhaseResult) -> None:
+        """Count in what one thread of the phase measured."""
+        self.cycles += other.cycles
+        self.next_ms += other.next_ms
+        self.submit_ms += other.submit_ms
+        self.errors += other.errors
+        self.exhausted |= other.exhausted
 
     @property
     def cycles_per_s(self) -> float:
@@ -151,6 +159,20 @@ class _Stats:
         if not self.error_sample:
             self.error_sample = f"{what}: HTTP {response.status_code} {response.text[:300]}"
 
+    def result(self, elapsed: float, cpu0: float, **extra) -> dict:
+        """What the client sends back: these counts, the timed seconds and its CPU since cpu0."""
+        return {
+            "cycles": self.cycles,
+            "elapsed_s": elapsed,
+            "next_ms": self.next_ms,
+            "submit_ms": self.submit_ms,
+            "errors": self.errors,
+            "error_sample": self.error_sample,
+            "exhausted": self.exhausted,
+            "client_cpu_s": cpu_seconds() - cpu0,
+            **extra,
+        }
+
 
 async def _cycle(client, stats: _Stats, project_id: int, token: str, started: float) -> bool:
     """One next + submit for one rater. `started` is when `next` should have been sent.
@@ -192,17 +214,26 @@ async def _cycle(client, stats: _Stats, project_id: int, token: str, started: fl
     return True
 
 
-async def _closed_loop(cfg: dict) -> dict:
+def _client(cfg: dict, connections: int):
+    """The load generator's HTTP client: `connections` keep-alive connections to the server."""
     import httpx
 
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=cfg["base_url"], limits=limits, timeout=30.0)
+
+
+async def _warm_up(client, cfg: dict, tokens: list[str]) -> _Stats:
+    """One untimed cycle per rater: opens the keep-alive connections and warms the server."""
+    warm = _Stats()
+    await asyncio.gather(*(_cycle(client, warm, cfg["project_id"], t, time.perf_counter()) for t in tokens))
+    return warm
+
+
+async def _closed_loop(cfg: dict) -> dict:
     tokens = cfg["tokens"][: cfg["concurrency"]]
-    limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
-    stats, warm = _Stats(), _Stats()
-    async with httpx.AsyncClient(base_url=cfg["base_url"], limits=limits, timeout=30.0) as client:
-        # One untimed cycle per rater opens the keep-alive connections and warms the server.
-        await asyncio.gather(
-            *(_cycle(client, warm, cfg["project_id"], t, time.perf_counter()) for t in tokens)
-        )
+    stats = _Stats()
+    async with _client(cfg, len(tokens)) as client:
+        warm = await _warm_up(client, cfg, tokens)
         if warm.errors:
             return {"error": warm.error_sample}
         t0 = time.perf_counter()
@@ -216,30 +247,16 @@ async def _closed_loop(cfg: dict) -> dict:
 
         await asyncio.gather(*(rater(t) for t in tokens))
         elapsed = time.perf_counter() - t0
-    return {
-        "cycles": stats.cycles,
-        "elapsed_s": elapsed,
-        "next_ms": stats.next_ms,
-        "submit_ms": stats.submit_ms,
-        "errors": stats.errors,
-        "error_sample": stats.error_sample,
-        "exhausted": stats.exhausted,
-        "client_cpu_s": cpu_seconds() - cpu0,
-    }
+    return stats.result(elapsed, cpu0)
 
 
 async def _open_loop(cfg: dict) -> dict:
-    import httpx
-
     tokens: deque[str] = deque(cfg["tokens"])
     free = asyncio.Condition()
-    limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
-    stats, warm = _Stats(), _Stats()
+    stats = _Stats()
     lags: list[float] = []
-    async with httpx.AsyncClient(base_url=cfg["base_url"], limits=limits, timeout=30.0) as client:
-        await asyncio.gather(
-            *(_cycle(client, warm, cfg["project_id"], t, time.perf_counter()) for t in list(tokens)[:8])
-        )
+    async with _client(cfg, len(tokens)) as client:
+        warm = await _warm_up(client, cfg, list(tokens)[:8])
         if warm.errors:
             return {"error": warm.error_sample}
 
@@ -270,17 +287,7 @@ async def _open_loop(cfg: dict) -> dict:
             tasks.append(asyncio.create_task(one(scheduled)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - t0
-    return {
-        "cycles": stats.cycles,
-        "elapsed_s": elapsed,
-        "next_ms": stats.next_ms,
-        "submit_ms": stats.submit_ms,
-        "errors": stats.errors,
-        "error_sample": stats.error_sample,
-        "exhausted": stats.exhausted,
-        "client_cpu_s": cpu_seconds() - cpu0,
-        "max_start_lag_ms": max(lags) if lags else None,
-    }
+    return stats.result(elapsed, cpu0, max_start_lag_ms=max(lags) if lags else None)
 
 
 def client_main() -> None:
@@ -380,6 +387,36 @@ def raters_create(n: int) -> list:
 # --------------------------------------------------------------------------------------------
 
 
+def _phase_clock(clock: dict, seconds: float, db_name: str):
+    """(start, stop) barrier actions of a threaded phase, writing into `clock`: start runs once
+    every thread has its connection open, stop once every thread has left its loop."""
+
+    def start() -> None:
+        clock["cpu0"] = cpu_seconds()
+        clock["db_cpu0"] = postgres_cpu_snapshot(db_name)
+        clock["start"] = time.perf_counter()
+        clock["stop_at"] = clock["start"] + seconds
+
+    def stop() -> None:
+        clock["elapsed"] = time.perf_counter() - clock["start"]
+        clock["cpu"] = cpu_seconds() - clock["cpu0"]
+        clock["db_cpu"] = postgres_cpu_since(db_name, clock["db_cpu0"])
+
+    return start, stop
+
+
+def _phase_close(result: PhaseResult, clock: dict, failures: list[BaseException]) -> PhaseResult:
+    """The clock's timings and the threads' failures into `result`."""
+    if "elapsed" in clock:
+        result.elapsed_s = clock["elapsed"]
+        result.app_cpu_s = clock["cpu"]
+        result.db_cpu_s = clock["db_cpu"]
+    if failures:
+        result.errors += len(failures)
+        result.error_sample = repr(failures[0])
+    return result
+
+
 def _run_threads(phase: str, concurrency: int, seconds: float, work, db_name: str) -> PhaseResult:
     """Run `work(index, ready, finish, clock, result)` in `concurrency` threads started together.
 
@@ -389,19 +426,8 @@ def _run_threads(phase: str, concurrency: int, seconds: float, work, db_name: st
     result = PhaseResult(phase=phase, concurrency=str(concurrency))
     lock = threading.Lock()
     clock: dict = {}
-
-    def go() -> None:  # runs once, when every thread has its connection open
-        clock["cpu0"] = cpu_seconds()
-        clock["db_cpu0"] = postgres_cpu_snapshot(db_name)
-        clock["start"] = time.perf_counter()
-        clock["stop_at"] = clock["start"] + seconds
-
-    def stop() -> None:  # runs once, when every thread has left its loop
-        clock["elapsed"] = time.perf_counter() - clock["start"]
-        clock["cpu"] = cpu_seconds() - clock["cpu0"]
-        clock["db_cpu"] = postgres_cpu_since(db_name, clock["db_cpu0"])
-
-    ready = threading.Barrier(concurrency + 1, action=go)
+    start, stop = _phase_clock(clock, seconds, db_name)
+    ready = threading.Barrier(concurrency + 1, action=start)
     done = threading.Barrier(concurrency, action=stop)
 
     def finish() -> None:
@@ -422,11 +448,7 @@ def _run_threads(phase: str, concurrency: int, seconds: float, work, db_name: st
                 ready.abort()
             done.abort()
         with lock:
-            result.cycles += local.cycles
-            result.next_ms += local.next_ms
-            result.submit_ms += local.submit_ms
-            result.errors += local.errors
-            result.exhausted |= local.exhausted
+            result.add(local)
 
     threads = [threading.Thread(target=runner, args=(i,)) for i in range(concurrency)]
     for t in threads:
@@ -437,14 +459,7 @@ def _run_threads(phase: str, concurrency: int, seconds: float, work, db_name: st
         pass  # a thread failed to start; its error is reported below
     for t in threads:
         t.join()
-    if "elapsed" in clock:
-        result.elapsed_s = clock["elapsed"]
-        result.app_cpu_s = clock["cpu"]
-        result.db_cpu_s = clock["db_cpu"]
-    if failures:
-        result.errors += len(failures)
-        result.error_sample = repr(failures[0])
-    return result
+    return _phase_close(result, clock, failures)
 
 
 def run_service(*, project, raters: list, concurrency: int, seconds: float, db_name: str) -> PhaseResult:
@@ -600,14 +615,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="floor,service,http,open",
         help="comma-separated subset of floor,service,http,open (default: all)",
     )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/postgres",
-        help="any database on the server to use; the benchmark creates its own next to it",
+    add_database_args(
+        parser,
+        db_name="bench_assignment",
+        redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3"),
     )
-    parser.add_argument("--db-name", default="bench_assignment", help="database to (re)create")
-    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3"))
-    parser.add_argument("--keep-db", action="store_true", help="leave the database behind for inspection")
     parser.add_argument(
         "--server",
         choices=SERVERS,
@@ -640,38 +652,25 @@ def main(argv: list[str] | None = None) -> int:
         client_main()
         return 0
 
-    bench_url = database_url_with_name(args.database_url, args.db_name)
-    env = {
-        "DATABASE_URL": bench_url,
-        "REDIS_URL": args.redis_url,
-        "CHANNELS_PREFIX": "bench-assignment",
-        "DJANGO_DEBUG": "0",
-        "LOG_LEVEL": "WARNING",
-    }
     print(
         f"bench assignment: {args.pairs} pairs per phase, k={args.overlap}, {args.seconds:g} s phases, "
         f"{os.cpu_count()} CPUs, database {args.db_name}",
         flush=True,
     )
     t_setup = time.perf_counter()
-    database_recreate(args.database_url, args.db_name)
-    try:
-        django_setup(env)
-        return run_phases(args, env, bench_url, t_setup)
-    finally:
-        from django.db import connections
+    with bench_database(args.database_url, args.db_name, keep=args.keep_db) as bench_url:
+        env = bench_env(bench_url, args.redis_url, "bench-assignment")
+        try:
+            django_setup(env)
+            return run_phases(args, env, bench_url, t_setup)
+        finally:
+            from django.db import connections
 
-        connections.close_all()
-        if not args.keep_db:
-            database_drop(args.database_url, args.db_name)
+            connections.close_all()
 
 
-def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_setup: float) -> int:
-    from rest_framework.authtoken.models import Token
-
-    raters = raters_create(args.raters)
-    tokens = [Token.objects.get(user=r).key for r in raters]
-
+def phase_plan(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """(kind, concurrency) of every phase asked for, in the order they run."""
     plan: list[tuple[str, int]] = []
     if "floor" in args.phase_set:
         plan.append(("floor", 16))
@@ -681,111 +680,141 @@ def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_
         plan += [("http", c) for c in args.levels]
     if "open" in args.phase_set:
         plan.append(("open", 0))
+    return plan
+
+
+def settle() -> None:
+    """VACUUM (ANALYZE) the benchmark database: the steady state a running queue is in.
+
+    Fresh tables have no statistics until autovacuum gets round to them (up to a minute);
+    without them the planner sorts every open slot of the project on each `next`. A
+    deployment runs for longer than that, so measure the steady state: vacuumed and analysed
+    before every phase, as autovacuum keeps a long-running queue. Else the autovacuum of the
+    freshly loaded tables, or an autoanalyze, lands inside some phase (seen: 20-30 ms of
+    PostgreSQL CPU per cycle in the first phases), and the statistics taken at seeding (no
+    slot has a rater yet) sent one queue look-up by rater through a whole index.
+    """
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("VACUUM (ANALYZE)")
+
+
+def report(results: list[PhaseResult], result: PhaseResult) -> None:
+    """Keep a phase's result and print its line."""
+    results.append(result)
+    line = (
+        f"  {result.phase:<12} conc={result.concurrency:<6} {result.cycles_per_s:8.1f} cycles/s  "
+        f"next p99 {fmt(percentile(result.next_ms, 99), 2)} ms  "
+        f"submit p99 {fmt(percentile(result.submit_ms, 99), 2)} ms"
+    )
+    if result.error_sample:
+        line += f"  first error: {result.error_sample}"
+    print(line, flush=True)
+
+
+def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_setup: float) -> int:
+    from rest_framework.authtoken.models import Token
+
+    raters = raters_create(args.raters)
+    tokens = [Token.objects.get(user=r).key for r in raters]
+    plan = phase_plan(args)
     projects = {
         (kind, c): project_seed(name=f"bench-{kind}-{c}", pairs=args.pairs, overlap=args.overlap)
         for kind, c in plan
     }
-    # Fresh tables have no statistics until autovacuum gets round to them (up to a minute);
-    # without them the planner sorts every open slot of the project on each `next`. A
-    # deployment runs for longer than that, so measure the steady state: vacuumed and
-    # analysed before every phase (`settle`), as autovacuum keeps a long-running queue. Else
-    # the autovacuum of the freshly loaded tables, or an autoanalyze, lands inside some phase
-    # (seen: 20-30 ms of PostgreSQL CPU per cycle in the first phases), and the statistics
-    # taken at seeding (no slot has a rater yet) sent one queue look-up by rater through a
-    # whole index.
-    from django.db import connection
-
-    def settle() -> None:
-        with connection.cursor() as cur:
-            cur.execute("VACUUM (ANALYZE)")
-
     settle()
     print(
         f"set-up (migrate + seed {len(projects)} projects): {time.perf_counter() - t_setup:.1f} s", flush=True
     )
 
     results: list[PhaseResult] = []
-
-    def report(result: PhaseResult) -> None:
-        results.append(result)
-        line = (
-            f"  {result.phase:<12} conc={result.concurrency:<6} {result.cycles_per_s:8.1f} cycles/s  "
-            f"next p99 {fmt(percentile(result.next_ms, 99), 2)} ms  "
-            f"submit p99 {fmt(percentile(result.submit_ms, 99), 2)} ms"
-        )
-        if result.error_sample:
-            line += f"  first error: {result.error_sample}"
-        print(line, flush=True)
-
     for kind, c in plan:
-        project = projects[(kind, c)]
         if kind in ("floor", "service"):
             settle()
-        if kind == "floor":
-            report(
-                run_floor(
-                    database_url=bench_url,
-                    db_name=args.db_name,
-                    project_id=project.pk,
-                    rater_ids=[r.pk for r in raters],
-                    concurrency=c,
-                    seconds=args.seconds,
-                )
-            )
-        elif kind == "service":
-            report(
-                run_service(
-                    project=project, raters=raters, concurrency=c, seconds=args.seconds, db_name=args.db_name
-                )
-            )
-
+            report(results, run_local_phase(kind, c, projects[(kind, c)], raters, args, bench_url))
+    server = None
     http_plan = [(k, c) for k, c in plan if k in ("http", "open")]
-    server_rss, server_desc = None, ""
     if http_plan:
-        log_path = REPO_ROOT / "var" / "bench-assignment-server.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with AsgiServer(env=env, log_path=log_path, server=args.server, workers=args.workers) as server:
-            print(f"HTTP phases: {server.description}", flush=True)
-            # Django imports the URL conf (and every API module) on the first request: keep
-            # that out of the first phase's numbers.
-            import httpx
+        server = run_http_phases(http_plan, projects, tokens, args, env, results)
+    return summary(results, server)
 
-            httpx.get(f"{server.base_url}/api/projects/", headers={"Authorization": f"Token {tokens[0]}"})
-            for kind, c in http_plan:
-                project = projects[(kind, c)]
-                settle()
-                cfg = {
-                    "base_url": server.base_url,
-                    "project_id": project.pk,
-                    "tokens": tokens,
-                    "seconds": args.seconds,
-                    "mode": "open" if kind == "open" else "closed",
-                    "concurrency": c,
-                    "rate": args.rate,
-                }
-                raw = run_client(cfg, server=server, db_name=args.db_name)
-                if "error" in raw:
-                    print(f"  {kind}: the API answered with an error, HTTP phases skipped: {raw['error']}")
-                    print(f"  (server log: {log_path})")
-                    break
-                result = PhaseResult(
-                    phase="http closed" if kind == "http" else "http open",
-                    concurrency=str(c) if kind == "http" else f"{args.rate:g}/s",
-                    cycles=raw["cycles"],
-                    elapsed_s=raw["elapsed_s"],
-                    next_ms=raw["next_ms"],
-                    submit_ms=raw["submit_ms"],
-                    errors=raw["errors"],
-                    error_sample=raw["error_sample"],
-                    exhausted=raw["exhausted"],
-                    app_cpu_s=raw["server_cpu_s"],
-                    db_cpu_s=raw["db_cpu_s"],
-                    client_cpu_s=raw["client_cpu_s"],
-                    max_start_lag_ms=raw.get("max_start_lag_ms"),
-                )
-                report(result)
-            server_rss, server_desc = server.rss_mb(), server.description
 
+def run_local_phase(kind: str, c: int, project, raters: list, args, bench_url: str) -> PhaseResult:
+    """The floor or the service phase at concurrency c, in this process."""
+    if kind == "floor":
+        return run_floor(
+            database_url=bench_url,
+            db_name=args.db_name,
+            project_id=project.pk,
+            rater_ids=[r.pk for r in raters],
+            concurrency=c,
+            seconds=args.seconds,
+        )
+    return run_service(
+        project=project, raters=raters, concurrency=c, seconds=args.seconds, db_name=args.db_name
+    )
+
+
+def run_http_phases(
+    http_plan: list[tuple[str, int]], projects: dict, tokens: list[str], args, env: dict, results: list
+) -> tuple[float, str]:
+    """The HTTP phases against one server; returns (its RSS in MiB at the end, its description)."""
+    log_path = REPO_ROOT / "var" / "bench-assignment-server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with AsgiServer(env=env, log_path=log_path, server=args.server, workers=args.workers) as server:
+        print(f"HTTP phases: {server.description}", flush=True)
+        # Django imports the URL conf (and every API module) on the first request: keep
+        # that out of the first phase's numbers.
+        import httpx
+
+        httpx.get(f"{server.base_url}/api/projects/", headers={"Authorization": f"Token {tokens[0]}"})
+        for kind, c in http_plan:
+            settle()
+            cfg = {
+                "base_url": server.base_url,
+                "project_id": projects[(kind, c)].pk,
+                "tokens": tokens,
+                "seconds": args.seconds,
+                "mode": "open" if kind == "open" else "closed",
+                "concurrency": c,
+                "rate": args.rate,
+            }
+            raw = run_client(cfg, server=server, db_name=args.db_name)
+            if "error" in raw:
+                print(f"  {kind}: the API answered with an error, HTTP phases skipped: {raw['error']}")
+                print(f"  (server log: {log_path})")
+                break
+            report(results, http_result(kind, c, raw, args.rate))
+        return server.rss_mb(), server.description
+
+
+def http_result(kind: str, c: int, raw: dict, rate: float) -> PhaseResult:
+    """A PhaseResult from what the load generator and run_client measured."""
+    return PhaseResult(
+        phase="http closed" if kind == "http" else "http open",
+        concurrency=str(c) if kind == "http" else f"{rate:g}/s",
+        cycles=raw["cycles"],
+        elapsed_s=raw["elapsed_s"],
+        next_ms=raw["next_ms"],
+        submit_ms=raw["submit_ms"],
+        errors=raw["errors"],
+        error_sample=raw["error_sample"],
+        exhausted=raw["exhausted"],
+        app_cpu_s=raw["server_cpu_s"],
+        db_cpu_s=raw["db_cpu_s"],
+        client_cpu_s=raw["client_cpu_s"],
+        max_start_lag_ms=raw.get("max_start_lag_ms"),
+    )
+
+
+def _verdict(met: bool, value: float) -> str:
+    return "met" if met else "MISSED" if not math.isnan(value) else "not run"
+
+
+def summary(results: list[PhaseResult], server: tuple[float, str] | None) -> int:
+    """Print the table, the targets and the one-line summary; 1 when a phase failed."""
+    server_rss, server_desc = server or (None, "")
     print()
     print_table(HEADERS, [r.row() for r in results])
     print(
@@ -802,21 +831,19 @@ def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_
         + (f", {server_desc} {server_rss:.0f} MiB at the end" if server_rss else "")
     )
 
-    def find(phase: str, conc: str) -> PhaseResult | None:
-        return next((r for r in results if r.phase == phase and r.concurrency == conc), None)
+    def rate(phase: str, conc: str) -> float:
+        found = next((r for r in results if r.phase == phase and r.concurrency == conc), None)
+        return found.cycles_per_s if found else math.nan
 
     open_r = next((r for r in results if r.phase == "http open"), None)
-    closed16, service16, floor16 = find("http closed", "16"), find("service", "16"), find("floor (SQL)", "16")
     open_p99 = max(percentile(open_r.next_ms, 99), percentile(open_r.submit_ms, 99)) if open_r else math.nan
-    c16 = closed16.cycles_per_s if closed16 else math.nan
-    s16 = service16.cycles_per_s if service16 else math.nan
-    f16 = floor16.cycles_per_s if floor16 else math.nan
+    c16, s16, f16 = rate("http closed", "16"), rate("service", "16"), rate("floor (SQL)", "16")
     ratio = s16 / f16 if f16 else math.nan
     print(
         f"targets: open-loop HTTP p99 < {TARGET_OPEN_P99_MS:g} ms: "
-        f"{'met' if open_p99 < TARGET_OPEN_P99_MS else 'MISSED' if not math.isnan(open_p99) else 'not run'}; "
+        f"{_verdict(open_p99 < TARGET_OPEN_P99_MS, open_p99)}; "
         f"service16 / floor16 >= {TARGET_RATIO_TO_FLOOR:g}: "
-        f"{'met' if ratio >= TARGET_RATIO_TO_FLOOR else 'MISSED' if not math.isnan(ratio) else 'not run'}"
+        f"{_verdict(ratio >= TARGET_RATIO_TO_FLOOR, ratio)}"
     )
     failed = any(r.errors and r.error_sample for r in results)
     print(

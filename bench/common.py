@@ -6,6 +6,7 @@ load-generator subprocess can use it without paying for Django's start-up.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import resource
@@ -14,7 +15,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psutil
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -97,6 +100,44 @@ def database_drop(admin_url: str, name: str) -> None:
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def add_database_args(parser: argparse.ArgumentParser, *, db_name: str, redis_url: str) -> None:
+    """--database-url, --db-name, --redis-url and --keep-db: where a benchmark makes its own database."""
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        help="any database on the server to use; the benchmark creates its own next to it (--db-name)",
+    )
+    parser.add_argument("--db-name", default=db_name, help="database to (re)create")
+    parser.add_argument("--redis-url", default=redis_url)
+    parser.add_argument("--keep-db", action="store_true", help="leave the database behind for inspection")
+
+
+@contextmanager
+def bench_database(admin_url: str, name: str, *, keep: bool = False, recreate: bool = True) -> Iterator[str]:
+    """Database `name` on admin_url's server for the `with` block (made afresh unless `recreate`
+    is False); yields its URL and drops it at the end unless `keep`."""
+    if recreate:
+        database_recreate(admin_url, name)
+    try:
+        yield database_url_with_name(admin_url, name)
+    finally:
+        if not keep:
+            database_drop(admin_url, name)
+
+
+def bench_env(database_url: str, redis_url: str, channels_prefix: str, **extra: str) -> dict[str, str]:
+    """The environment of a benchmark's Django processes: its own database, Redis and channel
+    prefix, no debug, warnings only."""
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CHANNELS_PREFIX": channels_prefix,
+        **extra,
+        "DJANGO_DEBUG": "0",
+        "LOG_LEVEL": "WARNING",
+    }
 
 
 def free_port() -> int:

@@ -36,8 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
     REPO_ROOT,
-    database_drop,
-    database_recreate,
+    add_database_args,
+    bench_database,
+    bench_env,
     database_url_with_name,
     fmt,
     print_table,
@@ -244,14 +245,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="50,000 votes on 10,000 comparisons")
     parser.add_argument("--comparisons", type=int, default=None, help="default 200,000 (10,000 with --quick)")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
-        help="server and credentials to use (its database name is replaced by --db-name)",
+    add_database_args(
+        parser, db_name="bench_export", redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6")
     )
-    parser.add_argument("--db-name", default="bench_export")
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6"))
-    parser.add_argument("--keep-db", action="store_true", help="leave the benchmark database behind")
     parser.add_argument(
         "--reuse",
         action="store_true",
@@ -279,14 +275,7 @@ def main(argv=None) -> int:
     comparisons = args.comparisons or (10_000 if args.quick else 200_000)
     bench_url = database_url_with_name(args.database_url, args.db_name)
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
-    env = {
-        "DATABASE_URL": bench_url,
-        "REDIS_URL": args.redis_url,
-        "CHANNELS_PREFIX": "bench-export",
-        "EXPORTS_DIR": str(work / "exports"),
-        "DJANGO_DEBUG": "0",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = bench_env(bench_url, args.redis_url, "bench-export", EXPORTS_DIR=str(work / "exports"))
     print(
         f"bench export: {comparisons * VOTES_PER_COMPARISON:,} votes on {comparisons:,} comparisons, "
         f"{os.cpu_count()} CPUs, database {args.db_name}",
@@ -295,28 +284,36 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     project_id = existing_project(bench_url, comparisons=comparisons) if args.reuse else None
     keep_db = args.keep_db or args.reuse
-    if project_id is None:
-        database_recreate(args.database_url, args.db_name)
     runs = [r for r in RUNS if not args.only or f"{r[0]}-{r[1]}" in args.only.split(",")]
     try:
-        migrate(env)
-        if project_id is None:
-            project_id = seed(bench_url, comparisons=comparisons)
-            print(f"set-up (create, migrate, seed): {time.perf_counter() - t0:.1f} s", flush=True)
-        else:
-            print(f"reusing the data of an earlier run (project {project_id})", flush=True)
-
-        copy = run_child(["--child", "copy", str(project_id), str(work)], env)
-        results = {}
-        for kind, fmt_ in runs:
-            results[(kind, fmt_)] = run_child(["--child", "export", kind, fmt_, str(project_id)], env)
-            r = results[(kind, fmt_)]
-            print(f"  {kind} {fmt_}: {r['rows']:,} rows in {r['seconds']:.2f} s", flush=True)
+        with bench_database(args.database_url, args.db_name, keep=keep_db, recreate=project_id is None):
+            copy, results = run_all(env, bench_url, project_id, comparisons, runs, work, t0)
     finally:
-        if not keep_db:
-            database_drop(args.database_url, args.db_name)
         shutil.rmtree(work, ignore_errors=True)  # the export files: ~0.5 GB a run
+    return summary(copy, results)
 
+
+def run_all(env, bench_url: str, project_id, comparisons: int, runs, work: Path, t0: float):
+    """Migrate, seed (unless reusing), then the COPY floor and every export, each in a child.
+    Returns (the floor's result, {(kind, format): result})."""
+    migrate(env)
+    if project_id is None:
+        project_id = seed(bench_url, comparisons=comparisons)
+        print(f"set-up (create, migrate, seed): {time.perf_counter() - t0:.1f} s", flush=True)
+    else:
+        print(f"reusing the data of an earlier run (project {project_id})", flush=True)
+
+    copy = run_child(["--child", "copy", str(project_id), str(work)], env)
+    results = {}
+    for kind, fmt_ in runs:
+        results[(kind, fmt_)] = run_child(["--child", "export", kind, fmt_, str(project_id)], env)
+        r = results[(kind, fmt_)]
+        print(f"  {kind} {fmt_}: {r['rows']:,} rows in {r['seconds']:.2f} s", flush=True)
+    return copy, results
+
+
+def summary(copy: dict, results: dict) -> int:
+    """Print the table, the targets and the one-line summary."""
     copy_rps = copy["rows"] / copy["seconds"]
     table = [["COPY floor (raw join)", f"{copy['rows']:,}", fmt(copy["seconds"], 2), f"{copy_rps:,.0f}",
               fmt(copy["peak_rss_mb"]), f"{copy['bytes'] / 2**20:,.1f}", "1.00"]]  # fmt: skip

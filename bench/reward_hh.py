@@ -45,13 +45,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import (  # noqa: E402
-    database_drop,
-    database_recreate,
-    database_url_with_name,
-    fmt,
-    print_table,
-)
+from bench.common import DEFAULT_DATABASE_URL, bench_database, fmt, print_table  # noqa: E402
 from training.ml.records import PreferencePair, prompt_group, render_conversation  # noqa: E402
 
 DATA = Path(
@@ -81,31 +75,28 @@ TRL_DEVIATIONS = [
 # The only change: pairs are grouped by prompt CONTENT (records.prompt_group) instead of the
 # prompt's database id, so the split does not depend on ids (identical prompts share a row
 # anyway) and stays the same from one run to the next.
-DEFAULT_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "bench_reward_hh"
 
 
 def load_pairs(
     path: Path = DATA, *, admin_url: str | None = None, db_name: str = DB_NAME, keep_db: bool = False
 ) -> list[PreferencePair]:
-    admin_url = admin_url or os.environ.get("DATABASE_URL") or DEFAULT_ADMIN_URL
-    database_recreate(admin_url, db_name)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-reward-import-") as tmp:
-            out = Path(tmp) / "pairs.json"
-            env = {
-                **os.environ,
-                "DATABASE_URL": database_url_with_name(admin_url, db_name),
-                "DJANGO_SETTINGS_MODULE": "config.settings",
-                "LOG_LEVEL": "WARNING",
-            }
-            env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/6")
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--import-child", str(path), str(out)]
-            subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=True)
-            rows = json.loads(out.read_text())
-    finally:
-        if not keep_db:
-            database_drop(admin_url, db_name)
+    admin_url = admin_url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    with (
+        bench_database(admin_url, db_name, keep=keep_db) as database_url,
+        tempfile.TemporaryDirectory(prefix="bench-reward-import-") as tmp,
+    ):
+        out = Path(tmp) / "pairs.json"
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "LOG_LEVEL": "WARNING",
+        }
+        env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/6")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--import-child", str(path), str(out)]
+        subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=True)
+        rows = json.loads(out.read_text())
     return [_pair_from_json(d) for d in rows]
 
 
@@ -326,7 +317,7 @@ def main() -> None:
         "--database-url",
         default=None,
         help=f"server to import into (its database name is replaced by {DB_NAME}); "
-        f"default $DATABASE_URL or {DEFAULT_ADMIN_URL}",
+        f"default $DATABASE_URL or {DEFAULT_DATABASE_URL}",
     )
     parser.add_argument(
         "--seeds",

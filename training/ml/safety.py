@@ -22,7 +22,7 @@ from training.ml.records import (
     TrainingProgress,
     render_conversation,
 )
-from training.ml.reward import TEXT_FORMAT, split_by_prompt
+from training.ml.reward import split_by_prompt
 
 __all__ = [
     "MIN_FLAGGED_EXAMPLES",
@@ -57,33 +57,12 @@ class ToxicityScorer(Protocol):
 
 
 @dataclass
-class SafetyConfig:
-    """How to train the learned safety classifier (fields as in reward.RewardConfig).
+class SafetyConfig(backbones.ClassifierConfig):
+    """How to train the learned safety classifier: backbones.ClassifierConfig's settings
+    (as for the reward model), with 16 examples per batch; heldout_fraction is the fraction
+    of prompts held out for the accuracy / AUC report."""
 
-    backbone          model folder; empty: the packaged all-MiniLM-L6-v2.
-    max_length        tokens per (conversation + response), truncated from the left.
-    batch_size, learning_rate, weight_decay, warmup_ratio, epochs, seed, max_grad_norm,
-    disable_dropout, length_grouping, max_steps, time_limit_s, threads, eval_batch_size:
-                      as in RewardConfig.
-    heldout_fraction  fraction of prompts held out for the accuracy / AUC report.
-    """
-
-    backbone: str = ""
-    max_length: int = 512
     batch_size: int = 16
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    epochs: int = 1
-    seed: int = 0
-    heldout_fraction: float = 0.1
-    max_grad_norm: float | None = 1.0
-    disable_dropout: bool = True
-    length_grouping: bool = True
-    max_steps: int | None = None
-    time_limit_s: float | None = None
-    threads: int | None = None
-    eval_batch_size: int = 32
 
 
 @dataclass
@@ -100,7 +79,7 @@ class SafetyResult:
 class LexicalToxicity:
     """Word-level profanity probability from `alt-profanity-check` (prior; response text only).
 
-    The package's scikit-learn model loads on first use (joblib, ~0.1 s) and is shared.
+    The package's scikit-learn model loads on first use (joblib; how long: see bench/README.md) and is shared.
     """
 
     def score(self, prompts: list[list[dict]], responses: list[str]) -> list[float]:
@@ -188,23 +167,6 @@ def train_safety_classifier(
     prompt, as for the reward model. Cancellation, progress and errors behave as in
     reward.train_reward_model.
     """
-    with backbones.torch_threads(config.threads):
-        return _train_safety_classifier(
-            examples, config, output_dir, on_progress=on_progress, should_stop=should_stop
-        )
-
-
-def _train_safety_classifier(
-    examples: Sequence[SafetyExample],
-    config: SafetyConfig,
-    output_dir: Path,
-    *,
-    on_progress: Callable[[TrainingProgress], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> SafetyResult:
-    import torch
-    import torch.nn.functional as F
-
     unsafe = sum(1 for e in examples if e.unsafe)
     if unsafe == 0 or unsafe == len(examples):
         raise TrainingError(
@@ -215,7 +177,34 @@ def _train_safety_classifier(
             "Bad safety config: batch_size and epochs must be at least 1, learning_rate positive."
         )
     train, test = split_by_prompt(examples, config.heldout_fraction, config.seed)
-    model, tokenizer, max_length = backbones.classifier_for_training(config, what="safety backbone")
+    train_unsafe = sum(1 for e in train if e.unsafe)
+    trained = backbones.train_classifier(
+        config,
+        output_dir,
+        kind="safety",
+        what="safety backbone",
+        prepare=lambda model, tokenizer, max_length: _example_batches(model, tokenizer, max_length, train),
+        evaluate=lambda model, tokenizer, max_length: _heldout(
+            LearnedToxicity(model, tokenizer, max_length), test, config.eval_batch_size
+        ),
+        on_progress=on_progress,
+        should_stop=should_stop,
+    )
+    metrics = {
+        **trained.held,
+        "train_examples": len(train),
+        "test_examples": len(test),
+        "train_unsafe": train_unsafe,
+        **trained.report.metrics("examples"),
+    }
+    return SafetyResult(model_dir=trained.model_dir, metrics=metrics, loss_curve=trained.report.loss_curve)
+
+
+def _example_batches(model, tokenizer, max_length: int, train: Sequence[SafetyExample]):
+    """(lengths, batch_loss): weighted binary cross-entropy of the unsafe logit."""
+    import torch
+    import torch.nn.functional as F
+
     ids = backbones.encode(tokenizer, [e.text() for e in train], max_length)
     targets = torch.tensor([1.0 if e.unsafe else 0.0 for e in train])
     # Flags are rare: weight the unsafe class so it is not learned as "always safe".
@@ -227,46 +216,24 @@ def _train_safety_classifier(
         logits = backbones.forward_logits(model, [ids[i] for i in batch], pad_id).squeeze(-1).float()
         return F.binary_cross_entropy_with_logits(logits, targets[batch], pos_weight=pos_weight)
 
-    report = backbones.fit_with_config(
-        model, [len(x) for x in ids], batch_loss, config, on_progress=on_progress, should_stop=should_stop
-    )
-    scorer = LearnedToxicity(model, tokenizer, max_length)
-    held: dict = {"heldout_accuracy": None, "heldout_auc": None, "heldout_loss": None}
-    if test:
-        probs = scorer.score([e.prompt for e in test], [e.response for e in test], config.eval_batch_size)
-        labels = [e.unsafe for e in test]
-        eps = 1e-7
-        held = {
-            "heldout_accuracy": sum((p > 0.5) == y for p, y in zip(probs, labels, strict=True)) / len(test),
-            "heldout_auc": roc_auc(probs, labels),
-            "heldout_loss": -sum(
-                math.log(min(1 - eps, max(eps, p if y else 1 - p)))
-                for p, y in zip(probs, labels, strict=True)
-            )
-            / len(test),
-        }
-    output_dir = backbones.save_trained(
-        model,
-        tokenizer,
-        output_dir,
-        kind="safety",
-        text_format=TEXT_FORMAT,
-        max_length=max_length,
-        config=config,
-        should_stop=should_stop,
-    )
-    metrics = {
-        **held,
-        "train_examples": len(train),
-        "test_examples": len(test),
-        "train_unsafe": train_unsafe,
-        "steps": report.steps,
-        "train_seconds": round(report.seconds, 3),
-        "train_cpu_seconds": round(report.cpu_seconds, 3),
-        "examples_per_second": round(report.items_seen / report.seconds, 3) if report.seconds > 0 else None,
-        "stopped_early": report.stopped_early,
+    return [len(x) for x in ids], batch_loss
+
+
+def _heldout(scorer: LearnedToxicity, test: Sequence[SafetyExample], batch_size: int) -> dict:
+    """heldout_accuracy, heldout_auc and heldout_loss of `scorer` on `test` (None without one)."""
+    if not test:
+        return {"heldout_accuracy": None, "heldout_auc": None, "heldout_loss": None}
+    probs = scorer.score([e.prompt for e in test], [e.response for e in test], batch_size)
+    labels = [e.unsafe for e in test]
+    eps = 1e-7
+    return {
+        "heldout_accuracy": sum((p > 0.5) == y for p, y in zip(probs, labels, strict=True)) / len(test),
+        "heldout_auc": roc_auc(probs, labels),
+        "heldout_loss": -sum(
+            math.log(min(1 - eps, max(eps, p if y else 1 - p))) for p, y in zip(probs, labels, strict=True)
+        )
+        / len(test),
     }
-    return SafetyResult(model_dir=output_dir, metrics=metrics, loss_curve=report.loss_curve)
 
 
 def load_toxicity(model_dir: Path | str | None) -> ToxicityScorer:

@@ -3,7 +3,8 @@
 transformers can read the GGUF file, but the model it builds is flagged as quantized, so
 `save_pretrained` and TRL refuse it (MODELS.md). `convert_smollm2` therefore converts it once
 to an ordinary float32 safetensors folder (config without `quantization_config`, weights copied
-over) and every later use loads that folder (0.4 s instead of ~20 s).
+over) and every later use loads that folder, which is much faster than reading the GGUF file
+again (the timings: see bench/README.md).
 
 The folder is named after the GGUF file's hash, written through `atomic_output_dir`, and its
 `dir_sha256` is recorded next to it (`<folder>.sha256`); a later call reuses it when the hash
@@ -25,6 +26,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from core.files import atomic_write_text
 from training.ml.checkpoints import atomic_output_dir, dir_sha256
 
 __all__ = [
@@ -90,15 +92,6 @@ def _lock(dest_root: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _convert_into(gguf: Path, source_sha: str, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -127,7 +120,8 @@ def convert_smollm2(dest_root: Path, *, gguf_path: Path | None = None) -> Path:
     """The converted SmolLM2 folder under `dest_root` (converted now if absent or corrupt).
 
     Idempotent: returns the existing folder when its files still hash to the recorded sha256
-    (`recorded_sha256(folder)`); that check reads ~0.5 GB. Takes ~20-40 s the first time.
+    (`recorded_sha256(folder)`); that check reads the whole folder. The first call converts,
+    which takes a while (see bench/README.md).
     """
     dest_root = Path(dest_root)
     gguf = Path(gguf_path) if gguf_path else find_smollm2_gguf()
@@ -147,7 +141,7 @@ def convert_smollm2(dest_root: Path, *, gguf_path: Path | None = None) -> Path:
         started = time.perf_counter()
         with atomic_output_dir(final) as tmp:
             _convert_into(gguf, source_sha, tmp)
-        _write_text_atomic(_record_path(final), dir_sha256(final) + "\n")
+        atomic_write_text(_record_path(final), dir_sha256(final) + "\n")
         logger.info("converted %s to %s in %.1f s", gguf.name, final, time.perf_counter() - started)
     return final
 

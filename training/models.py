@@ -260,20 +260,6 @@ class RLHFRound(Job):
     job_kind = "round"
     lock_namespace = LockNamespace.ROUND
 
-    class State(models.TextChoices):
-        """The one-word state the page, the API and the live events show (see `state`)."""
-
-        QUEUED = "queued"
-        REWARD = "reward", "retraining reward model"
-        GENERATING = "generating"
-        FILTERING = "filtering"
-        SCORING = "scoring"
-        UPDATING = "updating"
-        PUBLISHING = "publishing"
-        DONE = "done"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
-
     class Step(models.TextChoices):
         REWARD = "reward", "retraining reward model"
         GENERATING = "generating"
@@ -282,7 +268,7 @@ class RLHFRound(Job):
         UPDATING = "updating"
         PUBLISHING = "publishing"
 
-    STEPS = ("reward", "generating", "filtering", "scoring", "updating", "publishing")
+    STEPS = tuple(Step.values)
 
     class Trigger(models.TextChoices):
         MANUAL = "manual"
@@ -344,11 +330,12 @@ class RLHFRound(Job):
         """One word for people and clients (read-only, from status and step): queued, the step
         it is running, done, failed or cancelled."""
         if self.status == JobStatus.RUNNING:
-            return str(self.step or self.State.QUEUED)
-        return str(self.State.DONE if self.status == JobStatus.SUCCEEDED else self.status)
+            return str(self.step or JobStatus.QUEUED)
+        return "done" if self.status == JobStatus.SUCCEEDED else str(self.status)
 
     def get_state_display(self) -> str:
-        return str(self.State(self.state).label)
+        state = self.state
+        return str(self.Step(state).label) if state in self.STEPS else state.capitalize()
 
     @property
     def failed_step(self) -> str:

@@ -47,7 +47,7 @@ from training.services.rounds.runner import (
     round_run,
 )
 from training.services.rounds.steps import STEP_FUNCTIONS
-from training.services.rounds.steps.filtering import SCORE_BATCH
+from training.services.rounds.steps.batches import SCORE_BATCH
 
 __all__ = [
     "CONFIG_FIELDS",

@@ -11,8 +11,7 @@ from training.ml.blocklist import blocked_reasons
 from training.models import RewardModel, RLHFRound, RoundCandidate
 from training.services.rounds.config import blocklist_compile
 from training.services.rounds.progress import RoundReporter, RoundStepError
-
-SCORE_BATCH = 64
+from training.services.rounds.steps.batches import batches_run, candidates_pending
 
 
 def _toxicity_scorer(reward_model: RewardModel):
@@ -30,11 +29,8 @@ def _toxicity_scorer(reward_model: RewardModel):
 
 
 def candidates_filter(r: RLHFRound, rep: RoundReporter, *, step: str, generation: str) -> None:
-    qs = RoundCandidate.objects.filter(round=r, generation=generation)
-    todo = list(qs.filter(toxicity__isnull=True).select_related("response", "prompt").order_by("pk"))
-    total = qs.count()
-    done = total - len(todo)
-    rep.progress(step, done, total, phase=f"safety ({generation} policy)", force=True)
+    phase = f"safety ({generation} policy)"
+    todo, total = candidates_pending(r, rep, step=step, generation=generation, column="toxicity", phase=phase)
     if not todo:
         return
     try:
@@ -43,9 +39,8 @@ def candidates_filter(r: RLHFRound, rep: RoundReporter, *, step: str, generation
         raise RoundStepError(exc.message) from None
     threshold = float(r.config.get("toxicity_threshold", 0.5))
     scorer = _toxicity_scorer(r.reward_model)
-    for start in range(0, len(todo), SCORE_BATCH):
-        rep.check()
-        batch = todo[start : start + SCORE_BATCH]
+
+    def work(batch: list[RoundCandidate]) -> None:
         scores = scorer.score([c.prompt.messages for c in batch], [c.response.text for c in batch])
         for c, tox in zip(batch, scores, strict=True):
             c.toxicity = float(tox)
@@ -54,8 +49,8 @@ def candidates_filter(r: RLHFRound, rep: RoundReporter, *, step: str, generation
             )
             c.blocked = bool(c.blocked_reason)
         RoundCandidate.objects.bulk_update(batch, ["toxicity", "blocked", "blocked_reason"])
-        done += len(batch)
-        rep.progress(step, done, total, phase=f"safety ({generation} policy)")
+
+    batches_run(rep, todo, total, step=step, phase=phase, work=work)
 
 
 def step_filtering(r: RLHFRound, rep: RoundReporter) -> None:

@@ -8,21 +8,17 @@ from training.ml.round_metrics import CandidateStats, round_metrics
 from training.models import RLHFRound, RoundCandidate
 from training.services.policies import policy_dir_verified
 from training.services.rounds.progress import RoundReporter
-from training.services.rounds.steps.filtering import SCORE_BATCH
+from training.services.rounds.steps.batches import batches_run, candidates_pending
 
 
 def candidates_score(r: RLHFRound, rep: RoundReporter, *, step: str, generation: str) -> None:
     from training.services.scoring import reward_score
 
-    qs = RoundCandidate.objects.filter(round=r, generation=generation)
-    todo = list(qs.filter(reward__isnull=True).select_related("response", "prompt").order_by("pk"))
-    total = qs.count()
-    done = total - len(todo)
-    rep.progress(step, done, total, phase=f"reward ({generation} policy)", force=True)
+    phase = f"reward ({generation} policy)"
+    todo, total = candidates_pending(r, rep, step=step, generation=generation, column="reward", phase=phase)
     lam = float(r.config.get("toxicity_lambda", 10.0))
-    for start in range(0, len(todo), SCORE_BATCH):
-        rep.check()
-        batch = todo[start : start + SCORE_BATCH]
+
+    def work(batch: list[RoundCandidate]) -> None:
         rewards = reward_score(
             project=r.project_id,
             prompts=[c.prompt.messages for c in batch],
@@ -32,8 +28,8 @@ def candidates_score(r: RLHFRound, rep: RoundReporter, *, step: str, generation:
             c.reward = float(value)
             c.shaped_reward = float(value) - lam * float(c.toxicity or 0.0)
         RoundCandidate.objects.bulk_update(batch, ["reward", "shaped_reward"])
-        done += len(batch)
-        rep.progress(step, done, total, phase=f"reward ({generation} policy)")
+
+    batches_run(rep, todo, total, step=step, phase=phase, work=work)
 
 
 def _reference_logprobs(r: RLHFRound, rep: RoundReporter) -> None:

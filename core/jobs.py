@@ -313,7 +313,8 @@ def job_run(
 
     `body(job, reporter)` does the work. It may record success itself with `job_finish` (inside
     a transaction that writes its results); if it returns with the job still running, the job
-    succeeds, unless it returns `LEAVE_RUNNING`. `cancel_errors` end the job as cancelled (besides JobCancelled); `user_errors`
+    succeeds, unless it returns `LEAVE_RUNNING` (one piece done; the job stays running for a later
+    run). `cancel_errors` end the job as cancelled (besides JobCancelled); `user_errors`
     (besides JobFailed and ServiceError) fail it with their message alone; any other exception
     fails it with its type and message and is logged with its traceback. `on_error(job, exc)`
     may return extra columns to record with a failure (e.g. the step that failed).

@@ -177,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, step_seconds = [], {}
     round_started = time.perf_counter()
     while True:
-        state = RLHFRound.objects.get(pk=r.pk).state
-        if state in RLHFRound.TERMINAL:
+        current = RLHFRound.objects.get(pk=r.pk)
+        if current.is_finished:
             break
+        state = current.state
         sampler.reset()
         t0 = time.perf_counter()
         after = rounds_service.round_advance(round_id=r.pk)

@@ -44,6 +44,9 @@ PROGRESS_INTERVAL_S = 0.5  # progress is written to the row (and pushed) at most
 CANCEL_POLL_INTERVAL_S = 0.25  # `should_stop` reads the row at most this often
 LOCK_WAIT_S = 10.0  # how long a delivery waits for a job another worker holds
 ERROR_MAX_CHARS = 10_000
+# A body's return value that leaves the job running: it did one piece of a job that runs in
+# pieces (a round's step), and a later `job_run` claims it again and goes on.
+LEAVE_RUNNING = object()
 
 
 class JobStatus(models.TextChoices):
@@ -310,7 +313,8 @@ def job_run(
 
     `body(job, reporter)` does the work. It may record success itself with `job_finish` (inside
     a transaction that writes its results); if it returns with the job still running, the job
-    succeeds. `cancel_errors` end the job as cancelled (besides JobCancelled); `user_errors`
+    succeeds, unless it returns `LEAVE_RUNNING` (one piece done; the job stays running for a later
+    run). `cancel_errors` end the job as cancelled (besides JobCancelled); `user_errors`
     (besides JobFailed and ServiceError) fail it with their message alone; any other exception
     fails it with its type and message and is logged with its traceback. `on_error(job, exc)`
     may return extra columns to record with a failure (e.g. the step that failed).
@@ -326,7 +330,7 @@ def job_run(
             return model.objects.filter(pk=job_id).first()
         reporter = JobReporter(job, listener=listener)
         try:
-            body(job, reporter)
+            result = body(job, reporter)
         except (JobCancelled, *cancel_errors):
             return job_finish(job, JobStatus.CANCELLED, error="Cancelled.")
         except BaseException as exc:
@@ -342,6 +346,6 @@ def job_run(
                 raise
             return job_finish(job, JobStatus.FAILED, error=message, **extra)
         job.refresh_from_db()
-        if job.status == JobStatus.RUNNING:
+        if job.status == JobStatus.RUNNING and result is not LEAVE_RUNNING:
             job_finish(job, JobStatus.SUCCEEDED)
         return job

@@ -49,7 +49,7 @@ class RLHFRoundAdmin(_ReadOnly):
         "created_at",
         "finished_at",
     )
-    list_filter = ("state", "trigger", "project")
+    list_filter = ("status", "step", "trigger", "project")
 
 
 @admin.register(PolicyCheckpoint)

@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import Q
 
 from annotation.models import Project
-from core.jobs import Job
+from core.jobs import Job, JobStatus
 from core.locks import LockNamespace
 
 
@@ -252,30 +252,31 @@ class RoundSettings(models.Model):
         ]
 
 
-class RLHFRound(models.Model):
-    """One online-RLHF round: a resumable state machine advanced by one Celery task.
+class RLHFRound(Job):
+    """One online-RLHF round: a resumable job of six steps, run by one Celery task on the job
+    kernel (`core.jobs`).
 
-    queued → reward → generating → filtering → scoring → updating → publishing → done
-    (or failed / cancelled). "reward" retrains the reward model first when preferences arrived
-    after the active one's snapshot. Each step commits its own results (keyed by unique rows)
-    before the state moves on, so a killed worker resumes at the step it was in.
-    At most one unfinished round per project, enforced by a partial unique index.
+    `status` is the kernel's (queued → running → succeeded / failed / cancelled); `step` is where
+    the round is: reward → generating → filtering → scoring → updating → publishing (for a
+    failed round, the step it failed in; a retry resumes there). "reward" retrains the reward
+    model first when preferences arrived after the active one's snapshot. Each step commits its
+    own results (keyed by unique rows) before the round moves on, so a killed worker resumes at
+    the step it was in. `attempts` counts worker claims. At most one unfinished round per
+    project, enforced by a partial unique index.
     """
 
-    class State(models.TextChoices):
-        QUEUED = "queued"
+    job_kind = "round"
+    lock_namespace = LockNamespace.ROUND
+
+    class Step(models.TextChoices):
         REWARD = "reward", "retraining reward model"
         GENERATING = "generating"
         FILTERING = "filtering"
         SCORING = "scoring"
         UPDATING = "updating"
         PUBLISHING = "publishing"
-        DONE = "done"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
 
-    STEPS = ("reward", "generating", "filtering", "scoring", "updating", "publishing")
-    TERMINAL = ("done", "failed", "cancelled")
+    STEPS = tuple(Step.values)
 
     class Trigger(models.TextChoices):
         MANUAL = "manual"
@@ -284,9 +285,7 @@ class RLHFRound(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rlhf_rounds")
     number = models.PositiveIntegerField()
-    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
-    failed_step = models.CharField(max_length=16, blank=True)
-    cancel_requested = models.BooleanField(default=False)
+    step = models.CharField(max_length=16, choices=Step.choices, blank=True)  # "" until first claimed
     trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.MANUAL)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -309,41 +308,25 @@ class RLHFRound(models.Model):
         RewardModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     prompt_ids = models.JSONField(default=list, blank=True)  # sampled prompts, in sample order
-    # {step: {"done", "total", "started_at", "finished_at", "seconds"}}
+    # {step: {"done", "total", "phase", "started_at", "finished_at", "seconds", "attempts"}}
     steps = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-pk"]
+        verbose_name = "round"
         constraints = [
             models.UniqueConstraint(fields=["project", "number"], name="round_number_unique"),
             models.UniqueConstraint(
                 fields=["project"],
-                condition=~Q(state__in=["done", "failed", "cancelled"]),
+                condition=Q(status__in=["queued", "running"]),
                 name="round_one_running_per_project",
             ),
             models.CheckConstraint(
                 condition=Q(
-                    state__in=[
-                        "queued",
-                        "reward",
-                        "generating",
-                        "filtering",
-                        "scoring",
-                        "updating",
-                        "publishing",
-                        "done",
-                        "failed",
-                        "cancelled",
-                    ]
-                ),  # fmt: skip
-                name="round_state_valid",
+                    step__in=["", "reward", "generating", "filtering", "scoring", "updating", "publishing"]
+                ),
+                name="round_step_valid",
             ),
         ]
 
@@ -351,8 +334,34 @@ class RLHFRound(models.Model):
         return f"{self.project} round {self.number} ({self.state})"
 
     @property
-    def is_finished(self) -> bool:
-        return self.state in self.TERMINAL
+    def state(self) -> str:
+        """One word for people and clients (read-only, from status and step): queued, the step
+        it is running, done, failed or cancelled."""
+        if self.status == JobStatus.RUNNING:
+            return str(self.step or JobStatus.QUEUED)
+        return "done" if self.status == JobStatus.SUCCEEDED else str(self.status)
+
+    def get_state_display(self) -> str:
+        state = self.state
+        return str(self.Step(state).label) if state in self.STEPS else state.capitalize()
+
+    @property
+    def failed_step(self) -> str:
+        """The step a failed round failed in ("" otherwise)."""
+        return self.step if self.status == JobStatus.FAILED else ""
+
+    def event_extra(self) -> dict:
+        phase = (self.steps or {}).get(self.step, {}).get("phase", "") if self.step else ""
+        return {
+            "round_id": self.pk,
+            "number": self.number,
+            "state": self.state,
+            "step": self.step,
+            "phase": phase,
+        }
+
+    def claim_reset(self) -> dict:
+        return {**super().claim_reset(), "step": self.step or self.STEPS[0]}
 
 
 class RoundCandidate(models.Model):

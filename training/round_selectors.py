@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import Count, QuerySet
 
 from annotation.models import Preference, Project
+from core.jobs import UNFINISHED
 from training.models import PolicyCheckpoint, RewardModel, RLHFRound, RoundCandidate, RoundPair
 
 
@@ -17,7 +18,7 @@ def rounds_for(*, project: Project) -> QuerySet[RLHFRound]:
 
 
 def round_active(*, project_id: int) -> RLHFRound | None:
-    return RLHFRound.objects.filter(project_id=project_id).exclude(state__in=RLHFRound.TERMINAL).first()
+    return RLHFRound.objects.filter(project_id=project_id, status__in=UNFINISHED).first()
 
 
 def new_preferences_count(*, project: Project | int) -> int:

@@ -199,10 +199,16 @@ class CanOperate(BasePermission):
 
 
 class RoundSerializer(serializers.ModelSerializer):
+    # `state` and `failed_step` are read-only model properties (from the kernel's status and the
+    # round's step), kept for clients that read them.
+    state = serializers.CharField(read_only=True)
+    failed_step = serializers.CharField(read_only=True)
+
     class Meta:
         model = RLHFRound
         fields = [
-            "id", "project", "number", "state", "failed_step", "cancel_requested", "trigger", "seed",
+            "id", "project", "number", "state", "status", "step", "failed_step", "cancel_requested",
+            "trigger", "seed",
             "config", "policy_in", "reference", "policy_out", "reward_model", "reward_run", "prompt_ids",
             "steps", "metrics", "error", "attempts", "created_at", "started_at", "finished_at",
         ]  # fmt: skip

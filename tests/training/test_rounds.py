@@ -204,7 +204,7 @@ def test_a_crash_inside_generation_resumes_without_duplicates_and_a_failed_step_
 
     monkeypatch.setattr(LocalTransformersBackend, "generate", crashing)
     r = round_retry(round_id=r.pk)
-    assert r.state == "reward"
+    assert r.state == "queued" and r.step == "reward"  # queued again, resuming at the failed step
     crashed = round_run(round_id=r.pk)
     assert (
         crashed.state == "failed" and crashed.failed_step == "generating" and "worker lost" in crashed.error

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 
 from annotation.models import Project
-from core.errors import ServiceError
+from core.errors import ErrorCode, ServiceError
 from training.models import PolicyCheckpoint, RewardModel, RLHFRound
 
 _verified: set[tuple[str, str]] = set()
@@ -29,14 +29,14 @@ def policy_base_dir() -> Path:
     if settings.POLICY_BASE:
         path = Path(settings.POLICY_BASE)
         if not path.is_dir():
-            raise ServiceError(f"POLICY_BASE {path} is not a folder.", code="policy_base")
+            raise ServiceError(f"POLICY_BASE {path} is not a folder.", code=ErrorCode.POLICY_BASE)
         return path
     from training.ml.smollm import SmolLM2Unavailable, default_policy_dir
 
     try:
         return default_policy_dir(Path(settings.MODELS_DIR))
     except SmolLM2Unavailable as exc:
-        raise ServiceError(str(exc), code="policy_base") from None
+        raise ServiceError(str(exc), code=ErrorCode.POLICY_BASE) from None
 
 
 def _folder_sha256(path: Path) -> str:
@@ -91,11 +91,13 @@ def policy_dir_verified(checkpoint: PolicyCheckpoint) -> Path:
         if key in _verified and path.is_dir():
             return path
     if not path.is_dir():
-        raise ServiceError(f"The folder of {checkpoint.label} ({path}) is missing.", code="policy_missing")
+        raise ServiceError(
+            f"The folder of {checkpoint.label} ({path}) is missing.", code=ErrorCode.POLICY_MISSING
+        )
     if _folder_sha256(path) != checkpoint.sha256:
         raise ServiceError(
             f"The folder of {checkpoint.label} ({path}) does not match its recorded hash; refusing to load it.",
-            code="policy_hash",
+            code=ErrorCode.POLICY_HASH,
         )
     with _verified_lock:
         _verified.add(key)

@@ -21,7 +21,7 @@ from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from annotation.models import Project
-from core.errors import ServiceError
+from core.errors import ErrorCode, ServiceError
 from training.models import RLHFRound, RoundSettings
 from training.round_selectors import new_preferences_count
 from training.services.rounds import blocklist_compile, round_settings_get, round_start
@@ -46,7 +46,9 @@ def _task_name(project_id: int) -> str:
 def _crontab(cron: str, tz: str) -> CrontabSchedule:
     parts = cron.split()
     if len(parts) != 5:
-        raise ServiceError("cron needs five fields: minute hour day-of-month month day-of-week.", code="cron")
+        raise ServiceError(
+            "cron needs five fields: minute hour day-of-month month day-of-week.", code=ErrorCode.CRON
+        )
     minute, hour, day_of_month, month_of_year, day_of_week = parts
     from celery.schedules import crontab
 
@@ -59,7 +61,7 @@ def _crontab(cron: str, tz: str) -> CrontabSchedule:
             day_of_week=day_of_week,
         )
     except (ValueError, TypeError) as exc:
-        raise ServiceError(f"cron {cron!r} is not valid: {exc}", code="cron") from None
+        raise ServiceError(f"cron {cron!r} is not valid: {exc}", code=ErrorCode.CRON) from None
     schedule, _ = CrontabSchedule.objects.get_or_create(
         minute=minute,
         hour=hour,
@@ -119,23 +121,23 @@ def round_settings_update(*, project: Project, **fields) -> RoundSettings:
     """Validate and save the project's round settings and (re)write its beat schedule."""
     unknown = sorted(set(fields) - set(EDITABLE_FIELDS))
     if unknown:
-        raise ServiceError(f"Unknown round setting(s): {', '.join(unknown)}.", code="invalid")
+        raise ServiceError(f"Unknown round setting(s): {', '.join(unknown)}.", code=ErrorCode.INVALID)
     row = round_settings_get(project=project)
     row = RoundSettings.objects.select_for_update().get(pk=row.pk)
     for key, value in fields.items():
         setattr(row, key, value)
     row.cron = (row.cron or "").strip()
     if row.every_hours and row.cron:
-        raise ServiceError("Give either every N hours or a cron line, not both.", code="schedule")
+        raise ServiceError("Give either every N hours or a cron line, not both.", code=ErrorCode.SCHEDULE)
     if row.enabled and not (row.every_hours or row.cron or row.min_new_preferences):
         raise ServiceError(
             "An enabled schedule needs every N hours, a cron line or a number of new preferences.",
-            code="schedule",
+            code=ErrorCode.SCHEDULE,
         )
     if not 0 <= row.toxicity_threshold <= 1:
-        raise ServiceError("The toxicity threshold is a probability between 0 and 1.", code="invalid")
+        raise ServiceError("The toxicity threshold is a probability between 0 and 1.", code=ErrorCode.INVALID)
     if not isinstance(row.reward_config, dict):
-        raise ServiceError("reward_config must be a JSON object.", code="invalid")
+        raise ServiceError("reward_config must be a JSON object.", code=ErrorCode.INVALID)
     blocklist_compile(row.blocklist)
     from training.ml.policy import DPOUpdateConfig, GenerationParams
 
@@ -152,10 +154,10 @@ def round_settings_update(*, project: Project, **fields) -> RoundSettings:
         )
         row.full_clean(exclude=["project", "periodic_task"])
     except ValueError as exc:
-        raise ServiceError(str(exc), code="invalid") from None
+        raise ServiceError(str(exc), code=ErrorCode.INVALID) from None
     except ValidationError as exc:
         raise ServiceError(
-            "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()), code="invalid"
+            "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()), code=ErrorCode.INVALID
         ) from None
     row.save()
     _sync_periodic_task(row)

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 
 from annotation.models import Project
-from core.errors import ServiceError
+from core.errors import ErrorCode, ServiceError
 from training.models import RewardModel
 
 _cache: dict[int, tuple[tuple[int, str], object]] = {}  # project id -> ((row id, sha), scorer)
@@ -36,12 +36,14 @@ def _load(path: str, sha256: str):
     try:
         actual = dir_sha256(path)
     except (FileNotFoundError, NotADirectoryError):
-        raise ServiceError(f"The active reward model's folder {path} is missing.", code="artefact") from None
+        raise ServiceError(
+            f"The active reward model's folder {path} is missing.", code=ErrorCode.ARTEFACT
+        ) from None
     if actual != sha256:
         raise ServiceError(
             f"The active reward model's folder {path} does not match the hash recorded for it; "
             "refusing to load it.",
-            code="artefact",
+            code=ErrorCode.ARTEFACT,
         )
     return RewardScorer.load(path)
 
@@ -50,7 +52,7 @@ def scorer_for(*, project_id: int):
     """(row id, scorer) of the project's active reward model, loaded at most once per process."""
     key = _active_key(project_id)
     if key is None:
-        raise ServiceError("This project has no active reward model yet.", code="no_reward_model")
+        raise ServiceError("This project has no active reward model yet.", code=ErrorCode.NO_REWARD_MODEL)
     pk, sha, path = key
     with _lock:
         cached = _cache.get(project_id)
@@ -70,7 +72,7 @@ def reward_score(
 ) -> list[float]:
     """One reward per (prompt messages, response) from the active model, in input order."""
     if len(prompts) != len(responses):
-        raise ServiceError("prompts and responses must have the same length.", code="invalid")
+        raise ServiceError("prompts and responses must have the same length.", code=ErrorCode.INVALID)
     if not responses:
         return []
     project_id = project if isinstance(project, int) else project.pk

@@ -1,0 +1,39 @@
+"""The round blocklist: parsing and matching (no database)."""
+
+import pytest
+
+from training.ml.blocklist import BlocklistError, blocked_reasons, blocklist_match, blocklist_parse
+
+
+def test_words_match_whole_words_case_insensitively_and_regexes_as_written():
+    patterns = blocklist_parse("# a comment\n\n  darn \n/[0-9]{3}/\nbad word\n")
+    assert [label for label, _ in patterns] == ["darn", "/[0-9]{3}/", "bad word"]
+    assert blocklist_match(patterns, "Oh DARN it") == "darn"
+    assert blocklist_match(patterns, "darned") is None  # not inside a longer word
+    assert blocklist_match(patterns, "call 555 now") == "/[0-9]{3}/"
+    assert blocklist_match(patterns, "a Bad Word!") == "bad word"
+    assert blocklist_match(patterns, "fine") is None
+    assert blocklist_parse("") == [] and blocklist_parse(None) == []
+
+
+def test_special_characters_in_a_word_are_literal():
+    patterns = blocklist_parse("a.b")
+    assert blocklist_match(patterns, "x a.b y") == "a.b" and blocklist_match(patterns, "axb") is None
+
+
+def test_a_bad_regex_names_its_line():
+    with pytest.raises(BlocklistError, match="line 2: bad regex"):
+        blocklist_parse("ok\n/([/\n")
+
+
+def test_reasons_name_the_threshold_and_the_first_match():
+    patterns = blocklist_parse("/[0-9]/\nhello")
+    assert blocked_reasons(toxicity=0.2, threshold=0.5, text="fine", patterns=patterns) == ""
+    assert blocked_reasons(toxicity=0.5, threshold=0.5, text="fine", patterns=patterns) == ""
+    assert (
+        blocked_reasons(toxicity=0.75, threshold=0.5, text="hello 1", patterns=patterns)
+        == "toxicity 0.75 > 0.5; blocklist: /[0-9]/"
+    )
+    assert blocked_reasons(toxicity=0.0, threshold=0.5, text="hello", patterns=patterns) == "blocklist: hello"
+    long = blocklist_parse("x" * 400)
+    assert len(blocked_reasons(toxicity=1.0, threshold=0.5, text="x" * 400, patterns=long)) == 300

@@ -1,0 +1,58 @@
+"""Which pair a round publishes and which pair its policy update learns from (no database)."""
+
+from training.ml.pair_selection import Candidate, best_vs_worst, choose_pair, closest_pair
+
+
+def cand(id, reward, text=None, index=0, blocked=False):
+    return Candidate(id=id, text=text if text is not None else f"text {id}", shaped_reward=reward,
+                     candidate_index=index, blocked=blocked)  # fmt: skip
+
+
+def test_closest_pair_takes_the_smallest_gap_between_different_texts_higher_first():
+    a, b, c = cand(1, 0.0), cand(2, 0.9), cand(3, 1.0)
+    assert closest_pair([a, b, c]) == (c, b)
+    same = cand(4, 0.95, text=" text 3 ")  # same text as c once stripped: skipped
+    assert closest_pair([a, b, c, same]) == (same, b)
+    assert closest_pair([cand(5, 1.0, text="x"), cand(6, 2.0, text="x")]) is None
+    assert closest_pair([a]) is None and closest_pair([]) is None
+
+
+def test_new_vs_old_puts_the_new_best_against_the_old_best():
+    old = [cand(1, 0.2), cand(2, 0.8, index=1)]
+    new = [cand(3, 0.5), cand(4, 0.9, index=1), cand(5, 5.0, blocked=True)]
+    choice = choose_pair("new_vs_old", old, new)
+    assert (choice.a.id, choice.b.id, choice.strategy) == (4, 2, "new_vs_old")
+    assert abs(choice.gap - 0.1) < 1e-9
+
+
+def test_ties_go_to_the_lower_candidate_index():
+    new = [cand(1, 1.0, index=1), cand(2, 1.0, index=0)]
+    old = [cand(3, 0.0)]
+    assert choose_pair("new_vs_old", old, new).a.id == 2
+
+
+def test_falls_back_to_the_closest_pair_new_first_then_old():
+    old = [cand(1, 0.0), cand(2, 0.5), cand(3, 3.0)]
+    new = [cand(4, 1.0, text="same"), cand(5, 2.0, text="same")]
+    # new best and old best have different text, but the strategy asks for uncertainty
+    choice = choose_pair("uncertain", old, new)
+    assert (choice.a.id, choice.b.id, choice.strategy) == (2, 1, "uncertain")  # new has one text
+    choice = choose_pair("new_vs_old", [cand(6, 0.0, text="same")], [cand(7, 1.0, text="same")])
+    assert choice is None
+
+
+def test_blocked_and_unscored_candidates_are_never_chosen():
+    old = [cand(1, 0.0, blocked=True), cand(2, None), cand(3, 0.4)]
+    assert choose_pair("new_vs_old", old, []) is None
+    old.append(cand(4, 0.5))
+    choice = choose_pair("new_vs_old", old, [cand(5, 9.0, blocked=True)])
+    assert {choice.a.id, choice.b.id} == {3, 4} and choice.strategy == "uncertain"
+
+
+def test_best_vs_worst_never_chooses_a_blocked_text():
+    group = [cand(1, 5.0, blocked=True), cand(2, 1.0), cand(3, -1.0, blocked=True), cand(4, None)]
+    chosen, rejected = best_vs_worst(group)
+    assert (chosen.id, rejected.id) == (2, 3)
+    assert best_vs_worst([cand(1, 1.0, blocked=True)]) is None
+    assert best_vs_worst([cand(1, 1.0)]) is None  # best is worst
+    assert best_vs_worst([cand(1, 1.0, text="a"), cand(2, 0.0, text=" a")]) is None

@@ -1,0 +1,41 @@
+"""A round's metrics from plain candidate records (no database)."""
+
+import math
+
+from training.ml.round_metrics import CandidateStats, finite, mean, new_policy_metrics, round_metrics
+
+
+def test_mean_leaves_out_missing_and_non_finite_values():
+    assert mean([1.0, None, 3.0, math.nan, math.inf]) == 2.0
+    assert mean([]) is None and mean([None, math.nan]) is None
+    assert finite(1.0) and finite(3) and finite("x") and not finite(math.nan) and not finite(-math.inf)
+
+
+def test_round_metrics():
+    rows = [
+        CandidateStats(reward=1.0, shaped_reward=0.5, toxicity=0.05, blocked=False, num_tokens=4,
+                       logprob_sum=-3.0, ref_logprob_sum=-4.0, text_chars=10),
+        CandidateStats(reward=3.0, shaped_reward=-7.0, toxicity=1.0, blocked=True, num_tokens=8,
+                       logprob_sum=None, ref_logprob_sum=-1.0, text_chars=20),
+    ]  # fmt: skip
+    assert round_metrics(rows) == {
+        "candidates": 2,
+        "mean_reward": 2.0,
+        "mean_shaped_reward": -3.25,
+        "mean_toxicity": 0.525,
+        "blocked_rate": 0.5,
+        "kl_to_reference": 1.0,  # only the row with both log-probabilities
+        "mean_response_tokens": 6.0,
+        "mean_response_chars": 15.0,
+    }
+
+
+def test_no_candidates_gives_empty_metrics():
+    m = round_metrics([])
+    assert m["candidates"] == 0 and m["blocked_rate"] is None and m["mean_reward"] is None
+    assert new_policy_metrics([]) == {"new_policy_mean_shaped_reward": None, "new_policy_blocked_rate": None}
+
+
+def test_new_policy_metrics():
+    rows = [CandidateStats(shaped_reward=1.0), CandidateStats(shaped_reward=None, blocked=True)]
+    assert new_policy_metrics(rows) == {"new_policy_mean_shaped_reward": 1.0, "new_policy_blocked_rate": 0.5}

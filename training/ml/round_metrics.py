@@ -1,0 +1,67 @@
+"""A round's summary statistics from its candidates, as plain numbers for `RLHFRound.metrics`.
+
+Pure Python (no Django): the scoring and publishing steps hand in plain records; unit-tested on
+its own (tests/training/ml/test_round_metrics.py). Missing and non-finite values are left out
+of a mean; a mean of nothing is None (the page shows a dash).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CandidateStats:
+    """What the metrics read of one candidate."""
+
+    reward: float | None = None
+    shaped_reward: float | None = None
+    toxicity: float | None = None
+    blocked: bool = False
+    num_tokens: int | None = None
+    logprob_sum: float | None = None
+    ref_logprob_sum: float | None = None
+    text_chars: int = 0
+
+
+def finite(value) -> bool:
+    """False only for a float that is NaN or infinite (JSON cannot hold those)."""
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def mean(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(kept) / len(kept) if kept else None
+
+
+def blocked_rate(rows: list[CandidateStats]) -> float | None:
+    return (sum(1 for row in rows if row.blocked) / len(rows)) if rows else None
+
+
+def round_metrics(rows: list[CandidateStats]) -> dict:
+    """The round's candidates (from its input policy): rewards, safety, KL estimate, length."""
+    kl = [
+        row.logprob_sum - row.ref_logprob_sum
+        for row in rows
+        if row.logprob_sum is not None and row.ref_logprob_sum is not None
+    ]
+    return {
+        "candidates": len(rows),
+        "mean_reward": mean(row.reward for row in rows),
+        "mean_shaped_reward": mean(row.shaped_reward for row in rows),
+        "mean_toxicity": mean(row.toxicity for row in rows),
+        "blocked_rate": blocked_rate(rows),
+        "kl_to_reference": mean(kl),
+        "mean_response_tokens": mean(row.num_tokens for row in rows),
+        "mean_response_chars": mean(row.text_chars for row in rows),
+    }
+
+
+def new_policy_metrics(rows: list[CandidateStats]) -> dict:
+    """The new policy's candidates sampled while publishing."""
+    return {
+        "new_policy_mean_shaped_reward": mean(row.shaped_reward for row in rows),
+        "new_policy_blocked_rate": blocked_rate(rows),
+    }

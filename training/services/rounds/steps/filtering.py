@@ -1,0 +1,57 @@
+"""Step "filtering": the safety verdict of every candidate (toxicity over the round's threshold,
+or a blocklist match). Fills NULL toxicity only, so a rerun does what is left. Publishing
+filters the new policy's candidates with the same `candidates_filter`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import ServiceError
+from training.ml.blocklist import blocked_reasons
+from training.models import RewardModel, RLHFRound, RoundCandidate
+from training.services.rounds.config import blocklist_compile
+from training.services.rounds.progress import RoundReporter, RoundStepError
+from training.services.rounds.steps.batches import batches_run, candidates_pending
+
+
+def _toxicity_scorer(reward_model: RewardModel):
+    from training.ml.checkpoints import dir_sha256
+    from training.ml.safety import load_toxicity
+
+    path = reward_model.safety_path if reward_model.safety_source == "learned" else ""
+    if path:
+        if not Path(path).is_dir() or dir_sha256(path) != reward_model.safety_sha256:
+            raise RoundStepError(
+                f"The safety classifier of reward model v{reward_model.version} ({path}) is missing "
+                "or does not match its recorded hash."
+            )
+    return load_toxicity(path or None)
+
+
+def candidates_filter(r: RLHFRound, rep: RoundReporter, *, step: str, generation: str) -> None:
+    phase = f"safety ({generation} policy)"
+    todo, total = candidates_pending(r, rep, step=step, generation=generation, column="toxicity", phase=phase)
+    if not todo:
+        return
+    try:
+        patterns = blocklist_compile(r.config.get("blocklist", ""))
+    except ServiceError as exc:
+        raise RoundStepError(exc.message) from None
+    threshold = float(r.config.get("toxicity_threshold", 0.5))
+    scorer = _toxicity_scorer(r.reward_model)
+
+    def work(batch: list[RoundCandidate]) -> None:
+        scores = scorer.score([c.prompt.messages for c in batch], [c.response.text for c in batch])
+        for c, tox in zip(batch, scores, strict=True):
+            c.toxicity = float(tox)
+            c.blocked_reason = blocked_reasons(
+                toxicity=c.toxicity, threshold=threshold, text=c.response.text, patterns=patterns
+            )
+            c.blocked = bool(c.blocked_reason)
+        RoundCandidate.objects.bulk_update(batch, ["toxicity", "blocked", "blocked_reason"])
+
+    batches_run(rep, todo, total, step=step, phase=phase, work=work)
+
+
+def step_filtering(r: RLHFRound, rep: RoundReporter) -> None:
+    candidates_filter(r, rep, step="filtering", generation="old")

@@ -1,0 +1,100 @@
+"""Step "publishing": the new policy's candidates (generated, filtered and scored like the
+round's own), then one comparison per prompt, up to the round's budget, written together with
+its unique (round, prompt) `RoundPair` row: a rerun publishes only prompts that have none.
+Which two candidates make the pair is `training.ml.pair_selection.choose_pair`."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from annotation.models import Comparison
+from annotation.services.comparisons import slots_create
+from core.events import event_send_on_commit, project_group
+from training.ml.pair_selection import Candidate, PairChoice, choose_pair
+from training.ml.round_metrics import new_policy_metrics
+from training.models import RLHFRound, RoundCandidate, RoundPair
+from training.services.rounds.backends import http_backend_configured
+from training.services.rounds.progress import RoundReporter, RoundStepError
+from training.services.rounds.steps.filtering import candidates_filter
+from training.services.rounds.steps.generating import candidates_generate
+from training.services.rounds.steps.scoring import candidate_stats, candidates_score
+
+
+def _record(c: RoundCandidate) -> Candidate:
+    return Candidate(c.pk, c.response.text, c.shaped_reward, c.candidate_index, c.blocked)
+
+
+def _new_policy_candidates(r: RLHFRound, rep: RoundReporter, todo: list[int]) -> None:
+    """The new policy's own candidates. An HTTP server serves whatever it was started with, so
+    with that backend pairs come from this round's candidates."""
+    if todo and not http_backend_configured() and r.policy_out_id:
+        candidates_generate(r, rep, step="publishing", generation="new", policy=r.policy_out, prompt_ids=todo)
+        candidates_filter(r, rep, step="publishing", generation="new")
+        candidates_score(r, rep, step="publishing", generation="new")
+
+
+def _pair_publish(r: RLHFRound, pid: int, choice: PairChoice, rows: dict[int, RoundCandidate]) -> None:
+    a, b = rows[choice.a.id], rows[choice.b.id]
+    if a.blocked or b.blocked:  # never: choose_pair drops them; a blocked text never reaches a rater
+        raise RoundStepError("internal error: a blocked candidate was selected for publishing")
+    gap = choice.gap
+    project = r.project
+    with transaction.atomic():
+        comparison = Comparison.objects.create(
+            project=project,
+            prompt_id=pid,
+            response_a=a.response,
+            response_b=b.response,
+            votes_needed=project.overlap,
+            priority=int(r.config.get("priority", 100)) + r.number,
+            round_id=r.pk,
+            metadata={"round": r.number, "strategy": choice.strategy, "reward_gap": round(gap, 6)},
+        )
+        slots_create(comparisons=[comparison])
+        RoundPair.objects.create(
+            round=r,
+            prompt_id=pid,
+            comparison=comparison,
+            strategy=choice.strategy,
+            candidate_a=a,
+            candidate_b=b,
+            reward_gap=gap,
+        )
+
+
+def step_publishing(r: RLHFRound, rep: RoundReporter) -> None:
+    budget = int(r.config.get("budget", 16))
+    unblocked = set(
+        RoundCandidate.objects.filter(round=r, generation="old", blocked=False).values_list(
+            "prompt_id", flat=True
+        )
+    )
+    targets = [pid for pid in r.prompt_ids if pid in unblocked][:budget]
+    published = set(RoundPair.objects.filter(round=r).values_list("prompt_id", flat=True))
+    todo = [pid for pid in targets if pid not in published]
+    _new_policy_candidates(r, rep, todo)
+
+    rows: dict[int, RoundCandidate] = {}
+    cands: dict[tuple[int, str], list[Candidate]] = {}
+    for c in RoundCandidate.objects.filter(round=r, prompt_id__in=todo).select_related("response"):
+        rows[c.pk] = c
+        cands.setdefault((c.prompt_id, c.generation), []).append(_record(c))
+    strategy = r.config.get("strategy", "new_vs_old")
+    done = len(targets) - len(todo)
+    rep.progress("publishing", done, len(targets), phase="pairs", force=True)
+    created = 0
+    for pid in todo:
+        rep.check()
+        choice = choose_pair(strategy, cands.get((pid, "old"), []), cands.get((pid, "new"), []))
+        done += 1
+        if choice is None:
+            continue
+        _pair_publish(r, pid, choice, rows)
+        created += 1
+        rep.progress("publishing", done, len(targets), phase="pairs")
+    r.metrics["published_pairs"] = RoundPair.objects.filter(round=r).count()
+    r.metrics.update(new_policy_metrics(candidate_stats(r, "new")))
+    if created:
+        event_send_on_commit(
+            group=project_group(r.project_id), payload={"kind": "comparisons_added", "count": created}
+        )

@@ -1,0 +1,68 @@
+"""Step "reward": make sure the round has a policy to sample and an active reward model,
+training one first when A/B votes arrived after the active one's snapshot. The run's id is
+stored on the round, so a retry resumes that run instead of starting another."""
+
+from __future__ import annotations
+
+import contextlib
+
+from core.jobs import JobCancelled
+from training.models import RewardModel, RLHFRound
+from training.round_selectors import new_preferences_count
+from training.services.policies import policy_base_ensure, policy_root
+from training.services.rounds.progress import RoundCancelled, RoundReporter, RoundStepError
+
+
+def _policy_ensure(r: RLHFRound) -> None:
+    if r.policy_in_id is None:
+        policy = policy_base_ensure(project=r.project)
+        r.policy_in = policy
+        r.reference = policy_root(policy)
+        RLHFRound.objects.filter(pk=r.pk).update(policy_in=policy, reference=r.reference)
+
+
+def _reward_retrain(r: RLHFRound, rep: RoundReporter) -> RewardModel | None:
+    from training.services.reward_models import reward_model_run_create, reward_model_train
+
+    run = r.reward_run
+    if run is None and new_preferences_count(project=r.project) > 0:
+        run = reward_model_run_create(
+            project=r.project, config_overrides=r.config.get("reward_config") or {}, enqueue=False
+        )
+        r.reward_run = run
+        RLHFRound.objects.filter(pk=r.pk).update(reward_run=run)
+    if run is not None and not run.is_finished:
+        rep.check()
+
+        def on_progress(phase, p):
+            # A cancelled round cancels its reward run too: let the trainer stop through that
+            # run's own flag (the run ends cancelled, not failed by an exception from here).
+            with contextlib.suppress(JobCancelled):
+                rep.progress("reward", int(p.step), max(1, int(p.total_steps)), phase=phase)
+
+        run = reward_model_train(run_id=run.pk, on_progress=on_progress) or run
+    return run
+
+
+def step_reward(r: RLHFRound, rep: RoundReporter) -> None:
+    _policy_ensure(r)
+    rep.progress("reward", 0, 1, force=True)
+    run = _reward_retrain(r, rep)
+    if run is not None:
+        run.refresh_from_db()
+        r.metrics["reward_retrain"] = {"run": run.pk, "version": run.version, "status": run.status}
+        if run.status == RewardModel.Status.CANCELLED and rep.should_stop():
+            raise RoundCancelled()
+        if run.status == RewardModel.Status.FAILED:
+            r.metrics["reward_retrain"]["error"] = run.error[:500]
+
+    active = RewardModel.objects.filter(project=r.project, is_active=True).first()
+    if active is None:
+        why = f" Retraining failed: {run.error}" if run is not None and run.error else ""
+        raise RoundStepError(
+            "This project has no active reward model, and the round could not train one "
+            "(it needs A/B votes: rate some pairs or run manage.py import_preferences)." + why
+        )
+    r.reward_model = active
+    RLHFRound.objects.filter(pk=r.pk).update(reward_model=active)
+    rep.progress("reward", 1, 1, force=True)

@@ -1,0 +1,84 @@
+"""Step "scoring": reward and shaped reward (reward - lambda * toxicity) of every candidate, the
+log-probabilities for the KL estimate, and the round's metrics. Fills NULL columns only.
+Publishing scores the new policy's candidates with the same `candidates_score`."""
+
+from __future__ import annotations
+
+from training.ml.round_metrics import CandidateStats, round_metrics
+from training.models import RLHFRound, RoundCandidate
+from training.services.policies import policy_dir_verified
+from training.services.rounds.progress import RoundReporter
+from training.services.rounds.steps.batches import batches_run, candidates_pending
+
+
+def candidates_score(r: RLHFRound, rep: RoundReporter, *, step: str, generation: str) -> None:
+    from training.services.scoring import reward_score
+
+    phase = f"reward ({generation} policy)"
+    todo, total = candidates_pending(r, rep, step=step, generation=generation, column="reward", phase=phase)
+    lam = float(r.config.get("toxicity_lambda", 10.0))
+
+    def work(batch: list[RoundCandidate]) -> None:
+        rewards = reward_score(
+            project=r.project_id,
+            prompts=[c.prompt.messages for c in batch],
+            responses=[c.response.text for c in batch],
+        )
+        for c, value in zip(batch, rewards, strict=True):
+            c.reward = float(value)
+            c.shaped_reward = float(value) - lam * float(c.toxicity or 0.0)
+        RoundCandidate.objects.bulk_update(batch, ["reward", "shaped_reward"])
+
+    batches_run(rep, todo, total, step=step, phase=phase, work=work)
+
+
+def _reference_logprobs(r: RLHFRound, rep: RoundReporter) -> None:
+    """log p(response) under the reference for the KL estimate. When the round samples from the
+    reference itself the estimate is 0 and nothing is computed. Otherwise both sides are scored
+    on the stored text (the policy's value recorded during generation saw the raw tokens, not
+    the stripped text, so mixing the two would bias the estimate)."""
+    todo = list(
+        RoundCandidate.objects.filter(round=r, generation="old", ref_logprob_sum__isnull=True)
+        .select_related("response", "prompt")
+        .order_by("pk")
+    )
+    if not todo:
+        return
+    if r.policy_in.sha256 == r.reference.sha256 or all(c.logprob_sum is None for c in todo):
+        for c in todo:
+            c.ref_logprob_sum = c.logprob_sum
+        RoundCandidate.objects.bulk_update(todo, ["ref_logprob_sum"])
+        return
+    from training.ml.generation import sequence_logprobs
+    from training.ml.policy import load_policy
+
+    rep.progress("scoring", 0, len(todo), phase="KL to the reference", force=True)
+    prompts = [c.prompt.messages for c in todo]
+    texts = [c.response.text for c in todo]
+    eos = [c.finish_reason == "stop" for c in todo]
+    rep.check()
+    model, tok = load_policy(policy_dir_verified(r.policy_in))
+    mine = sequence_logprobs(model, tok, prompts, texts, add_eos=eos)
+    del model
+    rep.check()
+    model, tok = load_policy(policy_dir_verified(r.reference))
+    ref = sequence_logprobs(model, tok, prompts, texts, add_eos=eos)
+    del model
+    for c, a, b in zip(todo, mine, ref, strict=True):
+        c.logprob_sum, c.ref_logprob_sum = float(a), float(b)
+    RoundCandidate.objects.bulk_update(todo, ["logprob_sum", "ref_logprob_sum"])
+
+
+def candidate_stats(r: RLHFRound, generation: str) -> list[CandidateStats]:
+    """The round's candidates of one generation as plain records for `training.ml.round_metrics`."""
+    rows = RoundCandidate.objects.filter(round=r, generation=generation).values_list(
+        "reward", "shaped_reward", "toxicity", "blocked", "num_tokens", "logprob_sum", "ref_logprob_sum",
+        "response__text",
+    )  # fmt: skip
+    return [CandidateStats(*row[:-1], text_chars=len(row[-1])) for row in rows]
+
+
+def step_scoring(r: RLHFRound, rep: RoundReporter) -> None:
+    candidates_score(r, rep, step="scoring", generation="old")
+    _reference_logprobs(r, rep)
+    r.metrics.update(round_metrics(candidate_stats(r, "old")))

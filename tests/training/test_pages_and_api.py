@@ -144,7 +144,8 @@ def test_api_lists_starts_cancels_and_promotes_for_ops_only(make_project, make_u
     import_pairs(project, 3)
     base = f"/api/training/projects/{project.pk}/reward-models/"
 
-    assert APIClient().get(base).status_code in (401, 403)
+    anonymous = APIClient().get(base)
+    assert anonymous.status_code == 401 and anonymous["WWW-Authenticate"] == "Token"
     rater = APIClient()
     rater.force_authenticate(make_user("rater"))
     assert rater.get(base).status_code == 403
@@ -169,7 +170,7 @@ def test_api_lists_starts_cancels_and_promotes_for_ops_only(make_project, make_u
     cancelled = ops.post(f"/api/training/reward-models/{run_id}/cancel/")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     again = ops.post(f"/api/training/reward-models/{run_id}/cancel/")
-    assert again.status_code == 400 and again.json()["code"] == "finished"
+    assert again.status_code == 409 and again.json()["code"] == "finished"
     assert ops.get("/api/training/reward-models/999999/").status_code == 404
 
     done = row(project, 2, status="succeeded")

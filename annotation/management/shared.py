@@ -24,7 +24,8 @@ class ImportCommand(BaseCommand):
     """FILE --project P: one import service over the file's lines, every bad line reported on
     stderr, and nothing written unless the whole file is valid (the services see to that).
 
-    A subclass says how to import (`run_import`) and what to say when it worked (`done`)."""
+    A subclass names its service (`service(project=, lines=, on_progress=)` returning an
+    `ImportReport`, or overrides `run_import`) and says what it did (`done`)."""
 
     file_help = "Path to a .jsonl file, or - for standard input."
     max_errors_shown: int | None = None  # None: every bad line
@@ -40,8 +41,10 @@ class ImportCommand(BaseCommand):
     def progress(self, lines: int) -> None:
         self.stderr.write(f"  checked {lines:,} lines…")
 
+    service = None
+
     def run_import(self, *, project: Project, lines, file: str, **options) -> ImportReport:
-        raise NotImplementedError
+        return type(self).service(project=project, lines=lines, on_progress=self.progress)
 
     def done(self, *, project: Project, report: ImportReport, **options) -> None:
         raise NotImplementedError

@@ -11,8 +11,7 @@ class Command(ImportCommand):
         "reported with its number and reason; nothing is written unless the whole file is valid."
     )
 
-    def run_import(self, *, project, lines, file, **options):
-        return comparisons_import(project=project, lines=lines, on_progress=self.progress)
+    service = comparisons_import
 
     def done(self, *, project, report, **options):
         self.stdout.write(

@@ -12,8 +12,7 @@ class Command(ImportCommand):
         "(same content hash) are skipped."
     )
 
-    def run_import(self, *, project, lines, file, **options):
-        return prompts_import(project=project, lines=lines, on_progress=self.progress)
+    service = prompts_import
 
     def done(self, *, project, report, **options):
         self.stdout.write(

@@ -26,7 +26,8 @@ from annotation.serializers import (
     preference_in_parse,
 )
 from annotation.services.queue import assignment_next, assignment_skip, preference_submit
-from core.api import ERRORS, ApiView, CanRate, ErrorSerializer, HasAnyRole
+from core.api import ERRORS, ApiView, CanRate, HasAnyRole, errors_with
+from core.errors import ErrorCode
 
 
 class RatingAPIView(ApiView):
@@ -70,8 +71,7 @@ class PreferenceSubmitView(RatingAPIView):
         responses={
             201: PreferenceSerializer,
             200: OpenApiResponse(PreferenceSerializer, description="Replay: the vote stored earlier."),
-            409: OpenApiResponse(ErrorSerializer, description="No live lease on this comparison."),
-            **ERRORS,
+            **errors_with(ErrorCode.NO_LEASE),
         },
     )
     def post(self, request, comparison_id: int):
@@ -87,7 +87,7 @@ class SkipView(RatingAPIView):
     @extend_schema(
         operation_id="comparison_skip",
         request=SkipInSerializer,
-        responses={200: SkipSerializer, 409: ErrorSerializer, **ERRORS},
+        responses={200: SkipSerializer, **errors_with(ErrorCode.NO_LEASE)},
     )
     def post(self, request, comparison_id: int):
         data = SkipInSerializer(data=request.data)

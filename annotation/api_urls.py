@@ -1,18 +1,23 @@
-from django.urls import path
+"""The rating REST API (mounted at /api/)."""
+
+from django.urls import include, path
 from rest_framework.authtoken.views import obtain_auth_token
 
 from annotation import api
 
+project_api = [
+    path("next/", api.NextView.as_view(), name="api-next"),
+    path("progress/", api.ProgressView.as_view(), name="api-progress"),
+]
+comparison_api = [
+    path("preference/", api.PreferenceSubmitView.as_view(), name="api-preference"),
+    path("skip/", api.SkipView.as_view(), name="api-skip"),
+]
+
 urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
     path("projects/", api.ProjectListView.as_view(), name="api-projects"),
-    path("projects/<int:project_id>/next/", api.NextView.as_view(), name="api-next"),
-    path("projects/<int:project_id>/progress/", api.ProgressView.as_view(), name="api-progress"),
-    path(
-        "comparisons/<int:comparison_id>/preference/",
-        api.PreferenceSubmitView.as_view(),
-        name="api-preference",
-    ),
-    path("comparisons/<int:comparison_id>/skip/", api.SkipView.as_view(), name="api-skip"),
+    path("projects/<int:project_id>/", include(project_api)),
+    path("comparisons/<int:comparison_id>/", include(comparison_api)),
     path("preferences/mine/", api.MyPreferencesView.as_view(), name="api-preferences-mine"),
 ]

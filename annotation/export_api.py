@@ -5,7 +5,6 @@ succeeded (201) with its sha256; a big one is queued as a Celery job (202) whose
 client polls at GET /api/exports/<id>/. Needs `annotation.read_data` (raters get 403).
 """
 
-from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -14,12 +13,12 @@ from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound as DRFNotFound
 from rest_framework.response import Response
 
+from annotation.export_views import export_file_response
 from annotation.exporters import FORMATS, KINDS
 from annotation.models import Export, Project
 from annotation.selectors import export_get, exports_for
-from annotation.services.exports import export_cancel, export_data_path, export_request, export_run
+from annotation.services.exports import export_cancel, export_request, export_run
 from core.api import ERRORS, ApiView, CanReadData
-from core.errors import NotFound
 
 
 class ExportAPIView(ApiView):
@@ -116,18 +115,7 @@ class ExportDownloadView(ExportAPIView):
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, **ERRORS},
     )
     def get(self, request, export_id: int):
-        export = _export(export_id)
-        try:
-            path = export_data_path(export)
-        except NotFound as exc:
-            raise DRFNotFound(exc.message) from exc
-        response = FileResponse(
-            open(path, "rb"),  # noqa: SIM115 - FileResponse closes it
-            as_attachment=True,
-            filename=f"{export.project.slug}-{export.kind}-{export.pk}.{export.format}",
-        )
-        response["X-Export-Sha256"] = export.sha256
-        return response
+        return export_file_response(_export(export_id))  # NotFound: 404
 
 
 class ExportCancelView(ExportAPIView):

@@ -6,12 +6,8 @@ of the stream); big ones become a Celery job whose row shows a progress bar (htm
 a websocket nudge on each progress event) and a download link when it is done.
 """
 
-from functools import wraps
-
 from asgiref.sync import sync_to_async
 from django import forms
-from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -23,19 +19,8 @@ from annotation.models import Export, Project
 from annotation.selectors import export_get, exports_for
 from annotation.services.exports import export_cancel, export_data_path, export_request, export_stream
 from core.errors import NotFound, ServiceError
+from core.permissions import role_required
 from core.roles import READ_DATA
-
-
-def researcher_required(view):
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        if not request.user.has_perm(READ_DATA):
-            raise PermissionDenied
-        return view(request, *args, **kwargs)
-
-    return wrapped
 
 
 class ExportForm(forms.Form):
@@ -87,7 +72,7 @@ def download_name(export: Export) -> str:
     return f"{export.project.slug}-{export.kind}-{export.pk}.{export.format}"
 
 
-@researcher_required
+@role_required(READ_DATA)
 @require_http_methods(["GET", "POST"])
 def exports_home(request: HttpRequest) -> HttpResponse:
     project = None
@@ -133,22 +118,17 @@ def _export_or_404(export_id: int) -> Export:
     return export
 
 
-@researcher_required
+@role_required(READ_DATA)
 def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
     export = _export_or_404(export_id)
     template = "exports/_row.html" if request.htmx else "exports/detail.html"
     return render(request, template, {"e": export, "detail": True})
 
 
-@researcher_required
-def export_download(request: HttpRequest, export_id: int) -> HttpResponse:
-    export = _export_or_404(export_id)
-    try:
-        path = export_data_path(export)
-    except NotFound as exc:
-        raise Http404(exc.message) from exc
+def export_file_response(export: Export) -> FileResponse:
+    """The export's data file as a download (page and API); NotFound while it has none."""
     response = FileResponse(
-        open(path, "rb"),  # noqa: SIM115 - FileResponse closes it
+        open(export_data_path(export), "rb"),  # noqa: SIM115 - FileResponse closes it
         as_attachment=True,
         filename=download_name(export),
         content_type=CONTENT_TYPES[export.format],
@@ -157,7 +137,16 @@ def export_download(request: HttpRequest, export_id: int) -> HttpResponse:
     return response
 
 
-@researcher_required
+@role_required(READ_DATA)
+def export_download(request: HttpRequest, export_id: int) -> HttpResponse:
+    export = _export_or_404(export_id)
+    try:
+        return export_file_response(export)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+
+
+@role_required(READ_DATA)
 @require_POST
 def export_cancel_view(request: HttpRequest, export_id: int) -> HttpResponse:
     export = _export_or_404(export_id)

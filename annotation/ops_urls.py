@@ -1,11 +1,17 @@
-from django.urls import path
+"""Ops pages: projects and their imports (mounted at /ops/)."""
+
+from django.urls import include, path
 
 from annotation import ops_views
+
+project_pages = [
+    path("edit/", ops_views.project_edit, name="ops-project-edit"),
+    path("import/", ops_views.project_import, name="ops-project-import"),
+    path("prompts/", ops_views.project_prompts_import, name="ops-project-prompts"),
+]
 
 urlpatterns = [
     path("", ops_views.project_list, name="ops-projects"),
     path("projects/new/", ops_views.project_edit, name="ops-project-create"),
-    path("projects/<int:pk>/edit/", ops_views.project_edit, name="ops-project-edit"),
-    path("projects/<int:pk>/import/", ops_views.project_import, name="ops-project-import"),
-    path("projects/<int:pk>/prompts/", ops_views.project_prompts_import, name="ops-project-prompts"),
+    path("projects/<int:pk>/", include(project_pages)),
 ]

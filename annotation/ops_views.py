@@ -5,11 +5,8 @@ needs `annotation.operate`; an anonymous visitor is sent to the login page, a lo
 without the permission gets 403.
 """
 
-from functools import wraps
-
 from django import forms
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
@@ -20,19 +17,9 @@ from annotation.services.projects import EDITABLE_FIELDS, project_create, projec
 from annotation.services.prompt_imports import FIELDS as PROMPT_FIELDS
 from annotation.services.prompt_imports import prompts_import
 from core import roles
+from core.permissions import role_required
 
 ERRORS_SHOWN = 500  # the page lists this many bad lines; the count covers all of them
-
-
-def operate_required(view):
-    @login_required
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if not request.user.has_perm(roles.OPERATE):
-            raise PermissionDenied
-        return view(request, *args, **kwargs)
-
-    return wrapper
 
 
 class ProjectForm(forms.ModelForm):
@@ -63,12 +50,12 @@ class ImportForm(forms.Form):
     )
 
 
-@operate_required
+@role_required(roles.OPERATE)
 def project_list(request):
     return render(request, "ops/projects.html", {"projects": selectors.projects_with_counts()})
 
 
-@operate_required
+@role_required(roles.OPERATE)
 @require_http_methods(["GET", "POST"])
 def project_edit(request, pk: int | None = None):
     project = get_object_or_404(Project, pk=pk) if pk is not None else None
@@ -105,13 +92,13 @@ def _import_page(request, pk: int, *, service, template: str, fields, extra=None
     return render(request, template, context, status=400 if report is not None and not report.ok else 200)
 
 
-@operate_required
+@role_required(roles.OPERATE)
 @require_http_methods(["GET", "POST"])
 def project_import(request, pk: int):
     return _import_page(request, pk, service=comparisons_import, template="ops/import.html", fields=FIELDS)
 
 
-@operate_required
+@role_required(roles.OPERATE)
 @require_http_methods(["GET", "POST"])
 def project_prompts_import(request, pk: int):
     """Upload a JSONL prompt pool for RLHF rounds (same checks as `manage.py import_prompts`)."""

@@ -51,6 +51,20 @@ def projects_for(*, user):
     return Project.objects.order_by("name")
 
 
+def project_by_ref(ref: str) -> Project | None:
+    """The project with this slug, else (when `ref` is a number) with this id; None if neither.
+
+    The one look-up behind every management command's `--project`."""
+    project = Project.objects.filter(slug=ref).first()
+    if project is None and ref.isdigit():
+        project = Project.objects.filter(pk=int(ref)).first()
+    return project
+
+
+def project_slugs(*, limit: int = 20) -> list[str]:
+    return list(Project.objects.order_by("slug").values_list("slug", flat=True)[:limit])
+
+
 def preferences_of(*, rater, project_id: int | None = None):
     """The rater's own votes (the API never lists anyone else's)."""
     votes = Preference.objects.filter(rater=rater)

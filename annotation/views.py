@@ -5,44 +5,23 @@ so each htmx link is also a working href. Every view needs the `annotation.rate`
 """
 
 import uuid
-from functools import wraps
-from urllib.parse import quote
 
-from django.conf import settings
-from django.contrib.auth.views import redirect_to_login
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
 from annotation.forms import DISPLAY_CHOICES, STRENGTHS, UNSAFE_CATEGORIES, RatingForm, SkipForm
 from annotation.models import Project
 from annotation.selectors import comparison_in_project, progress_for, projects_for, shown_left_for
 from annotation.services.queue import Lease, assignment_next, assignment_skip, preference_submit
 from core.errors import ServiceError
+from core.permissions import role_perms, role_required
 from core.roles import OPERATE, RATE, READ_DATA
 
 ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
-
-
-def rater_required(view):
-    """Anonymous: to the login page (a client-side redirect for htmx). No rate permission: 403."""
-
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs):
-        if not request.user.is_authenticated:
-            if request.htmx:
-                return HttpResponseClientRedirect(
-                    f"{settings.LOGIN_URL}?next={quote(request.htmx.current_url_abs_path or '/')}"
-                )
-            return redirect_to_login(request.get_full_path())
-        if not request.user.has_perm(RATE):
-            raise PermissionDenied
-        return view(request, *args, **kwargs)
-
-    return wrapped
 
 
 def _wants_partial(request: HttpRequest) -> bool:
@@ -151,15 +130,15 @@ def _rerender_after_error(
 
 
 @require_GET
+@login_required
 def home(request: HttpRequest) -> HttpResponse:
     """The projects this rater can rate, with their progress; straight to the only one."""
-    if not request.user.is_authenticated:
-        return redirect_to_login(request.get_full_path())
-    if not request.user.has_perm(RATE):
+    held = role_perms(request.user)
+    if RATE not in held:
         # "/" is where everyone lands after logging in: send the other roles to their pages.
-        if request.user.has_perm(OPERATE):
+        if OPERATE in held:
             return redirect("/ops/")
-        if request.user.has_perm(READ_DATA):
+        if READ_DATA in held:
             return redirect("/exports/")
         raise PermissionDenied
     projects = list(projects_for(user=request.user))
@@ -170,7 +149,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@rater_required
+@role_required(RATE)
 def rate(request: HttpRequest, project_id: int) -> HttpResponse:
     project = _project(request, project_id)
     lease = assignment_next(rater=request.user, project=project)
@@ -178,7 +157,7 @@ def rate(request: HttpRequest, project_id: int) -> HttpResponse:
 
 
 @require_POST
-@rater_required
+@role_required(RATE)
 def submit(request: HttpRequest, project_id: int, comparison_id: int) -> HttpResponse:
     project = _project(request, project_id)
     form = RatingForm(request.POST)
@@ -212,7 +191,7 @@ def submit(request: HttpRequest, project_id: int, comparison_id: int) -> HttpRes
 
 
 @require_POST
-@rater_required
+@role_required(RATE)
 def skip(request: HttpRequest, project_id: int, comparison_id: int) -> HttpResponse:
     project = _project(request, project_id)
     if not comparison_in_project(project=project, comparison_id=comparison_id):
@@ -232,7 +211,7 @@ def skip(request: HttpRequest, project_id: int, comparison_id: int) -> HttpRespo
 
 
 @require_GET
-@rater_required
+@role_required(RATE)
 def guidelines(request: HttpRequest, project_id: int) -> HttpResponse:
     project = _project(request, project_id)
     return _respond(
@@ -241,7 +220,7 @@ def guidelines(request: HttpRequest, project_id: int) -> HttpResponse:
 
 
 @require_GET
-@rater_required
+@role_required(RATE)
 def progress(request: HttpRequest, project_id: int) -> HttpResponse:
     project = _project(request, project_id)
     context = {"project": project, "progress": progress_for(rater=request.user, project=project)}

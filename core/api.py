@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from core import roles
-from core.errors import ServiceError
+from core.errors import ErrorCode, ServiceError
 from core.permissions import RoleTokenAuthentication, role_perms
 
 
@@ -117,3 +117,14 @@ ERRORS = {
     404: OpenApiResponse(ErrorSerializer, description="No such object."),
     409: OpenApiResponse(ErrorSerializer, description="The object's state does not allow this now."),
 }
+
+
+def errors_with(*conflicts: ErrorCode) -> dict:
+    """`ERRORS`, its 409 naming the codes this endpoint answers it with (clients branch on them)."""
+    codes = ", ".join(f"`{c}`" for c in conflicts)
+    return {
+        **ERRORS,
+        409: OpenApiResponse(
+            ErrorSerializer, description=f"The object's state does not allow this now (code {codes})."
+        ),
+    }

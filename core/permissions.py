@@ -17,11 +17,18 @@ every backend.
 
 from __future__ import annotations
 
+from functools import wraps
+from urllib.parse import quote
+
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission, User
+from django.contrib.auth.views import redirect_to_login
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
 from django.db import connection
+from django.http import HttpResponse
 from django.utils.translation import gettext_lazy as _
+from django_htmx.http import HttpResponseClientRedirect
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
@@ -118,18 +125,27 @@ class RoleTokenAuthentication(TokenAuthentication):
         return (user, token)
 
 
-def role_required(perm: str):
-    """The one page decorator for roles: an anonymous visitor goes to the login page, a
-    signed-in user without `perm` gets 403 (the same answer `role_perms` gives the API)."""
-    from functools import wraps
+def login_redirect(request) -> HttpResponse:
+    """To the login page and back: a client-side redirect for an htmx request, so the login
+    page is not swapped into a fragment of the page the visitor was on."""
+    htmx = getattr(request, "htmx", None)
+    if htmx:
+        return HttpResponseClientRedirect(
+            f"{settings.LOGIN_URL}?next={quote(htmx.current_url_abs_path or '/')}"
+        )
+    return redirect_to_login(request.get_full_path())
 
-    from django.contrib.auth.decorators import login_required
-    from django.core.exceptions import PermissionDenied
+
+def role_required(perm: str):
+    """The one page decorator for roles: an anonymous visitor goes to the login page
+    (`login_redirect`), a signed-in user without `perm` gets 403 (the same answer `role_perms`
+    gives the API)."""
 
     def decorate(view):
-        @login_required
         @wraps(view)
         def wrapper(request, *args, **kwargs):
+            if not request.user.is_authenticated:
+                return login_redirect(request)
             if perm not in role_perms(request.user):
                 raise PermissionDenied
             return view(request, *args, **kwargs)

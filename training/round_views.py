@@ -8,27 +8,27 @@ Model output is shown only through Django's auto-escaping.
 
 from __future__ import annotations
 
+from functools import partial
+
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from annotation.models import Project
-from core.api import error_response
-from core.errors import ServiceError
+from core.api import ERRORS, errors_with
+from core.errors import ErrorCode, ServiceError
+from core.permissions import role_required
 from core.roles import OPERATE
 from training import round_selectors as selectors
 from training.models import RLHFRound, RoundSettings
 from training.services.rounds import round_cancel, round_retry, round_settings_get, round_start
 from training.services.schedules import EDITABLE_FIELDS, round_settings_update
-
-operate_required = permission_required(OPERATE, raise_exception=True)
+from training.views import ObjectActionView, OpsApiView, action_schema, page_action
 
 STEP_LABELS = {
     "reward": "Reward model",
@@ -86,8 +86,7 @@ def _list_context(project: Project) -> dict:
 
 
 @require_GET
-@login_required
-@operate_required
+@role_required(OPERATE)
 def rounds(request, project_id: int):
     project = get_object_or_404(Project, pk=project_id)
     context = _list_context(project)
@@ -101,8 +100,7 @@ def rounds(request, project_id: int):
 
 
 @require_POST
-@login_required
-@operate_required
+@role_required(OPERATE)
 def round_settings_save(request, project_id: int):
     project = get_object_or_404(Project, pk=project_id)
     form = RoundSettingsForm(request.POST, instance=round_settings_get(project=project))
@@ -122,8 +120,7 @@ def round_settings_save(request, project_id: int):
 
 
 @require_POST
-@login_required
-@operate_required
+@role_required(OPERATE)
 def round_start_view(request, project_id: int):
     project = get_object_or_404(Project, pk=project_id)
     try:
@@ -139,8 +136,7 @@ def round_start_view(request, project_id: int):
 
 
 @require_GET
-@login_required
-@operate_required
+@role_required(OPERATE)
 def round_detail(request, round_id: int):
     r = get_object_or_404(
         RLHFRound.objects.select_related(
@@ -163,39 +159,25 @@ def round_detail(request, round_id: int):
     return render(request, "training/round.html", context)
 
 
-def _round_action(request, round_id: int, action, done: str):
+def _round_action(request, round_id: int, service, done: str):
     r = get_object_or_404(RLHFRound, pk=round_id)
-    try:
-        action(round_id=r.pk)
-    except ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, done.format(number=r.number))
-    return redirect("training:round", round_id=r.pk)
+    to = reverse("training:round", args=[r.pk])
+    return page_action(request, partial(service, round_id=r.pk), done.format(number=r.number), to=to)
 
 
 @require_POST
-@login_required
-@operate_required
+@role_required(OPERATE)
 def round_cancel_view(request, round_id: int):
     return _round_action(request, round_id, round_cancel, "Cancelling round {number}.")
 
 
 @require_POST
-@login_required
-@operate_required
+@role_required(OPERATE)
 def round_retry_view(request, round_id: int):
     return _round_action(request, round_id, round_retry, "Round {number} queued again.")
 
 
 # --- REST API ---------------------------------------------------------------------------------
-
-
-class CanOperate(BasePermission):
-    message = "You need the ops role (annotation.operate)."
-
-    def has_permission(self, request, view) -> bool:
-        return bool(request.user and request.user.is_authenticated and request.user.has_perm(OPERATE))
 
 
 class RoundSerializer(serializers.ModelSerializer):
@@ -215,32 +197,32 @@ class RoundSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class RoundListView(APIView):
+class RoundListView(OpsApiView):
     """GET: the project's rounds, newest first. POST: start a round (or get the running one)."""
 
-    permission_classes = [IsAuthenticated, CanOperate]
-
-    @extend_schema(responses=RoundSerializer(many=True))
+    @extend_schema(responses={200: RoundSerializer(many=True), **ERRORS})
     def get(self, request, project_id: int):
         project = get_object_or_404(Project, pk=project_id)
         return Response(RoundSerializer(selectors.rounds_for(project=project)[:200], many=True).data)
 
-    @extend_schema(request=None, responses={201: RoundSerializer, 200: RoundSerializer})
+    @extend_schema(
+        request=None,
+        responses={
+            201: RoundSerializer,
+            200: RoundSerializer,
+            **errors_with(ErrorCode.NO_PROMPTS, ErrorCode.CONFLICT),
+        },
+    )
     def post(self, request, project_id: int):
         project = get_object_or_404(Project, pk=project_id)
-        try:
-            r, created = round_start(project=project, requested_by=request.user)
-        except ServiceError as exc:
-            return error_response(exc)
+        r, created = round_start(project=project, requested_by=request.user)
         return Response(
             RoundSerializer(r).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
 
 
-class RoundDetailView(APIView):
-    permission_classes = [IsAuthenticated, CanOperate]
-
-    @extend_schema(responses=RoundSerializer)
+class RoundDetailView(OpsApiView):
+    @extend_schema(responses={200: RoundSerializer, **ERRORS})
     def get(self, request, round_id: int):
         r = get_object_or_404(RLHFRound, pk=round_id)
         data = RoundSerializer(r).data
@@ -248,25 +230,17 @@ class RoundDetailView(APIView):
         return Response(data)
 
 
-class RoundCancelView(APIView):
-    permission_classes = [IsAuthenticated, CanOperate]
-
-    @extend_schema(request=None, responses=RoundSerializer)
-    def post(self, request, round_id: int):
-        get_object_or_404(RLHFRound, pk=round_id)
-        try:
-            return Response(RoundSerializer(round_cancel(round_id=round_id)).data)
-        except ServiceError as exc:
-            return error_response(exc)
+class RoundActionView(ObjectActionView):
+    model, serializer_class, lookup = RLHFRound, RoundSerializer, "round_id"
 
 
-class RoundRetryView(APIView):
-    permission_classes = [IsAuthenticated, CanOperate]
+@action_schema(RoundSerializer, ErrorCode.FINISHED)
+class RoundCancelView(RoundActionView):
+    def act(self, request, pk: int) -> RLHFRound:
+        return round_cancel(round_id=pk)
 
-    @extend_schema(request=None, responses=RoundSerializer)
-    def post(self, request, round_id: int):
-        get_object_or_404(RLHFRound, pk=round_id)
-        try:
-            return Response(RoundSerializer(round_retry(round_id=round_id)).data)
-        except ServiceError as exc:
-            return error_response(exc)
+
+@action_schema(RoundSerializer, ErrorCode.STATE, ErrorCode.RUNNING, ErrorCode.CONFLICT)
+class RoundRetryView(RoundActionView):
+    def act(self, request, pk: int) -> RLHFRound:
+        return round_retry(round_id=pk)

@@ -1,23 +1,27 @@
 """Ops pages and REST API for reward-model runs. Thin: parse, call one service, render.
 
 Pages (server-rendered, htmx partial for the runs table) and the API share one permission:
-`annotation.operate`.
+`annotation.operate`. `page_action` and `ObjectActionView` are also the shape of the round
+pages' and API's actions (training/round_views.py).
 """
+
+from collections.abc import Callable
+from functools import partial
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
+from django.db.models import Model
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from annotation.models import Project
-from core.api import error_response
-from core.errors import ServiceError
+from core.api import ERRORS, ApiView, CanOperate, errors_with
+from core.errors import ErrorCode, ServiceError
+from core.permissions import role_required
 from core.roles import OPERATE
 from training import selectors
 from training.models import RewardModel
@@ -27,8 +31,6 @@ from training.services.reward_models import (
     reward_model_promote,
     reward_model_run_create,
 )
-
-operate_required = permission_required(OPERATE, raise_exception=True)
 
 
 class RunStartForm(forms.Form):
@@ -56,6 +58,22 @@ class RunStartForm(forms.Form):
         return {k: v for k, v in self.cleaned_data.items() if v not in (None, "")}
 
 
+def page_action(request, action: Callable, done: str | Callable, *, to: str):
+    """Run one service action from an ops page, then go to `to`: a refusal becomes an error
+    message, success the message `done` (a text, or a function of what the action returned)."""
+    try:
+        result = action()
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, done(result) if callable(done) else done)
+    return redirect(to)
+
+
+def _runs_url(project_id: int) -> str:
+    return reverse("training:reward-models", args=[project_id])
+
+
 def _runs_context(project: Project) -> dict:
     runs = list(selectors.reward_models_for(project=project))
     for run in runs:
@@ -64,15 +82,13 @@ def _runs_context(project: Project) -> dict:
 
 
 @require_GET
-@login_required
-@operate_required
+@role_required(OPERATE)
 def index(request):
     return render(request, "training/index.html", {"rows": selectors.projects_with_reward_summary()})
 
 
 @require_GET
-@login_required
-@operate_required
+@role_required(OPERATE)
 def reward_models(request, project_id: int):
     project = get_object_or_404(Project, pk=project_id)
     context = _runs_context(project)
@@ -84,8 +100,7 @@ def reward_models(request, project_id: int):
 
 
 @require_POST
-@login_required
-@operate_required
+@role_required(OPERATE)
 def reward_model_start(request, project_id: int):
     project = get_object_or_404(Project, pk=project_id)
     form = RunStartForm(request.POST)
@@ -93,57 +108,31 @@ def reward_model_start(request, project_id: int):
         context = _runs_context(project)
         context["form"] = form
         return render(request, "training/reward_models.html", context, status=400)
-    try:
-        run = reward_model_run_create(
-            project=project, config_overrides=form.overrides(), requested_by=request.user
-        )
-    except ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Queued reward model v{run.version}.")
-    return redirect("training:reward-models", project_id=project.pk)
-
-
-def _run_action(request, run_id: int, action, done: str):
-    run = get_object_or_404(RewardModel, pk=run_id)
-    try:
-        action(run)
-    except ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, done.format(version=run.version))
-    return redirect("training:reward-models", project_id=run.project_id)
+    action = partial(
+        reward_model_run_create, project=project, config_overrides=form.overrides(), requested_by=request.user
+    )
+    queued = "Queued reward model v{0.version}.".format
+    return page_action(request, action, queued, to=_runs_url(project.pk))
 
 
 @require_POST
-@login_required
-@operate_required
+@role_required(OPERATE)
 def reward_model_cancel_view(request, run_id: int):
-    return _run_action(
-        request, run_id, lambda run: reward_model_cancel(run_id=run.pk), "Cancelling v{version}."
-    )
+    run = get_object_or_404(RewardModel, pk=run_id)
+    action = partial(reward_model_cancel, run_id=run.pk)
+    return page_action(request, action, f"Cancelling v{run.version}.", to=_runs_url(run.project_id))
 
 
 @require_POST
-@login_required
-@operate_required
+@role_required(OPERATE)
 def reward_model_promote_view(request, run_id: int):
-    return _run_action(
-        request,
-        run_id,
-        lambda run: reward_model_promote(run_id=run.pk, promoted_by=request.user),
-        "v{version} is now the active reward model.",
-    )
+    run = get_object_or_404(RewardModel, pk=run_id)
+    action = partial(reward_model_promote, run_id=run.pk, promoted_by=request.user)
+    done = f"v{run.version} is now the active reward model."
+    return page_action(request, action, done, to=_runs_url(run.project_id))
 
 
 # --- REST API ---------------------------------------------------------------------------------
-
-
-class CanOperate(BasePermission):
-    message = "You need the ops role (annotation.operate)."
-
-    def has_permission(self, request, view) -> bool:
-        return bool(request.user and request.user.is_authenticated and request.user.has_perm(OPERATE))
 
 
 class RewardModelSerializer(serializers.ModelSerializer):
@@ -169,65 +158,72 @@ class RunStartSerializer(serializers.Serializer):
     config = serializers.DictField(required=False, default=dict)
 
 
-_ERROR = inline_serializer(
-    "TrainingError", fields={"detail": serializers.CharField(), "code": serializers.CharField()}
-)
+class OpsApiView(ApiView):
+    permission_classes = [CanOperate]
 
 
-class RewardModelListView(APIView):
+class ObjectActionView(OpsApiView):
+    """POST: one service action on one object (404 when there is none), answered with the
+    object as it is after the action."""
+
+    model: type[Model]
+    serializer_class: type[serializers.Serializer]
+    lookup: str  # the URL's keyword for the object's id
+
+    def act(self, request, pk: int) -> Model:
+        raise NotImplementedError
+
+    def post(self, request, **kwargs):
+        pk = kwargs[self.lookup]
+        get_object_or_404(self.model, pk=pk)
+        return Response(self.serializer_class(self.act(request, pk)).data)
+
+
+def action_schema(serializer: type[serializers.Serializer], *conflicts: ErrorCode):
+    """The OpenAPI of an `ObjectActionView`: no body in, the object out, 409 with `conflicts`."""
+    return extend_schema(request=None, responses={200: serializer, **errors_with(*conflicts)})
+
+
+class RewardModelListView(OpsApiView):
     """GET: the project's runs, newest first. POST {"config": {...}}: queue a run."""
 
-    permission_classes = [IsAuthenticated, CanOperate]
-
-    @extend_schema(responses=RewardModelSerializer(many=True))
+    @extend_schema(responses={200: RewardModelSerializer(many=True), **ERRORS})
     def get(self, request, project_id: int):
         project = get_object_or_404(Project, pk=project_id)
         runs = selectors.reward_models_for(project=project)
         return Response(RewardModelSerializer(runs, many=True).data)
 
-    @extend_schema(request=RunStartSerializer, responses={201: RewardModelSerializer, 400: _ERROR})
+    @extend_schema(
+        request=RunStartSerializer,
+        responses={201: RewardModelSerializer, **errors_with(ErrorCode.NO_PREFERENCES)},
+    )
     def post(self, request, project_id: int):
         project = get_object_or_404(Project, pk=project_id)
         data = RunStartSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            run = reward_model_run_create(
-                project=project, config_overrides=data.validated_data["config"], requested_by=request.user
-            )
-        except ServiceError as exc:
-            return error_response(exc)
+        run = reward_model_run_create(
+            project=project, config_overrides=data.validated_data["config"], requested_by=request.user
+        )
         return Response(RewardModelSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
-class RewardModelDetailView(APIView):
-    permission_classes = [IsAuthenticated, CanOperate]
-
-    @extend_schema(responses=RewardModelSerializer)
+class RewardModelDetailView(OpsApiView):
+    @extend_schema(responses={200: RewardModelSerializer, **ERRORS})
     def get(self, request, run_id: int):
         return Response(RewardModelSerializer(get_object_or_404(RewardModel, pk=run_id)).data)
 
 
-class RewardModelCancelView(APIView):
-    permission_classes = [IsAuthenticated, CanOperate]
-
-    @extend_schema(request=None, responses={200: RewardModelSerializer, 400: _ERROR})
-    def post(self, request, run_id: int):
-        get_object_or_404(RewardModel, pk=run_id)
-        try:
-            run = reward_model_cancel(run_id=run_id)
-        except ServiceError as exc:
-            return error_response(exc)
-        return Response(RewardModelSerializer(run).data)
+class RunActionView(ObjectActionView):
+    model, serializer_class, lookup = RewardModel, RewardModelSerializer, "run_id"
 
 
-class RewardModelPromoteView(APIView):
-    permission_classes = [IsAuthenticated, CanOperate]
+@action_schema(RewardModelSerializer, ErrorCode.FINISHED)
+class RewardModelCancelView(RunActionView):
+    def act(self, request, pk: int) -> RewardModel:
+        return reward_model_cancel(run_id=pk)
 
-    @extend_schema(request=None, responses={200: RewardModelSerializer, 400: _ERROR})
-    def post(self, request, run_id: int):
-        get_object_or_404(RewardModel, pk=run_id)
-        try:
-            run = reward_model_promote(run_id=run_id, promoted_by=request.user)
-        except ServiceError as exc:
-            return error_response(exc)
-        return Response(RewardModelSerializer(run).data)
+
+@action_schema(RewardModelSerializer, ErrorCode.STATUS)
+class RewardModelPromoteView(RunActionView):
+    def act(self, request, pk: int) -> RewardModel:
+        return reward_model_promote(run_id=pk, promoted_by=request.user)

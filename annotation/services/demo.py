@@ -58,7 +58,7 @@ def demo_preferences_seed(*, project: Project) -> int:
         if gold in ("a", "b"):
             chosen, rejected = (a, b) if gold == "a" else (b, a)
             lines.append(json.dumps({"prompt": messages, "chosen": chosen, "rejected": rejected}))
-    return preferences_import(project=project, lines=lines, fmt="trl", source_name="demo gold").created
+    return preferences_import(project=project, lines=lines, fmt="trl", source_name="demo gold").imported
 
 
 @dataclass

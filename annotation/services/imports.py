@@ -13,22 +13,11 @@ not at all, and memory stays bounded by one batch.
 """
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-
-from django.db import transaction
 
 from annotation.formats import FormatError
 from annotation.models import Preference, Project
+from annotation.services import jsonl
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
-from annotation.services.jsonl import (
-    Batch,
-    LineError,
-    json_object_from_line,
-    metadata_from,
-    parsed_lines,
-    prompt_messages_from,
-)
-from core.events import event_send_on_commit, project_group
 
 BATCH_SIZE = 1000
 FIELDS = ("prompt", "messages", "response_a", "response_b", "metadata", "priority", "gold")
@@ -36,24 +25,12 @@ GOLD_CHOICES = tuple(c.value for c in Preference.Choice)
 _INT32 = (-(2**31), 2**31 - 1)
 
 
-@dataclass
-class ImportReport:
-    lines: int = 0  # non-blank lines read, good and bad
-    imported: int = 0  # comparisons written (0 whenever errors is not empty)
-    slots: int = 0  # rating slots created (imported × overlap)
-    errors: list[LineError] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-
 def comparison_spec_from_line(raw: bytes | str) -> ComparisonSpec | None:
     """Parse one JSONL line. None for a blank line; FormatError (with the reason) for a bad one."""
-    data = json_object_from_line(raw)
+    data = jsonl.json_object_from_line(raw)
     if data is None:
         return None
-    messages = prompt_messages_from(data, FIELDS)
+    messages = jsonl.prompt_messages_from(data, FIELDS)
 
     texts = []
     for key in ("response_a", "response_b"):
@@ -64,7 +41,7 @@ def comparison_spec_from_line(raw: bytes | str) -> ComparisonSpec | None:
     if texts[0].strip() == texts[1].strip():
         raise FormatError("'response_a' and 'response_b' are the same text")
 
-    metadata = metadata_from(data)
+    metadata = jsonl.metadata_from(data)
 
     priority = data.get("priority", 0)
     # bool is a subclass of int in Python; `true` is not a priority.
@@ -92,37 +69,28 @@ def comparisons_import(
     batch_size: int = BATCH_SIZE,
     on_progress: Callable[[int], None] | None = None,
     progress_every: int = 10_000,
-) -> ImportReport:
+) -> jsonl.ImportReport:
     """Validate every line and import the comparisons of a JSONL file, all or nothing.
 
     Returns a report with the counts and, for each bad line, its number and the reason; when
     there is any bad line nothing is written. `on_progress(lines_read)` is called every
     `progress_every` lines for a console or progress bar.
     """
-    report = ImportReport()
+    report = jsonl.ImportReport()
 
     def write(specs: list[ComparisonSpec]) -> None:
         created = comparisons_create(project=project, specs=specs)
         report.imported += len(created)
         report.slots += sum(c.votes_needed for c in created)
 
-    batch = Batch(report, write, batch_size)
-    with transaction.atomic():
-        for _, spec in parsed_lines(
-            lines,
-            lambda raw, _number: comparison_spec_from_line(raw),
-            report,
-            on_progress=on_progress,
-            progress_every=progress_every,
-        ):
-            batch.add(spec)
-        batch.flush()
-        if report.errors:
-            transaction.set_rollback(True)
-            report.imported = report.slots = 0
-        elif report.imported:
-            event_send_on_commit(
-                group=project_group(project.pk),
-                payload={"kind": "comparisons_added", "count": report.imported},
-            )
-    return report
+    return jsonl.lines_import(
+        project=project,
+        lines=lines,
+        parse=lambda raw, _number: comparison_spec_from_line(raw),
+        write=write,
+        report=report,
+        batch_size=batch_size,
+        added_event="comparisons_added",
+        on_progress=on_progress,
+        progress_every=progress_every,
+    )

@@ -3,7 +3,8 @@
 Each import reads a file as a stream of lines, turns each non-blank line into one parsed item
 or a `FormatError` with the reason, collects every bad line with its number, and writes
 nothing when any line is bad (all or nothing). What a line means stays with each import; the
-reading, the error collection and the batching live here once.
+reading, the error collection, the batching, the all-or-nothing transaction and the one
+report (`ImportReport`) live here once.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
+
+from django.db import transaction
 
 from annotation.formats import FormatError, normalise_messages
+from annotation.models import Project
+from core.events import event_send_on_commit, project_group
 
 T = TypeVar("T")
 
@@ -31,23 +36,26 @@ class LineError:
         return f"line {self.line}: {self.reason}"
 
 
-class LineReport(Protocol):
-    lines: int  # non-blank lines read, good and bad
-    errors: list[LineError]
-
-
 @dataclass
-class LineTally:
-    """A bare `LineReport` for a caller that keeps its counts elsewhere."""
+class ImportReport:
+    """What an import did, the same for comparisons, prompts and preferences."""
 
-    lines: int = 0
+    lines: int = 0  # non-blank lines read, good and bad
+    imported: int = 0  # items written (0 whenever errors is not empty)
+    slots: int = 0  # rating slots created (comparison imports: imported × overlap)
+    duplicates: list[tuple[int, str]] = field(default_factory=list)  # (line, why skipped)
     errors: list[LineError] = field(default_factory=list)
+    comparison_ids: list[int] = field(default_factory=list)  # preference imports: the new pairs
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
 
 
 def parsed_lines(
     lines: Iterable[bytes | str],
     parse: Callable[[bytes | str, int], T | None],
-    report: LineReport,
+    report: ImportReport,
     *,
     on_progress: Callable[[int], None] | None = None,
     progress_every: int = 10_000,
@@ -76,7 +84,7 @@ def parsed_lines(
 class Batch:
     """Items written `size` at a time by `write(items)`, only while `report` has no error."""
 
-    def __init__(self, report: LineReport, write: Callable[[list], None], size: int):
+    def __init__(self, report: ImportReport, write: Callable[[list], None], size: int):
         self.report, self.write, self.size = report, write, size
         self.items: list = []
 
@@ -92,6 +100,49 @@ class Batch:
         if self.items and not self.report.errors:
             self.write(self.items)
         self.items.clear()
+
+
+def lines_import(
+    *,
+    project: Project,
+    lines: Iterable[bytes | str],
+    parse: Callable[[bytes | str, int], T | None],
+    write: Callable[[list[T]], None],
+    report: ImportReport,
+    batch_size: int,
+    added_event: str,
+    keep: Callable[[int, T], bool] | None = None,
+    lock_project: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+    progress_every: int = 10_000,
+) -> ImportReport:
+    """Check every line and write the good ones, all or nothing, in one transaction.
+
+    `write(items)` stores a batch and adds to `report.imported` (and whatever else it counts).
+    Once a line is bad nothing more is written, the rest is still checked so that every bad
+    line is reported, and the transaction is rolled back: memory stays bounded by one batch.
+    `keep(number, item)` may pass over a good line (a duplicate it reports itself). With
+    `lock_project` the project row is locked for the import (one at a time per project). On
+    success the project's pages get `{"kind": added_event, "count": imported}`.
+    """
+    batch = Batch(report, write, batch_size)
+    with transaction.atomic():
+        if lock_project:
+            Project.objects.select_for_update().filter(pk=project.pk).first()
+        for number, item in parsed_lines(
+            lines, parse, report, on_progress=on_progress, progress_every=progress_every
+        ):
+            if keep is None or keep(number, item):
+                batch.add(item)
+        batch.flush()
+        if report.errors:
+            transaction.set_rollback(True)
+            report.imported = report.slots = 0
+        elif report.imported:
+            event_send_on_commit(
+                group=project_group(project.pk), payload={"kind": added_event, "count": report.imported}
+            )
+    return report
 
 
 def json_object_from_line(raw: bytes | str) -> dict[str, Any] | None:

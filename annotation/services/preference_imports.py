@@ -27,7 +27,7 @@ import gzip
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -37,8 +37,8 @@ from django.utils import timezone
 from annotation.formats import FormatError, normalise_messages, split_hh_pair
 from annotation.models import Assignment, Comparison, Preference, Project, Response
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
-from annotation.services.jsonl import LineError, LineTally, parsed_lines
-from core.errors import ServiceError
+from annotation.services.jsonl import ImportReport, LineError, json_object_from_line, parsed_lines
+from core.errors import ErrorCode, ServiceError
 from core.locks import LockNamespace, xact_lock
 
 FORMATS = ("hh", "trl")
@@ -55,15 +55,6 @@ class ParsedPair:
     key: str
 
 
-@dataclass
-class ImportReport:
-    format: str
-    lines: int = 0  # non-blank lines read
-    created: int = 0
-    duplicates: list[tuple[int, str]] = field(default_factory=list)  # (line, why skipped)
-    comparison_ids: list[int] = field(default_factory=list)
-
-
 class PreferenceImportInvalid(ServiceError):
     """The file has bad lines; `.errors` lists them all. Nothing was written."""
 
@@ -71,7 +62,7 @@ class PreferenceImportInvalid(ServiceError):
         self.errors = errors
         self.lines = lines
         super().__init__(
-            f"{len(errors)} of {lines} lines are invalid; nothing was imported.", code="invalid_lines"
+            f"{len(errors)} of {lines} lines are invalid; nothing was imported.", code=ErrorCode.INVALID_LINES
         )
 
 
@@ -140,21 +131,11 @@ def _parse_hh(obj: dict) -> tuple[list[dict], str, str]:
 
 def _pair_from_line(raw: bytes | str, number: int, parse) -> ParsedPair | None:
     """One line as a pair; None when blank; FormatError with the reason when bad."""
-    if isinstance(raw, bytes):
-        if len(raw) > MAX_LINE_BYTES:
-            raise FormatError(f"line longer than {MAX_LINE_BYTES} bytes")
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise FormatError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    if not raw.strip():
+    if isinstance(raw, bytes) and len(raw) > MAX_LINE_BYTES:
+        raise FormatError(f"line longer than {MAX_LINE_BYTES} bytes")
+    obj = json_object_from_line(raw)
+    if obj is None:
         return None
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"not JSON ({exc.msg}, column {exc.colno})") from None
-    if not isinstance(obj, dict):
-        raise FormatError("a line must be a JSON object")
     messages, chosen, rejected = parse(obj)
     if "\x00" in chosen + rejected or any("\x00" in m["content"] for m in messages):
         raise FormatError("contains a NUL character")
@@ -168,9 +149,9 @@ def parse_preference_lines(
 ) -> tuple[list[ParsedPair], list[LineError], int]:
     """(pairs, errors, non-blank line count). Pure: reads nothing but `lines`."""
     if fmt not in FORMATS:
-        raise ServiceError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.", code="format")
+        raise ServiceError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.", code=ErrorCode.FORMAT)
     parse = _parse_hh if fmt == "hh" else _parse_trl
-    tally = LineTally()
+    tally = ImportReport()
     pairs = [
         pair
         for _, pair in parsed_lines(lines, lambda raw, number: _pair_from_line(raw, number, parse), tally)
@@ -214,7 +195,7 @@ def preferences_import(
     pairs, errors, count = parse_preference_lines(lines, fmt)
     if errors:
         raise PreferenceImportInvalid(errors, count)
-    report = ImportReport(format=fmt, lines=count)
+    report = ImportReport(lines=count)
     xact_lock(
         LockNamespace.PREFERENCE_IMPORT, project.pk
     )  # one import per project at a time: dedupe stays exact
@@ -268,6 +249,6 @@ def preferences_import(
         ],
         batch_size=2000,
     )
-    report.created = len(comparisons)
+    report.imported = len(comparisons)
     report.comparison_ids = ids
     return report

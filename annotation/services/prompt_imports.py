@@ -16,22 +16,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-
-from django.db import transaction
+from dataclasses import dataclass
 
 from annotation.formats import FormatError
 from annotation.models import Project, Prompt
+from annotation.services import jsonl
 from annotation.services.comparisons import prompt_hash
-from annotation.services.jsonl import (
-    Batch,
-    LineError,
-    json_object_from_line,
-    metadata_from,
-    parsed_lines,
-    prompt_messages_from,
-)
-from core.events import event_send_on_commit, project_group
 
 FIELDS = ("prompt", "messages", "metadata", "reference_answer")
 BATCH_SIZE = 2000
@@ -47,27 +37,15 @@ class PromptLine:
     reference_answer: str
 
 
-@dataclass
-class PromptImportReport:
-    lines: int = 0  # non-blank lines read
-    imported: int = 0  # prompts written (0 whenever errors is not empty)
-    duplicates: list[tuple[int, str]] = field(default_factory=list)  # (line, why skipped)
-    errors: list[LineError] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-
 def prompt_line_parse(raw: bytes | str, number: int) -> PromptLine | None:
     """One JSONL line; None when blank; FormatError with the reason when bad."""
-    data = json_object_from_line(raw)
+    data = jsonl.json_object_from_line(raw)
     if data is None:
         return None
-    messages = prompt_messages_from(data, FIELDS)
+    messages = jsonl.prompt_messages_from(data, FIELDS)
     if "\x00" in json.dumps(messages):
         raise FormatError("the prompt contains a NUL character")
-    metadata = metadata_from(data)
+    metadata = jsonl.metadata_from(data)
     reference = data.get("reference_answer")
     if reference is None:
         reference = ""
@@ -90,10 +68,16 @@ def prompts_import(
     lines: Iterable[bytes | str],
     on_progress: Callable[[int], None] | None = None,
     progress_every: int = 10_000,
-) -> PromptImportReport:
+) -> jsonl.ImportReport:
     """Validate every line and add the new prompts to the project's pool, all or nothing."""
-    report = PromptImportReport()
+    report = jsonl.ImportReport()
     seen: dict[str, int] = {}  # digest -> first line
+
+    def first_in_file(number: int, parsed: PromptLine) -> bool:
+        first = seen.setdefault(parsed.digest, number)
+        if first != number:
+            report.duplicates.append((number, f"same prompt as line {first}"))
+        return first == number
 
     def write(batch: list[PromptLine]) -> None:
         existing = set(
@@ -115,28 +99,20 @@ def prompts_import(
                         reference_answer=p.reference_answer,
                     )
                 )
-        # The transaction below holds the project row lock, so no concurrent import races us.
+        # The import holds the project row lock, so no concurrent import races us.
         Prompt.objects.bulk_create(fresh, batch_size=BATCH_SIZE)
         report.imported += len(fresh)
 
-    batch = Batch(report, write, BATCH_SIZE)
-    with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()  # one import at a time
-        for number, parsed in parsed_lines(
-            lines, prompt_line_parse, report, on_progress=on_progress, progress_every=progress_every
-        ):
-            first = seen.get(parsed.digest)
-            if first is not None:
-                report.duplicates.append((number, f"same prompt as line {first}"))
-                continue
-            seen[parsed.digest] = number
-            batch.add(parsed)
-        batch.flush()
-        if report.errors:
-            transaction.set_rollback(True)
-            report.imported = 0
-        elif report.imported:
-            event_send_on_commit(
-                group=project_group(project.pk), payload={"kind": "prompts_added", "count": report.imported}
-            )
-    return report
+    return jsonl.lines_import(
+        project=project,
+        lines=lines,
+        parse=prompt_line_parse,
+        write=write,
+        report=report,
+        batch_size=BATCH_SIZE,
+        added_event="prompts_added",
+        keep=first_in_file,
+        lock_project=True,  # one import at a time
+        on_progress=on_progress,
+        progress_every=progress_every,
+    )

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from annotation.models import Assignment, Comparison, Preference, Project, Prompt, Response, Skip
 from core.db import fetchone, fetchone_atomic
-from core.errors import NoLease, NotFound, ServiceError
+from core.errors import ErrorCode, NoLease, NotFound, ServiceError
 from core.events import event_send_on_commit, project_group
 from core.locks import LockNamespace
 
@@ -177,7 +177,7 @@ def assignment_next(*, rater: AbstractBaseUser, project: Project | int) -> Lease
     if row is not None:
         return _lease_from_row(row)
     if not Project.objects.filter(pk=project_id).exists():
-        raise NotFound("No such project.", code="not_found")
+        raise NotFound("No such project.", code=ErrorCode.NOT_FOUND)
     return None
 
 
@@ -245,7 +245,7 @@ def _clean_unsafe(flag: bool, category: str, side: str) -> tuple[bool, str]:
     category = (category or "").strip()
     if category and category not in _CATEGORIES:
         raise ServiceError(
-            f"Unknown unsafe category {category!r} for response {side}.", code="unsafe_category"
+            f"Unknown unsafe category {category!r} for response {side}.", code=ErrorCode.UNSAFE_CATEGORY
         )
     if category:
         return True, category
@@ -271,18 +271,20 @@ def preference_submit(
     A second key on a pair the rater already voted on also returns the first vote.
     """
     if choice not in _CHOICES:
-        raise ServiceError("Choose A, B, tie or both bad.", code="choice")
+        raise ServiceError("Choose A, B, tie or both bad.", code=ErrorCode.CHOICE)
     if choice in ("a", "b"):
         if strength not in (1, 2, 3):
-            raise ServiceError("Say how much better: strength 1, 2 or 3.", code="strength")
+            raise ServiceError("Say how much better: strength 1, 2 or 3.", code=ErrorCode.STRENGTH)
     else:
         strength = None
     if not idempotency_key or len(idempotency_key) > 64:
         raise ServiceError(
-            "A submission needs an idempotency key of 1–64 characters.", code="idempotency_key"
+            "A submission needs an idempotency key of 1–64 characters.", code=ErrorCode.IDEMPOTENCY_KEY
         )
     if client_ms is not None and not (0 <= client_ms < 2**31):
-        raise ServiceError("Time on task must be a non-negative number of milliseconds.", code="client_ms")
+        raise ServiceError(
+            "Time on task must be a non-negative number of milliseconds.", code=ErrorCode.CLIENT_MS
+        )
     unsafe_a, unsafe_a_category = _clean_unsafe(unsafe_a, unsafe_a_category, "A")
     unsafe_b, unsafe_b_category = _clean_unsafe(unsafe_b, unsafe_b_category, "B")
 
@@ -327,14 +329,15 @@ def _submit_refused(*, rater: AbstractBaseUser, comparison_id: int, idempotency_
         earlier_id, key, earlier_comparison = earlier[0]
         if key == idempotency_key and earlier_comparison != comparison_id:
             raise ServiceError(
-                "This idempotency key was already used for another comparison.", code="idempotency_key"
+                "This idempotency key was already used for another comparison.",
+                code=ErrorCode.IDEMPOTENCY_KEY,
             )
         return SubmitResult(Preference.objects.get(pk=earlier_id), created=False)
     if not Comparison.objects.filter(pk=comparison_id).exists():
-        raise NotFound("No such comparison.", code="not_found")
+        raise NotFound("No such comparison.", code=ErrorCode.NOT_FOUND)
     raise NoLease(
         "You hold no lease on this pair: it may have expired and gone to another rater. Load the next pair.",
-        code="no_lease",
+        code=ErrorCode.NO_LEASE,
     )
 
 
@@ -342,7 +345,7 @@ def _submit_refused(*, rater: AbstractBaseUser, comparison_id: int, idempotency_
 def assignment_skip(*, rater: AbstractBaseUser, comparison_id: int, reason: str) -> Skip:
     reason = (reason or "").strip()
     if not reason:
-        raise ServiceError("Say why you skip this pair.", code="reason")
+        raise ServiceError("Say why you skip this pair.", code=ErrorCode.REASON)
     _lock_rater(rater.pk)
     slot = (
         Assignment.objects.select_for_update()
@@ -351,8 +354,8 @@ def assignment_skip(*, rater: AbstractBaseUser, comparison_id: int, reason: str)
     )
     if slot is None:
         if not Comparison.objects.filter(pk=comparison_id).exists():
-            raise NotFound("No such comparison.", code="not_found")
-        raise NoLease("You hold no lease on this pair, so there is nothing to skip.", code="no_lease")
+            raise NotFound("No such comparison.", code=ErrorCode.NOT_FOUND)
+        raise NoLease("You hold no lease on this pair, so there is nothing to skip.", code=ErrorCode.NO_LEASE)
     slot.state = Assignment.State.OPEN
     slot.rater = None
     slot.leased_at = None

@@ -5,12 +5,15 @@
 302: a page sends an anonymous visitor to the login page (the admin does so for non-staff).
 """
 
+import re
 import uuid
 
 import pytest
 from django.test import Client
+from django.urls import URLResolver, get_resolver
 
 from annotation.models import Comparison, Preference, Project
+from core.api import ApiView
 
 ROLES = ["anonymous", "rater", "researcher", "ops", "staff"]
 
@@ -181,3 +184,37 @@ def test_ops_overview_counts_per_project(make_user, make_project):
     b, i = rows[busy.pk], rows[idle.pk]
     assert (b.comparisons_total, b.comparisons_done, b.votes_total, b.slots_leased) == (3, 1, 2, 1)
     assert (i.comparisons_total, i.comparisons_done, i.votes_total, i.slots_leased) == (1, 0, 0, 0)
+
+
+def _routes(patterns, prefix=""):
+    """(path with every converter filled with 1, view) for each route below `patterns`."""
+    for entry in patterns:
+        route = prefix + re.sub(r"<(?:\w+:)?\w+>", "1", str(entry.pattern))
+        if isinstance(entry, URLResolver):
+            yield from _routes(entry.url_patterns, route)
+        else:
+            yield "/" + route, entry.callback
+
+
+# The API routes that are not `ApiView`s: they answer an anonymous caller on purpose.
+OPEN_API = {"/api/auth/token/", "/api/schema/", "/api/docs/"}
+
+
+@pytest.mark.django_db
+def test_every_api_route_is_an_api_view_and_answers_anonymous_calls_with_401():
+    api = [(url, view) for url, view in _routes(get_resolver().url_patterns) if url.startswith("/api/")]
+    checked = 0
+    for url, view in api:
+        view_class = getattr(view, "view_class", None)
+        if url in OPEN_API:
+            continue
+        assert view_class is not None and issubclass(view_class, ApiView), url
+        client = Client()
+        for method in ("get", "post", "put", "patch", "delete"):
+            if not hasattr(view_class, method):
+                continue
+            response = getattr(client, method)(url)
+            assert response.status_code == 401, (method, url, response.status_code)
+            assert response["WWW-Authenticate"] == "Token", (method, url)
+            checked += 1
+    assert checked >= 15  # the rating, export and training APIs

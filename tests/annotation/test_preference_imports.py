@@ -77,14 +77,14 @@ def test_bad_lines_are_reported_by_number_and_nothing_is_written(make_project, t
         good[2],
     ]
     path = write(tmp_path, "bad.jsonl", lines)
-    with pytest.raises(CommandError, match="4 of 7 lines are invalid"):
+    with pytest.raises(CommandError, match=r"4 bad line\(s\) of 7; nothing was imported"):
         call_command("import_preferences", str(path), project=project.slug, fmt="hh")
     assert not Comparison.objects.exists() and not Preference.objects.exists() and not Prompt.objects.exists()
 
     with pytest.raises(PreferenceImportInvalid) as info:
         preferences_import(project=project, lines=lines, fmt="hh")
     assert [e.line for e in info.value.errors] == [2, 4, 5, 7]
-    assert "not JSON" in info.value.errors[0].message
+    assert "not valid JSON" in info.value.errors[0].message
     assert "missing 'rejected'" in info.value.errors[2].message
     assert not Comparison.objects.exists()
 
@@ -146,7 +146,7 @@ def test_trl_import_and_reimport_is_deduplicated_and_reported(make_project, tmp_
     ]
     path = write(tmp_path, "trl.jsonl", lines)
     report = preferences_import(project=project, lines=path.read_text().splitlines(), fmt="trl", queue=True)
-    assert report.created == 2 and report.duplicates == [(3, "same pair as line 1")]
+    assert report.imported == 2 and report.duplicates == [(3, "same pair as line 1")]
     c = Comparison.objects.get(project=project, response_a__text="Paris.")
     # --queue: the imported vote plus the project's k open slots for raters.
     assert (c.votes_needed, c.votes_count) == (3, 1)
@@ -167,7 +167,7 @@ def test_trl_import_and_reimport_is_deduplicated_and_reported(make_project, tmp_
 
     # Another project is independent: the same file imports fully there.
     other = make_project()
-    assert preferences_import(project=other, lines=lines, fmt="trl").created == 3
+    assert preferences_import(project=other, lines=lines, fmt="trl").imported == 3
 
 
 @pytest.mark.django_db
@@ -182,5 +182,5 @@ def test_the_full_shared_hh_file_imports_gzipped(make_project):
     assert Prompt.objects.filter(project=project).count() <= HH_LINES
     # Importing the same file again writes nothing.
     report = preferences_import(project=project, lines=gzip.open(HH_FILE, "rb"), fmt="hh")
-    assert report.created == 0 and len(report.duplicates) == HH_LINES
+    assert report.imported == 0 and len(report.duplicates) == HH_LINES
     assert Comparison.objects.filter(project=project).count() == HH_LINES

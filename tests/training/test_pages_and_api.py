@@ -35,13 +35,24 @@ def ops_client(make_user):
 
 @pytest.mark.django_db
 def test_pages_need_the_ops_role(make_project, make_user):
+    """Anonymous: to the login page (as on every page); signed in without the ops role: 403."""
     project = make_project()
     run = row(project, 1)
-    urls_get = ["/training/", f"/training/projects/{project.pk}/reward-models/"]
+    round_id = 999999  # the role is checked before the round is looked up
+    urls_get = [
+        "/training/",
+        f"/training/projects/{project.pk}/reward-models/",
+        f"/training/projects/{project.pk}/rounds/",
+        f"/training/rounds/{round_id}/",
+    ]
     urls_post = [
         f"/training/projects/{project.pk}/reward-models/start/",
         f"/training/reward-models/{run.pk}/cancel/",
         f"/training/reward-models/{run.pk}/promote/",
+        f"/training/projects/{project.pk}/rounds/start/",
+        f"/training/projects/{project.pk}/rounds/settings/",
+        f"/training/rounds/{round_id}/cancel/",
+        f"/training/rounds/{round_id}/retry/",
     ]
     anonymous = Client()
     for url in urls_get + urls_post:
@@ -144,7 +155,8 @@ def test_api_lists_starts_cancels_and_promotes_for_ops_only(make_project, make_u
     import_pairs(project, 3)
     base = f"/api/training/projects/{project.pk}/reward-models/"
 
-    assert APIClient().get(base).status_code in (401, 403)
+    anonymous = APIClient().get(base)
+    assert anonymous.status_code == 401 and anonymous["WWW-Authenticate"] == "Token"
     rater = APIClient()
     rater.force_authenticate(make_user("rater"))
     assert rater.get(base).status_code == 403

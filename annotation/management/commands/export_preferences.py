@@ -9,7 +9,8 @@ from tqdm import tqdm
 
 from annotation.exporters import FORMATS, KINDS
 from annotation.exporters.filters import TRISTATE
-from annotation.models import Export, Project
+from annotation.management.shared import project_from_option
+from annotation.models import Export
 from annotation.services.exports import export_copy_to, export_create, export_folder, export_run
 from core.errors import ServiceError
 
@@ -37,11 +38,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
     def handle(self, *args, project: str, kind: str, fmt: str, out: str | None, **options):
-        target = Project.objects.filter(slug=project).first()
-        if target is None and project.isdigit():
-            target = Project.objects.filter(pk=int(project)).first()
-        if target is None:
-            raise CommandError(f"No project with slug or id {project!r}.")
+        target = project_from_option(project)
         user = None
         if options["user"]:
             user = get_user_model().objects.filter(username=options["user"]).first()

@@ -1,8 +1,9 @@
 """manage.py import_preferences FILE --project P --format hh|trl [--queue]: all or nothing."""
 
-from django.core.management.base import BaseCommand, CommandError
+from contextlib import nullcontext
 
-from annotation.models import Project
+from annotation.management.shared import ImportCommand
+from annotation.services.jsonl import ImportReport
 from annotation.services.preference_imports import (
     FORMATS,
     PreferenceImportInvalid,
@@ -10,10 +11,8 @@ from annotation.services.preference_imports import (
     read_lines,
 )
 
-MAX_ERRORS_SHOWN = 100
 
-
-class Command(BaseCommand):
+class Command(ImportCommand):
     help = (
         "Import preferences from a JSONL file (.gz accepted): Anthropic HH-RLHF lines "
         '({"chosen", "rejected"} transcripts) or TRL lines ({"prompt", "chosen", "rejected"}, '
@@ -21,10 +20,11 @@ class Command(BaseCommand):
         "(chosen = response A, strength 2). Bad lines are reported with their numbers and nothing "
         "is written unless the whole file is valid; lines already imported are skipped."
     )
+    file_help = "Path to a .jsonl or .jsonl.gz file."
+    max_errors_shown = 100
 
     def add_arguments(self, parser):
-        parser.add_argument("file", help="Path to a .jsonl or .jsonl.gz file.")
-        parser.add_argument("--project", required=True, help="Project slug (or id).")
+        super().add_arguments(parser)
         parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
         parser.add_argument(
             "--queue",
@@ -32,29 +32,21 @@ class Command(BaseCommand):
             help="Also put each comparison in the rating queue for the project's k raters.",
         )
 
-    def handle(self, *args, file: str, project: str, fmt: str, queue: bool, **options):
-        target = Project.objects.filter(slug=project).first()
-        if target is None and project.isdigit():
-            target = Project.objects.filter(pk=int(project)).first()
-        if target is None:
-            raise CommandError(f"No project with slug or id {project!r}.")
+    def open_lines(self, file):
+        return nullcontext(list(read_lines(file)))  # gunzipped when gzip
+
+    def run_import(self, *, project, lines, file, fmt, queue, **options):
         try:
-            lines = list(read_lines(file))
-        except OSError as exc:
-            raise CommandError(f"Cannot read {file}: {exc.strerror or exc}.") from None
-        try:
-            report = preferences_import(project=target, lines=lines, fmt=fmt, queue=queue, source_name=file)
+            return preferences_import(project=project, lines=lines, fmt=fmt, queue=queue, source_name=file)
         except PreferenceImportInvalid as exc:
-            for error in exc.errors[:MAX_ERRORS_SHOWN]:
-                self.stderr.write(str(error))
-            if len(exc.errors) > MAX_ERRORS_SHOWN:
-                self.stderr.write(f"... and {len(exc.errors) - MAX_ERRORS_SHOWN} more")
-            raise CommandError(f"{exc.message} ({target.slug})") from None
-        for line, why in report.duplicates[:MAX_ERRORS_SHOWN]:
+            return ImportReport(lines=exc.lines, errors=exc.errors)
+
+    def done(self, *, project, report, queue, **options):
+        for line, why in report.duplicates[: self.max_errors_shown]:
             self.stdout.write(f"line {line}: skipped, {why}")
         self.stdout.write(
             self.style.SUCCESS(
-                f"Imported {report.created} preferences into {target.slug} from {report.lines} lines "
+                f"Imported {report.imported} preferences into {project.slug} from {report.lines} lines "
                 f"({len(report.duplicates)} duplicates skipped; "
                 f"{'queued for raters' if queue else 'not queued for raters'})."
             )

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotation.models import Project
+from annotation.management.shared import project_from_option
 from core.errors import ServiceError
 from training.models import RewardModel
 from training.services.reward_models import (
@@ -71,11 +71,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, project: str, sync, worker: bool, no_wait: bool, backbone, **options):
-        target = Project.objects.filter(slug=project).first()
-        if target is None and project.isdigit():
-            target = Project.objects.filter(pk=int(project)).first()
-        if target is None:
-            raise CommandError(f"No project with slug or id {project!r}.")
+        target = project_from_option(project)
         overrides = {
             k: options[k]
             for k in (*OPTIONS, "tie_mode", "both_bad_mode", "pooling")

@@ -42,7 +42,15 @@ class Project(models.Model):
 
 
 class Prompt(models.Model):
+    class Purpose(models.TextChoices):
+        RATING = "rating", "Comparison prompt"
+        ROUND = "round", "Round prompt pool"
+        EVAL = "eval", "Held-out evaluation prompt"
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    # What the prompt is for: "round" prompts are what rounds sample (the uploaded pool), "eval"
+    # prompts are held out for evaluation pairs and never used for training.
+    purpose = models.CharField(max_length=8, choices=Purpose.choices, default=Purpose.RATING)
     # A conversation: [{"role": "user"|"assistant"|"system", "content": str}, ...]
     messages = models.JSONField()
     content_hash = models.CharField(max_length=64)
@@ -169,6 +177,11 @@ class Skip(models.Model):
 
 
 class Preference(models.Model):
+    class Source(models.TextChoices):
+        RATER = "rater", "Rater"
+        IMPORTED = "imported", "Imported"
+        JUDGE = "judge", "Judge"
+
     class Choice(models.TextChoices):
         A = "a", "A is better"
         B = "b", "B is better"
@@ -198,7 +211,7 @@ class Preference(models.Model):
     client_ms = models.PositiveIntegerField(null=True, blank=True)
     lease_ms = models.PositiveIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=64)
-    source = models.CharField(max_length=16, default="rater")  # rater | imported
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.RATER)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -25,6 +25,8 @@ class LockNamespace(IntEnum):
     PREFERENCE_IMPORT = 7_003  # xact: one preference import per project at a time
     EXPORT = 7_004  # session: the worker writing an export
     ROUND = 7_005  # session: the worker running a round
+    JUDGE_RUN = 7_006  # session: the worker running a judge run
+    EVALUATION = 7_007  # session: the worker writing an evaluation
 
 
 def xact_lock(namespace: LockNamespace, key: int) -> None:

@@ -1,10 +1,4 @@
-"""Reward models, policy checkpoints and rounds (see the reward-model and rounds issues).
-
-Tables only; the training job, promotion and scoring live in `training.services`.
-"""
-
-import math
-from typing import ClassVar
+"""Online-RLHF rounds: settings, the round job, its candidates and published pairs."""
 
 from django.conf import settings
 from django.db import models
@@ -13,187 +7,8 @@ from django.db.models import Q
 from annotation.models import Project
 from core.jobs import Job, JobStatus
 from core.locks import LockNamespace
-
-
-class RewardModel(Job):
-    """One reward-model training run and, when it succeeds, the model it produced.
-
-    A job of the kernel (`core.jobs`): status, progress, cancel flag, attempts, error and
-    timings are the `Job` columns; `training.services.reward_models` runs it with `job_run`.
-
-    Lineage: `snapshot_*` says exactly which preferences the run trained on (every preference of
-    the project with id <= `snapshot_cutoff_id` whose choice the config uses, hashed over
-    (id, choice, strength) in id order). `artefact_path` is only set once the model folder has
-    been renamed into place, and `artefact_sha256` is the hash of that folder: a loader that finds
-    a different hash refuses the folder.
-
-    At most one row per project is active (`is_active`), enforced by a partial unique index.
-    """
-
-    job_kind: ClassVar[str] = "reward_run"
-    lock_namespace: ClassVar[LockNamespace] = LockNamespace.REWARD_RUN
-    # Not a column: which trainer the job is in ("reward", then "safety"), for its events.
-    phase = "reward"
-
-    class SafetySource(models.TextChoices):
-        PENDING = "", "—"
-        LEARNED = "learned", "Learned from raters' flags"
-        LEXICAL = "lexical", "Lexical prior (too few flags)"
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="reward_models")
-    version = models.PositiveIntegerField()
-    backbone = models.CharField(max_length=1000)
-    # Overrides chosen when queued; replaced by the full resolved RewardConfig when training starts.
-    config = models.JSONField(default=dict, blank=True)
-    is_active = models.BooleanField(default=False)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-
-    # The preference snapshot the run trains on (fixed when queued, re-checked when it runs).
-    snapshot_cutoff_id = models.BigIntegerField(default=0)
-    snapshot_counts = models.JSONField(default=dict, blank=True)
-    snapshot_sha256 = models.CharField(max_length=64, blank=True)
-
-    # Progress besides the Job's counters, saved while training (throttled) and pushed to the
-    # project's websocket group.
-    progress_loss = models.FloatField(null=True, blank=True)
-    progress_epoch = models.FloatField(null=True, blank=True)
-    # [[step, loss], ...]: live while running, the trainer's own curve once it succeeds.
-    loss_curve = models.JSONField(default=list, blank=True)
-
-    # Results.
-    metrics = models.JSONField(default=dict, blank=True)
-    heldout_accuracy = models.FloatField(null=True, blank=True)
-    heldout_loss = models.FloatField(null=True, blank=True)
-    ece = models.FloatField(null=True, blank=True)
-    train_pair_ids = models.JSONField(default=list, blank=True)
-    test_pair_ids = models.JSONField(default=list, blank=True)
-    artefact_path = models.CharField(max_length=1000, blank=True)
-    artefact_sha256 = models.CharField(max_length=64, blank=True)
-    safety_source = models.CharField(max_length=8, choices=SafetySource.choices, blank=True)
-    safety_path = models.CharField(max_length=1000, blank=True)
-    safety_sha256 = models.CharField(max_length=64, blank=True)
-    safety_metrics = models.JSONField(default=dict, blank=True)
-
-    # Promotion: how this row became (or did not become) the active model.
-    promotion_note = models.TextField(blank=True)
-    promoted_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-version"]
-        constraints = [
-            models.UniqueConstraint(fields=["project", "version"], name="reward_model_version_unique"),
-            models.UniqueConstraint(
-                fields=["project"], condition=Q(is_active=True), name="reward_model_one_active_per_project"
-            ),
-            models.CheckConstraint(
-                condition=Q(status__in=["queued", "running", "succeeded", "failed", "cancelled"]),
-                name="reward_model_status_valid",
-            ),
-            # Only a finished model with a recorded artefact can be active.
-            models.CheckConstraint(
-                condition=Q(is_active=False) | (Q(status="succeeded") & ~Q(artefact_sha256="")),
-                name="reward_model_active_is_succeeded",
-            ),
-            models.CheckConstraint(
-                condition=~Q(status="succeeded") | (~Q(artefact_path="") & ~Q(artefact_sha256="")),
-                name="reward_model_succeeded_has_artefact",
-            ),
-        ]
-        indexes = [models.Index(fields=["project", "status"], name="reward_model_project_status")]
-
-    def __str__(self) -> str:
-        return f"{self.project} reward model v{self.version} ({self.status})"
-
-    @property
-    def progress_step(self) -> int:
-        """The trainer's step: the Job's `progress_done` under the name the API and the
-        command line have always used."""
-        return self.progress_done
-
-    @progress_step.setter
-    def progress_step(self, value: int) -> None:
-        self.progress_done = value
-
-    def event_extra(self) -> dict:
-        loss = self.progress_loss
-        return {
-            "version": self.version,
-            "phase": self.phase,
-            "loss": loss if loss is not None and math.isfinite(loss) else None,
-            "active": self.is_active,
-        }
-
-    def claim_reset(self) -> dict:
-        # A run found "running" crashed in an earlier attempt: it restarts from scratch.
-        return {
-            "progress_done": 0,
-            "progress_total": 0,
-            "progress_loss": None,
-            "progress_epoch": None,
-            "loss_curve": [],
-        }
-
-
-# --- Online-RLHF rounds (issue 5) -------------------------------------------------------------
-
-
-class PolicyCheckpoint(models.Model):
-    """A policy folder on disk and where it came from.
-
-    `kind` "base": the project's starting policy (settings.POLICY_BASE, else SmolLM2-135M-Instruct
-    converted under MODELS_DIR); "dpo": written by one round's policy update from `parent`,
-    with `reward_model` the reward model that labelled the round's pairs. `sha256` is the
-    folder's `dir_sha256`, recorded once the folder was renamed into place. At most one
-    checkpoint per project is `is_current` (the one the next round samples from).
-    """
-
-    class Kind(models.TextChoices):
-        BASE = "base"
-        DPO = "dpo"
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="policy_checkpoints")
-    kind = models.CharField(max_length=8, choices=Kind.choices)
-    parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
-    )
-    round = models.OneToOneField(
-        "RLHFRound", null=True, blank=True, on_delete=models.SET_NULL, related_name="checkpoint_created"
-    )
-    reward_model = models.ForeignKey(
-        RewardModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="policies"
-    )
-    base_model = models.CharField(max_length=1000, help_text="The root base model folder of this lineage.")
-    path = models.CharField(max_length=1000)
-    sha256 = models.CharField(max_length=64)
-    is_current = models.BooleanField(default=False)
-    metrics = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-pk"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["project"], condition=Q(is_current=True), name="policy_one_current_per_project"
-            ),
-            models.UniqueConstraint(
-                fields=["project", "sha256"], condition=Q(kind="base"), name="policy_base_unique_per_project"
-            ),
-            models.CheckConstraint(condition=Q(kind__in=["base", "dpo"]), name="policy_kind_valid"),
-            models.CheckConstraint(condition=~Q(sha256=""), name="policy_has_sha256"),
-            models.CheckConstraint(
-                condition=Q(kind="base", parent__isnull=True) | Q(kind="dpo", parent__isnull=False),
-                name="policy_parent_matches_kind",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"policy #{self.pk} ({self.kind}) of {self.project}"
-
-    @property
-    def label(self) -> str:
-        return f"policy #{self.pk} ({self.kind}, {self.sha256[:10]})"
+from training.models.policy import PolicyCheckpoint
+from training.models.reward import RewardModel
 
 
 class RoundSettings(models.Model):
@@ -203,6 +18,11 @@ class RoundSettings(models.Model):
     django-celery-beat PeriodicTask; `min_new_preferences` starts a round once that many A/B
     votes arrived after the active reward model's snapshot (checked by a periodic task).
     """
+
+    class PolicyGate(models.TextChoices):
+        JUDGE_LOWER_BOUND = "judge_lower_bound", "Judge: win-rate lower bound vs parent ≥ threshold"
+        HUMAN_VOTES = "human_votes", "Humans: enough evaluation votes and win rate ≥ threshold"
+        ALWAYS = "always", "Always (no evaluation: every round's checkpoint becomes current)"
 
     class Strategy(models.TextChoices):
         NEW_VS_OLD = "new_vs_old", "New policy's best vs previous policy's best"
@@ -241,6 +61,38 @@ class RoundSettings(models.Model):
     periodic_task = models.OneToOneField(
         "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Evaluation and gates (training.ml.gates): a round's checkpoint becomes current only when
+    # its evaluation against its parent passes `policy_gate`.
+    policy_gate = models.CharField(
+        max_length=20,
+        choices=PolicyGate.choices,
+        default=PolicyGate.JUDGE_LOWER_BOUND,
+        help_text="When a round's checkpoint becomes current.",
+    )
+    gate_threshold = models.FloatField(
+        default=0.5, help_text="Win rate against the parent the gate asks for (its lower bound for a judge)."
+    )
+    gate_min_votes = models.PositiveIntegerField(
+        default=50, help_text="Evaluation votes needed before the gate decides."
+    )
+    eval_judge = models.ForeignKey(
+        "training.Judge",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The judge that votes on evaluation pairs (judge gate).",
+    )
+    eval_prompts = models.PositiveIntegerField(default=32, help_text="Held-out prompts per evaluation.")
+    eval_samples = models.PositiveSmallIntegerField(default=2, help_text="Samples per prompt and checkpoint.")
+    eval_max_new_tokens = models.PositiveIntegerField(default=128)
+    eval_priority = models.IntegerField(default=1000, help_text="Queue priority of evaluation pairs.")
+    kl_budget = models.FloatField(
+        null=True, blank=True, help_text="Pause the schedule when KL to the reference exceeds this."
+    )
+    paused_reason = models.TextField(
+        blank=True, help_text="Why the over-optimisation guard paused the schedule."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -278,6 +130,13 @@ class RLHFRound(Job):
 
     STEPS = tuple(Step.values)
 
+    class EvaluationState(models.TextChoices):
+        NONE = "", "—"
+        AWAITING = "awaiting", "awaiting evaluation"
+        PASSED = "passed", "evaluation passed"
+        FAILED = "failed", "evaluation failed"
+        NOT_NEEDED = "not_needed", "no evaluation (gate: always)"
+
     class Trigger(models.TextChoices):
         MANUAL = "manual"
         SCHEDULE = "schedule"
@@ -311,6 +170,10 @@ class RLHFRound(Job):
     # {step: {"done", "total", "phase", "started_at", "finished_at", "seconds", "attempts"}}
     steps = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    # After the job: "" (not decided yet), awaiting (evaluation votes coming in), passed (the
+    # checkpoint became current), failed (the parent stays current), not_needed (gate "always").
+    evaluation_state = models.CharField(max_length=12, choices=EvaluationState.choices, blank=True)
+    gate = models.JSONField(default=dict, blank=True)  # the policy gate's decision and numbers
 
     class Meta:
         ordering = ["-pk"]

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -325,16 +326,24 @@ def test_rate_three_pairs_with_the_keyboard(asgi_server, orm, make_user, make_pr
 # --- the live client (static/live.js) ------------------------------------------------------
 
 
-def _browser(pw):
-    return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+@contextmanager
+def _logged_in_page(base: str, user):
+    """A page of a fresh headless chromium, logged in as `user` (password PASSWORD)."""
+    from playwright.sync_api import sync_playwright
 
-
-def _log_in(page, base: str, user) -> None:
-    page.goto(base + "/accounts/login/")
-    page.locator("input[name=username]").fill(user.username)
-    page.locator("input[name=password]").fill(PASSWORD)
-    page.keyboard.press("Enter")
-    page.wait_for_url(lambda url: "/accounts/login/" not in url)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+            page.goto(base + "/accounts/login/")
+            page.locator("input[name=username]").fill(user.username)
+            page.locator("input[name=password]").fill(PASSWORD)
+            page.keyboard.press("Enter")
+            page.wait_for_url(lambda url: "/accounts/login/" not in url)
+            yield page
+        finally:
+            browser.close()
 
 
 @pytest.mark.parametrize(("last_close", "state"), [(4403, "denied"), (1000, "closed")])
@@ -344,7 +353,7 @@ def test_live_client_reconnects_after_a_drop_but_not_after_a_refusal_or_a_normal
     """The page's socket is mocked: the first connection drops (1011, a server error), the
     second is closed with `last_close`. A client that reconnected anyway would try again about
     a second later."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     project = make_project()
     rater = make_user("rater", password=PASSWORD)
@@ -354,21 +363,14 @@ def test_live_client_reconnects_after_a_drop_but_not_after_a_refusal_or_a_normal
         attempts.append(ws.url)
         ws.close(code=1011 if len(attempts) == 1 else last_close, reason="test")
 
-    with sync_playwright() as pw:
-        browser = _browser(pw)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
-            _log_in(page, asgi_server, rater)
-            page.route_web_socket("**/ws/projects/**", socket)
-            page.goto(f"{asgi_server}/projects/{project.pk}/rate/")
-            expect(page.locator("#live")).to_have_attribute("data-state", state)
-            page.wait_for_timeout(3_000)
-            assert len(attempts) == 2
-            assert attempts[0].endswith(f"/ws/projects/{project.pk}/")
-            expect(page.locator("#live")).to_have_attribute("data-state", state)
-        finally:
-            browser.close()
+    with _logged_in_page(asgi_server, rater) as page:
+        page.route_web_socket("**/ws/projects/**", socket)
+        page.goto(f"{asgi_server}/projects/{project.pk}/rate/")
+        expect(page.locator("#live")).to_have_attribute("data-state", state)
+        page.wait_for_timeout(3_000)
+        assert len(attempts) == 2
+        assert attempts[0].endswith(f"/ws/projects/{project.pk}/")
+        expect(page.locator("#live")).to_have_attribute("data-state", state)
 
 
 def test_a_job_event_moves_the_progress_bar_and_a_status_change_refreshes_the_row(
@@ -377,7 +379,7 @@ def test_a_job_event_moves_the_progress_bar_and_a_status_change_refreshes_the_ro
     """On the reward-model page: a "reward_run" event (the job kernel's payload) moves the
     run's progress bar at once, without a reload; one with a new status re-fetches the runs
     table from the server (htmx)."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from core.events import event_send_now, events_flush, project_group
     from training.models import RewardModel
@@ -402,32 +404,25 @@ def test_a_job_event_moves_the_progress_bar_and_a_status_change_refreshes_the_ro
         event_send_now(group=project_group(project.pk), payload=payload)
         assert events_flush(5)
 
-    with sync_playwright() as pw:
-        browser = _browser(pw)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
-            _log_in(page, asgi_server, ops)
-            page.goto(f"{asgi_server}/training/projects/{project.pk}/reward-models/")
-            expect(page.locator("#live")).to_have_attribute("data-state", "on")
-            page.wait_for_load_state("networkidle")  # the catch-up refresh after connecting
-            page.evaluate("window.notReloaded = true")
-            row = page.locator(f"#run-{run.pk}")
-            bar = row.locator("progress[data-job-bar]")
-            assert bar.get_attribute("value") == "0"
+    with _logged_in_page(asgi_server, ops) as page:
+        page.goto(f"{asgi_server}/training/projects/{project.pk}/reward-models/")
+        expect(page.locator("#live")).to_have_attribute("data-state", "on")
+        page.wait_for_load_state("networkidle")  # the catch-up refresh after connecting
+        page.evaluate("window.notReloaded = true")
+        row = page.locator(f"#run-{run.pk}")
+        bar = row.locator("progress[data-job-bar]")
+        assert bar.get_attribute("value") == "0"
 
-            # The database still says 0 steps: only the event can move the bar.
-            send("running", 5, 10)
-            page.wait_for_function("bar => bar.value === 5 && bar.max === 10", arg=bar.element_handle())
-            expect(row.locator("[data-job-done]")).to_have_text("5")
-            expect(row.locator("[data-job-total]")).to_have_text("10")
+        # The database still says 0 steps: only the event can move the bar.
+        send("running", 5, 10)
+        page.wait_for_function("bar => bar.value === 5 && bar.max === 10", arg=bar.element_handle())
+        expect(row.locator("[data-job-done]")).to_have_text("5")
+        expect(row.locator("[data-job-total]")).to_have_text("10")
 
-            orm(RewardModel.objects.filter(pk=run.pk).update, status="failed", error="Out of <memory>")
-            send("failed", 5, 10)
-            expect(row).to_have_class("status-failed")
-            expect(row.locator(".status")).to_have_text("failed")
-            expect(row.locator("[role=alert]")).to_have_text("Out of <memory>")
-            expect(row.locator("button", has_text="Cancel")).to_have_count(0)
-            assert page.evaluate("window.notReloaded") is True
-        finally:
-            browser.close()
+        orm(RewardModel.objects.filter(pk=run.pk).update, status="failed", error="Out of <memory>")
+        send("failed", 5, 10)
+        expect(row).to_have_class("status-failed")
+        expect(row.locator(".status")).to_have_text("failed")
+        expect(row.locator("[role=alert]")).to_have_text("Out of <memory>")
+        expect(row.locator("button", has_text="Cancel")).to_have_count(0)
+        assert page.evaluate("window.notReloaded") is True

@@ -5,6 +5,8 @@ from annotation.models import Project
 from core.events import project_group
 from core.roles import OPERATE, RATE, READ_DATA
 
+CLOSE_DENIED = 4403  # static/live.js never reconnects after it
+
 
 class ProjectEventsConsumer(AsyncJsonWebsocketConsumer):
     """Pushes a project's live events (votes, runs) to anyone allowed to see the project."""
@@ -13,7 +15,11 @@ class ProjectEventsConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         project_id = self.scope["url_route"]["kwargs"]["project_id"]
         if not await self._allowed(user, project_id):
-            await self.close(code=4403)
+            # Accept, then close with 4403: a socket closed before it is accepted is an HTTP 403
+            # on the handshake, which a browser reports as close code 1006 (a network drop), and
+            # static/live.js would keep reconnecting. It joins no group, so it receives nothing.
+            await self.accept()
+            await self.close(code=CLOSE_DENIED)
             return
         self.group = project_group(project_id)
         await self.channel_layer.group_add(self.group, self.channel_name)

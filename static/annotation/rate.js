@@ -1,9 +1,9 @@
-// Rater page: keyboard shortcuts, time on task, live counter. Needs htmx (loaded before this).
+// Rater page: keyboard shortcuts and time on task. Needs htmx (loaded before this); the live
+// counters are static/live.js's (see templates/annotation/_progress.html).
 (function () {
   "use strict";
 
-  const root = document.getElementById("rater");
-  if (!root) return;
+  if (!document.getElementById("rater")) return;
 
   // One keymap table: it drives the handler, the <kbd> hints on the page and the help dialog.
   const KEYMAP = [
@@ -196,41 +196,7 @@
     }
   });
 
-  // --- live counter over a websocket ------------------------------------------------------
-  const live = document.getElementById("live");
-  let refreshTimer = null;
-  function refreshProgress() {
-    clearTimeout(refreshTimer);
-    refreshTimer = setTimeout(() => {
-      htmx.ajax("GET", root.dataset.progressUrl, { target: "#progress", swap: "outerHTML" });
-    }, 200);
-  }
-
-  function connect(delay) {
-    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    let socket;
-    try {
-      socket = new WebSocket(scheme + location.host + root.dataset.wsPath);
-    } catch (err) {
-      return;
-    }
-    socket.addEventListener("open", () => {
-      delay = 1000;
-      live.dataset.state = "on";
-      live.title = "Live counter: connected";
-      refreshProgress();
-    });
-    socket.addEventListener("message", () => refreshProgress());
-    socket.addEventListener("close", (e) => {
-      live.dataset.state = "off";
-      live.title = "Live counter: reconnecting";
-      if (e.code === 4403) return; // not allowed: do not hammer the server
-      setTimeout(() => connect(Math.min(delay * 2, 30000)), delay);
-    });
-  }
-
   decorate(document);
   fillHelp();
   pairShown();
-  connect(1000);
 })();

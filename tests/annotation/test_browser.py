@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -320,3 +321,108 @@ def test_rate_three_pairs_with_the_keyboard(asgi_server, orm, make_user, make_pr
     assert (p3.choice, p3.strength, p3.shown_left) == ("tie", None, left3)
     assert all(p.client_ms and p.client_ms > 0 for p in (p1, p2, p3))
     assert Skip.objects.get(rater=rater).comparison_id == fourth
+
+
+# --- the live client (static/live.js) ------------------------------------------------------
+
+
+@contextmanager
+def _logged_in_page(base: str, user):
+    """A page of a fresh headless chromium, logged in as `user` (password PASSWORD)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+            page.goto(base + "/accounts/login/")
+            page.locator("input[name=username]").fill(user.username)
+            page.locator("input[name=password]").fill(PASSWORD)
+            page.keyboard.press("Enter")
+            page.wait_for_url(lambda url: "/accounts/login/" not in url)
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.mark.parametrize(("last_close", "state"), [(4403, "denied"), (1000, "closed")])
+def test_live_client_reconnects_after_a_drop_but_not_after_a_refusal_or_a_normal_close(
+    asgi_server, make_user, make_project, last_close, state
+):
+    """The page's socket is mocked: the first connection drops (1011, a server error), the
+    second is closed with `last_close`. A client that reconnected anyway would try again about
+    a second later."""
+    from playwright.sync_api import expect
+
+    project = make_project()
+    rater = make_user("rater", password=PASSWORD)
+    attempts: list[str] = []
+
+    def socket(ws):
+        attempts.append(ws.url)
+        ws.close(code=1011 if len(attempts) == 1 else last_close, reason="test")
+
+    with _logged_in_page(asgi_server, rater) as page:
+        page.route_web_socket("**/ws/projects/**", socket)
+        page.goto(f"{asgi_server}/projects/{project.pk}/rate/")
+        expect(page.locator("#live")).to_have_attribute("data-state", state)
+        page.wait_for_timeout(3_000)
+        assert len(attempts) == 2
+        assert attempts[0].endswith(f"/ws/projects/{project.pk}/")
+        expect(page.locator("#live")).to_have_attribute("data-state", state)
+
+
+def test_a_job_event_moves_the_progress_bar_and_a_status_change_refreshes_the_row(
+    asgi_server, orm, make_user, make_project
+):
+    """On the reward-model page: a "reward_run" event (the job kernel's payload) moves the
+    run's progress bar at once, without a reload; one with a new status re-fetches the runs
+    table from the server (htmx)."""
+    from playwright.sync_api import expect
+
+    from core.events import event_send_now, events_flush, project_group
+    from training.models import RewardModel
+
+    if not settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):
+        pytest.skip("needs the Redis channel layer (REDIS_URL) shared with the server process")
+    project = make_project()
+    ops = make_user("ops", password=PASSWORD)
+    run = RewardModel.objects.create(project=project, version=1, backbone="/models/x", status="running")
+
+    def send(status: str, done: int, total: int) -> None:
+        payload = {
+            "kind": "reward_run",
+            "id": run.pk,
+            "status": status,
+            "done": done,
+            "total": total,
+            "percent": 100 * done // total,
+            "cancel_requested": False,
+            "error": "",
+        }  # core.jobs.job_payload's shape
+        event_send_now(group=project_group(project.pk), payload=payload)
+        assert events_flush(5)
+
+    with _logged_in_page(asgi_server, ops) as page:
+        page.goto(f"{asgi_server}/training/projects/{project.pk}/reward-models/")
+        expect(page.locator("#live")).to_have_attribute("data-state", "on")
+        page.wait_for_load_state("networkidle")  # the catch-up refresh after connecting
+        page.evaluate("window.notReloaded = true")
+        row = page.locator(f"#run-{run.pk}")
+        bar = row.locator("progress[data-job-bar]")
+        assert bar.get_attribute("value") == "0"
+
+        # The database still says 0 steps: only the event can move the bar.
+        send("running", 5, 10)
+        page.wait_for_function("bar => bar.value === 5 && bar.max === 10", arg=bar.element_handle())
+        expect(row.locator("[data-job-done]")).to_have_text("5")
+        expect(row.locator("[data-job-total]")).to_have_text("10")
+
+        orm(RewardModel.objects.filter(pk=run.pk).update, status="failed", error="Out of <memory>")
+        send("failed", 5, 10)
+        expect(row).to_have_class("status-failed")
+        expect(row.locator(".status")).to_have_text("failed")
+        expect(row.locator("[role=alert]")).to_have_text("Out of <memory>")
+        expect(row.locator("button", has_text="Cancel")).to_have_count(0)
+        assert page.evaluate("window.notReloaded") is True

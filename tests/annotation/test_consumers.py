@@ -46,6 +46,15 @@ def communicator(project_id: int, cookie: bytes | None = None) -> WebsocketCommu
     return WebsocketCommunicator(application, f"/ws/projects/{project_id}/", headers=headers)
 
 
+async def assert_denied(ws: WebsocketCommunicator) -> None:
+    """Refused with close code 4403 after the handshake: a browser sees that code (a handshake
+    refused with HTTP 403 reads as 1006, a network drop, and static/live.js would retry)."""
+    connected, _ = await ws.connect(timeout=5)
+    assert connected
+    assert await ws.receive_output(timeout=5) == {"type": "websocket.close", "code": 4403}
+    await ws.disconnect()
+
+
 @TRANSACTIONAL
 def test_a_vote_by_another_rater_reaches_a_connected_rater(make_user, make_project):
     assert settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"), "needs REDIS_URL"
@@ -80,9 +89,7 @@ def test_anonymous_and_non_raters_are_refused(make_user, make_project):
 
     async def scenario():
         for cookie in (None, nobody):
-            ws = communicator(project.pk, cookie)
-            connected, code = await ws.connect(timeout=5)
-            assert not connected and code == 4403
+            await assert_denied(communicator(project.pk, cookie))
         # An origin that is not an allowed host is refused before any of that.
         ws = WebsocketCommunicator(
             application, f"/ws/projects/{project.pk}/", headers=[(b"origin", b"http://evil.example")]
@@ -98,8 +105,6 @@ def test_unknown_project_is_refused(make_user):
     cookie = session_cookie(make_user("rater"))
 
     async def scenario():
-        ws = communicator(987654, cookie)
-        connected, code = await ws.connect(timeout=5)
-        assert not connected and code == 4403
+        await assert_denied(communicator(987654, cookie))
 
     asyncio.run(scenario())

@@ -135,8 +135,8 @@ def test_rater_page_shows_a_pair_with_turns_and_the_form(rater_client, make_proj
     assert "<strong>alpha</strong>" in html and "<pre><code>code &lt;kept&gt;" in html
     assert 'id="response-left"' in html and 'id="response-right"' in html
     assert len(hidden(html, "idempotency_key")) == 32
-    assert f'data-ws-path="/ws/projects/{project.pk}/"' in html
-    assert "vendor/htmx.min.js" in html and "annotation/rate.js" in html
+    assert f'data-ws="/ws/projects/{project.pk}/"' in html
+    assert "vendor/htmx.min.js" in html and "/live.js" in html and "annotation/rate.js" in html
     guidelines = urls(project)["guidelines"]
     assert f'hx-get="{guidelines}"' in html and f'href="{guidelines}"' in html  # one click away
     assert "You today: <strong" in html and "Left in queue" in html

@@ -96,11 +96,13 @@ def test_runs_page_shows_status_progress_metrics_curve_and_escapes_errors(make_p
     page = ops_client.get(f"/training/projects/{project.pk}/reward-models/")
     html = page.content.decode()
     assert page.status_code == 200
-    assert f'data-ws="/ws/projects/{project.pk}/"' in html and "reward_runs.js" in html
+    assert f'data-ws="/ws/projects/{project.pk}/"' in html and "/live.js" in html
+    assert f'data-job="reward_run:{project.reward_models.get(version=2).pk}"' in html
     assert "0.812" in html and "90 train / 16 test pairs" in html and "active" in html
     assert '<progress max="20" value="5"' in html and "0.6321" in html
     # The loss curve is an inline SVG polyline with one point per step.
-    curve = html.split('id="run-')[3].split('data-field="curve" points="')[1].split('"')[0]
+    v1 = project.reward_models.get(version=1)
+    curve = html.split(f'id="run-{v1.pk}-curve"')[1].split('<polyline points="')[1].split('"')[0]
     assert len(curve.split()) == 3
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     # Actions: cancel for the running run, promote for nothing (v1 is already active), start form.

@@ -20,7 +20,7 @@ from training.ml.checkpoints import atomic_output_dir, dir_sha256
 __all__ = [
     "DPOUpdateConfig",
     "GenerationParams",
-    "PolicyCheckpoint",
+    "SavedPolicy",
     "load_policy",
     "load_tokenizer",
     "save_policy",
@@ -108,7 +108,7 @@ class DPOUpdateConfig:
 
 
 @dataclass(frozen=True)
-class PolicyCheckpoint:
+class SavedPolicy:
     """A policy folder on disk and the sha256 of its files."""
 
     path: Path
@@ -143,10 +143,10 @@ def load_policy(model_dir: Path | str, *, threads: int | None = None):
     return model, tokenizer
 
 
-def save_policy(model, tokenizer, output_dir: Path) -> PolicyCheckpoint:
+def save_policy(model, tokenizer, output_dir: Path) -> SavedPolicy:
     """Write model + tokenizer to `output_dir` atomically (it must not exist yet); return its hash."""
     output_dir = Path(output_dir)
     with atomic_output_dir(output_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    return PolicyCheckpoint(path=output_dir, sha256=dir_sha256(output_dir))
+    return SavedPolicy(path=output_dir, sha256=dir_sha256(output_dir))

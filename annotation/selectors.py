@@ -159,8 +159,8 @@ class ExportSnapshotReader:
         }
         # UTC: timestamps in the files do not depend on the server's zone. work_mem: the sort by
         # (comparison, vote) of a big export fits in memory instead of spilling to disk.
-        # jit off: compiling the plan's expressions costs each parallel process ~0.1 s on 1M votes
-        # and gains nothing on these simple columns.
+        # jit off: compiling the plan's expressions costs each parallel process time on big
+        # exports and gains nothing on these simple columns (bench/README.md).
         keep["options"] = (
             keep.get("options", "") + f" -c TimeZone=UTC -c work_mem={EXPORT_WORK_MEM} -c jit=off"
         ).strip()

@@ -1,8 +1,8 @@
 """Running the rating hot path's hand-written SQL: prepared, and pipelined where it can be.
 
 Django's cursors bind parameters client-side, so PostgreSQL parses and plans every statement
-on every call; for the queue's CTEs planning cost more than running them (1-2 ms against
-0.2-0.9 ms of PostgreSQL CPU). These helpers use psycopg's server-side-binding cursor with
+on every call; for the queue's CTEs planning cost more than running them (measured in
+bench/README.md). These helpers use psycopg's server-side-binding cursor with
 `prepare=True` on Django's own connection instead: each statement is planned once per pooled
 connection. With DB_PREPARED_STATEMENTS off (settings) psycopg ignores `prepare` and these are
 plain executes.
@@ -48,8 +48,7 @@ def fetchone_atomic(statements: list[tuple[str, dict]], *, durable: bool = True)
 
     `durable=False` commits without waiting for the WAL flush (synchronous_commit off for this
     transaction only, never for a caller's): for writes whose loss in a database crash is
-    harmless, it saves the commit's fsync (about 4 ms on this machine's disk) from the
-    latency. A crash can then lose the last such commits, never half of one.
+    harmless, it saves the commit's WAL fsync from the latency. A crash can then lose the last such commits, never half of one.
     """
     connection.ensure_connection()
     started = time.monotonic()

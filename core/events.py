@@ -4,7 +4,7 @@ Sending is fire-and-forget through one background event loop per process (`_Send
 committing thread only queues the message, and one long-lived loop thread sends them in order
 over the channel layer's pooled Redis connections. The previous way, `async_to_sync` from a plain
 thread (a Celery task, the benchmark's service threads), started a new thread, a new event loop
-and a new Redis connection for every event: about 3 ms of CPU per vote (bench/assignment.py).
+and a new Redis connection for every event (the cost per vote is in bench/README.md).
 Under ASGI it also kept the request waiting for Redis after its own commit.
 
 asgiref and channels offer no "send from sync code without waiting" helper, hence this small

@@ -3,8 +3,8 @@ answers them in the same query that finds the token.
 
 `user.has_perm(RATE)` through Django's ModelBackend loads every permission of the user and
 then every permission of their groups: two ORM queries, each compiled afresh, on every request
-(profiled on the rating hot path: with the token look-up, about a third of the server's CPU
-per request). `role_perms` asks PostgreSQL only which of the three role permissions the user
+(on the rating hot path, with the token look-up, a large share of the server's CPU per request:
+bench/README.md has the profile). `role_perms` asks PostgreSQL only which of the three role permissions the user
 holds, in one statement; `RoleTokenAuthentication` folds that into the token look-up, so a
 token-authenticated `next` or `submit` costs one auth query instead of three.
 

@@ -15,10 +15,12 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
+from rest_framework.test import APIClient
 
 from annotation.models import Assignment, Comparison, Preference, Skip
 from core.errors import ServiceError
 from core.jobs import CANCEL_POLL_INTERVAL_S
+from training.judge_selectors import judge_voter_ids
 from training.ml.checkpoints import dir_sha256
 from training.ml.judges import JudgeItem
 from training.ml.reward import RewardScorer
@@ -292,3 +294,130 @@ def test_commands_create_judges_and_simulate_raters_with_progress(make_project, 
     assert "4/4" in err.getvalue()  # the progress bar's last state
     assert "4 votes" in out.getvalue()
     assert Preference.objects.filter(comparison__project=project, source="judge").count() == 4
+
+
+@pytest.mark.django_db
+def test_a_judges_voters_are_its_account_and_its_simulated_raters(make_project, sim_judge, rm_judge):
+    judge_create(name="sim.2", kind="simulated", base=rm_judge)
+    project = make_project(pairs=2, overlap=3)
+    run_now(project, sim_judge, raters=3, votes=6)
+    run_now(project, "sim.2", raters=1, votes=1)
+    mine = set(judge_voter_ids(judge=sim_judge))
+    assert mine == {sim_judge.user_id, *JudgeRun.objects.filter(judge=sim_judge).get().metrics["voters"]}
+    assert len(mine) == 4 and rm_judge.user_id not in mine
+    assert judge_voter_ids(judge=Judge.objects.get(name="sim.2")) == [
+        Judge.objects.get(name="sim.2").user_id,
+        get_user_model().objects.get(username="judge-sim.2-r0").pk,
+    ]
+
+
+# --- pages and API -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ops_client(make_user):
+    client = Client()
+    client.force_login(make_user("ops"))
+    return client
+
+
+@pytest.mark.django_db
+def test_judge_pages_and_api_need_the_ops_role(make_project, make_user, rm_judge):
+    project = make_project(pairs=1)
+    run = judge_run_create(project=project, judge=rm_judge, enqueue=False)
+    pages_get = [f"/training/projects/{project.pk}/judges/"]
+    pages_post = [f"/training/projects/{project.pk}/judges/start/", f"/training/judge-runs/{run.pk}/cancel/"]
+    api_get = [
+        "/api/training/judges/",
+        f"/api/training/projects/{project.pk}/judge-runs/",
+        f"/api/training/judge-runs/{run.pk}/",
+    ]
+    api_post = [
+        f"/api/training/projects/{project.pk}/judge-runs/",
+        f"/api/training/judge-runs/{run.pk}/cancel/",
+    ]
+    anonymous = Client()
+    for url in pages_get + pages_post:
+        response = anonymous.get(url) if url in pages_get else anonymous.post(url)
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"], url
+    for role in ("rater", "researcher"):
+        user = make_user(role)
+        client, api = Client(), APIClient()
+        client.force_login(user)
+        api.force_authenticate(user)
+        for url in pages_get:
+            assert client.get(url).status_code == 403, (role, url)
+        for url in pages_post:
+            assert client.post(url).status_code == 403, (role, url)
+        for url in api_get:
+            assert api.get(url).status_code == 403, (role, url)
+        for url in api_post:
+            assert api.post(url, {"judge": rm_judge.pk}, format="json").status_code == 403, (role, url)
+    run.refresh_from_db()
+    assert run.status == "queued" and not run.cancel_requested and JudgeRun.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_judges_page_lists_judges_and_live_runs_starts_and_cancels(make_project, ops_client, sim_judge):
+    project = make_project(pairs=2)
+    assert f"/training/projects/{project.pk}/judges/" in ops_client.get("/training/").content.decode()
+    done = run_now(project, sim_judge, raters=2, votes=3)
+    JudgeRun.objects.filter(pk=done.pk).update(error="<script>alert(1)</script>")
+    url = f"/training/projects/{project.pk}/judges/"
+    page = ops_client.get(url).content.decode()
+    assert "tiny-rm" in page and "judge-sim" in page and "agreement=0.75" in page
+    assert f'data-job="judge_run:{done.pk}"' in page and 'data-job-list="judge_run"' in page
+    assert "<script>alert(1)" not in page and "&lt;script&gt;" in page
+
+    response = ops_client.post(
+        f"{url}start/", {"judge": sim_judge.pk, "raters": 2, "votes": 7, "only_evaluation": "on"}
+    )
+    assert response.status_code == 302 and response["Location"] == url
+    run = JudgeRun.objects.get(status="queued")
+    assert (run.judge_id, run.raters, run.votes_target, run.only_evaluation) == (sim_judge.pk, 2, 7, True)
+    assert run.requested_by.groups.filter(name="ops").exists()
+    # A second run of the same judge is refused with the service's message.
+    follow = ops_client.post(f"{url}start/", {"judge": sim_judge.pk, "raters": 1, "votes": 1}, follow=True)
+    assert "already has run" in follow.content.decode()
+    assert (
+        ops_client.post(f"{url}start/", {"judge": sim_judge.pk, "raters": 0, "votes": 1}).status_code == 400
+    )
+
+    partial_ = ops_client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert "<html" not in partial_ and f'data-job="judge_run:{run.pk}"' in partial_ and "Cancel" in partial_
+    assert ops_client.post(f"/training/judge-runs/{run.pk}/cancel/").status_code == 302
+    assert JudgeRun.objects.get(pk=run.pk).status == "cancelled"
+
+
+@pytest.mark.django_db
+def test_judge_api_lists_starts_shows_and_cancels(make_project, make_user, sim_judge, rm_judge):
+    project = make_project(pairs=2)
+    api = APIClient()
+    api.force_authenticate(make_user("ops"))
+    judges = api.get("/api/training/judges/").json()
+    assert [(j["name"], j["kind"], j["username"], j["base"]) for j in judges] == [
+        ("sim", "simulated", "judge-sim", "tiny-rm"),
+        ("tiny-rm", "reward_model", "judge-tiny-rm", None),
+    ]
+    url = f"/api/training/projects/{project.pk}/judge-runs/"
+    created = api.post(url, {"judge": sim_judge.pk, "raters": 3, "votes": 5}, format="json")
+    assert created.status_code == 201, created.json()
+    body = created.json()
+    assert (body["judge_name"], body["raters"], body["votes_target"], body["status"]) == (
+        "sim",
+        3,
+        5,
+        "queued",
+    )
+    again = api.post(url, {"judge": sim_judge.pk}, format="json")
+    assert again.status_code == 409 and again.json()["code"] == "running"
+    bad = api.post(url, {"judge": rm_judge.pk, "raters": 2}, format="json")
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid"
+    assert api.post(url, {"judge": 999999}, format="json").status_code == 400
+    assert [r["id"] for r in api.get(url).json()] == [body["id"]]
+    assert api.get(f"/api/training/judge-runs/{body['id']}/").json()["progress_total"] == 5
+    cancelled = api.post(f"/api/training/judge-runs/{body['id']}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    finished = api.post(f"/api/training/judge-runs/{body['id']}/cancel/")
+    assert finished.status_code == 409 and finished.json()["code"] == "finished"
+    assert api.get("/api/training/judge-runs/999999/").status_code == 404

@@ -48,15 +48,18 @@ def _context(project: Project) -> dict:
     return {"project": project, "runs": list(selectors.judge_runs_for(project=project)[:50])}
 
 
+def _page(request, project: Project, form: JudgeRunForm, *, status: int = 200):
+    context = {**_context(project), "judges": list(selectors.judges_all()), "form": form}
+    return render(request, "training/judges.html", context, status=status)
+
+
 @require_GET
 @role_required(OPERATE)
 def judges(request, project_id: int):
     project = get_object_or_404(Project, pk=project_id)
-    context = _context(project)
     if request.htmx:
-        return render(request, "training/_judge_runs.html", context)
-    context.update(judges=list(selectors.judges_all()), form=JudgeRunForm())
-    return render(request, "training/judges.html", context)
+        return render(request, "training/_judge_runs.html", _context(project))
+    return _page(request, project, JudgeRunForm())
 
 
 @require_POST
@@ -65,9 +68,7 @@ def judge_run_start(request, project_id: int):
     project = get_object_or_404(Project, pk=project_id)
     form = JudgeRunForm(request.POST)
     if not form.is_valid():
-        context = _context(project)
-        context.update(judges=list(selectors.judges_all()), form=form)
-        return render(request, "training/judges.html", context, status=400)
+        return _page(request, project, form, status=400)
     action = partial(judge_run_create, project=project, requested_by=request.user, **form.cleaned_data)
     return page_action(request, action, "Queued judge run {0.pk}.".format, to=_page_url(project.pk))
 

@@ -35,19 +35,22 @@ from training.services.judges import (
 )
 
 
+def tiny_reward_model(project, backbone: str) -> RewardModel:
+    """A succeeded reward-model run whose model is the tiny (random, deterministic) one-label BERT."""
+    return RewardModel.objects.create(
+        project=project,
+        version=1,
+        backbone=backbone,
+        status="succeeded",
+        artefact_path=backbone,
+        artefact_sha256=dir_sha256(backbone),
+    )
+
+
 @pytest.fixture
 def rm_judge(db, make_project, tiny_backbone):
-    """A reward-model judge over a tiny (random, deterministic) one-label BERT; ties only on
-    an exactly equal score."""
-    home = make_project()
-    rm = RewardModel.objects.create(
-        project=home,
-        version=1,
-        backbone=tiny_backbone,
-        status="succeeded",
-        artefact_path=tiny_backbone,
-        artefact_sha256=dir_sha256(tiny_backbone),
-    )
+    """A reward-model judge over the tiny BERT; ties only on an exactly equal score."""
+    rm = tiny_reward_model(make_project(), tiny_backbone)
     return judge_create(name="tiny-rm", kind="reward_model", reward_model=rm, params={"tie_margin": 0.0})
 
 
@@ -314,13 +317,6 @@ def test_a_judges_voters_are_its_account_and_its_simulated_raters(make_project, 
 # --- pages and API -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def ops_client(make_user):
-    client = Client()
-    client.force_login(make_user("ops"))
-    return client
-
-
 @pytest.mark.django_db
 def test_judge_pages_and_api_need_the_ops_role(make_project, make_user, rm_judge):
     project = make_project(pairs=1)
@@ -358,8 +354,10 @@ def test_judge_pages_and_api_need_the_ops_role(make_project, make_user, rm_judge
 
 
 @pytest.mark.django_db
-def test_judges_page_lists_judges_and_live_runs_starts_and_cancels(make_project, ops_client, sim_judge):
+def test_judges_page_lists_judges_and_live_runs_starts_and_cancels(make_project, make_user, sim_judge):
     project = make_project(pairs=2)
+    ops_client = Client()
+    ops_client.force_login(make_user("ops"))
     assert f"/training/projects/{project.pk}/judges/" in ops_client.get("/training/").content.decode()
     done = run_now(project, sim_judge, raters=2, votes=3)
     JudgeRun.objects.filter(pk=done.pk).update(error="<script>alert(1)</script>")

@@ -16,10 +16,10 @@ from django.conf import settings as django_settings
 from annotation.models import Comparison, Preference, Project
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
 from core.locks import LockNamespace
-from training.ml.checkpoints import dir_sha256
-from training.models import Judge, JudgeRun, RewardModel
+from training.models import Judge, JudgeRun
 from training.services.judges import judge_create, judge_run_cancel, judge_run_create
 
+from .test_judges import tiny_reward_model
 from .workers import Worker, advisory_lock_held, wait_for
 
 _names = itertools.count()
@@ -46,14 +46,7 @@ def judges(committed_db, tiny_backbone):
     """A reward-model judge and simulated raters over it (committed); removed before the
     projects and users they point at."""
     home = committed_project(0, 1)
-    rm = RewardModel.objects.create(
-        project=home,
-        version=1,
-        backbone=tiny_backbone,
-        status="succeeded",
-        artefact_path=tiny_backbone,
-        artefact_sha256=dir_sha256(tiny_backbone),
-    )
+    rm = tiny_reward_model(home, tiny_backbone)
     tag = uuid.uuid4().hex[:6]
     base = judge_create(name=f"rm-{tag}", kind="reward_model", reward_model=rm)
     sim = judge_create(name=f"sim-{tag}", kind="simulated", base=base, params={"seed": 11})

@@ -243,3 +243,5 @@ GENERATION_BACKEND_URL = os.environ.get("GENERATION_BACKEND_URL", "")
 GENERATION_MODEL = os.environ.get("GENERATION_MODEL", "")
 GENERATION_API_KEY = os.environ.get("GENERATION_API_KEY", "")
 GENERATION_BATCH_SIZE = int(os.environ.get("GENERATION_BATCH_SIZE", "16"))  # sequences per generate call
+# The key sent to OpenAI-compatible endpoints of LLM judges (training.services.judges).
+JUDGE_API_KEY = os.environ.get("JUDGE_API_KEY", "")

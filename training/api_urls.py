@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from training import round_views, views
+from training import judge_views, round_views, views
 
 runs = [
     path("", views.RewardModelDetailView.as_view(), name="api-reward-model"),
@@ -24,4 +24,14 @@ urlpatterns = [
     path("projects/<int:project_id>/rounds/", round_views.RoundListView.as_view(), name="api-rounds"),
     path("reward-models/<int:run_id>/", include(runs)),
     path("rounds/<int:round_id>/", include(rounds)),
+    path(
+        "projects/<int:project_id>/judge-runs/", judge_views.JudgeRunListView.as_view(), name="api-judge-runs"
+    ),
+    path("judge-runs/<int:run_id>/", judge_views.JudgeRunDetailView.as_view(), name="api-judge-run"),
+    path(
+        "judge-runs/<int:run_id>/cancel/",
+        judge_views.JudgeRunCancelView.as_view(),
+        name="api-judge-run-cancel",
+    ),
+    path("judges/", judge_views.JudgeListView.as_view(), name="api-judges"),
 ]

@@ -1,6 +1,8 @@
 """Celery jobs of the training app (routed to the `gpu` queue by config/settings.py)."""
 
 from core.tasks import task
+from training.services.judges import JOB_SOFT_TIME_LIMIT_S as JUDGE_TIME_LIMIT_S
+from training.services.judges import judge_run_execute
 from training.services.reward_models import JOB_SOFT_TIME_LIMIT_S as REWARD_TIME_LIMIT_S
 from training.services.reward_models import reward_model_train
 from training.services.rounds import JOB_SOFT_TIME_LIMIT_S as ROUND_TIME_LIMIT_S
@@ -30,3 +32,9 @@ def scheduled_round_task(project_id: int) -> None:
 def round_triggers_task() -> None:
     """Fired by beat: start rounds where enough new preferences arrived."""
     schedule_triggers_check()
+
+
+@task(time_limit_s=JUDGE_TIME_LIMIT_S)
+def judge_run_task(run_id: int) -> None:
+    """Rate the queue with judge run `run_id`. Idempotent and resumable: see `judge_run_execute`."""
+    judge_run_execute(run_id=run_id)

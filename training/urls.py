@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from training import round_views, views
+from training import judge_views, round_views, views
 
 app_name = "training"
 
@@ -25,10 +25,17 @@ round_actions = [
     path("retry/", round_views.round_retry_view, name="round-retry"),
 ]
 
+judge_pages = [  # a project's judges and judge runs
+    path("", judge_views.judges, name="judges"),
+    path("start/", judge_views.judge_run_start, name="judge-run-start"),
+]
+
 urlpatterns = [
     path("", views.index, name="index"),
     path("projects/<int:project_id>/reward-models/", include(reward_model_pages)),
     path("projects/<int:project_id>/rounds/", include(round_pages)),
     path("reward-models/<int:run_id>/", include(run_actions)),
     path("rounds/<int:round_id>/", include(round_actions)),
+    path("projects/<int:project_id>/judges/", include(judge_pages)),
+    path("judge-runs/<int:run_id>/cancel/", judge_views.judge_run_cancel_view, name="judge-run-cancel"),
 ]

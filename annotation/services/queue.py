@@ -189,6 +189,7 @@ class SubmitResult:
 
 _CHOICES = {c.value for c in Preference.Choice}
 _CATEGORIES = {c.value for c in Preference.UnsafeCategory if c.value}
+_SOURCES = {Preference.Source.RATER.value, Preference.Source.JUDGE.value}  # who votes through the queue
 # Every column of a vote; `shown_left` and `lease_ms` come from the rater's slot, the rest from
 # the call (or the field's default, so a new column with a default needs no change here).
 _PREFERENCE_FIELDS = [f for f in Preference._meta.concrete_fields if not f.primary_key]
@@ -265,11 +266,16 @@ def preference_submit(
     unsafe_b_category: str = "",
     client_ms: int | None = None,
     idempotency_key: str,
+    source: str = Preference.Source.RATER,
 ) -> SubmitResult:
     """Record one vote. Idempotent by key: a retry returns the first result and writes nothing.
 
-    A second key on a pair the rater already voted on also returns the first vote.
+    A second key on a pair the rater already voted on also returns the first vote. `source` is
+    "rater" for people and "judge" for judges (training.services.judges), which vote through
+    this same path under their own accounts.
     """
+    if source not in _SOURCES:
+        raise ServiceError("A vote through the queue comes from a rater or a judge.", code=ErrorCode.INVALID)
     if choice not in _CHOICES:
         raise ServiceError("Choose A, B, tie or both bad.", code=ErrorCode.CHOICE)
     if choice in ("a", "b"):
@@ -301,6 +307,7 @@ def preference_submit(
         "unsafe_b_category": unsafe_b_category,
         "client_ms": client_ms,
         "idempotency_key": idempotency_key,
+        "source": source,
         "created_at": now,
         "updated_at": now,
     }

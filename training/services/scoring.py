@@ -29,20 +29,19 @@ def _active_key(project_id: int) -> tuple[int, str, str] | None:
     return row
 
 
-def _load(path: str, sha256: str):
+def scorer_load(path: str, sha256: str, *, what: str = "The active reward model"):
+    """A RewardScorer from `path`, refused (ServiceError) when the folder is missing or does not
+    match `sha256`. `what` names the model in the messages."""
     from training.ml.checkpoints import dir_sha256
     from training.ml.reward import RewardScorer
 
     try:
         actual = dir_sha256(path)
     except (FileNotFoundError, NotADirectoryError):
-        raise ServiceError(
-            f"The active reward model's folder {path} is missing.", code=ErrorCode.ARTEFACT
-        ) from None
+        raise ServiceError(f"{what}'s folder {path} is missing.", code=ErrorCode.ARTEFACT) from None
     if actual != sha256:
         raise ServiceError(
-            f"The active reward model's folder {path} does not match the hash recorded for it; "
-            "refusing to load it.",
+            f"{what}'s folder {path} does not match the hash recorded for it; refusing to load it.",
             code=ErrorCode.ARTEFACT,
         )
     return RewardScorer.load(path)
@@ -58,7 +57,7 @@ def scorer_for(*, project_id: int):
         cached = _cache.get(project_id)
         if cached is not None and cached[0] == (pk, sha):
             return pk, cached[1]
-        scorer = _load(path, sha)
+        scorer = scorer_load(path, sha)
         _cache[project_id] = ((pk, sha), scorer)
         return pk, scorer
 

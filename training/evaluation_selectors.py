@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from django.db.models import Q
 
 from annotation.models import Preference
+from training.judge_selectors import judge_voter_ids
 from training.ml.leaderboard import LeaderboardFit, PairVote, bradley_terry
 from training.ml.stats import Estimate, win_rate_interval
 from training.models import EvaluationPair, Judge, PolicyCheckpoint
@@ -50,8 +51,8 @@ def _voters_filter(voters: str | int | None) -> Q:
         return Q()
     if voters == "human":
         return Q(source=Preference.Source.RATER)
-    judge = Judge.objects.filter(pk=int(voters)).values_list("user_id", flat=True).first()
-    return Q(rater_id=judge if judge is not None else -1)
+    judge = Judge.objects.filter(pk=int(voters)).first()
+    return Q(rater_id__in=judge_voter_ids(judge=judge)) if judge is not None else Q(pk__in=[])
 
 
 def evaluation_votes(*, project_id: int, voters: str | int | None = None, checkpoints=None) -> list[EvalVote]:

@@ -1,6 +1,8 @@
 """Celery jobs of the training app (routed to the `gpu` queue by config/settings.py)."""
 
 from core.tasks import task
+from training.services.evaluations import JOB_SOFT_TIME_LIMIT_S as EVALUATION_TIME_LIMIT_S
+from training.services.evaluations import evaluation_run
 from training.services.reward_models import JOB_SOFT_TIME_LIMIT_S as REWARD_TIME_LIMIT_S
 from training.services.reward_models import reward_model_train
 from training.services.rounds import JOB_SOFT_TIME_LIMIT_S as ROUND_TIME_LIMIT_S
@@ -30,3 +32,10 @@ def scheduled_round_task(project_id: int) -> None:
 def round_triggers_task() -> None:
     """Fired by beat: start rounds where enough new preferences arrived."""
     schedule_triggers_check()
+
+
+@task(time_limit_s=EVALUATION_TIME_LIMIT_S)
+def evaluation_run_task(evaluation_id: int) -> None:
+    """Generate and publish evaluation `evaluation_id`'s pairs and measure its challenger.
+    Idempotent and resumable: see `evaluation_run`."""
+    evaluation_run(evaluation_id=evaluation_id)

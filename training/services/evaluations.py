@@ -192,6 +192,35 @@ def evaluation_create(
     return ev
 
 
+def round_evaluation_create(
+    *, round_id: int, against: str, requested_by=None, enqueue: bool = True
+) -> Evaluation:
+    """Evaluate a round's new checkpoint against its parent ("parent") or the base ("base")."""
+    r = RLHFRound.objects.select_related("project", "policy_out__parent").filter(pk=round_id).first()
+    if r is None:
+        raise NotFound("No such round.")
+    if r.policy_out is None:
+        raise ServiceError(f"Round {r.number} has not written a checkpoint yet.", code=ErrorCode.STATE)
+    if against == "parent":
+        opponent = r.policy_out.parent
+    elif against == "base":
+        opponent = policy_root(r.policy_out)
+    else:
+        raise ServiceError("Evaluate against 'parent' or 'base'.", code=ErrorCode.INVALID)
+    if opponent is None or opponent.pk == r.policy_out_id:
+        raise ServiceError(
+            "This checkpoint has no other checkpoint to be compared with.", code=ErrorCode.STATE
+        )
+    return evaluation_create(
+        project=r.project,
+        challenger=r.policy_out,
+        opponent=opponent,
+        round=r,
+        requested_by=requested_by,
+        enqueue=enqueue,
+    )
+
+
 def evaluation_cancel(*, evaluation_id: int) -> Evaluation:
     """Cancel a queued evaluation at once; a running one stops at its next chunk. The pairs
     already published stay in the queue."""

@@ -75,6 +75,17 @@ def configure(settings, tmp_path, tiny_policy: str, tiny_backbone: str) -> None:
     settings.GENERATION_BACKEND_URL = ""
 
 
+def configure_fresh(settings, tmp_path, tiny_policy: str, tiny_backbone: str):
+    """`configure`, and no reward model or policy kept from an earlier test in this process."""
+    from training.services import rounds as rounds_service
+    from training.services import scoring
+
+    configure(settings, tmp_path, tiny_policy, tiny_backbone)
+    scoring.scorer_cache_clear()
+    rounds_service.backend_cache_clear()
+    return settings
+
+
 def changed_checkpoint(project: Project, base, folder: Path, *, seed: int = 1, noise: float = 0.1):
     """A "dpo" checkpoint child of `base`: the base's weights plus seeded Gaussian noise, as a
     policy update would leave them (its KL to the base, on its own samples, is clearly > 0)."""

@@ -4,12 +4,12 @@ checkpoints, the challenger's metrics, held-out prompts that rounds never sample
 from __future__ import annotations
 
 import pytest
+import redis
+from django.conf import settings as django_settings
 
 from annotation.models import Assignment, Comparison, Prompt, Response
 from core.errors import ErrorCode, ServiceError
 from training.models import Evaluation, EvaluationPair, PolicyCheckpoint, RLHFRound, RoundSettings
-from training.services import rounds as rounds_service
-from training.services import scoring
 from training.services.evaluations import (
     evaluation_cancel,
     evaluation_create,
@@ -19,7 +19,7 @@ from training.services.evaluations import (
 from training.services.policies import policy_base_ensure
 from training.services.rounds.steps.generating import _sample_prompts
 
-from .rounds_helpers import changed_checkpoint, configure, round_project
+from .rounds_helpers import changed_checkpoint, configure_fresh, round_project
 
 EVAL_SETTINGS = {"eval_prompts": 3, "eval_samples": 2, "eval_max_new_tokens": 6, "eval_priority": 777}
 
@@ -33,10 +33,7 @@ def tiny_policy(tmp_path_factory):
 
 @pytest.fixture
 def tiny(settings, tmp_path, tiny_policy, tiny_backbone):
-    configure(settings, tmp_path, tiny_policy, tiny_backbone)
-    scoring.scorer_cache_clear()
-    rounds_service.backend_cache_clear()
-    return settings
+    return configure_fresh(settings, tmp_path, tiny_policy, tiny_backbone)
 
 
 def _eval_project(**extra):
@@ -214,3 +211,34 @@ def test_a_prompt_used_in_a_round_cannot_become_an_eval_prompt_and_rounds_never_
         sampled = _sample_prompts(RLHFRound(project=project, seed=seed, config={"prompts_per_round": 100}))
         assert sampled and not set(sampled) & held_out
         assert set(Prompt.objects.filter(pk__in=sampled).values_list("purpose", flat=True)) == {"round"}
+
+
+@pytest.mark.skipif(not django_settings.REDIS_URL, reason="needs REDIS_URL (a Redis broker)")
+def test_an_evaluation_runs_in_a_real_worker_and_its_pairs_reach_the_queue(
+    committed_db, settings, tmp_path, tiny_policy, tiny_backbone
+):
+    from annotation.services.queue import assignment_next
+
+    from .test_rounds_worker import rater_create, rounds_worker
+    from .workers import wait_for
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # this run's own Redis db: no stale jobs
+    configure_fresh(settings, tmp_path, tiny_policy, tiny_backbone)
+    project, base, changed = _project_with_checkpoints(tmp_path)
+    worker = rounds_worker(settings, tmp_path / "worker.log")
+    try:
+        ev = evaluation_create(project=project, challenger=changed, opponent=base, seed=9)  # on commit
+
+        def finished():
+            row = Evaluation.objects.get(pk=ev.pk)
+            return row if row.is_finished else None
+
+        done = wait_for(finished, 300, worker, "the evaluation to finish")
+        assert done.status == "succeeded", done.error
+        assert EvaluationPair.objects.filter(evaluation=ev).count() == 6
+        assert done.metrics["kl"]["value"] > 0
+        lease = assignment_next(rater=rater_create(), project=project)
+        assert lease.comparison.priority == 777 and lease.comparison.metadata["evaluation"] == ev.pk
+    finally:
+        worker.stop()
+        Evaluation.objects.filter(project=project).delete()  # they protect the checkpoints

@@ -1,27 +1,5 @@
-"""Evaluations: pairs between two policy checkpoints on the project's held-out evaluation prompts.
-
-`evaluation_create` queues an `Evaluation` job (settings from the project's `RoundSettings`:
-eval_prompts, eval_samples, eval_max_new_tokens, eval_priority); `evaluation_run` is the job
-body on the kernel (`core.jobs.job_run`), in four resumable phases:
-
-1. prompts    `prompts_count` evaluation prompts drawn from the evaluation's seed, stored (in
-              draw order) in `metrics["prompt_ids"]`, so a resumed run uses the same ones;
-2. generate   each checkpoint samples `samples` responses per prompt, chunk by chunk, with the
-              same seed per chunk for both (temperature from the row, top_p 1, stopping at the
-              end of turn); each chunk's responses are written together with their safety verdict
-              (toxicity as rounds score it, the round blocklist), keyed in `Response.metadata`
-              ({"evaluation", "side", "sample_index"}): a restart generates only what is missing;
-3. publish    one comparison per (prompt, sample) with both responses safe, at the evaluation's
-              priority, with its unique `EvaluationPair` (checkpoint A is the challenger for an
-              even sample index, the opponent for an odd one; the queue randomises screen sides);
-4. metrics    of the challenger on its own samples: KL to the reference (the lineage's base) from
-              sequence log-probs (only for temperature-1 samples), truncated fraction (no
-              end-of-turn before the token limit), unsafe fraction, proxy reward under the active
-              reward model. Rates carry a Wilson interval, means a normal interval, all with n.
-
-A prompt a round has used (sampled or generated for) never becomes an evaluation prompt
-(`prompts_mark_eval` refuses it), and rounds sample only "round" prompts.
-"""
+"""The evaluation job's body on the kernel (`evaluation_run`): prompts, generation, publishing,
+metrics; each phase does only what the rows say is left (see `training.services.evaluations`)."""
 
 from __future__ import annotations
 
@@ -32,202 +10,21 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import transaction
 
-from annotation.models import Comparison, Project, Prompt, Response
+from annotation.models import Comparison, Prompt, Response
 from annotation.services.comparisons import slots_create
-from core.errors import ErrorCode, NotFound, ServiceError
+from core.errors import ErrorCode, ServiceError
 from core.events import event_send_on_commit, project_group
-from core.jobs import JobFailed, JobReporter, job_cancel, job_event_on_commit, job_run
+from core.jobs import JobFailed, JobReporter, job_run
 from training.ml.blocklist import blocked_reasons
 from training.ml.stats import Z95, wilson_interval
-from training.models import (
-    Evaluation,
-    EvaluationPair,
-    PolicyCheckpoint,
-    RewardModel,
-    RLHFRound,
-    RoundCandidate,
-)
+from training.models import Evaluation, EvaluationPair, PolicyCheckpoint, RewardModel
 from training.services.policies import policy_root
-from training.services.rounds.backends import generation_backend, http_backend_configured, prompts_per_chunk
+from training.services.rounds.backends import generation_backend, prompts_per_chunk
 from training.services.rounds.config import blocklist_compile, round_settings_get
 
 JOB_SOFT_TIME_LIMIT_S = int(getattr(settings, "EVALUATION_JOB_TIME_LIMIT_S", 6 * 3600))
 PUBLISH_CHUNK = 200  # (prompt, sample) pairs written per transaction
 CHALLENGER, OPPONENT = "challenger", "opponent"
-
-
-# --- evaluation prompts ----------------------------------------------------------------------
-
-
-def _used_prompt_ids(project_id: int) -> set[int]:
-    """Prompts any round of the project sampled or generated for."""
-    used = set(
-        RoundCandidate.objects.filter(round__project_id=project_id).values_list("prompt_id", flat=True)
-    )
-    for ids in RLHFRound.objects.filter(project_id=project_id).values_list("prompt_ids", flat=True):
-        used.update(int(i) for i in ids or [])
-    return used
-
-
-def prompts_mark_eval(
-    *, project: Project, count: int = 0, seed: int = 0, prompt_ids: list[int] | None = None
-) -> list[int]:
-    """Move round-pool prompts no round has used to the held-out evaluation set: `count` of them
-    drawn with `seed`, or exactly `prompt_ids`. A prompt a round used is refused (it may have
-    been trained on). Returns the ids marked."""
-    with transaction.atomic():
-        Project.objects.select_for_update().filter(pk=project.pk).first()  # one change at a time
-        used = _used_prompt_ids(project.pk)
-        if prompt_ids is not None:
-            chosen = _named_prompts(project, prompt_ids, used)
-        else:
-            if count < 1:
-                raise ServiceError("Say how many prompts to hold out (at least 1).", code=ErrorCode.INVALID)
-            pool = [
-                pk
-                for pk in Prompt.objects.filter(project=project, purpose=Prompt.Purpose.ROUND)
-                .order_by("pk")
-                .values_list("pk", flat=True)
-                if pk not in used
-            ]
-            if count > len(pool):
-                raise ServiceError(
-                    f"Only {len(pool)} round prompt(s) have never been used by a round; "
-                    f"cannot hold out {count}. Import evaluation prompts instead (purpose eval).",
-                    code=ErrorCode.NO_PROMPTS,
-                )
-            chosen = random.Random(seed).sample(pool, count)
-        Prompt.objects.filter(pk__in=chosen).update(purpose=Prompt.Purpose.EVAL)
-    return chosen
-
-
-def _named_prompts(project: Project, prompt_ids: list[int], used: set[int]) -> list[int]:
-    ids = [int(i) for i in dict.fromkeys(prompt_ids)]
-    purposes = dict(Prompt.objects.filter(project=project, pk__in=ids).values_list("pk", "purpose"))
-    missing = [i for i in ids if i not in purposes]
-    if missing:
-        raise NotFound(f"No prompt(s) {missing} in this project.")
-    in_rounds = sorted(set(ids) & used)
-    if in_rounds:
-        raise ServiceError(
-            f"Prompt(s) {in_rounds} were used in a round, so they may have been trained on; "
-            "a prompt used in a round can't become an evaluation prompt.",
-            code=ErrorCode.STATE,
-        )
-    rating = [i for i in ids if purposes[i] == Prompt.Purpose.RATING]
-    if rating:
-        raise ServiceError(
-            f"Prompt(s) {rating} belong to imported comparisons (their votes train reward models); "
-            "only round-pool prompts can be held out.",
-            code=ErrorCode.STATE,
-        )
-    return ids
-
-
-def eval_prompts_count(*, project_id: int) -> int:
-    return Prompt.objects.filter(project_id=project_id, purpose=Prompt.Purpose.EVAL).count()
-
-
-# --- create / cancel -------------------------------------------------------------------------
-
-
-def _enqueue_on_commit(evaluation_id: int) -> None:
-    from training.tasks import evaluation_run_task
-
-    transaction.on_commit(lambda: evaluation_run_task.delay(evaluation_id))
-
-
-def evaluation_create(
-    *,
-    project: Project,
-    challenger: PolicyCheckpoint,
-    opponent: PolicyCheckpoint,
-    round: RLHFRound | None = None,
-    requested_by=None,
-    enqueue: bool = True,
-    seed: int | None = None,
-    temperature: float = 1.0,
-) -> Evaluation:
-    """Queue an evaluation of `challenger` against `opponent` with the project's settings."""
-    if challenger.pk == opponent.pk:
-        raise ServiceError("An evaluation compares two different checkpoints.", code=ErrorCode.INVALID)
-    if challenger.project_id != project.pk or opponent.project_id != project.pk:
-        raise ServiceError("Both checkpoints must belong to this project.", code=ErrorCode.INVALID)
-    if http_backend_configured():
-        raise ServiceError(
-            "Evaluations sample each checkpoint from its own folder; the generation server "
-            "(GENERATION_BACKEND_URL) serves one model only, so it cannot evaluate two checkpoints.",
-            code=ErrorCode.STATE,
-        )
-    available = eval_prompts_count(project_id=project.pk)
-    if not available:
-        raise ServiceError(
-            "This project has no held-out evaluation prompts: import prompts with purpose 'eval' "
-            "or hold out unused round prompts first.",
-            code=ErrorCode.NO_PROMPTS,
-        )
-    row = round_settings_get(project=project)
-    if not (temperature >= 0 and math.isfinite(temperature)) or (temperature == 0 and row.eval_samples > 1):
-        raise ServiceError(
-            "Temperature must be a finite number ≥ 0 (0, greedy, only with one sample per prompt).",
-            code=ErrorCode.INVALID,
-        )
-    with transaction.atomic():
-        ev = Evaluation.objects.create(
-            project=project,
-            challenger=challenger,
-            opponent=opponent,
-            round=round,
-            prompts_count=min(row.eval_prompts, available),
-            samples=row.eval_samples,
-            max_new_tokens=row.eval_max_new_tokens,
-            temperature=temperature,
-            seed=random.SystemRandom().randrange(2**31) if seed is None else int(seed),
-            priority=row.eval_priority,
-            requested_by=requested_by,
-        )
-        if enqueue:
-            _enqueue_on_commit(ev.pk)
-        job_event_on_commit(ev)
-    return ev
-
-
-def round_evaluation_create(
-    *, round_id: int, against: str, requested_by=None, enqueue: bool = True
-) -> Evaluation:
-    """Evaluate a round's new checkpoint against its parent ("parent") or the base ("base")."""
-    r = RLHFRound.objects.select_related("project", "policy_out__parent").filter(pk=round_id).first()
-    if r is None:
-        raise NotFound("No such round.")
-    if r.policy_out is None:
-        raise ServiceError(f"Round {r.number} has not written a checkpoint yet.", code=ErrorCode.STATE)
-    if against == "parent":
-        opponent = r.policy_out.parent
-    elif against == "base":
-        opponent = policy_root(r.policy_out)
-    else:
-        raise ServiceError("Evaluate against 'parent' or 'base'.", code=ErrorCode.INVALID)
-    if opponent is None or opponent.pk == r.policy_out_id:
-        raise ServiceError(
-            "This checkpoint has no other checkpoint to be compared with.", code=ErrorCode.STATE
-        )
-    return evaluation_create(
-        project=r.project,
-        challenger=r.policy_out,
-        opponent=opponent,
-        round=r,
-        requested_by=requested_by,
-        enqueue=enqueue,
-    )
-
-
-def evaluation_cancel(*, evaluation_id: int) -> Evaluation:
-    """Cancel a queued evaluation at once; a running one stops at its next chunk. The pairs
-    already published stay in the queue."""
-    return job_cancel(Evaluation, evaluation_id)
-
-
-# --- the job ---------------------------------------------------------------------------------
 
 
 def evaluation_run(*, evaluation_id: int, listener: Callable | None = None) -> Evaluation | None:

@@ -4,8 +4,11 @@ round page's evaluation section, the plots across rounds and the evaluation form
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from django.urls import reverse
 
 from annotation.models import Comparison, Preference, Prompt, Response
@@ -259,3 +262,20 @@ def test_the_evaluate_form_queues_an_evaluation_and_ops_hold_out_prompts(board, 
     assert (
         client.post(reverse("training:eval-prompts-mark", args=[project.pk]), {"count": 1}).status_code == 403
     )
+
+
+@pytest.mark.django_db
+def test_prompt_imports_take_a_purpose_from_the_page_and_the_command(client, make_user, tmp_path, capsys):
+    project = round_project(prompts=2, votes=0)
+    client.force_login(make_user("ops"))
+    url = reverse("ops-project-prompts", args=[project.pk])
+    body = b'{"prompt": "Held out one?"}\n{"prompt": "Held out two?"}\n'
+    page = client.post(url, {"file": SimpleUploadedFile("p.jsonl", body), "purpose": "eval"})
+    assert page.status_code == 200 and "2 round prompts in the pool" in page.content.decode()
+    assert "2 held-out evaluation prompts" in page.content.decode()
+    path = tmp_path / "more.jsonl"
+    path.write_text(json.dumps({"prompt": "Held out three?"}) + "\n")
+    call_command("import_prompts", str(path), "--project", project.slug, "--purpose", "eval")
+    assert "held-out evaluation prompts" in capsys.readouterr().out
+    counts = dict(Prompt.objects.filter(project=project).values_list("content_hash", "purpose"))
+    assert sorted(counts.values()) == ["eval", "eval", "eval", "round", "round"]

@@ -49,6 +49,24 @@ class ImportForm(forms.Form):
         help_text="One JSON object per line; the whole file is checked before anything is written.",
     )
 
+    def options(self) -> dict:
+        """Keyword arguments for the import service besides the project and the lines."""
+        return {}
+
+
+class PromptImportForm(ImportForm):
+    purpose = forms.ChoiceField(
+        choices=[
+            ("round", "Round prompt pool (rounds sample from it)"),
+            ("eval", "Held-out evaluation prompts (never used for training)"),
+        ],
+        initial="round",
+        required=False,
+    )
+
+    def options(self) -> dict:
+        return {"purpose": self.cleaned_data.get("purpose") or "round"}
+
 
 @role_required(roles.OPERATE)
 def project_list(request):
@@ -73,14 +91,14 @@ def project_edit(request, pk: int | None = None):
     return render(request, "ops/project_form.html", {"form": form, "project": project})
 
 
-def _import_page(request, pk: int, *, service, template: str, fields, extra=None):
+def _import_page(request, pk: int, *, service, template: str, fields, extra=None, form_class=ImportForm):
     """An upload form that runs one import service on the file and shows its report."""
     project = get_object_or_404(Project, pk=pk)
-    form = ImportForm(request.POST or None, request.FILES or None)
+    form = form_class(request.POST or None, request.FILES or None)
     report = None
     if request.method == "POST" and form.is_valid():
         # An UploadedFile iterates line by line (from memory or its temporary file).
-        report = service(project=project, lines=form.cleaned_data["file"])
+        report = service(project=project, lines=form.cleaned_data["file"], **form.options())
     context = {
         "project": project,
         "form": form,
@@ -108,5 +126,6 @@ def project_prompts_import(request, pk: int):
         service=prompts_import,
         template="ops/prompts_import.html",
         fields=PROMPT_FIELDS,
-        extra=lambda project: {"pool_size": project.prompts.count()},
+        extra=lambda project: selectors.prompt_pool_counts(project=project),
+        form_class=PromptImportForm,
     )

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from annotation.exporters.filters import ExportFilters
 from annotation.exporters.sql import export_raw_count_sql, export_rows_expected, export_sql, export_stats_sql
-from annotation.models import Assignment, Comparison, Export, Preference, Project
+from annotation.models import Assignment, Comparison, Export, Preference, Project, Prompt
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,17 @@ def project_by_ref(ref: str) -> Project | None:
 
 def project_slugs(*, limit: int = 20) -> list[str]:
     return list(Project.objects.order_by("slug").values_list("slug", flat=True)[:limit])
+
+
+def prompt_pool_counts(*, project: Project) -> dict:
+    """{"pool_size": round prompts (what rounds sample), "eval_size": held-out evaluation prompts}."""
+    counts = dict(
+        Prompt.objects.filter(project=project, purpose__in=[Prompt.Purpose.ROUND, Prompt.Purpose.EVAL])
+        .values_list("purpose")
+        .annotate(n=Count("pk"))
+        .values_list("purpose", "n")
+    )
+    return {"pool_size": counts.get(Prompt.Purpose.ROUND, 0), "eval_size": counts.get(Prompt.Purpose.EVAL, 0)}
 
 
 def preferences_of(*, rater, project_id: int | None = None):

@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from training import judge_views, round_views, views
+from training import judge_views, leaderboard_views, round_views, views
 
 runs = [
     path("", views.RewardModelDetailView.as_view(), name="api-reward-model"),
@@ -22,6 +22,11 @@ urlpatterns = [
         name="api-reward-models",
     ),
     path("projects/<int:project_id>/rounds/", round_views.RoundListView.as_view(), name="api-rounds"),
+    path(
+        "projects/<int:project_id>/leaderboard/",
+        leaderboard_views.LeaderboardView.as_view(),
+        name="api-leaderboard",
+    ),
     path("reward-models/<int:run_id>/", include(runs)),
     path("rounds/<int:round_id>/", include(rounds)),
     path(

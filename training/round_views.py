@@ -20,12 +20,15 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from annotation.models import Project
+from annotation.selectors import prompt_pool_counts
 from core.api import ERRORS, errors_with
 from core.errors import ErrorCode, ServiceError
 from core.permissions import role_required
 from core.roles import OPERATE
+from training import evaluation_selectors
 from training import round_selectors as selectors
 from training.models import RLHFRound, RoundSettings
+from training.services.evaluations import prompts_mark_eval, round_evaluation_create
 from training.services.rounds import round_cancel, round_retry, round_settings_get, round_start
 from training.services.schedules import EDITABLE_FIELDS, round_settings_update
 from training.views import ObjectActionView, OpsApiView, action_schema, page_action
@@ -94,8 +97,8 @@ def rounds(request, project_id: int):
         return render(request, "training/_rounds.html", context)
     context["form"] = RoundSettingsForm(instance=round_settings_get(project=project))
     context["active"] = selectors.round_active(project_id=project.pk)
-    context["pool_size"] = project.prompts.count()
     context["policies"] = list(selectors.policy_checkpoints_for(project=project)[:20])
+    context.update(_evaluation_list_context(project, context["rounds"]))
     return render(request, "training/rounds.html", context)
 
 
@@ -113,9 +116,8 @@ def round_settings_save(request, project_id: int):
             messages.success(request, "Round settings saved.")
             return redirect("training:rounds", project_id=project.pk)
     context = _list_context(project)
-    context.update(
-        form=form, active=selectors.round_active(project_id=project.pk), pool_size=project.prompts.count()
-    )
+    context.update(form=form, active=selectors.round_active(project_id=project.pk))
+    context.update(_evaluation_list_context(project, context["rounds"]))
     return render(request, "training/rounds.html", context, status=400)
 
 
@@ -151,6 +153,7 @@ def round_detail(request, round_id: int):
         "metrics": r.metrics,
         "win_rate": selectors.round_win_rate(round=r),
         "lineage": selectors.round_lineage(round=r),
+        **_evaluation_context(r),
     }
     if request.htmx:
         return render(request, "training/_round_body.html", context)
@@ -175,6 +178,48 @@ def round_cancel_view(request, round_id: int):
 @role_required(OPERATE)
 def round_retry_view(request, round_id: int):
     return _round_action(request, round_id, round_retry, "Round {number} queued again.")
+
+
+# --- evaluation: held-out prompts, a round's evaluation, the numbers across rounds -------------
+
+
+def _evaluation_list_context(project: Project, rounds: list[RLHFRound]) -> dict:
+    return {
+        **prompt_pool_counts(project=project),
+        "series": evaluation_selectors.rounds_evaluation_series(project_id=project.pk, rounds=rounds),
+    }
+
+
+def _evaluation_context(r: RLHFRound) -> dict:
+    return {"evaluation": evaluation_selectors.round_evaluation(round=r)}
+
+
+@require_POST
+@role_required(OPERATE)
+def round_evaluate_view(request, round_id: int):
+    r = get_object_or_404(RLHFRound, pk=round_id)
+    against = request.POST.get("against", "")
+    action = partial(round_evaluation_create, round_id=r.pk, against=against, requested_by=request.user)
+    done = "Evaluation #{0.pk} queued: its pairs go to the rating queue once generated.".format
+    return page_action(request, action, done, to=reverse("training:round", args=[r.pk]))
+
+
+class EvalPromptsForm(forms.Form):
+    count = forms.IntegerField(min_value=1, max_value=100_000)
+
+
+@require_POST
+@role_required(OPERATE)
+def eval_prompts_mark_view(request, project_id: int):
+    project = get_object_or_404(Project, pk=project_id)
+    form = EvalPromptsForm(request.POST)
+    to = reverse("training:rounds", args=[project.pk])
+    if not form.is_valid():
+        messages.error(request, "Say how many round prompts to hold out (a whole number ≥ 1).")
+        return redirect(to)
+    action = partial(prompts_mark_eval, project=project, count=form.cleaned_data["count"], seed=0)
+    done = "{0} round prompt(s) are now held-out evaluation prompts.".format
+    return page_action(request, lambda: len(action()), done, to=to)
 
 
 # --- REST API ---------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Celery jobs of the training app (routed to the `gpu` queue by config/settings.py)."""
 
 from core.tasks import task
+from training.services.evaluations import JOB_SOFT_TIME_LIMIT_S as EVALUATION_TIME_LIMIT_S
+from training.services.evaluations import evaluation_run
 from training.services.judges import JOB_SOFT_TIME_LIMIT_S as JUDGE_TIME_LIMIT_S
 from training.services.judges import judge_run_execute
 from training.services.reward_models import JOB_SOFT_TIME_LIMIT_S as REWARD_TIME_LIMIT_S
@@ -38,3 +40,10 @@ def round_triggers_task() -> None:
 def judge_run_task(run_id: int) -> None:
     """Rate the queue with judge run `run_id`. Idempotent and resumable: see `judge_run_execute`."""
     judge_run_execute(run_id=run_id)
+
+
+@task(time_limit_s=EVALUATION_TIME_LIMIT_S)
+def evaluation_run_task(evaluation_id: int) -> None:
+    """Generate and publish evaluation `evaluation_id`'s pairs and measure its challenger.
+    Idempotent and resumable: see `evaluation_run`."""
+    evaluation_run(evaluation_id=evaluation_id)

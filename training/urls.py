@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from training import judge_views, round_views, views
+from training import judge_views, leaderboard_views, round_views, views
 
 app_name = "training"
 
@@ -14,6 +14,7 @@ round_pages = [  # a project's rounds
     path("", round_views.rounds, name="rounds"),
     path("start/", round_views.round_start_view, name="round-start"),
     path("settings/", round_views.round_settings_save, name="round-settings"),
+    path("eval-prompts/", round_views.eval_prompts_mark_view, name="eval-prompts-mark"),
 ]
 run_actions = [
     path("cancel/", views.reward_model_cancel_view, name="reward-model-cancel"),
@@ -23,6 +24,7 @@ round_actions = [
     path("", round_views.round_detail, name="round"),
     path("cancel/", round_views.round_cancel_view, name="round-cancel"),
     path("retry/", round_views.round_retry_view, name="round-retry"),
+    path("evaluate/", round_views.round_evaluate_view, name="round-evaluate"),
 ]
 
 judge_pages = [  # a project's judges and judge runs
@@ -34,6 +36,7 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("projects/<int:project_id>/reward-models/", include(reward_model_pages)),
     path("projects/<int:project_id>/rounds/", include(round_pages)),
+    path("projects/<int:project_id>/leaderboard/", leaderboard_views.leaderboard, name="leaderboard"),
     path("reward-models/<int:run_id>/", include(run_actions)),
     path("rounds/<int:round_id>/", include(round_actions)),
     path("projects/<int:project_id>/judges/", include(judge_pages)),

@@ -9,7 +9,9 @@ Lines are read as in `annotation.services.imports` (`annotation.services.jsonl`)
 is checked and reported with its number and reason, and a file is imported whole or not at all. Prompts are identified by the
 content hash of their messages (`prompt_hash`, the same hash the comparison imports use): a
 prompt already in the project, or repeated in the file, is counted as a duplicate and not
-written again (its first line wins). Imported prompts carry `metadata["pool"] = "import"`.
+written again (its first line wins). Imported prompts carry `metadata["pool"] = "import"` and
+the `purpose` the import was asked for: "round" (the default: the pool rounds sample from) or
+"eval" (held-out evaluation prompts, never used for training).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from annotation.formats import FormatError
 from annotation.models import Project, Prompt
 from annotation.services import jsonl
 from annotation.services.comparisons import prompt_hash
+from core.errors import ErrorCode, ServiceError
 
 FIELDS = ("prompt", "messages", "metadata", "reference_answer")
 BATCH_SIZE = 2000
 MAX_REFERENCE_CHARS = 100_000
+IMPORT_PURPOSES = (Prompt.Purpose.ROUND, Prompt.Purpose.EVAL)
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,18 @@ def prompts_import(
     *,
     project: Project,
     lines: Iterable[bytes | str],
+    purpose: str = Prompt.Purpose.ROUND,
     on_progress: Callable[[int], None] | None = None,
     progress_every: int = 10_000,
 ) -> jsonl.ImportReport:
-    """Validate every line and add the new prompts to the project's pool, all or nothing."""
+    """Validate every line and add the new prompts to the project, all or nothing, as round
+    prompts (`purpose` "round") or held-out evaluation prompts ("eval")."""
+    if purpose not in IMPORT_PURPOSES:
+        raise ServiceError(
+            f"Unknown prompt purpose {purpose!r}: use 'round' (the round prompt pool) or 'eval' "
+            "(held-out evaluation prompts).",
+            code=ErrorCode.INVALID,
+        )
     report = jsonl.ImportReport()
     seen: dict[str, int] = {}  # digest -> first line
 
@@ -93,6 +105,7 @@ def prompts_import(
                 fresh.append(
                     Prompt(
                         project=project,
+                        purpose=purpose,
                         messages=p.messages,
                         content_hash=p.digest,
                         metadata=p.metadata,

@@ -37,9 +37,9 @@ def round_start(
     simultaneous starts (a manual start and the schedule, two ops), and the loser gets the
     round that is running back with created=False.
     """
-    if not Prompt.objects.filter(project=project).exists():
+    if not Prompt.objects.filter(project=project, purpose=Prompt.Purpose.ROUND).exists():
         raise ServiceError(
-            "This project has no prompts to sample from: import a prompt pool first "
+            "This project has no round prompts to sample from: import a prompt pool first "
             "(ops page 'Prompts' or manage.py import_prompts).",
             code=ErrorCode.NO_PROMPTS,
         )

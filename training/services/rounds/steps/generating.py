@@ -18,10 +18,16 @@ from training.services.rounds.progress import RoundReporter, RoundStepError
 
 
 def _sample_prompts(r: RLHFRound) -> list[int]:
-    """Deterministic from the round's seed: the same pool and seed give the same prompts."""
-    pool = list(Prompt.objects.filter(project_id=r.project_id).order_by("pk").values_list("pk", flat=True))
+    """Deterministic from the round's seed: the same pool and seed give the same prompts. Only
+    the round prompt pool (purpose "round"): held-out evaluation prompts and the prompts of
+    imported comparisons are never sampled."""
+    pool = list(
+        Prompt.objects.filter(project_id=r.project_id, purpose=Prompt.Purpose.ROUND)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     if not pool:
-        raise RoundStepError("The project's prompt pool is empty: import prompts first.")
+        raise RoundStepError("The project's round prompt pool is empty: import round prompts first.")
     k = min(int(r.config.get("prompts_per_round", 16)), len(pool))
     return random.Random(r.seed).sample(pool, k)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Count, QuerySet
 
-from annotation.models import Preference, Project
+from annotation.models import Preference, Project, Prompt
 from core.jobs import UNFINISHED
 from training.models import PolicyCheckpoint, RewardModel, RLHFRound, RoundCandidate, RoundPair
 
@@ -26,9 +26,11 @@ def new_preferences_count(*, project: Project | int) -> int:
     project_id = project if isinstance(project, int) else project.pk
     active = RewardModel.objects.filter(project_id=project_id, is_active=True).first()
     cutoff = active.snapshot_cutoff_id if active else 0
-    return Preference.objects.filter(
-        comparison__project_id=project_id, choice__in=("a", "b"), pk__gt=cutoff
-    ).count()
+    return (
+        Preference.objects.filter(comparison__project_id=project_id, choice__in=("a", "b"), pk__gt=cutoff)
+        .exclude(comparison__prompt__purpose=Prompt.Purpose.EVAL)
+        .count()
+    )
 
 
 def round_win_rate(*, round: RLHFRound) -> dict:

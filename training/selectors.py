@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from django.db.models import Max, QuerySet
 
-from annotation.models import Preference, Project
+from annotation.models import Preference, Project, Prompt
 from training.models import RewardModel
 
 # Choices a reward run can train on; which of them a run uses depends on its config
@@ -38,9 +38,12 @@ def snapshot_choices(*, include_ties: bool, include_both_bad: bool) -> tuple[str
 
 
 def _snapshot_queryset(*, project: Project, cutoff_id: int, choices: tuple[str, ...]) -> QuerySet:
-    return Preference.objects.filter(
-        comparison__project=project, pk__lte=cutoff_id, choice__in=choices
-    ).order_by("pk")
+    """Votes a reward model may train on: never those on held-out evaluation prompts."""
+    return (
+        Preference.objects.filter(comparison__project=project, pk__lte=cutoff_id, choice__in=choices)
+        .exclude(comparison__prompt__purpose=Prompt.Purpose.EVAL)
+        .order_by("pk")
+    )
 
 
 def snapshot_hash(triples) -> str:

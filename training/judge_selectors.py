@@ -25,4 +25,4 @@ def judge_voter_ids(*, judge: Judge) -> list[int]:
     users = get_user_model().objects.filter(
         Q(pk=judge.user_id) | Q(username__regex=rf"^judge-{re.escape(judge.name)}-r[0-9]+$")
     )
-    return list(users.values_list("pk", flat=True))
+    return list(users.order_by("pk").values_list("pk", flat=True))

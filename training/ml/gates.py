@@ -35,7 +35,20 @@ class Decision:
     numbers: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"passed": self.passed, "reason": self.reason, "numbers": self.numbers}
+        """The decision fit for a JSON column: NaN and infinities (an estimate over no votes)
+        become None, which PostgreSQL's jsonb can hold."""
+        return {"passed": self.passed, "reason": self.reason, "numbers": json_safe(self.numbers)}
+
+
+def json_safe(value):
+    """`value` with every non-finite float, however deep in dicts and lists, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def paired_difference(candidate: Sequence[bool], active: Sequence[bool], *, z: float = Z95) -> Estimate:

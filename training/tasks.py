@@ -1,4 +1,5 @@
-"""Celery jobs of the training app (routed to the `gpu` queue by config/settings.py)."""
+"""Celery jobs of the training app (routed to the `gpu` queue by config/settings.py, except the
+light gate check, which goes to `default`)."""
 
 from core.tasks import task
 from training.services.reward_models import JOB_SOFT_TIME_LIMIT_S as REWARD_TIME_LIMIT_S
@@ -30,3 +31,11 @@ def scheduled_round_task(project_id: int) -> None:
 def round_triggers_task() -> None:
     """Fired by beat: start rounds where enough new preferences arrived."""
     schedule_triggers_check()
+
+
+@task()
+def round_gates_check_task() -> None:
+    """Fired by beat every minute: decide the rounds awaiting evaluation whose votes allow it."""
+    from training.services.gates import round_gates_check_all
+
+    round_gates_check_all()

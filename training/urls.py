@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from training import round_views, views
+from training import gate_views, round_views, views
 
 app_name = "training"
 
@@ -14,6 +14,9 @@ round_pages = [  # a project's rounds
     path("", round_views.rounds, name="rounds"),
     path("start/", round_views.round_start_view, name="round-start"),
     path("settings/", round_views.round_settings_save, name="round-settings"),
+    # Gates, rollback, the paused schedule (training/gate_views.py).
+    path("rollback/", gate_views.policy_rollback_view, name="policy-rollback"),
+    path("resume/", gate_views.schedule_resume_view, name="schedule-resume"),
 ]
 run_actions = [
     path("cancel/", views.reward_model_cancel_view, name="reward-model-cancel"),
@@ -23,6 +26,7 @@ round_actions = [
     path("", round_views.round_detail, name="round"),
     path("cancel/", round_views.round_cancel_view, name="round-cancel"),
     path("retry/", round_views.round_retry_view, name="round-retry"),
+    path("gate/", gate_views.round_gate_check_view, name="round-gate-check"),
 ]
 
 urlpatterns = [

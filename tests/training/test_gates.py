@@ -291,3 +291,28 @@ def test_a_round_run_with_a_gate_ends_awaiting_and_keeps_the_parent_current():
     assert r.evaluation_state == "awaiting" and current(project) == base
     assert r.gate["reason"]  # "Waiting for evaluation votes." or why no evaluation could start
     assert r.gate["rule"] == "human_votes" and r.gate["passed"] is None
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory):
+    from training.ml.tiny import save_tiny_policy
+
+    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy"))
+
+
+@pytest.mark.django_db
+def test_a_round_whose_new_reward_model_the_gate_blocks_fails_at_the_reward_step_and_says_why(
+    settings, tmp_path, tiny_policy, tiny_backbone
+):
+    from training.services.rounds import backend_cache_clear, round_advance, round_start
+
+    from .rounds_helpers import FAST_ROUND, configure, round_project
+
+    configure(settings, tmp_path, tiny_policy, tiny_backbone)
+    scoring.scorer_cache_clear()
+    backend_cache_clear()
+    project = round_project(reward_config={**FAST_ROUND["reward_config"], "gate_min_pairs": 50})
+    r, _ = round_start(project=project, enqueue=False)
+    r = round_advance(round_id=r.pk)
+    assert r.state == "failed" and r.failed_step == "reward"
+    assert "was not promoted" in r.error and "at least 50 needed" in r.error

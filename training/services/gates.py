@@ -147,7 +147,7 @@ def round_gate_check(*, round_id: int) -> RLHFRound:
         if not gate.get("evaluation"):
             gate["evaluation"], gate["problem"] = _evaluation_start(r)
         voters, problem = gate_voters(row)
-        if problem and row.policy_gate != RoundSettings.PolicyGate.ALWAYS:
+        if problem:  # the judge rule without a judge
             _save(r, State.AWAITING, {**gate, "passed": None, "reason": problem})
             return r
         estimate = None

@@ -172,7 +172,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"training.tasks.*": {"queue": os.environ.get("CELERY_GPU_QUEUE", "gpu")}}
+CELERY_TASK_ROUTES = {
+    # The gpu route stays first: the worker tests and train_reward_model read the first one.
+    "training.tasks.*": {"queue": os.environ.get("CELERY_GPU_QUEUE", "gpu")},
+    # A light periodic check (an exact name wins over the pattern): no GPU worker needed.
+    "training.tasks.round_gates_check_task": {"queue": "default"},
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = False
 

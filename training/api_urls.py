@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from training import judge_views, leaderboard_views, round_views, views
+from training import gate_views, judge_views, leaderboard_views, round_views, views
 
 runs = [
     path("", views.RewardModelDetailView.as_view(), name="api-reward-model"),
@@ -13,6 +13,7 @@ rounds = [
     path("", round_views.RoundDetailView.as_view(), name="api-round"),
     path("cancel/", round_views.RoundCancelView.as_view(), name="api-round-cancel"),
     path("retry/", round_views.RoundRetryView.as_view(), name="api-round-retry"),
+    path("gate/", gate_views.RoundGateCheckView.as_view(), name="api-round-gate-check"),
 ]
 
 urlpatterns = [
@@ -26,6 +27,11 @@ urlpatterns = [
         "projects/<int:project_id>/leaderboard/",
         leaderboard_views.LeaderboardView.as_view(),
         name="api-leaderboard",
+    ),
+    path(
+        "projects/<int:project_id>/rollback/",
+        gate_views.PolicyRollbackView.as_view(),
+        name="api-policy-rollback",
     ),
     path("reward-models/<int:run_id>/", include(runs)),
     path("rounds/<int:round_id>/", include(rounds)),

@@ -27,6 +27,7 @@ from core.permissions import role_required
 from core.roles import OPERATE
 from training import evaluation_selectors
 from training import round_selectors as selectors
+from training.gate_selectors import policy_events_for
 from training.models import RLHFRound, RoundSettings
 from training.services.evaluations import prompts_mark_eval, round_evaluation_create
 from training.services.rounds import round_cancel, round_retry, round_settings_get, round_start
@@ -54,6 +55,15 @@ class RoundSettingsForm(forms.ModelForm):
             "cron": "Cron (minute hour day month weekday)",
             "min_new_preferences": "Start when at least M new preferences arrived",
             "enabled": "Schedule enabled",
+            "policy_gate": "Policy gate (when a round's checkpoint becomes current)",
+            "gate_threshold": "Gate: win rate against the parent",
+            "gate_min_votes": "Gate: evaluation votes needed",
+            "eval_judge": "Evaluation judge (judge gate)",
+            "eval_prompts": "Evaluation prompts",
+            "eval_samples": "Evaluation samples per prompt",
+            "eval_max_new_tokens": "Evaluation max new tokens",
+            "eval_priority": "Evaluation queue priority",
+            "kl_budget": "KL budget (pause the schedule above it)",
         }
 
 
@@ -97,9 +107,17 @@ def rounds(request, project_id: int):
         return render(request, "training/_rounds.html", context)
     context["form"] = RoundSettingsForm(instance=round_settings_get(project=project))
     context["active"] = selectors.round_active(project_id=project.pk)
-    context["policies"] = list(selectors.policy_checkpoints_for(project=project)[:20])
     context.update(_evaluation_list_context(project, context["rounds"]))
+    context.update(_policy_context(project))
     return render(request, "training/rounds.html", context)
+
+
+def _policy_context(project: Project) -> dict:
+    """Checkpoints (each with a rollback form) and the policy events, for the rounds page."""
+    return {
+        "policies": list(selectors.policy_checkpoints_for(project=project)[:20]),
+        "events": list(policy_events_for(project=project)),
+    }
 
 
 @require_POST
@@ -118,6 +136,7 @@ def round_settings_save(request, project_id: int):
     context = _list_context(project)
     context.update(form=form, active=selectors.round_active(project_id=project.pk))
     context.update(_evaluation_list_context(project, context["rounds"]))
+    context.update(_policy_context(project))
     return render(request, "training/rounds.html", context, status=400)
 
 
@@ -238,6 +257,7 @@ class RoundSerializer(serializers.ModelSerializer):
             "trigger", "seed",
             "config", "policy_in", "reference", "policy_out", "reward_model", "reward_run", "prompt_ids",
             "steps", "metrics", "error", "attempts", "created_at", "started_at", "finished_at",
+            "evaluation_state", "gate",
         ]  # fmt: skip
         read_only_fields = fields
 

@@ -1,4 +1,5 @@
-"""Celery jobs of the training app (routed to the `gpu` queue by config/settings.py)."""
+"""Celery jobs of the training app (routed to the `gpu` queue by config/settings.py, except the
+light gate check, which goes to `default`)."""
 
 from core.tasks import task
 from training.services.evaluations import JOB_SOFT_TIME_LIMIT_S as EVALUATION_TIME_LIMIT_S
@@ -47,3 +48,11 @@ def evaluation_run_task(evaluation_id: int) -> None:
     """Generate and publish evaluation `evaluation_id`'s pairs and measure its challenger.
     Idempotent and resumable: see `evaluation_run`."""
     evaluation_run(evaluation_id=evaluation_id)
+
+
+@task()
+def round_gates_check_task() -> None:
+    """Fired by beat every minute: decide the rounds awaiting evaluation whose votes allow it."""
+    from training.services.gates import round_gates_check_all
+
+    round_gates_check_all()

@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from training import judge_views, leaderboard_views, round_views, views
+from training import gate_views, judge_views, leaderboard_views, round_views, views
 
 app_name = "training"
 
@@ -15,6 +15,9 @@ round_pages = [  # a project's rounds
     path("start/", round_views.round_start_view, name="round-start"),
     path("settings/", round_views.round_settings_save, name="round-settings"),
     path("eval-prompts/", round_views.eval_prompts_mark_view, name="eval-prompts-mark"),
+    # Gates, rollback, the paused schedule (training/gate_views.py).
+    path("rollback/", gate_views.policy_rollback_view, name="policy-rollback"),
+    path("resume/", gate_views.schedule_resume_view, name="schedule-resume"),
 ]
 run_actions = [
     path("cancel/", views.reward_model_cancel_view, name="reward-model-cancel"),
@@ -25,6 +28,7 @@ round_actions = [
     path("cancel/", round_views.round_cancel_view, name="round-cancel"),
     path("retry/", round_views.round_retry_view, name="round-retry"),
     path("evaluate/", round_views.round_evaluate_view, name="round-evaluate"),
+    path("gate/", gate_views.round_gate_check_view, name="round-gate-check"),
 ]
 
 judge_pages = [  # a project's judges and judge runs

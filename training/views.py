@@ -149,7 +149,7 @@ class RewardModelSerializer(serializers.ModelSerializer):
             "cancel_requested", "attempts", "error",
             "metrics", "heldout_accuracy", "heldout_loss", "ece", "loss_curve",
             "artefact_path", "artefact_sha256", "safety_source", "safety_path", "safety_sha256",
-            "promotion_note", "promoted_at", "created_at", "started_at", "finished_at",
+            "promotion_note", "gate", "promoted_at", "created_at", "started_at", "finished_at",
         ]  # fmt: skip
         read_only_fields = fields
 

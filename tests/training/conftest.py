@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from annotation.models import Project
-from training.models import RLHFRound, RoundCandidate
+from training.models import PolicyEvent, RLHFRound, RoundCandidate
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +48,7 @@ def committed_db(test_database, django_db_blocker):
                     policy_in=None, reference=None, policy_out=None
                 )
                 RoundCandidate.objects.filter(round__project=project).delete()
+                PolicyEvent.objects.filter(project=project).delete()  # they protect checkpoints too
                 for checkpoint in project.policy_checkpoints.order_by("-pk"):
                     checkpoint.delete()
                 project.delete()

@@ -29,7 +29,16 @@ from training.services.scoring import reward_score
 
 GOOD = "A helpful, correct and polite answer to question {i}."
 BAD = "Go away, stupid {i}!"
-FAST = {"epochs": 4, "batch_size": 4, "learning_rate": 1e-3, "max_length": 64, "heldout_fraction": 0.25}
+# A handful of held-out pairs is enough for the promotion gate in tests of the job's mechanics
+# (the gate itself, at its default of 50 pairs, is tested in test_gates.py).
+FAST = {
+    "epochs": 4,
+    "batch_size": 4,
+    "learning_rate": 1e-3,
+    "max_length": 64,
+    "heldout_fraction": 0.25,
+    "gate_min_pairs": 4,
+}
 UNTRAINED = {**FAST, "learning_rate": 1e-8, "max_steps": 1}
 
 
@@ -137,8 +146,10 @@ def test_success_records_metrics_and_an_artefact_whose_hash_matches_and_pushes_p
     # Too few flags: the lexical prior is in use and the row says so.
     assert run.safety_source == "lexical" and run.safety_path == ""
     assert run.safety_metrics["flagged"] == 0
-    # First model of the project: promoted.
-    assert run.is_active and "no active" in run.promotion_note
+    # First model of the project: gated too, and above chance on its held-out pairs.
+    assert run.is_active and "no model was active" in run.promotion_note
+    assert run.gate["passed"] and run.gate["numbers"]["accuracy"]["n"] == len(run.test_pair_ids)
+    assert run.gate["numbers"]["accuracy"]["low"] > 0.5 and run.gate["numbers"]["min_pairs"] == 4
 
     events = []
     while True:
@@ -219,26 +230,29 @@ def test_bad_settings_and_empty_projects_are_refused_when_queued(make_project, t
 
 
 @pytest.mark.django_db
-def test_promotion_rule_better_replaces_worse_does_not_and_by_hand(make_project, models_dir, tiny_backbone):
+def test_promotion_gate_good_replaces_worse_does_not_and_by_hand(make_project, models_dir, tiny_backbone):
     project = make_project()
     import_pairs(project, 32)
-    first = train(project, tiny_backbone, UNTRAINED)
-    assert first.is_active  # nothing to beat
+    good = train(project, tiny_backbone, {**FAST, "epochs": 6})
+    assert good.status == "succeeded" and good.is_active and "Promoted" in good.promotion_note
 
-    better = train(project, tiny_backbone, {**FAST, "epochs": 6})
-    assert better.status == "succeeded"
-    assert better.heldout_accuracy > first.heldout_accuracy
-    assert better.is_active and "Promoted" in better.promotion_note
-    first.refresh_from_db()
-    assert not first.is_active
+    # The same split (same seed): its held-out pairs are comparisons the active model never saw.
+    as_good = train(project, tiny_backbone, {**FAST, "epochs": 6, "batch_size": 2})
+    assert as_good.is_active and "not worse than the active model" in as_good.promotion_note
+    assert as_good.gate["numbers"]["difference_vs_active"]["n"] > 0
+    good.refresh_from_db()
+    assert not good.is_active
 
     worse = train(project, tiny_backbone, UNTRAINED)
-    assert worse.status == "succeeded" and not worse.is_active
-    assert "Not promoted" in worse.promotion_note and f"v{better.version}" in worse.promotion_note
-    assert RewardModel.objects.get(project=project, is_active=True).pk == better.pk
+    assert worse.status == "succeeded" and not worse.is_active and not worse.gate["passed"]
+    assert "Not promoted" in worse.promotion_note and f"v{as_good.version}" in worse.promotion_note
+    assert RewardModel.objects.get(project=project, is_active=True).pk == as_good.pk
 
-    # Ops can promote by hand; still exactly one active.
+    # Ops can promote by hand, and the row says the gate was overridden; still exactly one active.
     reward_model_promote(run_id=worse.pk)
+    worse.refresh_from_db()
+    assert "gate overridden" in worse.promotion_note and worse.gate["overridden_by"] == "ops"
+    better = as_good
     assert list(RewardModel.objects.filter(project=project, is_active=True).values_list("pk", flat=True)) == [
         worse.pk
     ]
@@ -257,7 +271,7 @@ def test_promotion_rule_better_replaces_worse_does_not_and_by_hand(make_project,
 @pytest.mark.django_db
 def test_reward_score_reloads_when_the_active_model_changes(make_project, models_dir, tiny_backbone):
     project = make_project()
-    import_pairs(project, 16)
+    import_pairs(project, 24)
     with pytest.raises(ServiceError, match="no active reward model"):
         reward_score(project=project, prompts=[[{"role": "user", "content": "x"}]], responses=["y"])
     one = train(project, tiny_backbone, UNTRAINED)
@@ -369,7 +383,10 @@ def test_default_backbone_trains_on_real_hh_pairs(make_project, models_dir, sett
     run = reward_model_train(run_id=run.pk)
     assert run.status == "succeeded", run.error
     assert run.metrics["steps"] == 3 and run.metrics["stopped_early"] == "max_steps"
-    assert run.artefact_sha256 == dir_sha256(run.artefact_path) and run.is_active
+    assert run.artefact_sha256 == dir_sha256(run.artefact_path)
+    # Three steps on a few pairs do not pass the promotion gate (50 held-out pairs): by hand.
+    assert not run.is_active and run.gate["passed"] is False
+    reward_model_promote(run_id=run.pk)
     scores = reward_score(
         project=project, prompts=[[{"role": "user", "content": "Hi"}]] * 2, responses=["Hello!", "Go away."]
     )

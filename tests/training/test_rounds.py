@@ -60,7 +60,7 @@ def published_response_ids(r: RLHFRound) -> set[int]:
 
 @pytest.mark.django_db
 def test_a_round_runs_every_step_and_publishes_only_unblocked_pairs_ahead_of_older_ones(tiny, make_user):
-    project = round_project()
+    project = round_project(policy_gate="always")  # the checkpoint becomes current at once
     old = comparisons_create(
         project=project,
         specs=[
@@ -130,6 +130,7 @@ def test_a_round_runs_every_step_and_publishes_only_unblocked_pairs_ahead_of_old
         and out.reward_model == done.reward_model
     )
     assert out.sha256 == dir_sha256(out.path) and out.is_current
+    assert done.evaluation_state == "not_needed" and done.gate["rule"] == "always" and done.gate["passed"]
     assert not PolicyCheckpoint.objects.get(pk=base.pk).is_current
     assert done.metrics["dpo"]["reward_pairs"] >= 1
 
@@ -347,6 +348,9 @@ def _settings_form(**overrides) -> dict:
         "toxicity_threshold": 0.5, "toxicity_lambda": 10, "blocklist": "", "budget": 4,
         "strategy": "new_vs_old", "priority": 100, "beta": 0.1, "learning_rate": 1e-6, "dpo_epochs": 1,
         "dpo_batch_size": 2, "dpo_max_steps": "", "every_hours": "", "cron": "", "min_new_preferences": "",
+        "policy_gate": "human_votes", "gate_threshold": 0.5, "gate_min_votes": 50, "eval_judge": "",
+        "eval_prompts": 32, "eval_samples": 2, "eval_max_new_tokens": 128, "eval_priority": 1000,
+        "kl_budget": "",
     }  # fmt: skip
     data.update(overrides)
     return data

@@ -96,7 +96,7 @@ def test_rounds_through_a_worker_end_to_end_and_a_killed_round_resumes_without_d
     configure(settings, tmp_path, tiny_policy, tiny_backbone)
     scoring.scorer_cache_clear()
     backend_cache_clear()
-    project = round_project()
+    project = round_project(policy_gate="always")  # round 2 samples round 1's checkpoint
     older = comparisons_create(
         project=project,
         specs=[

@@ -73,6 +73,8 @@ def test_sigkill_mid_training_leaves_no_artefact_and_the_retried_job_succeeds(
                 "max_length": 48,
                 "threads": 1,
                 "learning_rate": 1e-3,
+                "heldout_fraction": 0.25,  # 10 held-out pairs: enough for a gate of 5
+                "gate_min_pairs": 5,
             },
             backbone=tiny_backbone,
         )  # enqueued on commit

@@ -8,9 +8,9 @@ pauses a schedule. Pure functions of numbers, each decision with the numbers beh
   interval on the per-pair differences, above −margin: a non-inferiority test).
 - `policy_gate`: a round's checkpoint becomes current only when its evaluation passes the
   project's rule: "judge_lower_bound" (the judged win rate against its parent has a 95 %
-  interval whose lower bound is at least `threshold`), "human_votes" (at least `min_votes`
-  human evaluation votes and a win rate of at least `threshold`), or "always" (today's
-  behaviour: no evaluation needed).
+  interval whose lower bound is at least `threshold`), "human_votes" (a win rate of at least
+  `threshold`), or "always" (today's behaviour: no evaluation needed). Either rule waits for at
+  least `min_votes` evaluation votes before it decides.
 - `overoptimisation`: the proxy reward rose from the previous round while the evaluated win
   rate fell (the upper bound of this round's interval under the previous round's estimate:
   Gao et al. 2022, "Scaling laws for reward model overoptimization"), or KL to the reference
@@ -35,7 +35,20 @@ class Decision:
     numbers: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"passed": self.passed, "reason": self.reason, "numbers": self.numbers}
+        """The decision fit for a JSON column: NaN and infinities (an estimate over no votes)
+        become None, which PostgreSQL's jsonb can hold."""
+        return {"passed": self.passed, "reason": self.reason, "numbers": json_safe(self.numbers)}
+
+
+def json_safe(value):
+    """`value` with every non-finite float, however deep in dicts and lists, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def paired_difference(candidate: Sequence[bool], active: Sequence[bool], *, z: float = Z95) -> Estimate:
@@ -103,12 +116,13 @@ def policy_gate(
         return Decision(False, "Waiting for evaluation votes.", numbers)
     numbers["win_rate"] = win_rate.as_dict()
     shown = f"win rate {win_rate.value:.3f} [{win_rate.low:.3f}, {win_rate.high:.3f}] over {win_rate.n} votes"
+    if win_rate.n < min_votes:
+        # Both rules: a bootstrap interval over a few prompts is no interval (rule 12).
+        return Decision(False, f"Waiting: {win_rate.n} of {min_votes} evaluation votes.", numbers)
     if rule == "judge_lower_bound":
         if win_rate.low >= threshold:
             return Decision(True, f"Passed: {shown}; lower bound ≥ {threshold:.2f}.", numbers)
         return Decision(False, f"Failed: {shown}; lower bound < {threshold:.2f}.", numbers)
-    if win_rate.n < min_votes:
-        return Decision(False, f"Waiting: {win_rate.n} of {min_votes} evaluation votes.", numbers)
     if win_rate.value >= threshold:
         return Decision(True, f"Passed: {shown} ≥ {threshold:.2f}.", numbers)
     return Decision(False, f"Failed: {shown} < {threshold:.2f}.", numbers)

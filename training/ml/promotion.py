@@ -1,53 +1,52 @@
-"""The promotion rule of reward models: does a new model replace the project's active one?
+"""The promotion rule of reward models: may a new model replace the project's active one?
 
-Pure (no Django, no torch): the service gathers the numbers (both models scored on the same
-held-out pairs, which neither trained on) and this decides, so the rule can be read and tested
-on its own. A candidate must be strictly better: a tie keeps the model already in use, whose
-scores the rounds were built on.
+Pure (no Django, no torch): the service scores both models on the same held-out pairs, which
+neither trained on, and hands in one right/wrong per pair; the gate
+(`training.ml.gates.reward_model_gate`) decides. A candidate is promoted only when its held-out
+accuracy's 95 % interval lies above chance over at least `min_pairs` pairs and, when a model is
+active, it is not worse than that model by more than `margin` on the same pairs. The first
+model of a project is gated too: a reward model at chance never becomes active by itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from training.ml.gates import reward_model_gate
+
+DEFAULT_MARGIN = 0.02
+DEFAULT_MIN_PAIRS = 50
 
 
 @dataclass(frozen=True)
 class PromotionDecision:
     promote: bool
     note: str  # shown on the run's row: why it was (not) promoted
-
-
-def _fmt(accuracy: float | None) -> str:
-    return "n/a" if accuracy is None else f"{accuracy:.3f}"
+    gate: dict = field(default_factory=dict)  # the gate's decision and numbers, for the row
 
 
 def promotion_decide(
     *,
-    active_version: int | None,
-    candidate_accuracy: float | None = None,
-    active_accuracy: float | None = None,
-    pairs: int = 0,
+    candidate_correct: Sequence[bool],
+    active_correct: Sequence[bool] | None = None,
+    active_version: int | None = None,
+    margin: float = DEFAULT_MARGIN,
+    min_pairs: int = DEFAULT_MIN_PAIRS,
 ) -> PromotionDecision:
-    """Decide from the two accuracies on the same `pairs` held-out pairs.
+    """Decide from per-pair correctness on the same held-out pairs.
 
-    `active_version` None: the project has no active model, so the candidate is promoted
-    whatever its numbers. `pairs` 0 or no candidate accuracy: nothing to compare on, so the
-    active model stays.
+    `active_correct` None: the project has no active model (`active_version` None), so only
+    the accuracy interval decides. Otherwise both lists cover the same pairs in the same order.
     """
-    if active_version is None:
-        return PromotionDecision(True, "Promoted: the project had no active reward model.")
-    if pairs <= 0 or candidate_accuracy is None:
-        return PromotionDecision(
-            False, f"Not promoted: no held-out pairs to compare with the active v{active_version}."
-        )
-    mine, theirs = _fmt(candidate_accuracy), _fmt(active_accuracy)
-    if active_accuracy is not None and candidate_accuracy > active_accuracy:
-        return PromotionDecision(
-            True,
-            f"Promoted: held-out accuracy {mine} > {theirs} of v{active_version} on the same {pairs} pairs.",
-        )
-    return PromotionDecision(
-        False,
-        f"Not promoted: held-out accuracy {mine} vs {theirs} of the active v{active_version} "
-        f"on the same {pairs} pairs (must be strictly better).",
+    decision = reward_model_gate(
+        candidate_correct,
+        active_correct if active_version is not None else None,
+        margin=margin,
+        min_pairs=min_pairs,
     )
+    note = decision.reason
+    if active_version is not None:
+        note = f"{note} (active model: v{active_version})"
+    gate = {**decision.as_dict(), "active_version": active_version}
+    return PromotionDecision(decision.passed, note, gate)

@@ -45,6 +45,7 @@ __all__ = [
     "TrainingCancelled",
     "TrainingError",
     "evaluate",
+    "pair_correctness",
     "split_by_prompt",
     "train_reward_model",
 ]
@@ -301,6 +302,18 @@ def expected_calibration_error(probs: Sequence[float], bins: int = 10) -> float:
     return sum(c / n * abs(s / c - k / c) for c, s, k in totals if c)
 
 
+def _strict_diffs(
+    scorer_or_dir: RewardScorer | Path | str, strict: Sequence[PreferencePair], batch_size: int
+) -> list[float]:
+    """r_chosen - r_rejected of each pair (all strict), in input order."""
+    scorer = scorer_or_dir if isinstance(scorer_or_dir, RewardScorer) else RewardScorer.load(scorer_or_dir)
+    prompts = [p.prompt for p in strict]
+    both = scorer.score(
+        prompts + prompts, [p.chosen for p in strict] + [p.rejected for p in strict], batch_size
+    )
+    return [a - b for a, b in zip(both[: len(strict)], both[len(strict) :], strict=True)]
+
+
 def evaluate(
     scorer_or_dir: RewardScorer | Path | str, pairs: Sequence[PreferencePair], *, batch_size: int = 32
 ) -> dict:
@@ -313,12 +326,7 @@ def evaluate(
     strict = [p for p in pairs if p.kind == "strict"]
     if not strict:
         return {"accuracy": None, "loss": None, "ece": None, "mean_margin": None, "pairs": 0}
-    scorer = scorer_or_dir if isinstance(scorer_or_dir, RewardScorer) else RewardScorer.load(scorer_or_dir)
-    prompts = [p.prompt for p in strict]
-    both = scorer.score(
-        prompts + prompts, [p.chosen for p in strict] + [p.rejected for p in strict], batch_size
-    )
-    diffs = [a - b for a, b in zip(both[: len(strict)], both[len(strict) :], strict=True)]
+    diffs = _strict_diffs(scorer_or_dir, strict, batch_size)
     probs = [1.0 / (1.0 + math.exp(-d)) if d > -700 else 0.0 for d in diffs]
     n = len(diffs)
     return {
@@ -328,6 +336,19 @@ def evaluate(
         "mean_margin": sum(diffs) / n,
         "pairs": n,
     }
+
+
+def pair_correctness(
+    scorer_or_dir: RewardScorer | Path | str, pairs: Sequence[PreferencePair], *, batch_size: int = 32
+) -> list[bool]:
+    """Per pair of `pairs` (all must be strict): did the model score the chosen response above
+    the rejected one? An exact tie counts as wrong. What the promotion gate
+    (`training.ml.gates.reward_model_gate`) pairs between two models on the same pairs."""
+    if any(p.kind != "strict" for p in pairs):
+        raise ValueError("pair_correctness takes strict pairs only")
+    if not pairs:
+        return []
+    return [d > 0 for d in _strict_diffs(scorer_or_dir, pairs, batch_size)]
 
 
 class RewardScorer:

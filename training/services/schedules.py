@@ -10,19 +10,26 @@ new preferences.
 
 Either way the start goes through `round_start`, so a schedule firing while a round runs (or
 at the same moment as a manual start) makes no second round.
+
+The over-optimisation guard (`training.services.gates`) pauses a schedule with a reason
+(`schedule_pause`: disabled, its beat task removed, `paused_reason` set); neither the schedule
+nor the trigger starts a round while it is paused, until ops resume it (`schedule_resume`).
+One more beat task, `training.tasks.round_gates_check_task` every minute, checks the policy
+gates of rounds awaiting evaluation (`gates_beat_ensure`, written when a round starts waiting).
 """
 
 from __future__ import annotations
 
 import json
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from annotation.models import Project
 from core.errors import ErrorCode, ServiceError
-from training.models import RLHFRound, RoundSettings
+from training.models import PolicyEvent, RLHFRound, RoundSettings
 from training.round_selectors import new_preferences_count
 from training.services.rounds import blocklist_compile, round_settings_get, round_start
 
@@ -30,12 +37,17 @@ SCHEDULED_TASK = "training.tasks.scheduled_round_task"
 TRIGGERS_TASK = "training.tasks.round_triggers_task"
 TRIGGERS_TASK_NAME = "rlhf-round-triggers"
 TRIGGER_CHECK_MINUTES = 5
+GATES_TASK = "training.tasks.round_gates_check_task"
+GATES_TASK_NAME = "rlhf-round-gates"
+GATES_CHECK_MINUTES = 1
 
 EDITABLE_FIELDS = (
     "prompts_per_round", "n", "temperature", "top_p", "max_new_tokens", "toxicity_threshold",
     "toxicity_lambda", "blocklist", "budget", "strategy", "priority", "beta", "learning_rate",
     "dpo_epochs", "dpo_batch_size", "dpo_max_steps", "reward_config",
     "enabled", "every_hours", "cron", "min_new_preferences",
+    "policy_gate", "gate_threshold", "gate_min_votes", "eval_judge", "eval_prompts", "eval_samples",
+    "eval_max_new_tokens", "eval_priority", "kl_budget",
 )  # fmt: skip
 
 
@@ -96,24 +108,35 @@ def _sync_periodic_task(row: RoundSettings) -> None:
     RoundSettings.objects.filter(pk=row.pk).update(periodic_task=task)
 
 
-def _sync_triggers_task() -> None:
-    wanted = RoundSettings.objects.filter(enabled=True, min_new_preferences__isnull=False).exists()
-    if not wanted:
-        PeriodicTask.objects.filter(name=TRIGGERS_TASK_NAME).update(enabled=False)
-        return
-    interval, _ = IntervalSchedule.objects.get_or_create(
-        every=TRIGGER_CHECK_MINUTES, period=IntervalSchedule.MINUTES
-    )
+def _every_minutes(minutes: int) -> IntervalSchedule:
+    interval, _ = IntervalSchedule.objects.get_or_create(every=minutes, period=IntervalSchedule.MINUTES)
+    return interval
+
+
+def _beat_task_enable(name: str, task: str, minutes: int) -> None:
     PeriodicTask.objects.update_or_create(
-        name=TRIGGERS_TASK_NAME,
+        name=name,
         defaults={
-            "task": TRIGGERS_TASK,
-            "interval": interval,
+            "task": task,
+            "interval": _every_minutes(minutes),
             "crontab": None,
             "args": "[]",
             "enabled": True,
         },
     )
+
+
+def gates_beat_ensure() -> None:
+    """The beat task that checks the policy gates of rounds awaiting evaluation, every minute."""
+    _beat_task_enable(GATES_TASK_NAME, GATES_TASK, GATES_CHECK_MINUTES)
+
+
+def _sync_triggers_task() -> None:
+    wanted = RoundSettings.objects.filter(enabled=True, min_new_preferences__isnull=False).exists()
+    if not wanted:
+        PeriodicTask.objects.filter(name=TRIGGERS_TASK_NAME).update(enabled=False)
+        return
+    _beat_task_enable(TRIGGERS_TASK_NAME, TRIGGERS_TASK, TRIGGER_CHECK_MINUTES)
 
 
 @transaction.atomic
@@ -124,6 +147,11 @@ def round_settings_update(*, project: Project, **fields) -> RoundSettings:
         raise ServiceError(f"Unknown round setting(s): {', '.join(unknown)}.", code=ErrorCode.INVALID)
     row = round_settings_get(project=project)
     row = RoundSettings.objects.select_for_update().get(pk=row.pk)
+    if fields.get("enabled") and not row.enabled and row.paused_reason:
+        raise ServiceError(
+            f"The schedule was paused: {row.paused_reason} Resume it (Resume schedule) to enable it again.",
+            code=ErrorCode.STATE,
+        )
     for key, value in fields.items():
         setattr(row, key, value)
     row.cron = (row.cron or "").strip()
@@ -167,7 +195,11 @@ def round_settings_update(*, project: Project, **fields) -> RoundSettings:
 
 def schedule_fire(*, project_id: int) -> RLHFRound | None:
     """The periodic task: start a round unless the schedule was switched off meanwhile."""
-    row = RoundSettings.objects.filter(project_id=project_id, enabled=True).select_related("project").first()
+    row = (
+        RoundSettings.objects.filter(project_id=project_id, enabled=True, paused_reason="")
+        .select_related("project")
+        .first()
+    )
     if row is None:
         return None
     r, _created = round_start(project=row.project, trigger=RLHFRound.Trigger.SCHEDULE)
@@ -177,9 +209,8 @@ def schedule_fire(*, project_id: int) -> RLHFRound | None:
 def schedule_triggers_check() -> list[RLHFRound]:
     """Start a round wherever at least M new A/B votes arrived since the active reward model."""
     started = []
-    for row in RoundSettings.objects.filter(enabled=True, min_new_preferences__isnull=False).select_related(
-        "project"
-    ):
+    rows = RoundSettings.objects.filter(enabled=True, paused_reason="", min_new_preferences__isnull=False)
+    for row in rows.select_related("project"):
         if new_preferences_count(project=row.project) >= row.min_new_preferences:
             try:
                 r, created = round_start(project=row.project, trigger=RLHFRound.Trigger.PREFERENCES)
@@ -188,3 +219,54 @@ def schedule_triggers_check() -> list[RLHFRound]:
             if created:
                 started.append(r)
     return started
+
+
+def _schedule_set(row: RoundSettings, **fields) -> None:
+    for key, value in fields.items():
+        setattr(row, key, value)
+    row.save(update_fields=[*fields, "updated_at"])
+    _sync_periodic_task(row)
+    _sync_triggers_task()
+
+
+@transaction.atomic
+def schedule_pause(
+    *, project: Project, reason: str, round: RLHFRound | None = None, numbers: dict | None = None
+) -> RoundSettings:
+    """Pause the project's schedule with a reason shown on the rounds page (the guard's): it is
+    disabled and its beat task removed, as switching it off does; a "paused" policy event
+    records why. Pausing a paused schedule changes nothing."""
+    row = RoundSettings.objects.select_for_update().get(pk=round_settings_get(project=project).pk)
+    if row.paused_reason:
+        return row
+    was_enabled = row.enabled
+    _schedule_set(row, enabled=False, paused_reason=reason)
+    PolicyEvent.objects.create(
+        project=project,
+        kind=PolicyEvent.Kind.PAUSED,
+        round=round,
+        reason=reason,
+        numbers={**(numbers or {}), "schedule_was_enabled": was_enabled},
+    )
+    return row
+
+
+@transaction.atomic
+def schedule_resume(*, project: Project, by: AbstractBaseUser | None = None) -> RoundSettings:
+    """Ops resume a paused schedule: the reason is cleared, the schedule enabled again if it was
+    enabled when paused, and a "resumed" policy event records who."""
+    row = RoundSettings.objects.select_for_update().get(pk=round_settings_get(project=project).pk)
+    if not row.paused_reason:
+        raise ServiceError("The schedule is not paused.", code=ErrorCode.STATE)
+    paused = PolicyEvent.objects.filter(project=project, kind=PolicyEvent.Kind.PAUSED).first()
+    enable = bool(paused.numbers.get("schedule_was_enabled")) if paused is not None else False
+    reason = row.paused_reason
+    _schedule_set(row, enabled=enable, paused_reason="")
+    PolicyEvent.objects.create(
+        project=project,
+        kind=PolicyEvent.Kind.RESUMED,
+        by=by,
+        reason=f"Resumed after: {reason}",
+        numbers={"schedule_enabled": enable},
+    )
+    return row

@@ -50,6 +50,9 @@ def test_policy_gate_rules():
     assert policy_gate("judge_lower_bound", strong, threshold=0.55).passed
     assert not policy_gate("judge_lower_bound", weak, threshold=0.5).passed
     assert not policy_gate("judge_lower_bound", None).passed
+    # A few perfect judge votes are no evidence: the judge rule waits for min_votes too.
+    few = policy_gate("judge_lower_bound", Estimate(1.0, 1.0, 1.0, 5), min_votes=50)
+    assert not few.passed and few.reason.startswith("Waiting")
     assert not policy_gate("human_votes", wilson_interval(30, 40), min_votes=50).passed
     assert policy_gate("human_votes", wilson_interval(40, 60), min_votes=50, threshold=0.6).passed
     assert policy_gate("always", None).passed

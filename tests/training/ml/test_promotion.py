@@ -1,48 +1,41 @@
-"""The promotion rule alone: no database, no model, just the numbers the service gathers."""
+"""The promotion rule alone: no database, no model, just per-pair correctness on held-out pairs."""
 
 import subprocess
 import sys
 
-from training.ml.promotion import PromotionDecision, promotion_decide
+from training.ml.promotion import DEFAULT_MARGIN, DEFAULT_MIN_PAIRS, promotion_decide
 
 
-def test_the_first_model_of_a_project_is_promoted_whatever_its_numbers():
-    decision = promotion_decide(active_version=None, candidate_accuracy=0.1, active_accuracy=None, pairs=3)
-    assert decision == PromotionDecision(True, "Promoted: the project had no active reward model.")
-    assert promotion_decide(active_version=None).promote
+def test_the_first_model_of_a_project_is_gated_too():
+    chance = promotion_decide(candidate_correct=[True, False] * 50)
+    assert not chance.promote and "above chance" in chance.note
+    assert chance.gate["passed"] is False and chance.gate["active_version"] is None
+    good = promotion_decide(candidate_correct=[True] * 70 + [False] * 30)
+    assert good.promote and "no model was active" in good.note
+    assert good.gate["numbers"]["accuracy"]["n"] == 100
+    assert good.gate["numbers"]["min_pairs"] == DEFAULT_MIN_PAIRS == 50
+    assert good.gate["numbers"]["margin"] == DEFAULT_MARGIN == 0.02
 
 
-def test_strictly_better_on_the_same_pairs_is_promoted():
-    decision = promotion_decide(active_version=3, candidate_accuracy=0.8125, active_accuracy=0.75, pairs=16)
-    assert decision.promote
-    assert decision.note == "Promoted: held-out accuracy 0.812 > 0.750 of v3 on the same 16 pairs."
+def test_too_few_pairs_block_even_a_perfect_model():
+    decision = promotion_decide(candidate_correct=[True] * 10)
+    assert not decision.promote and "at least 50" in decision.note
+    assert promotion_decide(candidate_correct=[True] * 10, min_pairs=5).promote
 
 
-def test_equal_or_worse_keeps_the_active_model():
-    for mine in (0.75, 0.5):
-        decision = promotion_decide(active_version=3, candidate_accuracy=mine, active_accuracy=0.75, pairs=16)
-        assert not decision.promote
-        assert decision.note == (
-            f"Not promoted: held-out accuracy {mine:.3f} vs 0.750 of the active v3 "
-            "on the same 16 pairs (must be strictly better)."
-        )
+def test_not_worse_than_the_active_model_on_the_same_pairs():
+    active = [True] * 75 + [False] * 25
+    same = promotion_decide(candidate_correct=list(active), active_correct=active, active_version=3)
+    assert same.promote and "(active model: v3)" in same.note
+    assert same.gate["numbers"]["difference_vs_active"]["value"] == 0
+    worse = [True] * 62 + [False] * 38  # above chance, but 0.13 below the active model
+    decision = promotion_decide(candidate_correct=worse, active_correct=active, active_version=3)
+    assert not decision.promote and "may be worse" in decision.note and "v3" in decision.note
 
 
-def test_nothing_to_compare_on_keeps_the_active_model():
-    expected = "Not promoted: no held-out pairs to compare with the active v2."
-    assert promotion_decide(active_version=2) == PromotionDecision(False, expected)
-    assert (
-        promotion_decide(active_version=2, candidate_accuracy=None, active_accuracy=0.7, pairs=5).note
-        == expected
-    )
-    assert not promotion_decide(
-        active_version=2, candidate_accuracy=0.9, active_accuracy=0.1, pairs=0
-    ).promote
-
-
-def test_an_unknown_active_accuracy_never_promotes():
-    decision = promotion_decide(active_version=4, candidate_accuracy=0.9, active_accuracy=None, pairs=8)
-    assert not decision.promote and "0.900 vs n/a of the active v4" in decision.note
+def test_no_pairs_give_a_json_safe_gate():
+    decision = promotion_decide(candidate_correct=[], active_correct=[], active_version=2)
+    assert not decision.promote and decision.gate["numbers"]["accuracy"]["value"] is None
 
 
 def test_the_rule_imports_without_django():

@@ -7,9 +7,10 @@ fixes the preference snapshot and enqueues `train_reward_model_task` on commit; 
 
 - `config`: the overrides ops may set, their checks, the resolved RewardConfig, the folders.
 - `lifecycle`: queue, cancel, promote by hand, activate.
-- `train`: the job body (snapshot -> train -> safety classifier -> promotion -> record).
+- `train`: the job body (snapshot -> train -> safety classifier -> promotion gate -> record).
 - `records`: preference rows -> the trainer's pairs and safety examples.
-The promotion rule itself is `training.ml.promotion.promotion_decide` (pure).
+The promotion rule itself is `training.ml.promotion.promotion_decide` (pure), the gate of
+`training.ml.gates.reward_model_gate` on per-pair correctness of both models.
 """
 
 from training.ml.backbones import POOLING_SETTINGS

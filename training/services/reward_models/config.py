@@ -34,6 +34,10 @@ CONFIG_OVERRIDES: dict[str, tuple[type, float | None, float | None]] = {
     "weight_decay": (float, 0.0, 1.0),
     "warmup_ratio": (float, 0.0, 1.0),
     "threads": (int, 1, 256),
+    # The promotion gate (training.ml.promotion): held-out pairs needed, and how much worse than
+    # the active model (in accuracy, on the same pairs) a candidate may be.
+    "gate_min_pairs": (int, 1, 10**7),
+    "gate_margin": (float, 0.0, 0.5),
 }
 MODE_OVERRIDES = {
     "tie_mode": ("drop", "equal"),
@@ -112,6 +116,16 @@ def config_resolve(run: RewardModel):
     if values.get("time_limit_s") is None:
         values["time_limit_s"] = float(max(60, JOB_SOFT_TIME_LIMIT_S - _TRAINER_TIME_MARGIN_S))
     return RewardConfig(**values)
+
+
+def gate_settings(config: dict) -> dict:
+    """The run's promotion-gate settings: its overrides, else the defaults."""
+    from training.ml.promotion import DEFAULT_MARGIN, DEFAULT_MIN_PAIRS
+
+    return {
+        "gate_min_pairs": int(config.get("gate_min_pairs") or DEFAULT_MIN_PAIRS),
+        "gate_margin": float(config.get("gate_margin", DEFAULT_MARGIN)),
+    }
 
 
 def jsonable(values: dict) -> dict:

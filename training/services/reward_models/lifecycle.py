@@ -90,7 +90,8 @@ def activation_fields(note: str) -> dict:
 
 @transaction.atomic
 def reward_model_promote(*, run_id: int, promoted_by: AbstractBaseUser | None = None) -> RewardModel:
-    """Make a succeeded run the project's active reward model by hand."""
+    """Make a succeeded run the project's active reward model by hand (ops may override a gate
+    that said no: the note says so)."""
     run = RewardModel.objects.select_for_update().filter(pk=run_id).first()
     if run is None:
         raise NotFound("No such reward-model run.", code=ErrorCode.NOT_FOUND)
@@ -101,9 +102,14 @@ def reward_model_promote(*, run_id: int, promoted_by: AbstractBaseUser | None = 
     if run.is_active:
         return run
     who = getattr(promoted_by, "username", None) or "ops"
+    note, gate = f"Promoted by hand by {who}.", dict(run.gate or {})
+    if gate and not gate.get("passed"):
+        # The gate said no; ops may still decide otherwise, and the row says they did.
+        note = f"Promoted by hand by {who}, gate overridden. The gate said: {gate.get('reason', '')}"
+        gate["overridden_by"] = who
     active_clear(project_id=run.project_id, keep_id=run.pk)
     RewardModel.objects.filter(pk=run.pk).update(
-        **activation_fields(f"Promoted by hand by {who}."), updated_at=timezone.now()
+        **activation_fields(note), gate=gate, updated_at=timezone.now()
     )
     run.refresh_from_db()
     job_event_on_commit(run)

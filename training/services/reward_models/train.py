@@ -1,5 +1,5 @@
 """The reward-model job (the Celery task's one service): snapshot -> train -> safety
-classifier -> promotion -> record, run by the job kernel (`core.jobs.job_run`).
+classifier -> promotion gate -> record, run by the job kernel (`core.jobs.job_run`).
 
 Crash safety: the model is written into a temp folder next to its final folder and renamed
 into place only when complete (`core.files.atomic_output_dir`); the row becomes "succeeded",
@@ -24,7 +24,7 @@ from core.jobs import JobReporter, job_finish, job_run
 from training.ml.promotion import PromotionDecision, promotion_decide
 from training.models import RewardModel
 
-from .config import JOB_SOFT_TIME_LIMIT_S, config_resolve, jsonable, reward_dir, safety_dir
+from .config import JOB_SOFT_TIME_LIMIT_S, config_resolve, gate_settings, jsonable, reward_dir, safety_dir
 from .lifecycle import activation_fields, active_clear
 from .records import snapshot_records
 
@@ -105,31 +105,40 @@ def _train_safety(run: RewardModel, examples, reward_config, hooks: _TrainerHook
     }
 
 
-def _promotion(run: RewardModel, final: Path, test_pairs: list, heldout_accuracy) -> PromotionDecision:
-    """Score the candidate and the active model on the same held-out pairs; the rule decides.
+def _gate_pairs(run_train_ids: list[str], active: RewardModel | None, test_pairs: list) -> tuple[list, int]:
+    """(pairs, excluded): the run's strict held-out pairs whose COMPARISON neither model trained
+    on (not only whose vote: k raters vote on one comparison), and how many were left out."""
+    from annotation.models import Preference
 
-    Both are scored on this run's held-out pairs that the active model did not train on (so
-    neither has seen them); if the active model trained on all of them, it is scored on all of
-    this run's held-out pairs, which can only favour it.
-    """
-    from training.ml.reward import evaluate
+    strict = [p for p in test_pairs if p.kind == "strict"]
+    trained = {int(i) for i in run_train_ids} | {int(i) for i in (active.train_pair_ids if active else [])}
+    seen = set(Preference.objects.filter(pk__in=trained).values_list("comparison_id", flat=True).distinct())
+    comparison_of = dict(
+        Preference.objects.filter(pk__in=[int(p.pair_id) for p in strict]).values_list("pk", "comparison_id")
+    )
+    kept = [p for p in strict if comparison_of.get(int(p.pair_id)) not in seen]
+    return kept, len(strict) - len(kept)
+
+
+def _promotion(run: RewardModel, final: Path, result, test_pairs: list) -> PromotionDecision:
+    """Score the candidate and the active model, pair by pair, on the same held-out pairs that
+    neither trained on; the gate decides (training.ml.promotion)."""
+    from training.ml.reward import pair_correctness
 
     active = RewardModel.objects.filter(project_id=run.project_id, is_active=True).exclude(pk=run.pk).first()
-    if active is None:
-        return promotion_decide(active_version=None)
-    if heldout_accuracy is None or not test_pairs:
-        return promotion_decide(active_version=active.version)
-    seen = {str(i) for i in active.train_pair_ids or []}
-    common = [p for p in test_pairs if p.pair_id not in seen]
-    if common and len(common) < len(test_pairs):
-        mine = evaluate(final, common)["accuracy"]
-    else:
-        common = common or test_pairs
-        mine = heldout_accuracy
-    theirs = evaluate(active.artefact_path, common)["accuracy"]
-    return promotion_decide(
-        active_version=active.version, candidate_accuracy=mine, active_accuracy=theirs, pairs=len(common)
+    pairs, excluded = _gate_pairs(result.train_ids, active, test_pairs)
+    mine = pair_correctness(final, pairs)
+    theirs = pair_correctness(active.artefact_path, pairs) if active is not None else None
+    settings = gate_settings(run.config or {})
+    decision = promotion_decide(
+        candidate_correct=mine,
+        active_correct=theirs,
+        active_version=active.version if active is not None else None,
+        margin=settings["gate_margin"],
+        min_pairs=settings["gate_min_pairs"],
     )
+    decision.gate.update(heldout_pairs=len(pairs) + excluded, excluded_pairs=excluded)
+    return decision
 
 
 def _record(run: RewardModel, result, results: dict, decision: PromotionDecision) -> None:
@@ -152,6 +161,7 @@ def _record(run: RewardModel, result, results: dict, decision: PromotionDecision
         "progress_loss": run.progress_loss,
         "progress_epoch": run.progress_epoch,
         "promotion_note": decision.note,
+        "gate": decision.gate,
     }
     with transaction.atomic():
         if decision.promote:
@@ -167,7 +177,8 @@ def _train(run: RewardModel, reporter: JobReporter, listener: Listener | None) -
     from training.ml.reward import train_reward_model
 
     config = config_resolve(run)
-    RewardModel.objects.filter(pk=run.pk).update(config=jsonable(dataclasses.asdict(config)))
+    run.config = {**jsonable(dataclasses.asdict(config)), **gate_settings(run.config or {})}
+    RewardModel.objects.filter(pk=run.pk).update(config=run.config)
     pairs, examples = snapshot_records(run, config)
     final = reward_dir(project_id=run.project_id, run_id=run.pk)
     leftovers_remove(final)
@@ -185,7 +196,7 @@ def _train(run: RewardModel, reporter: JobReporter, listener: Listener | None) -
         results.update(_train_safety(run, examples, config, hooks))
         by_id = {p.pair_id: p for p in pairs}
         test_pairs = [by_id[i] for i in result.test_ids if i in by_id]
-        decision = _promotion(run, final, test_pairs, jsonable(result.metrics).get("heldout_accuracy"))
+        decision = _promotion(run, final, result, test_pairs)
         if reporter.should_stop():
             raise TrainingCancelled("cancelled after training")
         for name, value in reward_progress.items():

@@ -20,7 +20,6 @@ from django.utils import timezone
 
 from core.jobs import LEAVE_RUNNING, JobReporter, JobStatus, job_event_now, job_event_on_commit, job_run
 from training.models import RLHFRound
-from training.services.policies import policy_make_current
 from training.services.rounds.progress import RoundCancelled, RoundReporter
 from training.services.rounds.steps import STEP_FUNCTIONS
 
@@ -102,8 +101,9 @@ def _step_begin(r: RLHFRound, step: str) -> None:
 
 
 def _step_end(r: RLHFRound, step: str, seconds: float) -> bool:
-    """Commit the step's bookkeeping and the next step (the last one makes the new policy
-    current); True when cancellation was asked for meanwhile."""
+    """Commit the step's bookkeeping and the next step (after the last one the new policy goes
+    to its promotion gate: `training.services.gates.round_gate_open`); True when cancellation
+    was asked for meanwhile."""
     with transaction.atomic():
         row = RLHFRound.objects.select_for_update().get(pk=r.pk)
         if row.status != JobStatus.RUNNING:  # cancelled by someone who found no worker holding it
@@ -114,8 +114,10 @@ def _step_end(r: RLHFRound, step: str, seconds: float) -> bool:
         fields = {"steps": r.steps, "metrics": r.metrics, "prompt_ids": r.prompt_ids}
         if NEXT_STATE[step] != "done":
             r.step = fields["step"] = NEXT_STATE[step]
-        elif r.policy_out_id:
-            policy_make_current(checkpoint=r.policy_out)
         RLHFRound.objects.filter(pk=r.pk).update(**fields, updated_at=timezone.now())
+        if NEXT_STATE[step] == "done":
+            from training.services.gates import round_gate_open
+
+            round_gate_open(r)
         job_event_on_commit(r)
     return row.cancel_requested

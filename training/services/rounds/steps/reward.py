@@ -59,6 +59,8 @@ def step_reward(r: RLHFRound, rep: RoundReporter) -> None:
     active = RewardModel.objects.filter(project=r.project, is_active=True).first()
     if active is None:
         why = f" Retraining failed: {run.error}" if run is not None and run.error else ""
+        if run is not None and run.status == RewardModel.Status.SUCCEEDED:  # the promotion gate said no
+            why = f" The reward model it trained (v{run.version}) was not promoted: {run.promotion_note}"
         raise RoundStepError(
             "This project has no active reward model, and the round could not train one "
             "(it needs A/B votes: rate some pairs or run manage.py import_preferences)." + why

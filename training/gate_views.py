@@ -1,0 +1,138 @@
+"""Ops pages' actions and REST API for the policy gate, rollback and the paused schedule. Thin:
+parse, call one service, answer. Every page and endpoint needs `annotation.operate`.
+
+Pages: "Check gate now" on a round, "Make current" (with a reason) per checkpoint and "Resume
+schedule" on the rounds page. API: POST /api/training/projects/<id>/rollback/ {"checkpoint",
+"reason"}, POST /api/training/rounds/<id>/gate/.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from annotation.models import Project
+from core.api import errors_with
+from core.errors import ErrorCode
+from core.permissions import role_required
+from core.roles import OPERATE
+from training.models import PolicyEvent, RLHFRound
+from training.services.gates import round_gate_check
+from training.services.policies import policy_rollback
+from training.services.schedules import schedule_resume
+from training.views import ObjectActionView, OpsApiView, action_schema, page_action
+
+
+def _rounds_url(project_id: int) -> str:
+    return reverse("training:rounds", args=[project_id])
+
+
+@require_POST
+@role_required(OPERATE)
+def round_gate_check_view(request, round_id: int):
+    r = get_object_or_404(RLHFRound, pk=round_id)
+
+    def done(checked: RLHFRound) -> str:
+        return f"Gate of round {checked.number}: {(checked.gate or {}).get('reason') or 'no gate yet'}"
+
+    return page_action(
+        request, partial(round_gate_check, round_id=r.pk), done, to=reverse("training:round", args=[r.pk])
+    )
+
+
+@require_POST
+@role_required(OPERATE)
+def policy_rollback_view(request, project_id: int):
+    project = get_object_or_404(Project, pk=project_id)
+    try:
+        checkpoint = int(request.POST.get("checkpoint", ""))
+    except ValueError:
+        checkpoint = 0
+    action = partial(
+        policy_rollback,
+        project=project,
+        checkpoint=checkpoint,
+        by=request.user,
+        reason=request.POST.get("reason", ""),
+    )
+    done = "{0.checkpoint.label} is now the current policy.".format
+    return page_action(request, action, done, to=_rounds_url(project.pk))
+
+
+@require_POST
+@role_required(OPERATE)
+def schedule_resume_view(request, project_id: int):
+    project = get_object_or_404(Project, pk=project_id)
+    action = partial(schedule_resume, project=project, by=request.user)
+    return page_action(request, action, "Schedule resumed.", to=_rounds_url(project.pk))
+
+
+# --- REST API ---------------------------------------------------------------------------------
+
+
+class PolicyEventSerializer(serializers.ModelSerializer):
+    by = serializers.CharField(source="by.username", default=None, read_only=True)
+
+    class Meta:
+        model = PolicyEvent
+        fields = [
+            "id",
+            "project",
+            "kind",
+            "checkpoint",
+            "previous",
+            "round",
+            "by",
+            "reason",
+            "numbers",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class RollbackSerializer(serializers.Serializer):
+    checkpoint = serializers.IntegerField()
+    reason = serializers.CharField(allow_blank=True, trim_whitespace=True)
+
+
+class PolicyRollbackView(OpsApiView):
+    """POST {"checkpoint": id, "reason": "..."}: make that checkpoint of the project current."""
+
+    @extend_schema(
+        request=RollbackSerializer,
+        responses={201: PolicyEventSerializer, **errors_with(ErrorCode.STATE)},
+    )
+    def post(self, request, project_id: int):
+        project = get_object_or_404(Project, pk=project_id)
+        data = RollbackSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        event = policy_rollback(
+            project=project,
+            checkpoint=data.validated_data["checkpoint"],
+            by=request.user,
+            reason=data.validated_data["reason"],
+        )
+        return Response(PolicyEventSerializer(event).data, status=201)
+
+
+class RoundGateSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RLHFRound
+        fields = ["id", "project", "number", "policy_in", "policy_out", "evaluation_state", "gate"]
+        read_only_fields = fields
+
+
+@action_schema(RoundGateSerializer)
+class RoundGateCheckView(ObjectActionView):
+    """POST: check the round's policy gate now; the round's gate state and numbers back."""
+
+    model, serializer_class, lookup = RLHFRound, RoundGateSerializer, "round_id"
+
+    def act(self, request, pk: int) -> RLHFRound:
+        return round_gate_check(round_id=pk)

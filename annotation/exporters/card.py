@@ -217,7 +217,7 @@ def _split(c: CardInput) -> list[str]:
         " as data is added; the test side holds test_fraction of the prompts in expectation. Rows"
         " carry it in `split`: `dataset.filter(lambda r: r['split'] == 'test')`.",
         "",
-        f"| Split | Rows ({unit}) | Prompts |",
+        f"| Split | Rows ({unit}) | Prompts (of the comparisons kept) |",
         "|---|---:|---:|",
         f"| train | {total - test:,} | {prompts - test_prompts:,} |",
         f"| test | {test:,} | {test_prompts:,} |",

@@ -213,9 +213,10 @@ def export_sql(*, kind: str, filters: ExportFilters, project_id: int, raters=Non
     """
     params: dict = {"project": project_id}
     joins = """
-        JOIN annotation_prompt pr ON pr.id = c.prompt_id
         JOIN annotation_response ra ON ra.id = c.response_a_id
         JOIN annotation_response rb ON rb.id = c.response_b_id"""
+    if kind in ("trl", "hh") or filters.texts or filters.split:  # the prompt's messages or hash
+        joins = "\n        JOIN annotation_prompt pr ON pr.id = c.prompt_id" + joins
     if kind == "raw":
         ids, pseudonyms = raters or ([], [])
         params["rater_ids"], params["rater_pseudonyms"] = list(ids), list(pseudonyms)

@@ -33,7 +33,7 @@ from annotation.exporters.card import CardInput, render_card
 from annotation.exporters.filters import ExportFilters, FilterError, parse_filters
 from annotation.exporters.jsonl import jsonl_chunks
 from annotation.exporters.kinds import kind_spec
-from annotation.exporters.parquet import parquet_chunks
+from annotation.exporters.parquet import ROW_GROUP_ROWS, TEXT_ROW_GROUP_ROWS, parquet_chunks
 from annotation.exporters.stats import RawVoteStats
 from annotation.models import Export, Project
 from annotation.selectors import ExportSnapshotReader, export_identical_to
@@ -155,9 +155,13 @@ def _enqueue(export: Export) -> None:
 
 
 def _encode(batches: Iterator[list[tuple]], export: Export) -> Iterator[tuple[bytes, int]]:
-    spec = kind_spec(export.kind, parse_filters(export.filters))
+    filters = parse_filters(export.filters)
+    spec = kind_spec(export.kind, filters)
     if export.format == "parquet":
-        return parquet_chunks(batches, schema=spec.schema, to_columns=spec.to_columns)
+        per_group = TEXT_ROW_GROUP_ROWS if export.kind == "raw" and filters.texts else ROW_GROUP_ROWS
+        return parquet_chunks(
+            batches, schema=spec.schema, to_columns=spec.to_columns, row_group_rows=per_group
+        )
     blobs = ((spec.to_lines(rows), len(rows)) for rows in batches)
     return jsonl_chunks(blobs, compress=export.format == "jsonl.gz")
 

@@ -2,9 +2,12 @@
 
 POST /api/exports/ counts first: a small export is written in the request and comes back
 succeeded (201) with its sha256; a big one is queued as a Celery job (202) whose progress the
-client polls at GET /api/exports/<id>/. Needs `annotation.read_data` (raters get 403).
+client polls at GET /api/exports/<id>/; filters that match no vote are refused (400). The
+dataset card is at GET /api/exports/<id>/card/ (text/markdown). Needs `annotation.read_data`
+(raters get 403).
 """
 
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -16,9 +19,10 @@ from rest_framework.response import Response
 from annotation.export_views import export_file_response
 from annotation.exporters import FORMATS, KINDS
 from annotation.models import Export, Project
-from annotation.selectors import export_get, exports_for
+from annotation.selectors import export_get, export_identical_to, exports_for
 from annotation.services.exports import export_cancel, export_request, export_run
 from core.api import ERRORS, ApiView, CanReadData
+from core.errors import ErrorCode, NotFound
 
 
 class ExportAPIView(ApiView):
@@ -56,6 +60,21 @@ class ExportSerializer(serializers.ModelSerializer):
         if obj.status != Export.Status.SUCCEEDED:
             return None
         return reverse("api-export-download", args=[obj.pk])
+
+
+class ExportDetailSerializer(ExportSerializer):
+    identical_to = serializers.SerializerMethodField()
+
+    class Meta(ExportSerializer.Meta):
+        fields = [*ExportSerializer.Meta.fields, "identical_to"]
+        read_only_fields = fields
+
+    def get_identical_to(self, obj) -> int | None:
+        """The earlier export with the same bytes (same spec over the same data), if any."""
+        if not obj.sha256:
+            return None
+        earlier = export_identical_to(export=obj, sha256=obj.sha256)
+        return earlier.pk if earlier else None
 
 
 class ExportListView(ExportAPIView):
@@ -104,9 +123,21 @@ def _export(export_id: int) -> Export:
 
 
 class ExportDetailView(ExportAPIView):
-    @extend_schema(operation_id="exports_get", responses={200: ExportSerializer, **ERRORS})
+    @extend_schema(operation_id="exports_get", responses={200: ExportDetailSerializer, **ERRORS})
     def get(self, request, export_id: int):
-        return Response(ExportSerializer(_export(export_id)).data)
+        return Response(ExportDetailSerializer(_export(export_id)).data)
+
+
+class ExportCardView(ExportAPIView):
+    @extend_schema(
+        operation_id="exports_card",
+        responses={(200, "text/markdown"): OpenApiTypes.STR, **ERRORS},
+    )
+    def get(self, request, export_id: int):
+        export = _export(export_id)
+        if not export.card:
+            raise NotFound("This export has no dataset card yet.", code=ErrorCode.NOT_READY)
+        return HttpResponse(export.card, content_type="text/markdown; charset=utf-8")
 
 
 class ExportDownloadView(ExportAPIView):

@@ -14,9 +14,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation.exporters import CONTENT_TYPES, FORMATS
-from annotation.exporters.filters import TRISTATE
+from annotation.exporters.filters import TRISTATE, VOTERS
 from annotation.models import Export, Project
-from annotation.selectors import export_get, exports_for
+from annotation.selectors import export_get, export_identical_to, exports_for
 from annotation.services.exports import export_cancel, export_data_path, export_request, export_stream
 from core.errors import NotFound, ServiceError
 from core.permissions import role_required
@@ -28,23 +28,47 @@ class ExportForm(forms.Form):
     kind = forms.ChoiceField(choices=Export.Kind.choices, initial="trl")
     format = forms.ChoiceField(choices=[(f, f) for f in FORMATS], initial="jsonl")
     rounds = forms.CharField(required=False, help_text="Round ids, comma separated (empty: all).")
-    since = forms.DateTimeField(required=False, help_text="Votes cast from (UTC), e.g. 2025-01-31.")
-    until = forms.DateTimeField(required=False, help_text="Votes cast before (UTC).")
+    # Text, read by the exports' one time parser (as the API and the command are): a bare date
+    # is the start of that day for "since" and the end of that day for "until".
+    since = forms.CharField(
+        required=False, help_text="Votes cast from this date or date-time (UTC), e.g. 2025-01-31."
+    )
+    until = forms.CharField(
+        required=False,
+        help_text="Votes cast up to this date (its whole day, UTC) or before this date-time.",
+    )
     min_votes = forms.IntegerField(required=False, min_value=1, initial=1)
     min_agreement = forms.FloatField(required=False, min_value=0, max_value=1, initial=0)
     gold = forms.ChoiceField(choices=[(t, t) for t in TRISTATE], initial="include")
     unsafe = forms.ChoiceField(choices=[(t, t) for t in TRISTATE], initial="include")
+    voters = forms.ChoiceField(
+        choices=[(v, v) for v in VOTERS], initial="all", required=False,
+        help_text="Whose votes: all, human raters only, or judges only.",
+    )  # fmt: skip
+    texts = forms.ChoiceField(
+        choices=[("true", "with texts"), ("false", "ids only")], initial="true", required=False,
+        help_text="Raw and per-comparison rows: embed the prompt and both responses.",
+    )  # fmt: skip
+    test_fraction = forms.FloatField(
+        required=False, min_value=0, max_value=0.99, initial=0,
+        help_text="Share of prompts in a test split (0: no split column).",
+    )  # fmt: skip
+    seed = forms.IntegerField(required=False, initial=0, help_text="Seed of the split.")
 
     def filters(self) -> dict:
         data = self.cleaned_data
         return {
             "rounds": data["rounds"],
-            "since": data["since"].isoformat() if data["since"] else None,
-            "until": data["until"].isoformat() if data["until"] else None,
+            "since": data["since"],
+            "until": data["until"],
             "min_votes": data["min_votes"] or 1,
             "min_agreement": data["min_agreement"] or 0,
             "gold": data["gold"],
             "unsafe": data["unsafe"],
+            "voters": data.get("voters") or "all",
+            "texts": data.get("texts") or "true",
+            "test_fraction": data.get("test_fraction") or 0,
+            "seed": data.get("seed") or 0,
         }
 
 
@@ -122,7 +146,8 @@ def _export_or_404(export_id: int) -> Export:
 def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
     export = _export_or_404(export_id)
     template = "exports/_row.html" if request.htmx else "exports/detail.html"
-    return render(request, template, {"e": export, "detail": True})
+    identical = export_identical_to(export=export, sha256=export.sha256) if export.sha256 else None
+    return render(request, template, {"e": export, "detail": True, "identical_to": identical})
 
 
 def export_file_response(export: Export) -> FileResponse:

@@ -207,7 +207,9 @@ class Preference(models.Model):
     unsafe_a_category = models.CharField(max_length=16, choices=UnsafeCategory.choices, blank=True)
     unsafe_b = models.BooleanField(default=False)
     unsafe_b_category = models.CharField(max_length=16, choices=UnsafeCategory.choices, blank=True)
-    shown_left = models.CharField(max_length=1)
+    # The stored side ("a"/"b") shown on the left, copied from the lease; NULL for an imported
+    # vote, which was never shown on a screen (position statistics count screen votes only).
+    shown_left = models.CharField(max_length=1, null=True, blank=True)
     client_ms = models.PositiveIntegerField(null=True, blank=True)
     lease_ms = models.PositiveIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=64)
@@ -228,7 +230,8 @@ class Preference(models.Model):
                 name="preference_strength_valid",
             ),
             models.CheckConstraint(
-                condition=Q(shown_left__in=["a", "b"]), name="preference_shown_left_valid"
+                condition=Q(shown_left__in=["a", "b"]) | Q(shown_left__isnull=True, source="imported"),
+                name="preference_shown_left_valid",
             ),
         ]
 

@@ -19,7 +19,13 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from annotation.exporters.filters import ExportFilters
-from annotation.exporters.sql import export_raw_count_sql, export_rows_expected, export_sql, export_stats_sql
+from annotation.exporters.sql import (
+    export_raw_count_sql,
+    export_rows_expected,
+    export_sources_sql,
+    export_sql,
+    export_stats_sql,
+)
 from annotation.models import Assignment, Comparison, Export, Preference, Project, Prompt
 
 
@@ -125,6 +131,23 @@ def exports_for(*, project: Project | None = None, limit: int = 50):
 
 def export_get(*, export_id: int) -> Export | None:
     return Export.objects.select_related("project", "created_by").filter(pk=export_id).first()
+
+
+def export_identical_to(*, export: Export, sha256: str) -> Export | None:
+    """The first earlier finished export of the same project, kind and format with these exact
+    bytes (the same spec over the same data), if any."""
+    return (
+        Export.objects.filter(
+            project_id=export.project_id,
+            kind=export.kind,
+            format=export.format,
+            sha256=sha256,
+            status=Export.Status.SUCCEEDED,
+            pk__lt=export.pk,
+        )  # fmt: skip
+        .order_by("pk")
+        .first()
+    )
 
 
 EXPORT_WORK_MEM = "64MB"
@@ -254,6 +277,14 @@ class ExportSnapshotReader:
         if self.kind != "raw":
             return self.stats_future()
         return self._beside(self._count_query)
+
+    def sources(self) -> list[dict]:
+        """Where the export's imported comparisons came from (format, file, licence, source); on
+        the reader's connection, so call it when no rows are streaming."""
+        sql, params = export_sources_sql(filters=self.filters, project_id=self.project_id)
+        with self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
 
     def _raters(self) -> tuple[list[int], list[str]]:
         user_table = get_user_model()._meta.db_table

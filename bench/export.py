@@ -113,9 +113,9 @@ def seed(url: str, *, comparisons: int) -> int:
             [RATERS],
         )
         conn.execute(
-            """INSERT INTO annotation_prompt (project_id, messages, content_hash, reference_answer, metadata,
-                                              created_at)
-               SELECT %(p)s,
+            """INSERT INTO annotation_prompt (project_id, purpose, messages, content_hash, reference_answer,
+                                              metadata, created_at)
+               SELECT %(p)s, 'rating',
                       jsonb_build_array(jsonb_build_object(
                           'role', 'user', 'content', 'Question ' || g || ': how would you explain this?')),
                       md5('prompt ' || g) || md5('prompt hash ' || g), '', '{}', now()

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 INCLUDE, EXCLUDE, ONLY = "include", "exclude", "only"
 TRISTATE = (INCLUDE, EXCLUDE, ONLY)
+# Who cast the votes an export holds: everyone, people rating in the platform (Preference.source
+# "rater"), or judges (programs voting through the same queue, source "judge"). Imported votes
+# are in "all" only.
+VOTERS = ("all", "human", "judge")
 
 
 class FilterError(ValueError):
@@ -22,11 +26,20 @@ class ExportFilters:
     """Which votes and comparisons an export holds.
 
     rounds        comparison.round_id in this list (empty: every round, imported ones too)
-    since, until  vote time: since <= created_at < until (a date-only `until` means the end of that day)
+    since, until  vote time: since <= created_at < until. A bare date means the start of that
+                  day for `since` and the END of that day for `until` (both inclusive), on the
+                  page, in the API and on the command line alike (`parse_time`).
     min_votes     comparisons with at least this many (filtered) votes
     min_agreement comparisons whose majority choice has at least this share of their votes
     gold          gold items included, excluded or only
     unsafe        comparisons where any vote flagged a response unsafe: included, excluded or only
+    voters        all | human | judge: whose votes count (VOTERS)
+    texts         raw and per-comparison rows embed the prompt and both response texts (False:
+                  ids only, for size); TRL and HH rows are texts and always hold them
+    test_fraction share of prompts held out as the test split (0: no split column). A prompt's
+                  side is decided by a seeded hash of its content, so no prompt is on both
+                  sides and a prompt keeps its side as data is added
+    seed          the split's seed
     """
 
     rounds: tuple[int, ...] = ()
@@ -36,6 +49,14 @@ class ExportFilters:
     min_agreement: float = 0.0
     gold: str = INCLUDE
     unsafe: str = INCLUDE
+    voters: str = "all"
+    texts: bool = True
+    test_fraction: float = 0.0
+    seed: int = 0
+
+    @property
+    def split(self) -> bool:
+        return self.test_fraction > 0
 
     @property
     def needs_aggregates(self) -> bool:
@@ -52,6 +73,10 @@ class ExportFilters:
             "min_agreement": self.min_agreement,
             "gold": self.gold,
             "unsafe": self.unsafe,
+            "voters": self.voters,
+            "texts": self.texts,
+            "test_fraction": self.test_fraction,
+            "seed": self.seed,
         }
 
 
@@ -59,7 +84,9 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat() if value else None
 
 
-def _parse_time(name: str, value, *, end_of_day: bool) -> dt.datetime | None:
+def parse_time(name: str, value, *, end_of_day: bool) -> dt.datetime | None:
+    """The one parser of an export's time bounds (page, API and command): an ISO date-time
+    (naive means UTC) or a bare date, which means its start, or with `end_of_day` its end."""
     if value in (None, ""):
         return None
     if isinstance(value, dt.datetime):
@@ -117,29 +144,65 @@ def _parse_tristate(name: str, value) -> str:
     return text
 
 
+def _parse_number(name: str, value, kind: type, default, what: str):
+    if value in (None, ""):
+        return default
+    if isinstance(value, bool):
+        raise FilterError(f"{name}: expected {what}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise FilterError(f"{name}: expected {what}") from exc
+
+
+def _parse_bool(name: str, value, default: bool) -> bool:
+    if value in (None, ""):
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise FilterError(f"{name}: expected true or false")
+
+
+def _parse_choice(name: str, value, choices: tuple[str, ...]) -> str:
+    if value in (None, ""):
+        return choices[0]
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise FilterError(f"{name}: expected one of {', '.join(choices)}")
+    return text
+
+
+KNOWN = (
+    "rounds", "since", "until", "min_votes", "min_agreement", "gold", "unsafe", "voters", "texts",
+    "test_fraction", "seed",
+)  # fmt: skip
+
+
 def parse_filters(data: dict | None) -> ExportFilters:
     """An ExportFilters from loosely typed input (form fields, JSON, options); FilterError if wrong."""
     data = dict(data or {})
-    known = {"rounds", "since", "until", "min_votes", "min_agreement", "gold", "unsafe"}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - set(KNOWN))
     if unknown:
         raise FilterError(f"unknown filter(s): {', '.join(unknown)}")
-    try:
-        raw_votes = data.get("min_votes")
-        min_votes = 1 if raw_votes in (None, "") else int(raw_votes)
-    except (TypeError, ValueError) as exc:
-        raise FilterError("min_votes: expected a whole number") from exc
+    min_votes = _parse_number("min_votes", data.get("min_votes"), int, 1, "a whole number")
     if min_votes < 1:
         raise FilterError("min_votes: must be at least 1")
-    try:
-        raw_agreement = data.get("min_agreement")
-        min_agreement = 0.0 if raw_agreement in (None, "") else float(raw_agreement)
-    except (TypeError, ValueError) as exc:
-        raise FilterError("min_agreement: expected a number between 0 and 1") from exc
+    between = "a number between 0 and 1"
+    min_agreement = _parse_number("min_agreement", data.get("min_agreement"), float, 0.0, between)
     if not 0 <= min_agreement <= 1:
-        raise FilterError("min_agreement: expected a number between 0 and 1")
-    since = _parse_time("since", data.get("since"), end_of_day=False)
-    until = _parse_time("until", data.get("until"), end_of_day=True)
+        raise FilterError(f"min_agreement: expected {between}")
+    test_fraction = _parse_number(
+        "test_fraction", data.get("test_fraction"), float, 0.0, "a number in [0, 1)"
+    )
+    if not 0 <= test_fraction < 1:
+        raise FilterError("test_fraction: expected a number in [0, 1) (the share of prompts held out)")
+    since = parse_time("since", data.get("since"), end_of_day=False)
+    until = parse_time("until", data.get("until"), end_of_day=True)
     if since and until and until <= since:
         raise FilterError("until must be after since")
     return ExportFilters(
@@ -150,4 +213,33 @@ def parse_filters(data: dict | None) -> ExportFilters:
         min_agreement=round(min_agreement, 4),
         gold=_parse_tristate("gold", data.get("gold")),
         unsafe=_parse_tristate("unsafe", data.get("unsafe")),
+        voters=_parse_choice("voters", data.get("voters"), VOTERS),
+        texts=_parse_bool("texts", data.get("texts"), True),
+        test_fraction=round(test_fraction, 4),
+        seed=_parse_number("seed", data.get("seed"), int, 0, "a whole number"),
     )
+
+
+_DEFAULTS = ExportFilters().as_dict()
+
+
+def describe_filters(filters: dict, *, every: bool = False) -> list[str]:
+    """A stored spec as short `name: value` lines a person reads (the page, the list): only what
+    differs from the defaults unless `every`; ["all votes"] when nothing does."""
+    lines = []
+    for name, value in filters.items():
+        if not every and _DEFAULTS.get(name) == value:
+            continue
+        if isinstance(value, list):
+            shown = ", ".join(str(v) for v in value) or "all"
+        elif isinstance(value, bool):
+            shown = "yes" if value else "no"
+        elif value is None:
+            shown = "-"
+        elif name in ("since", "until"):
+            when = dt.datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M UTC")
+            shown = f"from {when}" if name == "since" else f"before {when}"
+        else:
+            shown = str(value)
+        lines.append(f"{name}: {shown}")
+    return lines or ["all votes"]

@@ -4,20 +4,28 @@ schema, and how rows read from the database become lines or columns.
 trl          prompt / chosen / rejected as conversations (lists of {role, content}) and a margin;
              only comparisons whose majority is A or B (ties, both-bad and split votes left out).
 hh           Anthropic HH-RLHF: chosen / rejected full transcripts, same comparisons as trl.
-raw          every vote, with a pseudonymous rater id.
+raw          every vote, with a pseudonymous rater id and who voted (human, judge, imported).
 comparisons  one row per comparison: vote counts, majority, agreement.
+
+Raw and per-comparison rows also hold the prompt and both texts unless the spec's `texts` is
+off; with a `test_fraction`, every kind gets a last `split` column (train | test). `kind_spec`
+gives the columns and encoders of one kind under one spec.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import cache
 from itertools import starmap
 
 import msgspec
 import pyarrow as pa
 
+from annotation.exporters.filters import ExportFilters
+from annotation.exporters.sql import export_row_names
 from annotation.formats import render_hh
+from training.ml.records import STRENGTH_MARGINS
 
 _MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 _TS = pa.timestamp("us", tz="UTC")
@@ -36,9 +44,8 @@ class KindSpec:
     title: str
     columns: tuple[Column, ...]
     to_columns: Callable[[list[tuple]], list[list]]
-    # A batch of rows as JSON Lines bytes (one object per row, keys in column order); None: one
-    # JSON object per row holding the columns as they are (filled in below).
-    to_lines: Callable[[list[tuple]], bytes] | None = None
+    # A batch of rows as JSON Lines bytes (one object per row, keys in column order).
+    to_lines: Callable[[list[tuple]], bytes]
 
     @property
     def schema(self) -> pa.Schema:
@@ -75,44 +82,25 @@ def _assistant(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
-_TRL_ROW = _struct("TrlRow", ["prompt", "chosen", "rejected", "margin", "comparison_id"])
+def _trl_rows(rows: list[tuple]) -> list[tuple]:
+    # rows: (prompt messages, chosen text, rejected text, margin, comparison id[, split])
+    return [(r[0], _assistant(r[1]), _assistant(r[2]), *r[3:]) for r in rows]
 
 
-def _trl_lines(rows: list[tuple]) -> bytes:
-    return _ENCODER.encode_lines(
-        [_TRL_ROW(r[0], _assistant(r[1]), _assistant(r[2]), r[3], r[4]) for r in rows]
-    )
+def _hh_rows(rows: list[tuple]) -> list[tuple]:
+    # rows: (prompt messages, chosen text, rejected text[, split]) -> two transcripts[, split]
+    return [(render_hh(r[0], r[1]), render_hh(r[0], r[2]), *r[3:]) for r in rows]
 
 
-def _trl_columns(rows: list[tuple]) -> list[list]:
-    # rows: (prompt messages, chosen text, rejected text, margin, comparison id)
-    return [
-        [r[0] for r in rows],
-        [_assistant(r[1]) for r in rows],
-        [_assistant(r[2]) for r in rows],
-        [r[3] for r in rows],
-        [r[4] for r in rows],
-    ]
+def _shaped(shape: Callable[[list[tuple]], list[tuple]] | None, struct: type):
+    """(to_lines, to_columns) of rows shaped by `shape` (None: as read)."""
+    if shape is None:
+        return _struct_lines(struct), _transpose
 
+    def to_lines(rows: list[tuple]) -> bytes:
+        return _ENCODER.encode_lines(list(starmap(struct, shape(rows))))
 
-def _hh_pairs(rows: list[tuple]) -> list[tuple[str, str]]:
-    return [(render_hh(r[0], r[1]), render_hh(r[0], r[2])) for r in rows]
-
-
-def _hh_columns(rows: list[tuple]) -> list[list]:
-    pairs = _hh_pairs(rows)
-    return [[p[0] for p in pairs], [p[1] for p in pairs]]
-
-
-_HH_ROW = _struct("HhRow", ["chosen", "rejected"])
-
-
-def _hh_lines(rows: list[tuple]) -> bytes:
-    return _ENCODER.encode_lines(list(starmap(_HH_ROW, _hh_pairs(rows))))
-
-
-def _lines_of(columns: tuple[Column, ...], name: str) -> Callable[[list[tuple]], bytes]:
-    return _struct_lines(_struct(name, [c.name for c in columns]))
+    return to_lines, lambda rows: _transpose(shape(rows))
 
 
 _TYPES = {
@@ -130,6 +118,8 @@ def _columns(table: str) -> tuple[Column, ...]:
     starts with white space continues the description above it."""
     columns: list[list[str]] = []
     for line in table.strip("\n").splitlines():
+        if not line.strip():
+            continue
         if line[:1].isspace():
             columns[-1][2] += " " + line.strip()
         else:
@@ -137,39 +127,44 @@ def _columns(table: str) -> tuple[Column, ...]:
     return tuple(Column(name, _TYPES[kind], description) for name, kind, description in columns)
 
 
-KIND_SPECS: dict[str, KindSpec] = {
-    "trl": KindSpec(
-        name="trl",
-        title="TRL preference pairs (conversational)",
-        columns=_columns("""
-prompt         messages  The conversation so far: a list of {role, content}.
+_m1, _m2, _m3 = (f"{m:g}" for m in STRENGTH_MARGINS)
+_TEXTS = """
+prompt      messages  The conversation shown to the voter: a list of {role, content}.
+response_a  string    Response A (stored side A; the screen side is in `shown_left`).
+response_b  string    Response B.
+"""
+_SPLIT = """
+split       string    train or test: a prompt-disjoint split (test_fraction and seed in the card).
+"""
+
+_TITLES = {
+    "trl": "TRL preference pairs (conversational)",
+    "hh": "Anthropic HH-RLHF transcripts",
+    "raw": "Raw votes",
+    "comparisons": "Per-comparison vote aggregates",
+}
+_COLUMN_TABLES = {
+    "trl": f"""
+prompt         messages  The conversation so far: a list of {{role, content}}.
 chosen         messages  The response the majority preferred, as one assistant turn.
 rejected       messages  The other response, as one assistant turn.
-margin         float64   Mean signed strength (1-3) of the A/B votes towards `chosen` (4 decimals);
-                         RewardTrainer reads it as the margin in -log sigmoid(r_chosen - r_rejected - margin).
+margin         float64   Mean margin of the A/B votes towards `chosen`, each vote's strength 1/2/3
+                         mapped to {_m1} / {_m2} / {_m3} (the product's reward-model map), votes
+                         for `rejected` counted negative, floored at 0 (4 decimals); RewardTrainer
+                         reads it as the margin in -log sigmoid(r_chosen - r_rejected - margin).
 comparison_id  int64     The comparison in the platform's database.
-"""),
-        to_columns=_trl_columns,
-        to_lines=_trl_lines,
-    ),
-    "hh": KindSpec(
-        name="hh",
-        title="Anthropic HH-RLHF transcripts",
-        columns=_columns("""
-chosen    string  Full transcript ending with the preferred response.
+""",
+    "hh": """
+chosen    string  Full transcript ending with the preferred response (system turns left out).
 rejected  string  Full transcript ending with the other response.
-"""),
-        to_columns=_hh_columns,
-        to_lines=_hh_lines,
-    ),
-    "raw": KindSpec(
-        name="raw",
-        title="Raw votes",
-        columns=_columns("""
+""",
+    "raw": """
 vote_id                int64      The vote (preference) id.
 comparison_id          int64      The comparison voted on.
 prompt_id              int64      The prompt of the comparison.
-rater                  string     Pseudonymous rater id: HMAC-SHA256 with a per-project secret.
+rater                  string     Pseudonymous voter id: HMAC-SHA256 with a per-project secret.
+voter_kind             string     human (a rater in the platform), judge (a program voting through
+                                  the queue) or imported (a vote from imported data).
 choice                 string     a, b, tie or both_bad (a/b are the stored sides, not screen sides).
 strength               int64      1 (slightly) to 3 (much) better; null for tie and both_bad.
 rationale              string     The rater's free-text reason (may be empty).
@@ -177,23 +172,19 @@ unsafe_a               bool       Response A flagged unsafe.
 unsafe_a_category      string     Category of the flag on A (may be empty).
 unsafe_b               bool       Response B flagged unsafe.
 unsafe_b_category      string     Category of the flag on B (may be empty).
-shown_left             string     Which stored side (a or b) was shown on the left.
+shown_left             string     Which stored side (a or b) was shown on the left; null for imported
+                                  votes (never shown on a screen).
 client_ms              int64      Time on task measured in the browser, milliseconds.
 lease_ms               int64      Time from handing out the pair to the vote, milliseconds.
-source                 string     rater (cast in the platform) or imported.
+source                 string     rater, judge or imported (Preference.source).
 round_id               int64      The RLHF round that produced the comparison (null: imported).
 response_a_checkpoint  int64      Policy checkpoint that wrote response A (null: not a policy).
 response_b_checkpoint  int64      Policy checkpoint that wrote response B.
 gold_choice            string     Expected answer when the comparison is a gold item, else empty.
 created_at             timestamp  When the vote was cast (UTC).
 updated_at             timestamp  When the vote row last changed (UTC).
-"""),
-        to_columns=_transpose,
-    ),
-    "comparisons": KindSpec(
-        name="comparisons",
-        title="Per-comparison vote aggregates",
-        columns=_columns("""
+""",
+    "comparisons": """
 comparison_id          int64      The comparison.
 prompt_id              int64      Its prompt.
 round_id               int64      The RLHF round that produced it (null: imported).
@@ -213,11 +204,26 @@ response_a_checkpoint  int64      Policy checkpoint that wrote A.
 response_b_checkpoint  int64      Policy checkpoint that wrote B.
 first_vote_at          timestamp  First vote (UTC).
 last_vote_at           timestamp  Last vote (UTC).
-"""),
-        to_columns=_transpose,
-    ),
+""",
 }
-KIND_SPECS = {
-    name: spec if spec.to_lines else replace(spec, to_lines=_lines_of(spec.columns, f"{name.title()}Row"))
-    for name, spec in KIND_SPECS.items()
+_ALL_COLUMNS = {
+    kind: {c.name: c for c in _columns(table + ("" if kind in ("trl", "hh") else _TEXTS) + _SPLIT)}
+    for kind, table in _COLUMN_TABLES.items()
 }
+_SHAPES = {"trl": _trl_rows, "hh": _hh_rows}
+
+
+@cache
+def _spec(kind: str, names: tuple[str, ...]) -> KindSpec:
+    columns = tuple(_ALL_COLUMNS[kind][name] for name in names)
+    struct = _struct(f"{kind.title()}Row{len(names)}", list(names))
+    to_lines, to_columns = _shaped(_SHAPES.get(kind), struct)
+    return KindSpec(name=kind, title=_TITLES[kind], columns=columns, to_columns=to_columns, to_lines=to_lines)
+
+
+def kind_spec(kind: str, filters: ExportFilters) -> KindSpec:
+    """The columns (file order) and encoders of one kind of export under one filter spec."""
+    names = export_row_names(kind=kind, filters=filters)
+    if kind == "hh":
+        names = ["chosen", "rejected", *names[3:]]
+    return _spec(kind, tuple(names))

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections import Counter
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import compress, repeat
-from operator import countOf, eq, itemgetter, or_
+from operator import countOf, itemgetter, or_
 
-from annotation.exporters.sql import raw_column_index
+from annotation.exporters.filters import ExportFilters
+from annotation.exporters.sql import VOTER_KINDS, raw_column_index
 
 _CHOICES = ("a", "b", "tie", "both_bad")
 _FOUR = Decimal("0.0001")
@@ -38,21 +39,27 @@ class RawVoteStats:
 
     _NAMES = (
         "comparison_id", "choice", "shown_left", "unsafe_a", "unsafe_b", "round_id", "gold_choice",
-        "created_at", "rater", "response_a_checkpoint", "response_b_checkpoint",
+        "created_at", "rater", "response_a_checkpoint", "response_b_checkpoint", "voter_kind",
+        "prompt_id",
     )  # fmt: skip
 
-    def __init__(self) -> None:
-        index = raw_column_index()
+    def __init__(self, filters: ExportFilters | None = None) -> None:
+        index = raw_column_index(filters or ExportFilters())
         self._getters = [itemgetter(index[name]) for name in self._NAMES]
+        self._split = itemgetter(index["split"]) if "split" in index else None
         self._cid = self._getters[0]
         self._held: list[tuple] = []
-        self.left_wins = 0
-        self.raters: set = set()
+        # (voter kind, choice, shown_left) -> votes; (voter kind, counts per choice) -> comparisons
+        self.sides: Counter = Counter()
+        self.kind_shapes: Counter = Counter()
+        self.accounts: set = set()  # (voter kind, rater)
+        self.prompts: set = set()  # (prompt id, split), with a split
+        self.test_votes = 0
         self.checkpoints: set = set()
         self.first_vote_at = None
         self.last_vote_at = None
         self.comparisons = 0
-        # (votes_a, votes_b, votes_tie, votes_both_bad) -> how many comparisons had these counts.
+        # ((votes_a, votes_b, votes_tie, votes_both_bad), split) -> how many comparisons had these.
         self.shapes: Counter = Counter()
         self.unsafe_comparisons = 0
         self.gold_comparisons = 0
@@ -77,11 +84,16 @@ class RawVoteStats:
 
     def _count(self, rows: list[tuple]) -> None:
         """Rows holding every vote of each of their comparisons."""
-        cid, choice, shown, ua, ub, rnd, gold, created, rater, cka, ckb = (
+        cid, choice, shown, ua, ub, rnd, gold, created, rater, cka, ckb, kind, prompt = (
             list(map(get, rows)) for get in self._getters
         )
-        self.left_wins += sum(map(eq, choice, shown))
-        self.raters.update(rater)
+        self.sides.update(zip(kind, choice, shown, strict=True))
+        self.accounts.update(zip(kind, rater, strict=True))
+        self._count_kinds(cid, kind, choice)
+        splits = list(map(self._split, rows)) if self._split else list(repeat(None, len(rows)))
+        if self._split:
+            self.prompts.update(zip(prompt, splits, strict=True))
+            self.test_votes += countOf(splits, "test")
         self.checkpoints.update(cka)
         self.checkpoints.update(ckb)
         first, last = min(created), max(created)
@@ -93,7 +105,8 @@ class RawVoteStats:
         ids = list(dict.fromkeys(cid))
         pairs = Counter(zip(cid, choice, strict=True))
         per_choice = [map(pairs.get, zip(ids, repeat(c)), repeat(0)) for c in _CHOICES]
-        self.shapes.update(zip(*per_choice, strict=True))
+        split_of = dict(zip(cid, splits, strict=True))
+        self.shapes.update(zip(zip(*per_choice, strict=True), map(split_of.get, ids), strict=True))
         self.comparisons += len(ids)
         self.unsafe_comparisons += len(set(compress(cid, map(or_, ua, ub))))
         golds = dict(zip(cid, gold, strict=True))
@@ -101,6 +114,50 @@ class RawVoteStats:
         rounds = dict(zip(cid, rnd, strict=True))
         self.without_round += countOf(rounds.values(), None)
         self.rounds.update(rounds.values())
+
+    def _count_kinds(self, cid: list, kind: list, choice: list) -> None:
+        """Votes per choice of each (comparison, voter kind), tallied by shape."""
+        keys = list(dict.fromkeys(zip(cid, kind, strict=True)))
+        triples = Counter(zip(cid, kind, choice, strict=True))
+        ids, kinds = (list(col) for col in zip(*keys, strict=True))
+        per_choice = [map(triples.get, zip(ids, kinds, repeat(c)), repeat(0)) for c in _CHOICES]
+        self.kind_shapes.update(zip(kinds, zip(*per_choice, strict=True), strict=True))
+
+    def _voter_numbers(self) -> dict:
+        """The voters table's numbers, under export_stats_sql's keys."""
+        out: dict = {}
+        for kind in VOTER_KINDS.values():
+            votes = multi = 0
+            agreement_sum = Decimal(0)
+            for (k, counts), n in self.kind_shapes.items():
+                if k != kind:
+                    continue
+                votes += sum(counts) * n
+                if sum(counts) >= 2:
+                    multi += n
+                    agreement_sum += _round4(Decimal(max(counts)) / Decimal(sum(counts))) * n
+            sided = sum(n for (k, c, side), n in self.sides.items() if k == kind and c in ("a", "b") and side)
+            left = sum(n for (k, c, side), n in self.sides.items() if k == kind and side and c == side)
+            out |= {
+                f"voters_{kind}_votes": votes,
+                f"voters_{kind}_accounts": sum(1 for k, _ in self.accounts if k == kind),
+                f"voters_{kind}_multi": multi,
+                f"voters_{kind}_agreement": float(_round4(agreement_sum / multi)) if multi else None,
+                f"voters_{kind}_sided": sided,
+                f"voters_{kind}_left_wins": left,
+            }
+        return out
+
+    def _split_numbers(self, test_comparisons: int, test_pairs: int) -> dict:
+        if self._split is None:
+            return {}
+        return {
+            "prompts": len({p for p, _ in self.prompts}),
+            "split_test_prompts": sum(1 for _, side in self.prompts if side == "test"),
+            "split_test_comparisons": test_comparisons,
+            "split_test_pairs": test_pairs,
+            "split_test_votes": self.test_votes,
+        }
 
     def result(self) -> dict:
         """The numbers, under the keys of export_stats_sql, plus `rows` (= votes)."""
@@ -112,11 +169,16 @@ class RawVoteStats:
         agreement_sum = Decimal(0)
         single = 0
         choice_votes = [0, 0, 0, 0]
-        for counts, n in self.shapes.items():
+        test_comparisons = test_pairs = 0
+        for (counts, split), n in self.shapes.items():
             votes, top = sum(counts), max(counts)
             for i, count in enumerate(counts):
                 choice_votes[i] += count * n
-            majority[_CHOICES[counts.index(top)] if counts.count(top) == 1 else None] += n
+            winner = _CHOICES[counts.index(top)] if counts.count(top) == 1 else None
+            majority[winner] += n
+            if split == "test":
+                test_comparisons += n
+                test_pairs += n if winner in ("a", "b") else 0
             agreement = _round4(Decimal(top) / Decimal(votes))
             agreement_sum += agreement * n
             if agreement == 1:
@@ -134,7 +196,6 @@ class RawVoteStats:
             "comparisons": self.comparisons,
             "votes": votes,
             **{f"votes_{c}": n for c, n in zip(_CHOICES, choice_votes, strict=True)},
-            "left_wins": self.left_wins,
             **{f"majority_{c}": majority.get(c, 0) for c in _CHOICES},
             "majority_none": majority.get(None, 0),
             "mean_agreement": mean,
@@ -149,7 +210,8 @@ class RawVoteStats:
             "rounds": sorted(r for r in self.rounds if r is not None),
             "first_vote_at": self.first_vote_at,
             "last_vote_at": self.last_vote_at,
-            "raters": len(self.raters),
+            **self._voter_numbers(),
             "checkpoints": sorted(c for c in self.checkpoints if c is not None),
+            **self._split_numbers(test_comparisons, test_pairs),
             "rows": votes,
         }

@@ -29,14 +29,14 @@ from django.conf import settings
 from django.db import transaction
 
 from annotation.exporters import FORMATS, KINDS, data_file_name
-from annotation.exporters.card import render_card
-from annotation.exporters.filters import FilterError, parse_filters
+from annotation.exporters.card import CardInput, render_card
+from annotation.exporters.filters import ExportFilters, FilterError, parse_filters
 from annotation.exporters.jsonl import jsonl_chunks
-from annotation.exporters.kinds import KIND_SPECS
-from annotation.exporters.parquet import parquet_chunks
+from annotation.exporters.kinds import kind_spec
+from annotation.exporters.parquet import ROW_GROUP_ROWS, TEXT_ROW_GROUP_ROWS, parquet_chunks
 from annotation.exporters.stats import RawVoteStats
 from annotation.models import Export, Project
-from annotation.selectors import ExportSnapshotReader
+from annotation.selectors import ExportSnapshotReader, export_identical_to
 from core.errors import ErrorCode, Forbidden, NotFound, ServiceError
 from core.files import atomic_copy, atomic_output_file, atomic_write_text, leftovers_remove
 from core.jobs import (
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 BATCH_SIZE = 5000
+EMPTY = "No votes match these filters: there is nothing to export."
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,7 @@ def _check_user(user) -> None:
         raise Forbidden("You may not export preference data.")
 
 
-def export_create(
-    *, project: Project, kind: str, fmt: str, filters: dict | None, user, delivery: str
-) -> Export:
-    """A queued snapshot row with a checked, canonical filter spec."""
-    if delivery != Export.Delivery.COMMAND:
-        _check_user(user)
+def _spec_checked(kind: str, fmt: str, filters: dict | None) -> ExportFilters:
     if kind not in KINDS:
         raise ServiceError(f"Unknown kind {kind!r}; use one of {', '.join(KINDS)}.", code=ErrorCode.KIND)
     if fmt not in FORMATS:
@@ -101,25 +97,38 @@ def export_create(
         spec = parse_filters(filters)
     except FilterError as exc:
         raise ServiceError(str(exc), code=ErrorCode.FILTERS) from exc
+    if kind in ("trl", "hh") and not spec.texts:
+        raise ServiceError(
+            "texts: false applies to raw and comparisons exports; TRL and HH rows are texts.",
+            code=ErrorCode.FILTERS,
+        )
+    return spec
+
+
+def export_create(
+    *, project: Project, kind: str, fmt: str, filters: dict | None, user, delivery: str
+) -> Export:
+    """A queued snapshot row with a checked, canonical filter spec and its row count now
+    (`progress_total`). An export the filters leave empty is refused (400): no row, no file."""
+    if delivery != Export.Delivery.COMMAND:
+        _check_user(user)
+    spec = _spec_checked(kind, fmt, filters)
+    with ExportSnapshotReader(project=project, kind=kind, filters=spec) as reader:
+        rows = reader.count()
+    if not rows:
+        raise ServiceError(EMPTY, code=ErrorCode.FILTERS)
     export = Export(
         project=project,
         kind=kind,
         format=fmt,
         filters=spec.as_dict(),
         delivery=delivery,
+        progress_total=rows,
         created_by=user if getattr(user, "is_authenticated", False) else None,
     )
     export.full_clean()
     export.save()
     return export
-
-
-def export_count(*, export: Export) -> int:
-    """How many rows the export will hold now (one count or aggregate query)."""
-    with ExportSnapshotReader(
-        project=export.project, kind=export.kind, filters=parse_filters(export.filters)
-    ) as reader:
-        return reader.count()
 
 
 def export_request(
@@ -129,13 +138,10 @@ def export_request(
     export = export_create(
         project=project, kind=kind, fmt=fmt, filters=filters, user=user, delivery=Export.Delivery.JOB
     )
-    rows = export_count(export=export)
-    export.progress_total = rows
-    if allow_stream and rows <= export_sync_max_rows():
+    if allow_stream and export.progress_total <= export_sync_max_rows():
         export.delivery = Export.Delivery.STREAM
-        export.save(update_fields=["progress_total", "delivery", "updated_at"])
+        export.save(update_fields=["delivery", "updated_at"])
         return ExportPlan(export=export, stream=True)
-    export.save(update_fields=["progress_total", "updated_at"])
     _enqueue(export)
     return ExportPlan(export=export, stream=False)
 
@@ -149,9 +155,13 @@ def _enqueue(export: Export) -> None:
 
 
 def _encode(batches: Iterator[list[tuple]], export: Export) -> Iterator[tuple[bytes, int]]:
-    spec = KIND_SPECS[export.kind]
+    filters = parse_filters(export.filters)
+    spec = kind_spec(export.kind, filters)
     if export.format == "parquet":
-        return parquet_chunks(batches, schema=spec.schema, to_columns=spec.to_columns)
+        per_group = TEXT_ROW_GROUP_ROWS if export.kind == "raw" and filters.texts else ROW_GROUP_ROWS
+        return parquet_chunks(
+            batches, schema=spec.schema, to_columns=spec.to_columns, row_group_rows=per_group
+        )
     blobs = ((spec.to_lines(rows), len(rows)) for rows in batches)
     return jsonl_chunks(blobs, compress=export.format == "jsonl.gz")
 
@@ -173,6 +183,7 @@ class _Written:
     size: int
     sha256: str
     stats: dict
+    sources: list[dict]
 
 
 def _write_data(
@@ -181,17 +192,15 @@ def _write_data(
     """Write the data to `path`, counting and hashing it; yield the bytes; return a `_Written`."""
     digest = hashlib.sha256()
     size = rows = 0
+    filters = parse_filters(export.filters)
     with ExportSnapshotReader(
-        project=export.project,
-        kind=export.kind,
-        filters=parse_filters(export.filters),
-        batch_size=batch_size or BATCH_SIZE,
+        project=export.project, kind=export.kind, filters=filters, batch_size=batch_size or BATCH_SIZE
     ) as reader:
         batches = reader.batches()
         if export.kind == "raw":
             # The card's numbers are counted from the rows as they stream (no second pass
             # over the votes in PostgreSQL); a plain count, run beside them, checks them.
-            raw_stats = RawVoteStats()
+            raw_stats = RawVoteStats(filters)
             batches = _counted(batches, raw_stats)
             count_future = reader.count_future()
         else:
@@ -216,7 +225,10 @@ def _write_data(
         stats = raw_stats.result() if export.kind == "raw" else stats_future.result()
         if expected is None:
             expected = _rows_of(count_future.result())
-    return _Written(rows=rows, expected=expected, size=size, sha256=digest.hexdigest(), stats=stats)
+        sources = reader.sources()  # the rows are read: the same snapshot, on the same connection
+    return _Written(
+        rows=rows, expected=expected, size=size, sha256=digest.hexdigest(), stats=stats, sources=sources
+    )
 
 
 def _export_chunks(
@@ -242,20 +254,28 @@ def _export_chunks(
             raise RuntimeError(
                 f"wrote {rows} rows but the snapshot counted {written.expected} / {written.stats['rows']}"
             )
+        if not rows:  # the votes went away after the request was counted: no file `datasets` can't load
+            raise ServiceError(EMPTY, code=ErrorCode.FILTERS)
+    earlier = export_identical_to(export=export, sha256=written.sha256)
     card = render_card(
-        export_id=export.pk,
-        project_name=export.project.name,
-        project_slug=export.project.slug,
-        kind=export.kind,
-        fmt=export.format,
-        data_file=data_name,
-        filters=export.filters,
-        stats=written.stats,
-        rows=rows,
-        sha256=written.sha256,
-        size_bytes=written.size,
-        created_by=export.created_by.get_username() if export.created_by_id else "manage.py",
-        created_at=export.created_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        CardInput(
+            export_id=export.pk,
+            project_name=export.project.name,
+            project_slug=export.project.slug,
+            kind=export.kind,
+            fmt=export.format,
+            data_file=data_name,
+            spec=kind_spec(export.kind, parse_filters(export.filters)),
+            filters=export.filters,
+            stats=written.stats,
+            rows=rows,
+            sha256=written.sha256,
+            size_bytes=written.size,
+            created_by=export.created_by.get_username() if export.created_by_id else "manage.py",
+            created_at=export.created_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            identical_to=earlier.pk if earlier else None,
+            sources=written.sources,
+        )
     )
     atomic_write_text(folder / "README.md", card)
     job_finish(

@@ -3,7 +3,8 @@
 Every valid line becomes one comparison (prompt, response A, response B) and one imported
 preference on it. The rules, chosen so an import is reproducible and auditable:
 
-- Side: the chosen response is always response A and the vote is "a" (shown_left "a"); the
+- Side: the chosen response is always response A and the vote is "a"; the vote was never shown
+  on a screen, so its `shown_left` is NULL (position statistics count screen votes only); the
   comparison's metadata records `{"imported": {"chosen": "a", ...}}`. Raters who later see the
   pair through `--queue` get left/right randomised per lease by the queue as usual.
 - Strength: HH-RLHF and TRL carry none, and the database asks for 1–3 on a strict vote, so
@@ -241,7 +242,7 @@ def preferences_import(
                 comparison=c,
                 choice=Preference.Choice.A,
                 strength=IMPORTED_STRENGTH,
-                shown_left="a",
+                shown_left=None,
                 idempotency_key=p.key,
                 source="imported",
             )

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from annotation.exporters import FORMATS, KINDS
-from annotation.exporters.kinds import KIND_SPECS
+from annotation.exporters.filters import parse_filters
+from annotation.exporters.kinds import kind_spec
 from annotation.formats import split_hh_pair
 from annotation.services.preference_imports import preferences_import, read_lines
 from tests.annotation.test_export_support import (
@@ -57,9 +58,11 @@ def test_every_kind_and_format_is_byte_identical_on_rerun(voted, settings, make_
             rows = read_rows(settings, first)
             assert len(rows) == first.row_count
             if rows:
-                assert list(rows[0]) == [c.name for c in KIND_SPECS[kind].columns]
+                assert list(rows[0]) == [c.name for c in kind_spec(kind, parse_filters({})).columns]
             if fmt == "parquet":
-                assert pq.read_schema(path1).names == [c.name for c in KIND_SPECS[kind].columns]
+                assert pq.read_schema(path1).names == [
+                    c.name for c in kind_spec(kind, parse_filters({})).columns
+                ]
             assert (path1.parent / "README.md").is_file()
     # New data, new bytes.
     before = run_export(project, "raw", "jsonl")
@@ -97,11 +100,12 @@ def test_trl_keeps_a_or_b_majorities_oriented_with_margin(voted, settings):
     assert a["prompt"] == c_a.prompt.messages
     assert a["chosen"] == [{"role": "assistant", "content": c_a.response_a.text}]
     assert a["rejected"] == [{"role": "assistant", "content": c_a.response_b.text}]
-    assert a["margin"] == pytest.approx((3 + 1 - 2) / 3, abs=1e-4)
+    # strengths 3, 1 for a and 2 for b: margins (1.0 + 0.0 - 0.5) / 3 under the reward model's map
+    assert a["margin"] == pytest.approx((1.0 + 0.0 - 0.5) / 3, abs=1e-4)
     b = rows[c_b.pk]
     assert b["chosen"][0]["content"] == c_b.response_b.text
     assert b["rejected"][0]["content"] == c_b.response_a.text
-    assert b["margin"] == pytest.approx(3.0)
+    assert b["margin"] == pytest.approx(1.0)
     assert export.row_count == 2
     assert "| Pairs with an A or B majority (TRL / HH rows) | 2 |" in export.card
 
@@ -157,9 +161,9 @@ def test_card_describes_counts_balance_schema_and_hash(voted, settings):
     assert card == export.card
     assert card.startswith("---\nconfigs:\n- config_name: default\n  data_files: raw.parquet\n---")
     assert export.sha256 in card
-    assert "| Votes on them | 10 |" in card and "| Raters | 3 |" in card
+    assert "| Votes on them | 10 |" in card and "| Human raters | 3 |" in card
     assert "| tie | 2 | 20.0% | 1 |" in card
-    for column in KIND_SPECS["raw"].columns:
+    for column in kind_spec("raw", parse_filters({})).columns:
         assert f"| `{column.name}` |" in card
     assert json.dumps(export.filters, indent=2, sort_keys=True) in card
 

@@ -49,14 +49,17 @@ def mixed(make_project, make_user):
         ["b", "b"],
     ]
     minute = 0
-    for c, choices in zip(comparisons, plans, strict=True):
-        for j, choice in enumerate(choices):
+    for i, c in enumerate(comparisons):
+        for j, choice in enumerate(plans[i]):
             unsafe = (minute % 7) == 3
+            # the last rater is a judge; the first vote on the "imported" pairs is an imported one
+            source = "imported" if 7 <= i <= 9 and j == 0 else "judge" if j == 4 else "rater"
             p = vote(
                 c,
                 raters[j],
                 choice,
-                shown_left="b" if minute % 3 == 0 else "a",
+                source=source,
+                shown_left=None if source == "imported" else "b" if minute % 3 == 0 else "a",
                 unsafe_a=unsafe,
                 unsafe_a_category="violence" if unsafe else "",
                 unsafe_b=(minute % 11) == 5,
@@ -79,6 +82,10 @@ def mixed(make_project, make_user):
         {"gold": "exclude", "rounds": [1, 2]},
         {"since": "2025-05-02", "until": "2025-05-04"},
         {"min_votes": 99},  # nothing left
+        {"voters": "human"},
+        {"voters": "judge", "texts": False},
+        {"test_fraction": 0.5, "seed": 3},
+        {"test_fraction": 0.4, "seed": 1, "min_votes": 2, "texts": False},
     ],
 )
 def test_counted_while_streaming_equals_the_aggregate_query(mixed, filters):
@@ -86,13 +93,17 @@ def test_counted_while_streaming_equals_the_aggregate_query(mixed, filters):
         with ExportSnapshotReader(
             project=mixed, kind="raw", filters=parse_filters(filters), batch_size=batch_size
         ) as reader:
-            counted = RawVoteStats()
+            counted = RawVoteStats(parse_filters(filters))
             for rows in reader.batches():
                 counted.add(rows)
             numbers = counted.result()
             assert numbers == reader.stats(), batch_size
             assert numbers["rows"] == reader.count()
+    if "test_fraction" in filters:
+        assert 0 < numbers["split_test_votes"] < numbers["votes"]
     if not filters:
+        assert numbers["voters_imported_votes"] == 2 and numbers["voters_imported_sided"] == 0
+        assert numbers["voters_judge_votes"] == 3 and numbers["voters_human_accounts"] == 4
         assert numbers["majority_none"] == 2 and numbers["single_vote_comparisons"] == 2
         assert numbers["checkpoints"] == [10, 11, 12] and numbers["rounds"] == [1, 2]
 
@@ -110,7 +121,7 @@ def test_raw_card_numbers_come_from_the_rows_written(mixed, settings):
 
 
 def test_rows_out_of_comparison_order_are_refused():
-    index = raw_column_index()
+    index = raw_column_index(parse_filters({}))
 
     def row(comparison_id: int) -> tuple:
         values = [None] * len(index)

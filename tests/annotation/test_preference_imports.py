@@ -52,7 +52,7 @@ def test_hh_lines_become_complete_comparisons_with_one_imported_vote_each(make_p
         assert c.response_a.source == Response.Source.IMPORTED
         assert (c.votes_needed, c.votes_count) == (1, 1)
         vote = Preference.objects.get(comparison=c)
-        assert (vote.choice, vote.strength, vote.shown_left, vote.source) == ("a", 2, "a", "imported")
+        assert (vote.choice, vote.strength, vote.shown_left, vote.source) == ("a", 2, None, "imported")
         assert vote.rater.username == f"import-hh-p{project.pk}"
         assert not vote.rater.is_active and not vote.rater.has_usable_password()
         assert not vote.rater.groups.exists()

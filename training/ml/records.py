@@ -16,6 +16,12 @@ from typing import Literal
 PairKind = Literal["strict", "tie", "both_bad"]
 PAIR_KINDS: tuple[str, ...] = ("strict", "tie", "both_bad")
 
+# Margin per rating strength 1 / 2 / 3 ("slightly" / "better" / "much better") in the reward
+# loss -log sigmoid(r_chosen - r_rejected - margin): the default of the product's reward model
+# (reward.RewardConfig.strength_margins) and the margin column of the TRL export (annotation
+# exporters), so a RewardTrainer run on an export sees the margins our own trainer uses.
+STRENGTH_MARGINS: tuple[float, float, float] = (0.0, 0.5, 1.0)
+
 TEXT_FORMAT = "role-lines-v1"  # render_conversation's format; stored with every trained model
 
 _SPEAKER = {"system": "System", "user": "User", "assistant": "Assistant"}

@@ -27,6 +27,7 @@ from typing import Literal, TypeVar
 
 from training.ml import backbones
 from training.ml.records import (
+    STRENGTH_MARGINS,
     PreferencePair,
     SafetyExample,
     TrainingCancelled,
@@ -80,7 +81,7 @@ class RewardConfig(backbones.ClassifierConfig):
     pooling: Literal["auto", "head", "mean"] = "auto"
     tie_mode: Literal["drop", "equal"] = "drop"
     both_bad_mode: Literal["drop", "equal"] = "drop"
-    strength_margins: tuple[float, float, float] | None = (0.0, 0.5, 1.0)
+    strength_margins: tuple[float, float, float] | None = STRENGTH_MARGINS
     tie_weight: float = 1.0
 
 

@@ -1,5 +1,6 @@
 """manage.py export_preferences --project P --kind trl|hh|raw|comparisons --format jsonl|jsonl.gz|parquet
-[filters] [--out DIR]: a snapshot export with a console progress bar."""
+[filters] [--out DIR]: a snapshot export with a console progress bar. Filters that match no vote
+are refused with a message (no file is written)."""
 
 from pathlib import Path
 
@@ -8,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from annotation.exporters import FORMATS, KINDS
-from annotation.exporters.filters import TRISTATE
+from annotation.exporters.filters import TRISTATE, VOTERS
 from annotation.management.shared import project_from_option
 from annotation.models import Export
 from annotation.services.exports import export_copy_to, export_create, export_folder, export_run
@@ -28,12 +29,25 @@ class Command(BaseCommand):
         parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
         parser.add_argument("--out", help="Folder to copy the data file and README.md into.")
         parser.add_argument("--rounds", help="Round ids, comma separated.")
-        parser.add_argument("--since", help="Votes cast from this ISO date / date-time (UTC).")
-        parser.add_argument("--until", help="Votes cast before this date-time (a date: to its end).")
+        parser.add_argument("--since", help="Votes cast from this ISO date (its start) / date-time (UTC).")
+        parser.add_argument(
+            "--until", help="Votes cast up to this ISO date (its whole day) / before this date-time (UTC)."
+        )
         parser.add_argument("--min-votes", type=int, default=1)
         parser.add_argument("--min-agreement", type=float, default=0.0)
         parser.add_argument("--gold", choices=TRISTATE, default="include")
         parser.add_argument("--unsafe", choices=TRISTATE, default="include")
+        parser.add_argument("--voters", choices=VOTERS, default="all", help="Whose votes (default all).")
+        parser.add_argument(
+            "--no-texts",
+            action="store_true",
+            help="Raw / comparisons rows: ids only, no prompt or responses.",
+        )
+        parser.add_argument(
+            "--test-fraction", type=float, default=0.0,
+            help="Share of prompts in a prompt-disjoint test split (a `split` column); 0: none.",
+        )  # fmt: skip
+        parser.add_argument("--seed", type=int, default=0, help="Seed of the split.")
         parser.add_argument("--user", help="Username to record as the export's author.")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
@@ -52,6 +66,10 @@ class Command(BaseCommand):
             "min_agreement": options["min_agreement"],
             "gold": options["gold"],
             "unsafe": options["unsafe"],
+            "voters": options["voters"],
+            "texts": not options["no_texts"],
+            "test_fraction": options["test_fraction"],
+            "seed": options["seed"],
         }
         try:
             export = export_create(

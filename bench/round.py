@@ -55,6 +55,27 @@ HH_FILE = Path(
 )
 
 
+def _promote_by_hand_if_gated(after, rounds_service) -> bool:
+    """The round stopped at its reward step because the promotion gate kept its new reward model
+    out (a timing run trains on a few hundred pairs): promote it by hand, as ops would (recorded
+    as a gate override), and retry the round from that step. True when it did."""
+    from training.models import RewardModel
+    from training.services.reward_models import reward_model_promote
+
+    run = after.reward_run
+    if after.state != "failed" or after.step != "reward" or run is None:
+        return False
+    run.refresh_from_db()
+    if run.status != RewardModel.Status.SUCCEEDED or run.is_active:
+        return False
+    print(
+        f"bench: reward model v{run.version} gated ({run.promotion_note}); promoted by hand", file=sys.stderr
+    )
+    reward_model_promote(run_id=run.pk)
+    rounds_service.round_retry(round_id=after.pk)
+    return True
+
+
 class RssSampler:
     """Peak resident memory of this process per phase (sampled every 50 ms in a thread):
     ru_maxrss only knows the peak of the whole run."""
@@ -152,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         temperature=0.8,
         budget=args.prompts,
         reward_config={"epochs": 1, "batch_size": 16, "max_length": 256, "heldout_fraction": 0.1},
+        policy_gate="always",  # a timing run: the checkpoint becomes current without an evaluation
     )
     bench_ids = set(
         Prompt.objects.filter(project=project, metadata__pool="import").values_list("pk", flat=True)
@@ -186,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         after = rounds_service.round_advance(round_id=r.pk)
         seconds = time.perf_counter() - t0
         step = state if state != "queued" else "reward"
-        step_seconds[step] = seconds
+        step_seconds[step] = step_seconds.get(step, 0.0) + seconds
         rows.append([step, fmt(seconds), fmt(sampler.peak_mb(), 0)])
+        if _promote_by_hand_if_gated(after, rounds_service):
+            continue  # the timing bench trains on few pairs: ops' override, then the round goes on
         if after.state in ("failed", "cancelled"):
             print(f"round {after.state} in {after.failed_step}: {after.error}", file=sys.stderr)
             return 1

@@ -21,7 +21,12 @@ def gate_project(**round_settings) -> tuple[Project, PolicyCheckpoint]:
     """A project with one prompt in its pool, its base checkpoint current, and round settings."""
     n = f"{uuid.uuid4().hex[:6]}-{next(_names)}"
     project = Project.objects.create(name=f"Gates {n}", slug=f"gates-{n}", overlap=1)
-    Prompt.objects.create(project=project, messages=[{"role": "user", "content": "Pool?"}], content_hash=n)
+    Prompt.objects.create(
+        project=project,
+        messages=[{"role": "user", "content": "Pool?"}],
+        content_hash=n,
+        purpose=Prompt.Purpose.ROUND,
+    )
     base = PolicyCheckpoint.objects.create(
         project=project, kind="base", path="/models/base", base_model="/models/base", sha256="b" * 64,
         is_current=True,

@@ -15,14 +15,7 @@ from rest_framework.test import APIClient
 
 from annotation.models import Export, Preference
 from annotation.services.preference_imports import preferences_import, read_lines
-from tests.annotation.test_export_support import (
-    EXPORT_DB,
-    exports_dir,  # noqa: F401 - autouse fixture
-    pairs,
-    read_rows,
-    run_export,
-    vote,
-)
+from tests.annotation.test_export_support import EXPORT_DB, pairs, read_rows, run_export, vote
 from tests.paths import HH_FILE
 
 DAY2 = datetime(2025, 3, 2, 12, tzinfo=UTC)

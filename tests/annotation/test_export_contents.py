@@ -9,14 +9,7 @@ from annotation.models import Export
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
 from annotation.services.exports import export_create
 from core.errors import ServiceError
-from tests.annotation.test_export_support import (
-    EXPORT_DB,
-    exports_dir,  # noqa: F401 - autouse fixture
-    pairs,
-    read_rows,
-    run_export,
-    vote,
-)
+from tests.annotation.test_export_support import EXPORT_DB, pairs, read_rows, run_export, vote
 
 
 @EXPORT_DB

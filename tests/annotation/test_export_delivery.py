@@ -17,15 +17,7 @@ from annotation.services.exports import export_cancel, export_create, export_run
 from config.celery import app as celery_app
 from core.errors import ServiceError
 from core.events import project_group
-from tests.annotation.test_export_support import (
-    EXPORT_DB,
-    data_path,
-    exports_dir,  # noqa: F401 - autouse fixture
-    pairs,
-    read_rows,
-    sha256_file,
-    vote,
-)
+from tests.annotation.test_export_support import EXPORT_DB, data_path, pairs, read_rows, sha256_file, vote
 
 FORM = {
     "kind": "raw",

@@ -5,14 +5,7 @@ import pytest
 from annotation.models import Preference
 from annotation.services.exports import export_create
 from core.errors import ServiceError
-from tests.annotation.test_export_support import (
-    EXPORT_DB,
-    exports_dir,  # noqa: F401 - autouse fixture
-    pairs,
-    read_rows,
-    run_export,
-    vote,
-)
+from tests.annotation.test_export_support import EXPORT_DB, pairs, read_rows, run_export, vote
 
 DAY1 = datetime(2025, 3, 1, 12, tzinfo=UTC)
 DAY2 = datetime(2025, 3, 2, 12, tzinfo=UTC)

@@ -14,7 +14,6 @@ from annotation.services.preference_imports import preferences_import, read_line
 from tests.annotation.test_export_support import (
     EXPORT_DB,
     data_path,
-    exports_dir,  # noqa: F401 - fixture
     pairs,
     read_rows,
     run_export,

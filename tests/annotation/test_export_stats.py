@@ -9,14 +9,7 @@ from annotation.exporters.sql import raw_column_index
 from annotation.exporters.stats import RawVoteStats
 from annotation.models import Preference, Response
 from annotation.selectors import ExportSnapshotReader
-from tests.annotation.test_export_support import (
-    EXPORT_DB,
-    exports_dir,  # noqa: F401 - autouse fixture
-    pairs,
-    read_rows,
-    run_export,
-    vote,
-)
+from tests.annotation.test_export_support import EXPORT_DB, pairs, read_rows, run_export, vote
 
 START = datetime(2025, 5, 1, 8, tzinfo=UTC)
 

@@ -1,5 +1,5 @@
-"""Shared helpers for the export tests (no tests here). Import `exports_dir` to use a fresh
-EXPORTS_DIR per test (it is autouse).
+"""Shared helpers for the export tests (no tests here). Every annotation test gets a fresh
+EXPORTS_DIR (the autouse `exports_dir` of tests/annotation/conftest.py).
 
 Exports read on their own database connection (one snapshot for count, card and rows), so the
 tests that run them commit their data: they are transactional, with serialized rollback so the
@@ -83,9 +83,3 @@ def read_rows(settings, export: Export) -> list[dict]:
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(autouse=True)
-def exports_dir(settings, tmp_path):
-    settings.EXPORTS_DIR = tmp_path / "exports"
-    return settings.EXPORTS_DIR

@@ -5,14 +5,7 @@ import math
 
 import pytest
 
-from tests.annotation.test_export_support import (
-    EXPORT_DB,
-    data_path,
-    exports_dir,  # noqa: F401 - autouse fixture
-    pairs,
-    run_export,
-    vote,
-)
+from tests.annotation.test_export_support import EXPORT_DB, data_path, pairs, run_export, vote
 
 
 @pytest.fixture

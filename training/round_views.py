@@ -65,6 +65,13 @@ class RoundSettingsForm(forms.ModelForm):
             "eval_priority": "Evaluation queue priority",
             "kl_budget": "KL budget (pause the schedule above it)",
         }
+        help_texts = {
+            "blocklist": (
+                "One entry per line, case-insensitive. A word or phrase matches as a stem: at the "
+                'start of a word, and the words that start with it ("kill" blocks "killing", '
+                'not "skill"). /regex/ for a regex, e.g. /\\bkill\\b/ for the whole word only.'
+            ),
+        }
 
 
 def _steps(r: RLHFRound) -> list[dict]:

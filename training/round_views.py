@@ -66,6 +66,11 @@ class RoundSettingsForm(forms.ModelForm):
             "kl_budget": "KL budget (pause the schedule above it)",
         }
         help_texts = {
+            "priority": (
+                "Queue priority of published pairs (higher serves first). Every round publishes at "
+                "this priority; within it the oldest pairs serve first, so earlier rounds' unrated "
+                "pairs are not buried by newer ones."
+            ),
             "blocklist": (
                 "One entry per line, case-insensitive. A word or phrase matches as a stem: at the "
                 'start of a word, and the words that start with it ("kill" blocks "killing", '

@@ -112,7 +112,7 @@ def test_a_round_runs_every_step_and_publishes_only_unblocked_pairs_ahead_of_old
     pairs = list(RoundPair.objects.filter(round=done).select_related("comparison"))
     assert 1 <= len(pairs) <= FAST_ROUND["budget"]
     assert not published_response_ids(done) & set(blocked.values_list("response_id", flat=True))
-    assert {p.comparison.priority for p in pairs} == {100 + done.number}
+    assert {p.comparison.priority for p in pairs} == {100}
     assert all(p.comparison.round_id == done.pk for p in pairs)
     new_vs_old = [p for p in pairs if p.strategy == "new_vs_old"]
     for p in new_vs_old:
@@ -354,3 +354,64 @@ def _settings_form(**overrides) -> dict:
     }  # fmt: skip
     data.update(overrides)
     return data
+
+
+def _scored_round(project, number: int, prompts: list) -> RLHFRound:
+    """A running round whose input policy wrote two scored, unblocked candidates per prompt
+    (no model: rows only), ready for the publishing step."""
+    from django.utils import timezone
+
+    from core.jobs import JobReporter
+
+    policy = PolicyCheckpoint.objects.get_or_create(
+        project=project, kind="base", sha256="b" * 64, defaults={"path": "/x", "base_model": "/x"}
+    )[0]
+    r = RLHFRound.objects.create(
+        project=project,
+        number=number,
+        status="running",
+        step="publishing",
+        started_at=timezone.now(),
+        policy_in=policy,
+        reference=policy,
+        prompt_ids=[p.pk for p in prompts],
+        config={"budget": 16, "strategy": "uncertain", "priority": 100},
+    )
+    for p in prompts:
+        for i in range(2):
+            text = f"Round {number} answer {i} to {p.pk}."
+            response = Response.objects.create(prompt=p, text=text, source="policy")
+            RoundCandidate.objects.create(
+                round=r, prompt=p, candidate_index=i, response=response, policy=policy,
+                toxicity=0.0, reward=float(i), shaped_reward=float(i),
+            )  # fmt: skip
+    from training.services.rounds.progress import RoundReporter
+    from training.services.rounds.steps.publishing import step_publishing
+
+    step_publishing(r, RoundReporter(r, JobReporter(r)))
+    RLHFRound.objects.filter(pk=r.pk).update(status="succeeded")
+    return r
+
+
+@pytest.mark.django_db
+def test_a_new_rounds_pairs_do_not_bury_the_previous_rounds_unrated_pairs(make_user):
+    """Pairs go out at the configured priority (not + the round number); within a priority the
+    queue serves the older comparison first, so round 1's unrated pairs come before round 2's."""
+    from annotation.models import Prompt
+
+    project = round_project(votes=0, prompts=4)
+    prompts = list(Prompt.objects.filter(project=project).order_by("pk"))
+    first = _scored_round(project, 1, prompts[:2])
+    second = _scored_round(project, 2, prompts[2:])
+    priorities = set(Comparison.objects.filter(project=project).values_list("priority", flat=True))
+    assert priorities == {100}
+    rater = make_user("rater")
+    served = []
+    for _ in range(4):
+        lease = assignment_next(rater=rater, project=project)
+        served.append(lease.comparison.round_id)
+        preference_submit(
+            rater=rater, comparison_id=lease.comparison.pk, choice="a", strength=1,
+            idempotency_key=uuid.uuid4().hex,
+        )  # fmt: skip
+    assert served == [first.pk, first.pk, second.pk, second.pk]

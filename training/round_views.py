@@ -23,6 +23,7 @@ from annotation.models import Project
 from annotation.selectors import prompt_pool_counts
 from core.api import ERRORS, errors_with
 from core.errors import ErrorCode, ServiceError
+from core.jobs import job_is_held
 from core.permissions import role_required
 from core.roles import OPERATE
 from training import evaluation_selectors
@@ -180,6 +181,7 @@ def round_detail(request, round_id: int):
     context = {
         "round": r,
         "project": r.project,
+        "held": not r.is_finished and job_is_held(r),
         "steps": _steps(r),
         "metrics": r.metrics,
         "win_rate": selectors.round_win_rate(round=r),

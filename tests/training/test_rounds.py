@@ -415,3 +415,60 @@ def test_a_new_rounds_pairs_do_not_bury_the_previous_rounds_unrated_pairs(make_u
             idempotency_key=uuid.uuid4().hex,
         )  # fmt: skip
     assert served == [first.pk, first.pk, second.pk, second.pk]
+
+
+@pytest.mark.django_db
+def test_the_scoring_step_ends_counting_what_it_scored_after_the_kl_phase(tiny, tmp_path):
+    """Round 2+ (policy ≠ reference): the KL phase used to leave the step at "0 / 16"."""
+    from django.utils import timezone
+
+    from annotation.models import Prompt
+    from core.jobs import JobReporter
+    from training.services.rounds.progress import RoundReporter
+    from training.services.rounds.steps.scoring import step_scoring
+
+    from .rounds_helpers import changed_checkpoint
+
+    project = round_project(votes=0, prompts=3)
+    base = PolicyCheckpoint.objects.create(
+        project=project, kind="base", path=tiny.POLICY_BASE, sha256=dir_sha256(tiny.POLICY_BASE),
+        base_model=tiny.POLICY_BASE,
+    )  # fmt: skip
+    changed = changed_checkpoint(project, base, tmp_path)
+    prompts = list(Prompt.objects.filter(project=project))
+    r = RLHFRound.objects.create(
+        project=project, number=1, status="running", step="scoring", started_at=timezone.now(),
+        policy_in=changed, reference=base, prompt_ids=[p.pk for p in prompts], config={},
+    )  # fmt: skip
+    for p in prompts:
+        for i in range(2):
+            response = Response.objects.create(prompt=p, text=f"Answer {i}.", source="policy")
+            RoundCandidate.objects.create(
+                round=r, prompt=p, candidate_index=i, response=response, policy=changed,
+                toxicity=0.0, reward=1.0, shaped_reward=1.0, finish_reason="stop", logprob_sum=-5.0,
+            )  # fmt: skip
+    step_scoring(r, RoundReporter(r, JobReporter(r)))
+    entry = RLHFRound.objects.get(pk=r.pk).steps["scoring"]
+    assert (entry["done"], entry["total"]) == (6, 6), entry
+    assert r.metrics["kl_to_reference"] >= 0 and r.metrics["kl_estimator"] == "k3"
+
+
+@pytest.mark.django_db
+def test_the_first_round_says_it_is_preparing_the_base_policy(tiny, settings):
+    from training.services.rounds.steps.reward import base_policy_phase
+
+    project = round_project()
+    events = []
+    r, _ = round_start(project=project, enqueue=False)
+    round_advance(round_id=r.pk, listener=lambda *a: events.append(a))
+    phases = [phase for step, _done, _total, phase in events if step == "reward"]
+    assert phases[0] == "loading the base policy (first round only)", phases
+    assert RLHFRound.objects.get(pk=r.pk).steps["reward"]["phase"] != phases[0]  # not left behind
+    round_cancel(round_id=r.pk)  # no worker holds it: cancelled at once
+    r2, created = round_start(project=project, enqueue=False)
+    assert created
+    events.clear()
+    round_advance(round_id=r2.pk, listener=lambda *a: events.append(a))
+    assert not any("base policy" in e[3] for e in events)  # the second round has a policy already
+    settings.POLICY_BASE = ""
+    assert base_policy_phase() == "converting the base policy (first round only)"

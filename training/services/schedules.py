@@ -4,7 +4,7 @@ new preferences.
 - Periodic: `every_hours` (an IntervalSchedule) or `cron` (a CrontabSchedule, five fields in
   settings.TIME_ZONE) fires `training.tasks.scheduled_round_task(project_id)`.
 - Preferences: with `min_new_preferences` = M, a single beat task
-  (`training.tasks.round_triggers_task`, every TRIGGER_CHECK_MINUTES) starts a round in each
+  (`training.tasks.round_triggers_task`, every settings.ROUND_TRIGGER_CHECK_S seconds) starts a round in each
   project where at least M A/B votes arrived after the active reward model's snapshot; the
   round retrains the reward model first.
 
@@ -36,7 +36,6 @@ from training.services.rounds import blocklist_compile, round_settings_get, roun
 SCHEDULED_TASK = "training.tasks.scheduled_round_task"
 TRIGGERS_TASK = "training.tasks.round_triggers_task"
 TRIGGERS_TASK_NAME = "rlhf-round-triggers"
-TRIGGER_CHECK_MINUTES = 5
 GATES_TASK = "training.tasks.round_gates_check_task"
 GATES_TASK_NAME = "rlhf-round-gates"
 GATES_CHECK_MINUTES = 1
@@ -108,17 +107,17 @@ def _sync_periodic_task(row: RoundSettings) -> None:
     RoundSettings.objects.filter(pk=row.pk).update(periodic_task=task)
 
 
-def _every_minutes(minutes: int) -> IntervalSchedule:
-    interval, _ = IntervalSchedule.objects.get_or_create(every=minutes, period=IntervalSchedule.MINUTES)
+def _every(every: int, period: str = IntervalSchedule.MINUTES) -> IntervalSchedule:
+    interval, _ = IntervalSchedule.objects.get_or_create(every=every, period=period)
     return interval
 
 
-def _beat_task_enable(name: str, task: str, minutes: int) -> None:
+def _beat_task_enable(name: str, task: str, interval: IntervalSchedule) -> None:
     PeriodicTask.objects.update_or_create(
         name=name,
         defaults={
             "task": task,
-            "interval": _every_minutes(minutes),
+            "interval": interval,
             "crontab": None,
             "args": "[]",
             "enabled": True,
@@ -128,7 +127,7 @@ def _beat_task_enable(name: str, task: str, minutes: int) -> None:
 
 def gates_beat_ensure() -> None:
     """The beat task that checks the policy gates of rounds awaiting evaluation, every minute."""
-    _beat_task_enable(GATES_TASK_NAME, GATES_TASK, GATES_CHECK_MINUTES)
+    _beat_task_enable(GATES_TASK_NAME, GATES_TASK, _every(GATES_CHECK_MINUTES))
 
 
 def _sync_triggers_task() -> None:
@@ -136,7 +135,10 @@ def _sync_triggers_task() -> None:
     if not wanted:
         PeriodicTask.objects.filter(name=TRIGGERS_TASK_NAME).update(enabled=False)
         return
-    _beat_task_enable(TRIGGERS_TASK_NAME, TRIGGERS_TASK, TRIGGER_CHECK_MINUTES)
+    from django.conf import settings
+
+    every = _every(max(1, int(settings.ROUND_TRIGGER_CHECK_S)), IntervalSchedule.SECONDS)
+    _beat_task_enable(TRIGGERS_TASK_NAME, TRIGGERS_TASK, every)
 
 
 @transaction.atomic

@@ -98,13 +98,17 @@ def _sync_periodic_task(row: RoundSettings) -> None:
     if row.cron:
         defaults.update(crontab=_crontab(row.cron, settings.TIME_ZONE), interval=None)
     else:
-        interval, _ = IntervalSchedule.objects.get_or_create(
-            every=row.every_hours, period=IntervalSchedule.HOURS
-        )
-        defaults.update(interval=interval, crontab=None)
+        defaults.update(interval=_every_hours(row.every_hours), crontab=None)
     task, _ = PeriodicTask.objects.update_or_create(name=name, defaults=defaults)
     row.periodic_task = task
     RoundSettings.objects.filter(pk=row.pk).update(periodic_task=task)
+
+
+def _every_hours(hours: float) -> IntervalSchedule:
+    """Whole hours as hours, else whole minutes (every_hours 0.5 = every 30 minutes)."""
+    if float(hours).is_integer():
+        return _every(int(hours), IntervalSchedule.HOURS)
+    return _every(max(1, round(hours * 60)), IntervalSchedule.MINUTES)
 
 
 def _every(every: int, period: str = IntervalSchedule.MINUTES) -> IntervalSchedule:

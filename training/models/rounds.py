@@ -11,7 +11,6 @@ from core.locks import LockNamespace
 from training.models.policy import PolicyCheckpoint
 from training.models.reward import RewardModel
 
-
 EVERY_HOURS_MIN, EVERY_HOURS_MAX = 1 / 60, 8760.0  # one minute .. one year
 
 

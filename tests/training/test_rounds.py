@@ -277,7 +277,9 @@ def test_schedules_write_beat_tasks_and_the_preference_trigger_starts_a_round(ti
     with pytest.raises(ServiceError, match="regex"):
         round_settings_update(project=project, blocklist="/([/")
     row = round_settings_update(project=project, enabled=False)
-    assert row.periodic_task_id is None and not PeriodicTask.objects.filter(pk=task.pk).exists()
+    assert (
+        row.periodic_task_id == task.pk and not PeriodicTask.objects.get(pk=task.pk).enabled
+    )  # kept: history
 
     # Trigger: 5 imported votes and no reward model yet.
     round_settings_update(project=project, enabled=True, cron="", min_new_preferences=6)

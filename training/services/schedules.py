@@ -12,7 +12,7 @@ Either way the start goes through `round_start`, so a schedule firing while a ro
 at the same moment as a manual start) makes no second round.
 
 The over-optimisation guard (`training.services.gates`) pauses a schedule with a reason
-(`schedule_pause`: disabled, its beat task removed, `paused_reason` set); neither the schedule
+(`schedule_pause`: disabled, its beat task disabled, `paused_reason` set); neither the schedule
 nor the trigger starts a round while it is paused, until ops resume it (`schedule_resume`).
 One more beat task, `training.tasks.round_gates_check_task` every minute, checks the policy
 gates of rounds awaiting evaluation (`gates_beat_ensure`, written when a round starts waiting).
@@ -89,10 +89,8 @@ def _sync_periodic_task(row: RoundSettings) -> None:
 
     name = _task_name(row.project_id)
     if not row.enabled or not (row.every_hours or row.cron):
-        PeriodicTask.objects.filter(name=name).delete()
-        if row.periodic_task_id:
-            RoundSettings.objects.filter(pk=row.pk).update(periodic_task=None)
-            row.periodic_task = None
+        # Disabled, not deleted: the beat task keeps its history (last run, run count).
+        PeriodicTask.objects.filter(name=name).update(enabled=False)
         return
     defaults = {"task": SCHEDULED_TASK, "args": json.dumps([row.project_id]), "enabled": True}
     if row.cron:
@@ -240,7 +238,7 @@ def schedule_pause(
     *, project: Project, reason: str, round: RLHFRound | None = None, numbers: dict | None = None
 ) -> RoundSettings:
     """Pause the project's schedule with a reason shown on the rounds page (the guard's): it is
-    disabled and its beat task removed, as switching it off does; a "paused" policy event
+    disabled and its beat task disabled (kept with its history), as switching it off does; a "paused" policy event
     records why. Pausing a paused schedule changes nothing."""
     row = RoundSettings.objects.select_for_update().get(pk=round_settings_get(project=project).pk)
     if row.paused_reason:

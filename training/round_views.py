@@ -8,6 +8,7 @@ Model output is shown only through Django's auto-escaping.
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 from django import forms
@@ -31,6 +32,7 @@ from training import round_selectors as selectors
 from training.gate_selectors import policy_events_for
 from training.models import RLHFRound, RoundSettings
 from training.services.evaluations import prompts_mark_eval, round_evaluation_create
+from training.services.reward_models.config import overrides_clean
 from training.services.rounds import round_cancel, round_retry, round_settings_get, round_start
 from training.services.schedules import EDITABLE_FIELDS, round_settings_update
 from training.views import ObjectActionView, OpsApiView, action_schema, page_action
@@ -46,9 +48,20 @@ STEP_LABELS = {
 
 
 class RoundSettingsForm(forms.ModelForm):
+    reward_config = forms.CharField(
+        required=False,
+        label="Reward-model run overrides (JSON)",
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+        help_text=(
+            'A JSON object of the settings the round\'s reward-model run changes, e.g. {"epochs": 2, '
+            '"learning_rate": 0.0001, "tie_mode": "equal"}; the same names and ranges as the reward-'
+            "model start form. Empty: the defaults."
+        ),
+    )
+
     class Meta:
         model = RoundSettings
-        fields = [f for f in EDITABLE_FIELDS if f != "reward_config"]
+        fields = list(EDITABLE_FIELDS)
         widgets = {"blocklist": forms.Textarea(attrs={"rows": 4})}
         labels = {
             "n": "Candidates per prompt (n)",
@@ -78,6 +91,28 @@ class RoundSettingsForm(forms.ModelForm):
                 'not "skill"). /regex/ for a regex, e.g. /\\bkill\\b/ for the whole word only.'
             ),
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            config = self.instance.reward_config or {}
+            self.initial["reward_config"] = json.dumps(config, indent=1) if config else ""
+
+    def clean_reward_config(self) -> dict:
+        """JSON object → the reward-model run's overrides, checked with its rules (field errors)."""
+        text = (self.cleaned_data.get("reward_config") or "").strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise forms.ValidationError(f"This is not valid JSON: {exc}.") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError('Give a JSON object, e.g. {"epochs": 2}.')
+        try:
+            return overrides_clean(value)
+        except ServiceError as exc:
+            raise forms.ValidationError(exc.message) from None
 
 
 def _steps(r: RLHFRound) -> list[dict]:

@@ -170,6 +170,9 @@ def round_settings_update(*, project: Project, **fields) -> RoundSettings:
         raise ServiceError("The toxicity threshold is a probability between 0 and 1.", code=ErrorCode.INVALID)
     if not isinstance(row.reward_config, dict):
         raise ServiceError("reward_config must be a JSON object.", code=ErrorCode.INVALID)
+    from training.services.reward_models.config import overrides_clean
+
+    row.reward_config = overrides_clean(row.reward_config)  # a reward-model run's override rules
     blocklist_compile(row.blocklist)
     from training.ml.policy import DPOUpdateConfig, GenerationParams
 

@@ -358,3 +358,46 @@ class RoundCancelView(RoundActionView):
 class RoundRetryView(RoundActionView):
     def act(self, request, pk: int) -> RLHFRound:
         return round_retry(round_id=pk)
+
+
+class RoundSettingsSerializer(serializers.ModelSerializer):
+    """The project's round settings: every editable field, plus the schedule's beat task state
+    (read-only: enabled, last run, run count) and why the guard paused it."""
+
+    schedule = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RoundSettings
+        fields = [*EDITABLE_FIELDS, "paused_reason", "updated_at", "schedule"]
+        read_only_fields = ["paused_reason", "updated_at", "schedule"]
+
+    def get_schedule(self, row: RoundSettings) -> dict:
+        task = row.periodic_task
+        return {
+            "enabled": bool(task and task.enabled),
+            "last_run_at": task.last_run_at.isoformat() if task and task.last_run_at else None,
+            "total_run_count": task.total_run_count if task else 0,
+        }
+
+
+class RoundSettingsView(OpsApiView):
+    """GET: the project's round settings and schedule. PUT / PATCH: change the fields given (the
+    others are kept), checked by the same service as the page's form (`round_settings_update`)."""
+
+    @extend_schema(responses={200: RoundSettingsSerializer, **ERRORS})
+    def get(self, request, project_id: int):
+        project = get_object_or_404(Project, pk=project_id)
+        return Response(RoundSettingsSerializer(round_settings_get(project=project)).data)
+
+    @extend_schema(
+        request=RoundSettingsSerializer,
+        responses={200: RoundSettingsSerializer, **errors_with(ErrorCode.STATE)},
+    )
+    def patch(self, request, project_id: int):
+        project = get_object_or_404(Project, pk=project_id)
+        parsed = RoundSettingsSerializer(round_settings_get(project=project), data=request.data, partial=True)
+        parsed.is_valid(raise_exception=True)
+        row = round_settings_update(project=project, **parsed.validated_data)
+        return Response(RoundSettingsSerializer(row).data)
+
+    put = patch

@@ -1,11 +1,13 @@
 """Round settings and schedules: a django-celery-beat PeriodicTask per project, and a trigger on
 new preferences.
 
-- Periodic: `every_hours` (an IntervalSchedule) or `cron` (a CrontabSchedule, five fields in
-  settings.TIME_ZONE) fires `training.tasks.scheduled_round_task(project_id)`.
+- Periodic: `every_hours` (an IntervalSchedule, in minutes for a fraction of an hour) or
+  `cron` (a CrontabSchedule, five fields in settings.TIME_ZONE) fires
+  `training.tasks.scheduled_round_task(project_id)`. Switched off, the beat task is disabled,
+  not deleted, so its last run and run count survive.
 - Preferences: with `min_new_preferences` = M, a single beat task
-  (`training.tasks.round_triggers_task`, every settings.ROUND_TRIGGER_CHECK_S seconds) starts a round in each
-  project where at least M A/B votes arrived after the active reward model's snapshot; the
+  (`training.tasks.round_triggers_task`, every settings.ROUND_TRIGGER_CHECK_S seconds) starts
+  a round in each project where at least M A/B votes arrived after the active reward model's snapshot; the
   round retrains the reward model first.
 
 Either way the start goes through `round_start`, so a schedule firing while a round runs (or

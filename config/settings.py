@@ -233,6 +233,9 @@ EXPORT_SYNC_MAX_ROWS = int(os.environ.get("EXPORT_SYNC_MAX_ROWS", "50000"))
 # Soft time limits of the long Celery jobs (the hard limit is 5 minutes later).
 REWARD_JOB_TIME_LIMIT_S = int(os.environ.get("REWARD_JOB_TIME_LIMIT_S", str(6 * 3600)))
 ROUND_JOB_TIME_LIMIT_S = int(os.environ.get("ROUND_JOB_TIME_LIMIT_S", str(12 * 3600)))
+# How often the "M new preferences" trigger is checked (seconds; the beat task is rewritten
+# whenever round settings are saved).
+ROUND_TRIGGER_CHECK_S = int(os.environ.get("ROUND_TRIGGER_CHECK_S", "300"))
 
 LOGGING = {
     "version": 1,

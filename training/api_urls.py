@@ -24,6 +24,11 @@ urlpatterns = [
     ),
     path("projects/<int:project_id>/rounds/", round_views.RoundListView.as_view(), name="api-rounds"),
     path(
+        "projects/<int:project_id>/round-settings/",
+        round_views.RoundSettingsView.as_view(),
+        name="api-round-settings",
+    ),
+    path(
         "projects/<int:project_id>/leaderboard/",
         leaderboard_views.LeaderboardView.as_view(),
         name="api-leaderboard",

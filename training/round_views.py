@@ -8,6 +8,7 @@ Model output is shown only through Django's auto-escaping.
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 from django import forms
@@ -23,6 +24,7 @@ from annotation.models import Project
 from annotation.selectors import prompt_pool_counts
 from core.api import ERRORS, errors_with
 from core.errors import ErrorCode, ServiceError
+from core.jobs import job_is_held
 from core.permissions import role_required
 from core.roles import OPERATE
 from training import evaluation_selectors
@@ -30,6 +32,7 @@ from training import round_selectors as selectors
 from training.gate_selectors import policy_events_for
 from training.models import RLHFRound, RoundSettings
 from training.services.evaluations import prompts_mark_eval, round_evaluation_create
+from training.services.reward_models.config import overrides_clean
 from training.services.rounds import round_cancel, round_retry, round_settings_get, round_start
 from training.services.schedules import EDITABLE_FIELDS, round_settings_update
 from training.views import ObjectActionView, OpsApiView, action_schema, page_action
@@ -45,9 +48,20 @@ STEP_LABELS = {
 
 
 class RoundSettingsForm(forms.ModelForm):
+    reward_config = forms.CharField(
+        required=False,
+        label="Reward-model run overrides (JSON)",
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+        help_text=(
+            'A JSON object of the settings the round\'s reward-model run changes, e.g. {"epochs": 2, '
+            '"learning_rate": 0.0001, "tie_mode": "equal"}; the same names and ranges as the reward-'
+            "model start form. Empty: the defaults."
+        ),
+    )
+
     class Meta:
         model = RoundSettings
-        fields = [f for f in EDITABLE_FIELDS if f != "reward_config"]
+        fields = list(EDITABLE_FIELDS)
         widgets = {"blocklist": forms.Textarea(attrs={"rows": 4})}
         labels = {
             "n": "Candidates per prompt (n)",
@@ -65,6 +79,40 @@ class RoundSettingsForm(forms.ModelForm):
             "eval_priority": "Evaluation queue priority",
             "kl_budget": "KL budget (pause the schedule above it)",
         }
+        help_texts = {
+            "priority": (
+                "Queue priority of published pairs (higher serves first). Every round publishes at "
+                "this priority; within it the oldest pairs serve first, so earlier rounds' unrated "
+                "pairs are not buried by newer ones."
+            ),
+            "blocklist": (
+                "One entry per line, case-insensitive. A word or phrase matches as a stem: at the "
+                'start of a word, and the words that start with it ("kill" blocks "killing", '
+                'not "skill"). /regex/ for a regex, e.g. /\\bkill\\b/ for the whole word only.'
+            ),
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            config = self.instance.reward_config or {}
+            self.initial["reward_config"] = json.dumps(config, indent=1) if config else ""
+
+    def clean_reward_config(self) -> dict:
+        """JSON object → the reward-model run's overrides, checked with its rules (field errors)."""
+        text = (self.cleaned_data.get("reward_config") or "").strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise forms.ValidationError(f"This is not valid JSON: {exc}.") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError('Give a JSON object, e.g. {"epochs": 2}.')
+        try:
+            return overrides_clean(value)
+        except ServiceError as exc:
+            raise forms.ValidationError(exc.message) from None
 
 
 def _steps(r: RLHFRound) -> list[dict]:
@@ -168,6 +216,7 @@ def round_detail(request, round_id: int):
     context = {
         "round": r,
         "project": r.project,
+        "held": not r.is_finished and job_is_held(r),
         "steps": _steps(r),
         "metrics": r.metrics,
         "win_rate": selectors.round_win_rate(round=r),
@@ -309,3 +358,46 @@ class RoundCancelView(RoundActionView):
 class RoundRetryView(RoundActionView):
     def act(self, request, pk: int) -> RLHFRound:
         return round_retry(round_id=pk)
+
+
+class RoundSettingsSerializer(serializers.ModelSerializer):
+    """The project's round settings: every editable field, plus the schedule's beat task state
+    (read-only: enabled, last run, run count) and why the guard paused it."""
+
+    schedule = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RoundSettings
+        fields = [*EDITABLE_FIELDS, "paused_reason", "updated_at", "schedule"]
+        read_only_fields = ["paused_reason", "updated_at", "schedule"]
+
+    def get_schedule(self, row: RoundSettings) -> dict:
+        task = row.periodic_task
+        return {
+            "enabled": bool(task and task.enabled),
+            "last_run_at": task.last_run_at.isoformat() if task and task.last_run_at else None,
+            "total_run_count": task.total_run_count if task else 0,
+        }
+
+
+class RoundSettingsView(OpsApiView):
+    """GET: the project's round settings and schedule. PUT / PATCH: change the fields given (the
+    others are kept), checked by the same service as the page's form (`round_settings_update`)."""
+
+    @extend_schema(responses={200: RoundSettingsSerializer, **ERRORS})
+    def get(self, request, project_id: int):
+        project = get_object_or_404(Project, pk=project_id)
+        return Response(RoundSettingsSerializer(round_settings_get(project=project)).data)
+
+    @extend_schema(
+        request=RoundSettingsSerializer,
+        responses={200: RoundSettingsSerializer, **errors_with(ErrorCode.STATE)},
+    )
+    def patch(self, request, project_id: int):
+        project = get_object_or_404(Project, pk=project_id)
+        parsed = RoundSettingsSerializer(round_settings_get(project=project), data=request.data, partial=True)
+        parsed.is_valid(raise_exception=True)
+        row = round_settings_update(project=project, **parsed.validated_data)
+        return Response(RoundSettingsSerializer(row).data)
+
+    put = patch

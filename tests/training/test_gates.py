@@ -241,7 +241,7 @@ def test_the_guard_pauses_the_schedule_when_the_proxy_rises_and_the_evaluation_f
 
     row = RoundSettings.objects.get(project=project)
     assert not row.enabled and row.paused_reason.startswith("Round 2: Over-optimisation")
-    assert not PeriodicTask.objects.filter(name=f"rlhf-round-project-{project.pk}").exists()
+    assert not PeriodicTask.objects.get(name=f"rlhf-round-project-{project.pk}").enabled  # kept, disabled
     assert schedule_fire(project_id=project.pk) is None  # no scheduled round while paused
     paused = PolicyEvent.objects.get(project=project, kind="paused")
     assert paused.round_id == two.pk and paused.numbers["schedule_was_enabled"] is True

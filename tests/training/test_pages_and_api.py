@@ -230,3 +230,88 @@ def test_command_trains_in_process_with_a_progress_bar(
     assert queued.status == "queued" and queued.config == {"epochs": 1}
     with pytest.raises(CommandError, match="No project"):
         call_command("train_reward_model", project="no-such-project", sync=True)
+
+
+def _round(project, **fields):
+    from django.utils import timezone
+
+    from training.models import RLHFRound
+
+    defaults = {"number": 1, "status": "running", "step": "generating", "started_at": timezone.now()}
+    if fields.get("status") in ("succeeded", "failed", "cancelled"):
+        defaults["finished_at"] = timezone.now()
+    return RLHFRound.objects.create(project=project, **{**defaults, **fields})
+
+
+def _buttons(html: str) -> set[str]:
+    import re
+
+    return {b.strip() for b in re.findall(r"<button[^>]*>([^<]*)</button>", html)}
+
+
+@pytest.mark.django_db
+def test_a_round_page_offers_only_the_actions_its_status_allows_in_the_live_part(make_project, ops_client):
+    """The actions live in the partial the page refreshes on every round event, so a round that
+    was cancelled or failed meanwhile stops offering Cancel without a reload."""
+    project = make_project()
+    r = _round(project, status="running")
+    live = ops_client.get(f"/training/rounds/{r.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    assert "Cancel" in _buttons(live) and not any("Retry" in b for b in _buttons(live))
+    assert "Resume (its worker died)" in _buttons(live)  # no worker holds it in this test
+    r.status, r.finished_at, r.error = "cancelled", r.started_at, "Cancelled."
+    r.save()
+    live = ops_client.get(f"/training/rounds/{r.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    assert _buttons(live) == {"Retry from generating"}
+    r.status = "failed"
+    r.save()
+    live = ops_client.get(f"/training/rounds/{r.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    assert _buttons(live) == {"Retry from generating"}
+    r.status = "succeeded"
+    r.save()
+    page = ops_client.get(f"/training/rounds/{r.pk}/").content.decode()
+    assert not {"Cancel", "Retry from generating"} & _buttons(page)
+    assert not any(b.startswith("Resume") for b in _buttons(page))
+
+
+@pytest.mark.django_db
+def test_a_cancelled_round_can_be_retried_from_its_step(make_project, ops_client):
+    from training.models import RewardModel, RLHFRound
+    from training.services.rounds import round_retry
+
+    project = make_project()
+    run = row(project, 1, status="cancelled")
+    r = _round(project, status="cancelled", step="reward", error="Cancelled.", reward_run=run)
+    response = ops_client.post(f"/training/rounds/{r.pk}/retry/", follow=True)
+    assert response.status_code == 200 and b"queued again" in response.content
+    r = RLHFRound.objects.get(pk=r.pk)
+    assert r.status == "queued" and r.step == "reward" and r.error == "" and not r.cancel_requested
+    # Its cancelled reward-model run is let go: the reward step starts a new one if needed.
+    assert r.reward_run_id is None and RewardModel.objects.get(pk=run.pk).status == "cancelled"
+    RLHFRound.objects.filter(pk=r.pk).update(status="succeeded")
+    with pytest.raises(Exception, match="only a failed or cancelled round"):
+        round_retry(round_id=r.pk)
+
+
+@pytest.mark.django_db
+def test_a_round_shows_worker_attempts_only_after_a_second_claim(make_project, ops_client):
+    project = make_project()
+    r = _round(project, attempts=1)
+    html = ops_client.get(f"/training/rounds/{r.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    assert "attempts" not in html
+    r.attempts = 6
+    r.save()
+    html = ops_client.get(f"/training/rounds/{r.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    assert "worker attempts 6" in html
+
+
+@pytest.mark.django_db
+def test_the_kl_shown_is_never_negative_and_says_how_it_was_estimated(make_project, ops_client):
+    project = make_project()
+    r = _round(project, status="succeeded", metrics={"kl_to_reference": 0.25, "kl_estimator": "k3"})
+    html = ops_client.get(f"/training/rounds/{r.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    assert "0.250" in html and "k3" in html
+    # A round measured before (the plain log-ratio mean, negative here): shown clipped at 0.
+    old = _round(project, number=2, status="succeeded", metrics={"kl_to_reference": -0.125})
+    html = ops_client.get(f"/training/rounds/{old.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    kl_row = html.split("KL to the reference")[1].split("</tr>")[0]
+    assert "clipped at 0" in kl_row and "0.000" in kl_row and "-0.125" in kl_row  # the raw value noted

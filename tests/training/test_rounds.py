@@ -112,7 +112,7 @@ def test_a_round_runs_every_step_and_publishes_only_unblocked_pairs_ahead_of_old
     pairs = list(RoundPair.objects.filter(round=done).select_related("comparison"))
     assert 1 <= len(pairs) <= FAST_ROUND["budget"]
     assert not published_response_ids(done) & set(blocked.values_list("response_id", flat=True))
-    assert {p.comparison.priority for p in pairs} == {100 + done.number}
+    assert {p.comparison.priority for p in pairs} == {100}
     assert all(p.comparison.round_id == done.pk for p in pairs)
     new_vs_old = [p for p in pairs if p.strategy == "new_vs_old"]
     for p in new_vs_old:
@@ -277,7 +277,9 @@ def test_schedules_write_beat_tasks_and_the_preference_trigger_starts_a_round(ti
     with pytest.raises(ServiceError, match="regex"):
         round_settings_update(project=project, blocklist="/([/")
     row = round_settings_update(project=project, enabled=False)
-    assert row.periodic_task_id is None and not PeriodicTask.objects.filter(pk=task.pk).exists()
+    assert (
+        row.periodic_task_id == task.pk and not PeriodicTask.objects.get(pk=task.pk).enabled
+    )  # kept: history
 
     # Trigger: 5 imported votes and no reward model yet.
     round_settings_update(project=project, enabled=True, cron="", min_new_preferences=6)
@@ -354,3 +356,121 @@ def _settings_form(**overrides) -> dict:
     }  # fmt: skip
     data.update(overrides)
     return data
+
+
+def _scored_round(project, number: int, prompts: list) -> RLHFRound:
+    """A running round whose input policy wrote two scored, unblocked candidates per prompt
+    (no model: rows only), ready for the publishing step."""
+    from django.utils import timezone
+
+    from core.jobs import JobReporter
+
+    policy = PolicyCheckpoint.objects.get_or_create(
+        project=project, kind="base", sha256="b" * 64, defaults={"path": "/x", "base_model": "/x"}
+    )[0]
+    r = RLHFRound.objects.create(
+        project=project,
+        number=number,
+        status="running",
+        step="publishing",
+        started_at=timezone.now(),
+        policy_in=policy,
+        reference=policy,
+        prompt_ids=[p.pk for p in prompts],
+        config={"budget": 16, "strategy": "uncertain", "priority": 100},
+    )
+    for p in prompts:
+        for i in range(2):
+            text = f"Round {number} answer {i} to {p.pk}."
+            response = Response.objects.create(prompt=p, text=text, source="policy")
+            RoundCandidate.objects.create(
+                round=r, prompt=p, candidate_index=i, response=response, policy=policy,
+                toxicity=0.0, reward=float(i), shaped_reward=float(i),
+            )  # fmt: skip
+    from training.services.rounds.progress import RoundReporter
+    from training.services.rounds.steps.publishing import step_publishing
+
+    step_publishing(r, RoundReporter(r, JobReporter(r)))
+    RLHFRound.objects.filter(pk=r.pk).update(status="succeeded")
+    return r
+
+
+@pytest.mark.django_db
+def test_a_new_rounds_pairs_do_not_bury_the_previous_rounds_unrated_pairs(make_user):
+    """Pairs go out at the configured priority (not + the round number); within a priority the
+    queue serves the older comparison first, so round 1's unrated pairs come before round 2's."""
+    from annotation.models import Prompt
+
+    project = round_project(votes=0, prompts=4)
+    prompts = list(Prompt.objects.filter(project=project).order_by("pk"))
+    first = _scored_round(project, 1, prompts[:2])
+    second = _scored_round(project, 2, prompts[2:])
+    priorities = set(Comparison.objects.filter(project=project).values_list("priority", flat=True))
+    assert priorities == {100}
+    rater = make_user("rater")
+    served = []
+    for _ in range(4):
+        lease = assignment_next(rater=rater, project=project)
+        served.append(lease.comparison.round_id)
+        preference_submit(
+            rater=rater, comparison_id=lease.comparison.pk, choice="a", strength=1,
+            idempotency_key=uuid.uuid4().hex,
+        )  # fmt: skip
+    assert served == [first.pk, first.pk, second.pk, second.pk]
+
+
+@pytest.mark.django_db
+def test_the_scoring_step_ends_counting_what_it_scored_after_the_kl_phase(tiny, tmp_path):
+    """Round 2+ (policy ≠ reference): the KL phase used to leave the step at "0 / 16"."""
+    from django.utils import timezone
+
+    from annotation.models import Prompt
+    from core.jobs import JobReporter
+    from training.services.rounds.progress import RoundReporter
+    from training.services.rounds.steps.scoring import step_scoring
+
+    from .rounds_helpers import changed_checkpoint
+
+    project = round_project(votes=0, prompts=3)
+    base = PolicyCheckpoint.objects.create(
+        project=project, kind="base", path=tiny.POLICY_BASE, sha256=dir_sha256(tiny.POLICY_BASE),
+        base_model=tiny.POLICY_BASE,
+    )  # fmt: skip
+    changed = changed_checkpoint(project, base, tmp_path)
+    prompts = list(Prompt.objects.filter(project=project))
+    r = RLHFRound.objects.create(
+        project=project, number=1, status="running", step="scoring", started_at=timezone.now(),
+        policy_in=changed, reference=base, prompt_ids=[p.pk for p in prompts], config={},
+    )  # fmt: skip
+    for p in prompts:
+        for i in range(2):
+            response = Response.objects.create(prompt=p, text=f"Answer {i}.", source="policy")
+            RoundCandidate.objects.create(
+                round=r, prompt=p, candidate_index=i, response=response, policy=changed,
+                toxicity=0.0, reward=1.0, shaped_reward=1.0, finish_reason="stop", logprob_sum=-5.0,
+            )  # fmt: skip
+    step_scoring(r, RoundReporter(r, JobReporter(r)))
+    entry = RLHFRound.objects.get(pk=r.pk).steps["scoring"]
+    assert (entry["done"], entry["total"]) == (6, 6), entry
+    assert r.metrics["kl_to_reference"] >= 0 and r.metrics["kl_estimator"] == "k3"
+
+
+@pytest.mark.django_db
+def test_the_first_round_says_it_is_preparing_the_base_policy(tiny, settings):
+    from training.services.rounds.steps.reward import base_policy_phase
+
+    project = round_project()
+    events = []
+    r, _ = round_start(project=project, enqueue=False)
+    round_advance(round_id=r.pk, listener=lambda *a: events.append(a))
+    phases = [phase for step, _done, _total, phase in events if step == "reward"]
+    assert phases[0] == "loading the base policy (first round only)", phases
+    assert RLHFRound.objects.get(pk=r.pk).steps["reward"]["phase"] != phases[0]  # not left behind
+    round_cancel(round_id=r.pk)  # no worker holds it: cancelled at once
+    r2, created = round_start(project=project, enqueue=False)
+    assert created
+    events.clear()
+    round_advance(round_id=r2.pk, listener=lambda *a: events.append(a))
+    assert not any("base policy" in e[3] for e in events)  # the second round has a policy already
+    settings.POLICY_BASE = ""
+    assert base_policy_phase() == "converting the base policy (first round only)"

@@ -112,7 +112,7 @@ def test_rounds_through_a_worker_end_to_end_and_a_killed_round_resumes_without_d
         done1 = wait_for(finished(r1.pk), 300, first, "round 1 to finish")
         assert done1.state == "done", done1.error
         pairs1 = Comparison.objects.filter(round_id=r1.pk)
-        assert pairs1.exists() and {c.priority for c in pairs1} == {101}
+        assert pairs1.exists() and {c.priority for c in pairs1} == {100}
         blocked1 = set(
             RoundCandidate.objects.filter(round=r1, blocked=True).values_list("response_id", flat=True)
         )
@@ -168,11 +168,12 @@ def test_rounds_through_a_worker_end_to_end_and_a_killed_round_resumes_without_d
     assert done2.policy_in_id == done1.policy_out_id and done2.reference_id == done1.reference_id
     assert done2.policy_out.parent_id == done1.policy_out_id and done2.policy_out.is_current
     assert done2.metrics["kl_to_reference"] is not None
-    # The newest round's pairs are served first, then round 1's, then the older pair.
-    assert {c.priority for c in Comparison.objects.filter(round_id=r2.pk)} == {102}
+    # Every round publishes at the configured priority; within it the older round's unrated
+    # pairs serve first (a new round does not bury them), then round 2's, then the older pair.
+    assert {c.priority for c in Comparison.objects.filter(round_id=r2.pk)} == {100}
     other = rater_create()
-    assert assignment_next(rater=other, project=project).comparison.round_id == r2.pk
-    assert Comparison.objects.get(pk=older.pk).priority < 101
+    assert assignment_next(rater=other, project=project).comparison.round_id == r1.pk
+    assert Comparison.objects.get(pk=older.pk).priority < 100
 
 
 def test_two_simultaneous_starts_make_one_round(committed_db, settings, tmp_path, tiny_policy, tiny_backbone):

@@ -17,7 +17,9 @@ class BlocklistError(ValueError):
 
 def blocklist_parse(text: str) -> Patterns:
     """One (label, pattern) per non-blank, non-comment line: `/regex/` as written, else the word
-    or phrase on its own (case-insensitive, not inside a longer word)."""
+    or phrase as a stem: case-insensitive, at the start of a word, and matching the words that
+    start with it ("kill" blocks "kill", "killing", "killers", not "skill"). A whole word only
+    is a regex: `/\\bkill\\b/`."""
     patterns = []
     for number, line in enumerate((text or "").splitlines(), start=1):
         entry = line.strip()
@@ -29,7 +31,7 @@ def blocklist_parse(text: str) -> Patterns:
             except re.error as exc:
                 raise BlocklistError(f"Blocklist line {number}: bad regex ({exc}).") from None
         else:
-            patterns.append((entry, re.compile(r"(?<!\w)" + re.escape(entry) + r"(?!\w)", re.IGNORECASE)))
+            patterns.append((entry, re.compile(r"(?<!\w)" + re.escape(entry), re.IGNORECASE)))
     return patterns
 
 

@@ -40,20 +40,34 @@ def blocked_rate(rows: list[CandidateStats]) -> float | None:
     return (sum(1 for row in rows if row.blocked) / len(rows)) if rows else None
 
 
+# A log-ratio above this many nats is clipped in k3 (e^r overflows a float near 709): a sample
+# that far from the reference makes the estimate a lower bound anyway.
+K3_MAX_LOG_RATIO = 50.0
+
+
+def kl_k3(logprob: float, ref_logprob: float) -> float:
+    """KL(policy || reference) from one of the policy's own samples, with Schulman's k3
+    approximation: e^r − 1 − r, r = log q(x) − log p(x). Unbiased like the plain log-ratio
+    (k1 = log p − log q), lower variance, and never negative, so a small sample cannot show a
+    negative KL. http://joschu.net/blog/kl-approx.html"""
+    r = min(ref_logprob - logprob, K3_MAX_LOG_RATIO)
+    return max(0.0, math.expm1(r) - r)
+
+
 def round_metrics(rows: list[CandidateStats]) -> dict:
-    """The round's candidates (from its input policy): rewards, safety, KL estimate, length."""
-    kl = [
-        row.logprob_sum - row.ref_logprob_sum
-        for row in rows
-        if row.logprob_sum is not None and row.ref_logprob_sum is not None
-    ]
+    """The round's candidates (from its input policy): rewards, safety, KL estimate (k3, see
+    `kl_k3`; `kl_k1` keeps the plain log-ratio mean, which can be negative), length."""
+    both = [(row.logprob_sum, row.ref_logprob_sum) for row in rows]
+    both = [(p, q) for p, q in both if p is not None and q is not None]
     return {
         "candidates": len(rows),
         "mean_reward": mean(row.reward for row in rows),
         "mean_shaped_reward": mean(row.shaped_reward for row in rows),
         "mean_toxicity": mean(row.toxicity for row in rows),
         "blocked_rate": blocked_rate(rows),
-        "kl_to_reference": mean(kl),
+        "kl_to_reference": mean(kl_k3(p, q) for p, q in both),
+        "kl_k1": mean(p - q for p, q in both),
+        "kl_estimator": "k3",
         "mean_response_tokens": mean(row.num_tokens for row in rows),
         "mean_response_chars": mean(row.text_chars for row in rows),
     }

@@ -1,6 +1,7 @@
 """Online-RLHF rounds: settings, the round job, its candidates and published pairs."""
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -9,6 +10,16 @@ from core.jobs import Job, JobStatus
 from core.locks import LockNamespace
 from training.models.policy import PolicyCheckpoint
 from training.models.reward import RewardModel
+
+EVERY_HOURS_MIN, EVERY_HOURS_MAX = 1 / 60, 8760.0  # one minute .. one year
+
+
+def every_hours_valid(value: float) -> None:
+    """A schedule's period: a finite number of hours, one minute to one year."""
+    if not (EVERY_HOURS_MIN <= value <= EVERY_HOURS_MAX):  # also refuses NaN
+        raise ValidationError(
+            f"Give a number of hours between {EVERY_HOURS_MIN:.4f} (one minute) and {EVERY_HOURS_MAX:g} (a year)."
+        )
 
 
 class RoundSettings(models.Model):
@@ -43,7 +54,8 @@ class RoundSettings(models.Model):
     )
     strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.NEW_VS_OLD)
     priority = models.IntegerField(
-        default=100, help_text="Queue priority of published pairs (+ the round number, so newer serve first)."
+        default=100,
+        help_text="Queue priority of published pairs (every round the same: older pairs serve first).",
     )
     beta = models.FloatField(default=0.1)
     learning_rate = models.FloatField(default=1e-6)
@@ -55,7 +67,12 @@ class RoundSettings(models.Model):
     )
     # Schedule.
     enabled = models.BooleanField(default=False)
-    every_hours = models.PositiveIntegerField(null=True, blank=True)
+    every_hours = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[every_hours_valid],
+        help_text="Hours between scheduled rounds; fractions allowed (0.5 = every 30 minutes), at most 8760.",
+    )
     cron = models.CharField(max_length=120, blank=True)
     min_new_preferences = models.PositiveIntegerField(null=True, blank=True)
     periodic_task = models.OneToOneField(

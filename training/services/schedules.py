@@ -1,18 +1,20 @@
 """Round settings and schedules: a django-celery-beat PeriodicTask per project, and a trigger on
 new preferences.
 
-- Periodic: `every_hours` (an IntervalSchedule) or `cron` (a CrontabSchedule, five fields in
-  settings.TIME_ZONE) fires `training.tasks.scheduled_round_task(project_id)`.
+- Periodic: `every_hours` (an IntervalSchedule, in minutes for a fraction of an hour) or
+  `cron` (a CrontabSchedule, five fields in settings.TIME_ZONE) fires
+  `training.tasks.scheduled_round_task(project_id)`. Switched off, the beat task is disabled,
+  not deleted, so its last run and run count survive.
 - Preferences: with `min_new_preferences` = M, a single beat task
-  (`training.tasks.round_triggers_task`, every TRIGGER_CHECK_MINUTES) starts a round in each
-  project where at least M A/B votes arrived after the active reward model's snapshot; the
+  (`training.tasks.round_triggers_task`, every settings.ROUND_TRIGGER_CHECK_S seconds) starts
+  a round in each project where at least M A/B votes arrived after the active reward model's snapshot; the
   round retrains the reward model first.
 
 Either way the start goes through `round_start`, so a schedule firing while a round runs (or
 at the same moment as a manual start) makes no second round.
 
 The over-optimisation guard (`training.services.gates`) pauses a schedule with a reason
-(`schedule_pause`: disabled, its beat task removed, `paused_reason` set); neither the schedule
+(`schedule_pause`: disabled, its beat task disabled, `paused_reason` set); neither the schedule
 nor the trigger starts a round while it is paused, until ops resume it (`schedule_resume`).
 One more beat task, `training.tasks.round_gates_check_task` every minute, checks the policy
 gates of rounds awaiting evaluation (`gates_beat_ensure`, written when a round starts waiting).
@@ -36,7 +38,6 @@ from training.services.rounds import blocklist_compile, round_settings_get, roun
 SCHEDULED_TASK = "training.tasks.scheduled_round_task"
 TRIGGERS_TASK = "training.tasks.round_triggers_task"
 TRIGGERS_TASK_NAME = "rlhf-round-triggers"
-TRIGGER_CHECK_MINUTES = 5
 GATES_TASK = "training.tasks.round_gates_check_task"
 GATES_TASK_NAME = "rlhf-round-gates"
 GATES_CHECK_MINUTES = 1
@@ -90,35 +91,37 @@ def _sync_periodic_task(row: RoundSettings) -> None:
 
     name = _task_name(row.project_id)
     if not row.enabled or not (row.every_hours or row.cron):
-        PeriodicTask.objects.filter(name=name).delete()
-        if row.periodic_task_id:
-            RoundSettings.objects.filter(pk=row.pk).update(periodic_task=None)
-            row.periodic_task = None
+        # Disabled, not deleted: the beat task keeps its history (last run, run count).
+        PeriodicTask.objects.filter(name=name).update(enabled=False)
         return
     defaults = {"task": SCHEDULED_TASK, "args": json.dumps([row.project_id]), "enabled": True}
     if row.cron:
         defaults.update(crontab=_crontab(row.cron, settings.TIME_ZONE), interval=None)
     else:
-        interval, _ = IntervalSchedule.objects.get_or_create(
-            every=row.every_hours, period=IntervalSchedule.HOURS
-        )
-        defaults.update(interval=interval, crontab=None)
+        defaults.update(interval=_every_hours(row.every_hours), crontab=None)
     task, _ = PeriodicTask.objects.update_or_create(name=name, defaults=defaults)
     row.periodic_task = task
     RoundSettings.objects.filter(pk=row.pk).update(periodic_task=task)
 
 
-def _every_minutes(minutes: int) -> IntervalSchedule:
-    interval, _ = IntervalSchedule.objects.get_or_create(every=minutes, period=IntervalSchedule.MINUTES)
+def _every_hours(hours: float) -> IntervalSchedule:
+    """Whole hours as hours, else whole minutes (every_hours 0.5 = every 30 minutes)."""
+    if float(hours).is_integer():
+        return _every(int(hours), IntervalSchedule.HOURS)
+    return _every(max(1, round(hours * 60)), IntervalSchedule.MINUTES)
+
+
+def _every(every: int, period: str = IntervalSchedule.MINUTES) -> IntervalSchedule:
+    interval, _ = IntervalSchedule.objects.get_or_create(every=every, period=period)
     return interval
 
 
-def _beat_task_enable(name: str, task: str, minutes: int) -> None:
+def _beat_task_enable(name: str, task: str, interval: IntervalSchedule) -> None:
     PeriodicTask.objects.update_or_create(
         name=name,
         defaults={
             "task": task,
-            "interval": _every_minutes(minutes),
+            "interval": interval,
             "crontab": None,
             "args": "[]",
             "enabled": True,
@@ -128,7 +131,7 @@ def _beat_task_enable(name: str, task: str, minutes: int) -> None:
 
 def gates_beat_ensure() -> None:
     """The beat task that checks the policy gates of rounds awaiting evaluation, every minute."""
-    _beat_task_enable(GATES_TASK_NAME, GATES_TASK, GATES_CHECK_MINUTES)
+    _beat_task_enable(GATES_TASK_NAME, GATES_TASK, _every(GATES_CHECK_MINUTES))
 
 
 def _sync_triggers_task() -> None:
@@ -136,7 +139,10 @@ def _sync_triggers_task() -> None:
     if not wanted:
         PeriodicTask.objects.filter(name=TRIGGERS_TASK_NAME).update(enabled=False)
         return
-    _beat_task_enable(TRIGGERS_TASK_NAME, TRIGGERS_TASK, TRIGGER_CHECK_MINUTES)
+    from django.conf import settings
+
+    every = _every(max(1, int(settings.ROUND_TRIGGER_CHECK_S)), IntervalSchedule.SECONDS)
+    _beat_task_enable(TRIGGERS_TASK_NAME, TRIGGERS_TASK, every)
 
 
 @transaction.atomic
@@ -166,6 +172,9 @@ def round_settings_update(*, project: Project, **fields) -> RoundSettings:
         raise ServiceError("The toxicity threshold is a probability between 0 and 1.", code=ErrorCode.INVALID)
     if not isinstance(row.reward_config, dict):
         raise ServiceError("reward_config must be a JSON object.", code=ErrorCode.INVALID)
+    from training.services.reward_models.config import overrides_clean
+
+    row.reward_config = overrides_clean(row.reward_config)  # a reward-model run's override rules
     blocklist_compile(row.blocklist)
     from training.ml.policy import DPOUpdateConfig, GenerationParams
 
@@ -234,7 +243,7 @@ def schedule_pause(
     *, project: Project, reason: str, round: RLHFRound | None = None, numbers: dict | None = None
 ) -> RoundSettings:
     """Pause the project's schedule with a reason shown on the rounds page (the guard's): it is
-    disabled and its beat task removed, as switching it off does; a "paused" policy event
+    disabled and its beat task disabled (kept with its history), as switching it off does; a "paused" policy event
     records why. Pausing a paused schedule changes nothing."""
     row = RoundSettings.objects.select_for_update().get(pk=round_settings_get(project=project).pk)
     if row.paused_reason:

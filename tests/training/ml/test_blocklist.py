@@ -5,15 +5,30 @@ import pytest
 from training.ml.blocklist import BlocklistError, blocked_reasons, blocklist_match, blocklist_parse
 
 
-def test_words_match_whole_words_case_insensitively_and_regexes_as_written():
+def test_words_match_as_stems_case_insensitively_and_regexes_as_written():
     patterns = blocklist_parse("# a comment\n\n  darn \n/[0-9]{3}/\nbad word\n")
     assert [label for label, _ in patterns] == ["darn", "/[0-9]{3}/", "bad word"]
     assert blocklist_match(patterns, "Oh DARN it") == "darn"
-    assert blocklist_match(patterns, "darned") is None  # not inside a longer word
+    assert blocklist_match(patterns, "darned") == "darn"  # a word that starts with the entry
+    assert blocklist_match(patterns, "undarned") is None  # not in the middle of a word
     assert blocklist_match(patterns, "call 555 now") == "/[0-9]{3}/"
     assert blocklist_match(patterns, "a Bad Word!") == "bad word"
     assert blocklist_match(patterns, "fine") is None
     assert blocklist_parse("") == [] and blocklist_parse(None) == []
+
+
+def test_a_word_blocks_the_words_it_starts_kill_blocks_killing_not_skill():
+    patterns = blocklist_parse("kill")
+    for text in ("kill", "Killing time", "he KILLED it", "killers!"):
+        assert blocklist_match(patterns, text) == "kill", text
+    for text in ("skill", "overkill", "kil"):
+        assert blocklist_match(patterns, text) is None, text
+    # A phrase: its last word is a stem as well.
+    phrase = blocklist_parse("bad word")
+    assert blocklist_match(phrase, "bad wording") == "bad word" and blocklist_match(phrase, "badword") is None
+    # A whole word only: a regex with word boundaries.
+    exact = blocklist_parse(r"/\bkill\b/")
+    assert blocklist_match(exact, "kill") and blocklist_match(exact, "killing") is None
 
 
 def test_special_characters_in_a_word_are_literal():

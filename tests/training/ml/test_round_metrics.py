@@ -24,7 +24,10 @@ def test_round_metrics():
         "mean_shaped_reward": -3.25,
         "mean_toxicity": 0.525,
         "blocked_rate": 0.5,
-        "kl_to_reference": 1.0,  # only the row with both log-probabilities
+        # Only the row with both log-probabilities; k3 = e^r - 1 - r with r = log q - log p = -1.
+        "kl_to_reference": math.exp(-1.0),
+        "kl_k1": 1.0,
+        "kl_estimator": "k3",
         "mean_response_tokens": 6.0,
         "mean_response_chars": 15.0,
     }
@@ -39,3 +42,22 @@ def test_no_candidates_gives_empty_metrics():
 def test_new_policy_metrics():
     rows = [CandidateStats(shaped_reward=1.0), CandidateStats(shaped_reward=None, blocked=True)]
     assert new_policy_metrics(rows) == {"new_policy_mean_shaped_reward": 1.0, "new_policy_blocked_rate": 0.5}
+
+
+def test_the_kl_estimate_is_never_negative_where_the_plain_log_ratio_mean_is():
+    """k1 = mean(log p - log q) goes negative on a few samples; k3 (Schulman's approximation,
+    e^r - 1 - r with r = log q - log p) is unbiased too and never negative."""
+    rows = [
+        CandidateStats(logprob_sum=-5.0, ref_logprob_sum=-4.0),
+        CandidateStats(logprob_sum=-6.0, ref_logprob_sum=-5.5),
+        CandidateStats(logprob_sum=-2.0, ref_logprob_sum=-2.0),
+    ]
+    m = round_metrics(rows)
+    assert m["kl_k1"] < 0 and m["kl_to_reference"] >= 0 and m["kl_estimator"] == "k3"
+    expected = ((math.e - 2.0) + (math.exp(0.5) - 1.5) + 0.0) / 3
+    assert math.isclose(m["kl_to_reference"], expected)
+    # Identical policies: exactly 0; a huge log-ratio stays finite (JSON holds it).
+    assert round_metrics([CandidateStats(logprob_sum=-3.0, ref_logprob_sum=-3.0)])["kl_to_reference"] == 0.0
+    assert math.isfinite(
+        round_metrics([CandidateStats(logprob_sum=-900.0, ref_logprob_sum=0.0)])["kl_to_reference"]
+    )

@@ -83,8 +83,13 @@ def round_cancel(*, round_id: int) -> RLHFRound:
     return r
 
 
-def _failed_requeue(r: RLHFRound) -> None:
-    """Back to queued at the step it failed in (what earlier steps wrote is kept)."""
+def _finished_requeue(r: RLHFRound) -> None:
+    """Back to queued at the step it failed or was cancelled in (what earlier steps wrote is
+    kept). A reward-model run the round's cancel stopped is let go: the reward step starts a
+    new one if votes still call for it."""
+    fields = {}
+    if r.reward_run_id and RewardModel.objects.filter(pk=r.reward_run_id, status="cancelled").exists():
+        fields["reward_run"] = None
     try:
         with transaction.atomic():
             RLHFRound.objects.filter(pk=r.pk).update(
@@ -93,6 +98,7 @@ def _failed_requeue(r: RLHFRound) -> None:
                 cancel_requested=False,
                 finished_at=None,
                 updated_at=timezone.now(),
+                **fields,
             )
     except IntegrityError:
         raise ServiceError(
@@ -103,17 +109,18 @@ def _failed_requeue(r: RLHFRound) -> None:
 
 
 def round_retry(*, round_id: int) -> RLHFRound:
-    """Run a failed round again from the step that failed; re-enqueue an unfinished round whose
-    worker died."""
+    """Run a failed or cancelled round again from the step it stopped in; re-enqueue an
+    unfinished round whose worker died."""
     with transaction.atomic():
         r = RLHFRound.objects.select_for_update().filter(pk=round_id).first()
         if r is None:
             raise NotFound("No such round.")
-        if r.status == JobStatus.FAILED:
-            _failed_requeue(r)
+        if r.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+            _finished_requeue(r)
         elif r.is_finished:
             raise ServiceError(
-                f"Round {r.number} is {r.state}; only a failed round can be retried.", code=ErrorCode.STATE
+                f"Round {r.number} is {r.state}; only a failed or cancelled round can be retried.",
+                code=ErrorCode.STATE,
             )
         elif job_is_held(r):
             raise ServiceError(f"Round {r.number} is running in a worker right now.", code=ErrorCode.RUNNING)

@@ -46,7 +46,10 @@ def _pair_publish(r: RLHFRound, pid: int, choice: PairChoice, rows: dict[int, Ro
             response_a=a.response,
             response_b=b.response,
             votes_needed=project.overlap,
-            priority=int(r.config.get("priority", 100)) + r.number,
+            # The configured priority, not + the round number: within a priority the queue
+            # serves the oldest comparison first, so a new round never buries the unrated
+            # pairs of the rounds before it.
+            priority=int(r.config.get("priority", 100)),
             round_id=r.pk,
             metadata={"round": r.number, "strategy": choice.strategy, "reward_gap": round(gap, 6)},
         )

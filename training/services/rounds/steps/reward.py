@@ -9,12 +9,23 @@ import contextlib
 from core.jobs import JobCancelled
 from training.models import RewardModel, RLHFRound
 from training.round_selectors import new_preferences_count
-from training.services.policies import policy_base_ensure, policy_root
+from training.services.policies import policy_base_ensure, policy_current, policy_root
 from training.services.rounds.progress import RoundCancelled, RoundReporter, RoundStepError
 
 
-def _policy_ensure(r: RLHFRound) -> None:
+def base_policy_phase() -> str:
+    """What the reward step says while the first round records the base policy: converting
+    SmolLM2 from its GGUF takes a minute or more when no POLICY_BASE folder is set."""
+    from django.conf import settings
+
+    verb = "loading" if settings.POLICY_BASE else "converting"
+    return f"{verb} the base policy (first round only)"
+
+
+def _policy_ensure(r: RLHFRound, rep: RoundReporter) -> None:
     if r.policy_in_id is None:
+        if policy_current(project=r.project) is None:
+            rep.progress("reward", 0, 1, phase=base_policy_phase(), force=True)
         policy = policy_base_ensure(project=r.project)
         r.policy_in = policy
         r.reference = policy_root(policy)
@@ -45,8 +56,8 @@ def _reward_retrain(r: RLHFRound, rep: RoundReporter) -> RewardModel | None:
 
 
 def step_reward(r: RLHFRound, rep: RoundReporter) -> None:
-    _policy_ensure(r)
-    rep.progress("reward", 0, 1, force=True)
+    _policy_ensure(r, rep)
+    rep.progress("reward", 0, 1, phase="reward model", force=True)
     run = _reward_retrain(r, rep)
     if run is not None:
         run.refresh_from_db()

@@ -67,6 +67,7 @@ def _reference_logprobs(r: RLHFRound, rep: RoundReporter) -> None:
     for c, a, b in zip(todo, mine, ref, strict=True):
         c.logprob_sum, c.ref_logprob_sum = float(a), float(b)
     RoundCandidate.objects.bulk_update(todo, ["logprob_sum", "ref_logprob_sum"])
+    rep.progress("scoring", len(todo), len(todo), phase="KL to the reference", force=True)
 
 
 def candidate_stats(r: RLHFRound, generation: str) -> list[CandidateStats]:
@@ -81,4 +82,7 @@ def candidate_stats(r: RLHFRound, generation: str) -> list[CandidateStats]:
 def step_scoring(r: RLHFRound, rep: RoundReporter) -> None:
     candidates_score(r, rep, step="scoring", generation="old")
     _reference_logprobs(r, rep)
-    r.metrics.update(round_metrics(candidate_stats(r, "old")))
+    stats = candidate_stats(r, "old")
+    r.metrics.update(round_metrics(stats))
+    scored = sum(1 for c in stats if c.reward is not None)  # the step ends showing what it scored
+    rep.progress("scoring", scored, len(stats), phase="scored", force=True)

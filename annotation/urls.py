@@ -10,6 +10,7 @@ project_pages = [
     path("rate/", views.rate, name="rate"),
     path("rate/<int:comparison_id>/submit/", views.submit, name="submit"),
     path("rate/<int:comparison_id>/skip/", views.skip, name="skip"),
+    path("votes/<int:preference_id>/revise/", views.revise, name="revise"),
     path("guidelines/", views.guidelines, name="guidelines"),
     path("progress/", views.progress, name="progress"),
 ]

@@ -225,6 +225,8 @@ MODELS_DIR = Path(os.environ.get("MODELS_DIR", VAR_DIR / "models"))
 EXPORTS_DIR = Path(os.environ.get("EXPORTS_DIR", VAR_DIR / "exports"))
 # Exports up to this many rows stream straight to the browser; bigger ones run as a Celery job.
 EXPORT_SYNC_MAX_ROWS = int(os.environ.get("EXPORT_SYNC_MAX_ROWS", "50000"))
+# A rater may change a vote for this long after casting it (a recorded revision, not a new vote).
+PREFERENCE_REVISE_SECONDS = int(os.environ.get("PREFERENCE_REVISE_SECONDS", "120"))
 # Soft time limits of the long Celery jobs (the hard limit is 5 minutes later).
 REWARD_JOB_TIME_LIMIT_S = int(os.environ.get("REWARD_JOB_TIME_LIMIT_S", str(6 * 3600)))
 ROUND_JOB_TIME_LIMIT_S = int(os.environ.get("ROUND_JOB_TIME_LIMIT_S", str(12 * 3600)))

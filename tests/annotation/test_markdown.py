@@ -36,7 +36,7 @@ def test_inline_markdown_lists_and_line_breaks():
     assert "<strong>bold</strong>" in html and "<em>it</em>" in html
     assert "<code>code &lt;x&gt;</code>" in html
     assert "<br>" in html
-    assert "<ul>" in html and "<li>one</li>" in html
+    assert "<ul>" in html and '<li dir="auto">one</li>' in html
 
 
 def test_links_keep_only_safe_schemes_and_get_rel():

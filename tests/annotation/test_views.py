@@ -139,7 +139,7 @@ def test_rater_page_shows_a_pair_with_turns_and_the_form(rater_client, make_proj
     assert "vendor/htmx.min.js" in html and "/live.js" in html and "annotation/rate.js" in html
     guidelines = urls(project)["guidelines"]
     assert f'hx-get="{guidelines}"' in html and f'href="{guidelines}"' in html  # one click away
-    assert "You today: <strong" in html and "Left in queue" in html
+    assert "You today: <strong" in html and "Left for you" in html
 
 
 @pytest.mark.parametrize("left", ["a", "b"])

@@ -6,6 +6,7 @@ so each htmx link is also a working href. Every view needs the `annotation.rate`
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -13,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -136,10 +138,10 @@ def _undo(request, project: Project, revising: Preference | None) -> dict | None
     vote = None if revising else preference_revisable(rater=request.user, project=project)
     if vote is None:
         return None
-    until = vote.created_at.timestamp() + settings.PREFERENCE_REVISE_SECONDS
+    left = vote.created_at + timedelta(seconds=settings.PREFERENCE_REVISE_SECONDS) - timezone.now()
     return {
         "url": reverse("rater:revise", args=[project.pk, vote.pk]),
-        "until_ms": int(until * 1000),
+        "left_ms": max(0, int(left.total_seconds() * 1000)),  # relative: the browser's clock may be off
         "window": revise_window_text(settings.PREFERENCE_REVISE_SECONDS),
     }
 

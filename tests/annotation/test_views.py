@@ -516,7 +516,7 @@ def test_response_markdown_is_rendered_once_and_marked_dir_auto(rater_client, ma
     calls.clear()
     again = rater_client.get(urls(project)["rate"], **HX).content.decode()
     assert not [t for t in calls if t.startswith("Answer")]
-    assert "<p dir=\"auto\">Answer A to 0</p>" in again
+    assert '<p dir="auto">Answer A to 0</p>' in again
     # Text edited afterwards is rendered again, not served stale.
     response = Response.objects.get(text="Answer A to 0")
     Response.objects.filter(pk=response.pk).update(text="Answer **edited**")

@@ -1,6 +1,8 @@
 """Rater pages (mounted at the site root)."""
 
+from django.conf import settings
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from annotation import views
 
@@ -17,5 +19,7 @@ project_pages = [
 
 urlpatterns = [
     path("", views.home, name="home"),
+    # Pages without base.html (admin, API docs) make browsers ask for /favicon.ico.
+    path("favicon.ico", RedirectView.as_view(url=f"{settings.STATIC_URL}favicon.svg", permanent=True)),
     path("projects/<int:project_id>/", include(project_pages)),
 ]

@@ -57,12 +57,25 @@ class RatingForm(forms.Form):
             "strength": data.get("strength") if choice in ("a", "b") else None,
             "rationale": data.get("rationale") or "",
             "client_ms": data.get("client_ms"),
-            "idempotency_key": data["idempotency_key"],
+            "idempotency_key": data.get("idempotency_key"),
         }
         for displayed in ("left", "right"):
             side = stored_side(displayed, left)
             kwargs[f"unsafe_{side}"] = bool(data.get(f"unsafe_{displayed}"))
             kwargs[f"unsafe_{side}_category"] = data.get(f"unsafe_{displayed}_category") or ""
+        return kwargs
+
+
+class ReviseForm(RatingForm):
+    """A vote changed within its window: the same judgement, no idempotency key or time on task."""
+
+    idempotency_key = None
+    client_ms = None
+
+    def service_kwargs(self, *, left: str) -> dict:
+        """Arguments for `preference_revise` (after its `rater` and `preference_id`)."""
+        kwargs = super().service_kwargs(left=left)
+        del kwargs["client_ms"], kwargs["idempotency_key"]
         return kwargs
 
 

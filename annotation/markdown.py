@@ -8,7 +8,18 @@ Two layers, so one mistake does not open a hole:
    who is rating, and when).
 2. nh3 (ammonia) cleans the result against a small allowlist of tags and attributes, with
    only http, https and mailto links, all marked rel="noopener noreferrer nofollow".
+
+Every block (paragraph, list item, heading, quote, cell) is marked `dir="auto"`: the browser
+lays out each one by its own first strong character, so a Hebrew or Arabic paragraph reads right
+to left beside English ones.
+
+A long response takes hundreds of milliseconds to render, so a response's HTML is rendered once
+and kept with it (`Response.text_html`, see annotation.services.responses), under
+`markdown_key(text)`: the text's hash and this renderer's version. Bump RENDER_VERSION when the
+output changes; stored HTML of another version or text is rendered again on first view.
 """
+
+import hashlib
 
 import markdown as _markdown
 import nh3
@@ -21,6 +32,8 @@ ALLOWED_TAGS = {
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "th": {"align"}, "td": {"align"}}
 URL_SCHEMES = {"http", "https", "mailto"}
 EXTENSIONS = ["fenced_code", "tables", "sane_lists", "nl2br"]
+DIR_AUTO_TAGS = ("p", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "th", "td")
+RENDER_VERSION = "2"
 
 
 class _NoRawHtml(Extension):
@@ -48,4 +61,10 @@ def render_markdown(text: str) -> str:
         url_schemes=URL_SCHEMES,
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
+        set_tag_attribute_values={tag: {"dir": "auto"} for tag in DIR_AUTO_TAGS},
     )
+
+
+def markdown_key(text: str) -> str:
+    """What stored HTML was rendered from: the renderer's version and the text's hash."""
+    return f"{RENDER_VERSION}:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"

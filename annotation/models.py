@@ -79,6 +79,11 @@ class Response(models.Model):
     generation_params = models.JSONField(default=dict, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The text rendered once to sanitised HTML, and what it was rendered from
+    # (annotation.markdown.markdown_key); empty until first shown. Filled by
+    # annotation.services.responses.responses_render.
+    text_html = models.TextField(blank=True, default="", db_default="", editable=False)
+    text_html_key = models.CharField(max_length=40, blank=True, default="", db_default="", editable=False)
 
 
 class Comparison(models.Model):
@@ -189,14 +194,16 @@ class Preference(models.Model):
         BOTH_BAD = "both_bad", "Both bad"
 
     class UnsafeCategory(models.TextChoices):
+        # The one mapping of categories: values stored and exported, labels as the guidelines
+        # name them (pages, keyboard menu, API schema).
         NONE = "", "—"
-        VIOLENCE = "violence"
-        HATE = "hate"
-        SEXUAL = "sexual"
-        SELF_HARM = "self_harm"
-        ILLEGAL = "illegal"
-        PII = "pii"
-        OTHER = "other"
+        VIOLENCE = "violence", "Violence"
+        HATE = "hate", "Hate"
+        SEXUAL = "sexual", "Sexual"
+        SELF_HARM = "self_harm", "Self-harm"
+        ILLEGAL = "illegal", "Illegal"
+        PII = "pii", "Personal data"
+        OTHER = "other", "Other"
 
     rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="preferences")
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="preferences")
@@ -234,6 +241,32 @@ class Preference(models.Model):
                 name="preference_shown_left_valid",
             ),
         ]
+
+
+class PreferenceRevision(models.Model):
+    """What a vote was before its rater changed it (within PREFERENCE_REVISE_SECONDS of casting
+    it). The vote itself is changed in place: a revision is never a second vote."""
+
+    preference = models.ForeignKey(Preference, on_delete=models.CASCADE, related_name="revisions")
+    choice = models.CharField(max_length=8, choices=Preference.Choice.choices)
+    strength = models.PositiveSmallIntegerField(null=True, blank=True)
+    rationale = models.TextField(blank=True)
+    unsafe_a = models.BooleanField(default=False)
+    unsafe_a_category = models.CharField(max_length=16, choices=Preference.UnsafeCategory.choices, blank=True)
+    unsafe_b = models.BooleanField(default=False)
+    unsafe_b_category = models.CharField(max_length=16, choices=Preference.UnsafeCategory.choices, blank=True)
+    revised_at = models.DateTimeField()
+
+    # The columns a revision copies from the vote (and may change on it).
+    VOTE_FIELDS = (
+        "choice",
+        "strength",
+        "rationale",
+        "unsafe_a",
+        "unsafe_a_category",
+        "unsafe_b",
+        "unsafe_b_category",
+    )
 
 
 class Export(Job):

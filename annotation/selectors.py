@@ -7,14 +7,16 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from itertools import islice
 
 import psycopg
 import psycopg.rows
 import psycopg.sql
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Count, F, IntegerField, OuterRef, Subquery
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -26,15 +28,16 @@ from annotation.exporters.sql import (
     export_sql,
     export_stats_sql,
 )
-from annotation.models import Assignment, Comparison, Export, Preference, Project, Prompt
+from annotation.models import Assignment, Comparison, Export, Preference, Project, Prompt, Skip
 
 
 @dataclass(frozen=True)
 class Progress:
-    rated_today: int
-    team_rated_today: int
-    remaining: int
-    total: int
+    rated_today: int  # this rater's votes today
+    team_rated_today: int  # votes cast by raters today (no imported or judge votes)
+    remaining: int  # the project's comparisons still short of their votes
+    total: int  # the project's comparisons
+    left_for_you: int  # comparisons still short of votes that this rater may still get
 
 
 def _start_of_today():
@@ -42,14 +45,53 @@ def _start_of_today():
 
 
 def progress_for(*, rater, project: Project) -> Progress:
-    today = _start_of_today()
-    votes = Preference.objects.filter(comparison__project=project, created_at__gte=today)
+    """The counters of the rater page, in three queries.
+
+    `left_for_you` counts the pairs still short of votes that this rater has neither voted on
+    nor skipped: the pair they hold, the ones the queue can still give them, and those other
+    raters hold now (their leases may lapse). It is what the rater's own work changes, where
+    `remaining` is the project's."""
+    human = Preference.Source.RATER
+    votes = Preference.objects.filter(comparison__project=project, created_at__gte=_start_of_today())
+    today = votes.aggregate(mine=Count("id", filter=Q(rater=rater)), team=Count("id", filter=Q(source=human)))
     comparisons = Comparison.objects.filter(project=project)
+    short = Q(votes_count__lt=F("votes_needed"))
+    counts = comparisons.aggregate(total=Count("id"), remaining=Count("id", filter=short))
+    left = (
+        comparisons.filter(short)
+        .exclude(Exists(Preference.objects.filter(rater=rater, comparison=OuterRef("pk"))))
+        .exclude(Exists(Skip.objects.filter(rater=rater, comparison=OuterRef("pk"))))
+        .count()
+    )
     return Progress(
-        rated_today=votes.filter(rater=rater).count(),
-        team_rated_today=votes.count(),
-        remaining=comparisons.filter(votes_count__lt=F("votes_needed")).count(),
-        total=comparisons.count(),
+        rated_today=today["mine"],
+        team_rated_today=today["team"],
+        remaining=counts["remaining"],
+        total=counts["total"],
+        left_for_you=left,
+    )
+
+
+def preference_revisable(*, rater, project: Project) -> Preference | None:
+    """The rater's last vote in the project if it can still be changed (preference_revise)."""
+    since = timezone.now() - timedelta(seconds=settings.PREFERENCE_REVISE_SECONDS)
+    return (
+        Preference.objects.filter(
+            rater=rater, comparison__project=project, source=Preference.Source.RATER, created_at__gt=since
+        )
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def preference_of(*, rater, preference_id: int) -> Preference | None:
+    """One of the rater's own votes, with its pair, prompt and responses."""
+    return (
+        Preference.objects.select_related(
+            "comparison__prompt", "comparison__response_a", "comparison__response_b"
+        )
+        .filter(pk=preference_id, rater=rater)
+        .first()
     )
 
 

@@ -5,18 +5,47 @@ so each htmx link is also a working href. Every view needs the `annotation.rate`
 """
 
 import uuid
+from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.cache import patch_vary_headers
-from django.views.decorators.http import require_GET, require_POST
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers, patch_vary_headers
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotation.forms import DISPLAY_CHOICES, STRENGTHS, UNSAFE_CATEGORIES, RatingForm, SkipForm
-from annotation.models import Project
-from annotation.selectors import comparison_in_project, progress_for, projects_for, shown_left_for
-from annotation.services.queue import Lease, assignment_next, assignment_skip, preference_submit
+from annotation.forms import (
+    DISPLAY_CHOICES,
+    STRENGTHS,
+    UNSAFE_CATEGORIES,
+    RatingForm,
+    ReviseForm,
+    SkipForm,
+    stored_side,
+)
+from annotation.models import Comparison, Preference, Project, Response
+from annotation.selectors import (
+    comparison_in_project,
+    preference_of,
+    preference_revisable,
+    progress_for,
+    projects_for,
+    shown_left_for,
+)
+from annotation.services.queue import (
+    Lease,
+    assignment_next,
+    assignment_skip,
+    preference_revise,
+    preference_submit,
+    revise_window_text,
+)
+from annotation.services.responses import responses_render
 from core.errors import ServiceError
 from core.permissions import role_perms, role_required
 from core.roles import OPERATE, RATE, READ_DATA
@@ -39,8 +68,27 @@ def _project(request: HttpRequest, project_id: int) -> Project:
     return get_object_or_404(projects_for(user=request.user), pk=project_id)
 
 
-def _turns(lease: Lease | None) -> list[dict]:
-    if lease is None:
+@dataclass(frozen=True)
+class Shown:
+    """A pair as the rater sees it: which response is on the left."""
+
+    comparison: Comparison
+    left: Response
+    right: Response
+
+    @classmethod
+    def of_lease(cls, lease: Lease | None) -> "Shown | None":
+        return None if lease is None else cls(lease.comparison, lease.left_response, lease.right_response)
+
+    @classmethod
+    def of_vote(cls, vote: Preference) -> "Shown":
+        c = vote.comparison
+        a_left = vote.shown_left == "a"
+        return cls(c, *((c.response_a, c.response_b) if a_left else (c.response_b, c.response_a)))
+
+
+def _turns(shown: Shown | None) -> list[dict]:
+    if shown is None:
         return []
     return [
         {
@@ -48,34 +96,62 @@ def _turns(lease: Lease | None) -> list[dict]:
             "label": ROLE_LABELS.get(m.get("role"), "User"),
             "content": m.get("content", ""),
         }
-        for m in lease.comparison.prompt.messages
+        for m in shown.comparison.prompt.messages
     ]
 
 
-def _cards(lease: Lease | None, values: dict) -> list[dict]:
-    """The two responses as shown: left labelled A, right labelled B."""
-    if lease is None:
+def _cards(shown: Shown | None, values: dict) -> list[dict]:
+    """The two responses as shown: left labelled A, right labelled B, their markdown rendered
+    once per response (annotation.services.responses)."""
+    if shown is None:
         return []
+    responses_render(responses=[shown.left, shown.right])
     return [
         {
             "side": side,
             "label": label,
             "response": response,
+            "html": mark_safe(response.text_html),  # noqa: S308 - sanitised by annotation.markdown
             "unsafe": bool(values.get(f"unsafe_{side}")),
             "category": values.get(f"unsafe_{side}_category", ""),
         }
-        for side, label, response in (
-            ("left", "A", lease.left_response),
-            ("right", "B", lease.right_response),
-        )
+        for side, label, response in (("left", "A", shown.left), ("right", "B", shown.right))
     ]
+
+
+def _displayed_values(vote: Preference) -> dict:
+    """A stored vote in the form's displayed terms (left/right as the rater saw them)."""
+    sides = {stored_side("left", vote.shown_left): "left", stored_side("right", vote.shown_left): "right"}
+    values = {
+        "choice": sides.get(vote.choice, vote.choice),
+        "strength": "" if vote.strength is None else str(vote.strength),
+        "rationale": vote.rationale,
+    }
+    for stored, displayed in sides.items():
+        values[f"unsafe_{displayed}"] = getattr(vote, f"unsafe_{stored}")
+        values[f"unsafe_{displayed}_category"] = getattr(vote, f"unsafe_{stored}_category")
+    return values
+
+
+def _undo(request, project: Project, revising: Preference | None) -> dict | None:
+    """The control that opens the rater's last vote again, while it can still be changed."""
+    vote = None if revising else preference_revisable(rater=request.user, project=project)
+    if vote is None:
+        return None
+    left = vote.created_at + timedelta(seconds=settings.PREFERENCE_REVISE_SECONDS) - timezone.now()
+    return {
+        "url": reverse("rater:revise", args=[project.pk, vote.pk]),
+        "left_ms": max(0, int(left.total_seconds() * 1000)),  # relative: the browser's clock may be off
+        "window": revise_window_text(settings.PREFERENCE_REVISE_SECONDS),
+    }
 
 
 def _pair_context(
     request,
     project: Project,
-    lease: Lease | None,
+    shown: Shown | None,
     *,
+    revising: Preference | None = None,
     values: dict | None = None,
     error: str = "",
     error_code: str = "",
@@ -88,11 +164,20 @@ def _pair_context(
     key = values.get("idempotency_key") or ""
     if not 0 < len(key) <= 64:
         key = uuid.uuid4().hex
+    if shown is None:
+        action = ""
+    elif revising is not None:
+        action = reverse("rater:revise", args=[project.pk, revising.pk])
+    else:
+        action = reverse("rater:submit", args=[project.pk, shown.comparison.pk])
     return {
         "project": project,
-        "lease": lease,
-        "turns": _turns(lease),
-        "cards": _cards(lease, values),
+        "pair": shown.comparison if shown else None,
+        "action": action,
+        "revising": revising,
+        "undo": _undo(request, project, revising),
+        "turns": _turns(shown),
+        "cards": _cards(shown, values),
         "values": values,
         "idempotency_key": key,
         "choices": DISPLAY_CHOICES,
@@ -110,10 +195,14 @@ def _pair_context(
 
 
 def _render_pair(
-    request, project: Project, lease: Lease | None, *, status: int = 200, **extra
+    request, project: Project, lease: Lease | None, *, status: int = 200, shown: Shown | None = None, **extra
 ) -> HttpResponse:
-    context = _pair_context(request, project, lease, **extra)
-    return _respond(request, "annotation/rate.html", "annotation/_pair.html", context, status)
+    """The pair (or the end screen) as a page or a partial. Never stored by the browser: Back or
+    Forward must fetch the pair the rater holds now, not one they already rated."""
+    context = _pair_context(request, project, shown or Shown.of_lease(lease), **extra)
+    response = _respond(request, "annotation/rate.html", "annotation/_pair.html", context, status)
+    add_never_cache_headers(response)
+    return response
 
 
 def _rerender_after_error(
@@ -188,6 +277,46 @@ def submit(request: HttpRequest, project_id: int, comparison_id: int) -> HttpRes
     lease = assignment_next(rater=request.user, project=project)
     notice = "Saved. Here is the next pair." if result.created else "Already saved. Here is the next pair."
     return _render_pair(request, project, lease, notice=notice)
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(RATE)
+def revise(request: HttpRequest, project_id: int, preference_id: int) -> HttpResponse:
+    """GET: the rater's vote on its pair again, to change it; POST: the change (preference_revise),
+    then the pair the rater holds now."""
+    project = _project(request, project_id)
+    vote = preference_of(rater=request.user, preference_id=preference_id)
+    if vote is None or vote.comparison.project_id != project.pk:
+        raise Http404("You have no such vote in this project.")
+    if request.method == "GET":
+        return _render_pair(
+            request, project, None, shown=Shown.of_vote(vote), revising=vote, values=_displayed_values(vote)
+        )
+    form = ReviseForm(request.POST)
+    if not form.is_valid():
+        return _render_pair(
+            request,
+            project,
+            None,
+            shown=Shown.of_vote(vote),
+            revising=vote,
+            status=400,
+            values=request.POST.dict(),
+            error=form.first_error(),
+        )
+    try:
+        preference_revise(
+            rater=request.user, preference_id=vote.pk, **form.service_kwargs(left=vote.shown_left)
+        )
+    except ServiceError as err:
+        lease = assignment_next(rater=request.user, project=project)
+        return _render_pair(
+            request, project, lease, status=err.status, error=err.message, error_code=err.code
+        )
+    if not request.htmx:
+        return redirect("rater:rate", project_id=project.pk)
+    lease = assignment_next(rater=request.user, project=project)
+    return _render_pair(request, project, lease, notice="Changed your last vote. Here is your pair again.")
 
 
 @require_POST

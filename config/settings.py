@@ -196,6 +196,10 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+# WhiteNoise serves STATIC_ROOT (filled by collectstatic) and, through the finders, static/ as
+# it is. The folder is made here so that a fresh checkout, which has not run collectstatic, does
+# not get "No directory at var/staticfiles" from every process that starts.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -206,9 +210,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("UPLOAD_MAX_BYTES", str(50 * 10
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
 REST_FRAMEWORK = {
+    # core.api.ApiView's token class, so the OpenAPI schema has one token scheme, not two
+    # (session first, as before: an anonymous request to a default view stays a 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "core.permissions.RoleTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -230,6 +236,8 @@ MODELS_DIR = Path(os.environ.get("MODELS_DIR", VAR_DIR / "models"))
 EXPORTS_DIR = Path(os.environ.get("EXPORTS_DIR", VAR_DIR / "exports"))
 # Exports up to this many rows stream straight to the browser; bigger ones run as a Celery job.
 EXPORT_SYNC_MAX_ROWS = int(os.environ.get("EXPORT_SYNC_MAX_ROWS", "50000"))
+# A rater may change a vote for this long after casting it (a recorded revision, not a new vote).
+PREFERENCE_REVISE_SECONDS = int(os.environ.get("PREFERENCE_REVISE_SECONDS", "120"))
 # Soft time limits of the long Celery jobs (the hard limit is 5 minutes later).
 REWARD_JOB_TIME_LIMIT_S = int(os.environ.get("REWARD_JOB_TIME_LIMIT_S", str(6 * 3600)))
 ROUND_JOB_TIME_LIMIT_S = int(os.environ.get("ROUND_JOB_TIME_LIMIT_S", str(12 * 3600)))
@@ -242,7 +250,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        # An event for a page nobody has open is normal (the seed sends many): not a warning.
+        "channels_postgres.database": {"level": "ERROR"},
+    },
 }
 
 # Round generation: empty GENERATION_BACKEND_URL generates in the worker with transformers;

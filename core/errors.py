@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     MISSING = "missing", 404
     # 409: the request is fine but the state of the thing does not allow it now.
     NO_LEASE = "no_lease", 409
+    REVISE_WINDOW = "revise_window", 409
     CONFLICT = "conflict", 409
     FINISHED = "finished", 409
     RUNNING = "running", 409

@@ -10,13 +10,23 @@ comparison: k distinct raters per pair, enforced by the database.
 import random
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
-from annotation.models import Assignment, Comparison, Preference, Project, Prompt, Response, Skip
+from annotation.models import (
+    Assignment,
+    Comparison,
+    Preference,
+    PreferenceRevision,
+    Project,
+    Prompt,
+    Response,
+    Skip,
+)
 from core.db import fetchone, fetchone_atomic
 from core.errors import ErrorCode, NoLease, NotFound, ServiceError
 from core.events import event_send_on_commit, project_group
@@ -372,3 +382,77 @@ def assignment_skip(*, rater: AbstractBaseUser, comparison_id: int, reason: str)
         rater=rater, comparison_id=comparison_id, defaults={"reason": reason[:500]}
     )
     return skip
+
+
+def _vote_values(
+    *, choice: str, strength: int | None, rationale: str, unsafe: dict[str, tuple[bool, str]]
+) -> dict:
+    """A vote's judgement columns, checked as a submission checks them."""
+    if choice not in _CHOICES:
+        raise ServiceError("Choose A, B, tie or both bad.", code=ErrorCode.CHOICE)
+    if choice in ("a", "b") and strength not in (1, 2, 3):
+        raise ServiceError("Say how much better: strength 1, 2 or 3.", code=ErrorCode.STRENGTH)
+    values = {"choice": choice, "strength": strength if choice in ("a", "b") else None}
+    values["rationale"] = (rationale or "").strip()
+    for side, (flag, category) in unsafe.items():
+        values[f"unsafe_{side}"], values[f"unsafe_{side}_category"] = _clean_unsafe(
+            flag, category, side.upper()
+        )
+    return values
+
+
+def revise_window_text(seconds: int) -> str:
+    if seconds % 60 == 0:
+        minutes = seconds // 60
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+@transaction.atomic
+def preference_revise(
+    *,
+    rater: AbstractBaseUser,
+    preference_id: int,
+    choice: str,
+    strength: int | None = None,
+    rationale: str = "",
+    unsafe_a: bool = False,
+    unsafe_a_category: str = "",
+    unsafe_b: bool = False,
+    unsafe_b_category: str = "",
+) -> Preference:
+    """Change one of the rater's own votes within PREFERENCE_REVISE_SECONDS of casting it.
+
+    The vote is changed in place (still one vote per rater and pair; the pair's count does not
+    move) and what it was is kept as a PreferenceRevision. The window runs from when the vote was
+    cast, so changing it again does not extend it. Raises NotFound for a vote that is not the
+    rater's own, and REVISE_WINDOW (409) once the window has passed.
+    """
+    values = _vote_values(
+        choice=choice,
+        strength=strength,
+        rationale=rationale,
+        unsafe={"a": (unsafe_a, unsafe_a_category), "b": (unsafe_b, unsafe_b_category)},
+    )
+    vote = (
+        Preference.objects.select_for_update()
+        .filter(pk=preference_id, rater=rater, source=Preference.Source.RATER)
+        .first()
+    )
+    if vote is None:
+        raise NotFound("You have no such vote.", code=ErrorCode.NOT_FOUND)
+    window = settings.PREFERENCE_REVISE_SECONDS
+    now = timezone.now()
+    if now - vote.created_at > timedelta(seconds=window):
+        raise ServiceError(
+            f"A vote can be changed for {revise_window_text(window)} after it is cast; "
+            "the time to change this one has passed.",
+            code=ErrorCode.REVISE_WINDOW,
+        )
+    PreferenceRevision.objects.create(
+        preference=vote, revised_at=now, **{f: getattr(vote, f) for f in PreferenceRevision.VOTE_FIELDS}
+    )
+    for field, value in values.items():
+        setattr(vote, field, value)
+    vote.save(update_fields=[*values, "updated_at"])
+    return vote

@@ -36,7 +36,7 @@ def test_inline_markdown_lists_and_line_breaks():
     assert "<strong>bold</strong>" in html and "<em>it</em>" in html
     assert "<code>code &lt;x&gt;</code>" in html
     assert "<br>" in html
-    assert "<ul>" in html and "<li>one</li>" in html
+    assert "<ul>" in html and '<li dir="auto">one</li>' in html
 
 
 def test_links_keep_only_safe_schemes_and_get_rel():
@@ -53,3 +53,20 @@ def test_images_are_not_rendered():
 
 def test_empty_text():
     assert render_markdown("") == ""
+
+
+def test_blocks_take_their_direction_from_their_own_text():
+    """Item 18: each paragraph, item, heading and cell is dir="auto", so a Hebrew paragraph after
+    an English one is laid out right to left."""
+    html = render_markdown("Hello\n\nשלום\n\n- one\n\n# Title\n\n> quoted")
+    assert '<p dir="auto">Hello</p>' in html and '<p dir="auto">שלום</p>' in html
+    assert '<li dir="auto">one</li>' in html and '<h1 dir="auto">Title</h1>' in html
+    assert "<blockquote" in html
+
+
+def test_response_html_is_cached_by_text():
+    """Item 18: one render per text; the key changes with the text (and the renderer)."""
+    from annotation.markdown import markdown_key
+
+    assert markdown_key("a") == markdown_key("a") != markdown_key("b")
+    assert len(markdown_key("a")) <= 40

@@ -195,3 +195,76 @@ def test_sixteen_raters_on_separate_connections_get_exact_overlap(make_project, 
     assert all(len(v) == k for v in per_pair.values())
     assert set(Comparison.objects.values_list("votes_count", flat=True)) == {k}
     assert not Assignment.objects.exclude(state="done").exists()
+
+
+# --- changing a vote (issue 13, item 20) ----------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_revise_changes_the_vote_in_place_and_records_what_it_was(make_project, make_user):
+    from annotation.models import PreferenceRevision
+    from annotation.services.queue import preference_revise
+
+    project = make_project(pairs=2, overlap=1)
+    rater = make_user()
+    lease = assignment_next(rater=rater, project=project)
+    vote = submit(rater, lease.comparison.pk, choice="a", strength=2, rationale="first").preference
+    revised = preference_revise(
+        rater=rater,
+        preference_id=vote.pk,
+        choice="b",
+        strength=3,
+        rationale=" second ",
+        unsafe_a_category="pii",
+    )
+    assert revised.pk == vote.pk
+    stored = Preference.objects.get()
+    assert (stored.choice, stored.strength, stored.rationale) == ("b", 3, "second")
+    assert (stored.unsafe_a, stored.unsafe_a_category, stored.unsafe_b) == (True, "pii", False)
+    assert stored.created_at == vote.created_at and stored.shown_left == vote.shown_left
+    revision = PreferenceRevision.objects.get()
+    assert (revision.preference_id, revision.choice, revision.strength, revision.rationale) == (
+        vote.pk,
+        "a",
+        2,
+        "first",
+    )
+    assert revision.revised_at >= vote.created_at
+    assert Comparison.objects.get(pk=lease.comparison.pk).votes_count == 1
+    # A tie drops the strength, as a submission does.
+    preference_revise(rater=rater, preference_id=vote.pk, choice="tie", strength=2)
+    assert Preference.objects.get().strength is None
+    assert PreferenceRevision.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_revise_is_refused_outside_the_window_for_others_and_for_bad_values(
+    make_project, make_user, settings
+):
+    from annotation.models import PreferenceRevision
+    from annotation.services.queue import preference_revise
+
+    settings.PREFERENCE_REVISE_SECONDS = 120
+    project = make_project(pairs=1, overlap=2)
+    rater, other = make_user(), make_user()
+    lease = assignment_next(rater=rater, project=project)
+    vote = submit(rater, lease.comparison.pk).preference
+    with pytest.raises(ServiceError) as err:
+        preference_revise(rater=other, preference_id=vote.pk, choice="b", strength=1)
+    assert err.value.code == "not_found"
+    with pytest.raises(ServiceError) as err:
+        preference_revise(rater=rater, preference_id=vote.pk, choice="b")
+    assert err.value.code == "strength"
+    with pytest.raises(ServiceError) as err:
+        preference_revise(rater=rater, preference_id=vote.pk, choice="x")
+    assert err.value.code == "choice"
+    with pytest.raises(ServiceError) as err:
+        preference_revise(rater=rater, preference_id=vote.pk, choice="tie", unsafe_b_category="nope")
+    assert err.value.code == "unsafe_category"
+    Preference.objects.filter(pk=vote.pk).update(created_at=timezone.now() - timedelta(seconds=121))
+    with pytest.raises(ServiceError) as err:
+        preference_revise(rater=rater, preference_id=vote.pk, choice="b", strength=1)
+    assert err.value.code == "revise_window" and err.value.status == 409
+    assert "2 minutes" in err.value.message
+    assert not PreferenceRevision.objects.exists()
+    assert Preference.objects.get().choice == "a"

@@ -286,13 +286,12 @@ def preference_submit(
     """
     if source not in _SOURCES:
         raise ServiceError("A vote through the queue comes from a rater or a judge.", code=ErrorCode.INVALID)
-    if choice not in _CHOICES:
-        raise ServiceError("Choose A, B, tie or both bad.", code=ErrorCode.CHOICE)
-    if choice in ("a", "b"):
-        if strength not in (1, 2, 3):
-            raise ServiceError("Say how much better: strength 1, 2 or 3.", code=ErrorCode.STRENGTH)
-    else:
-        strength = None
+    judgement = _vote_values(
+        choice=choice,
+        strength=strength,
+        rationale=rationale,
+        unsafe={"a": (unsafe_a, unsafe_a_category), "b": (unsafe_b, unsafe_b_category)},
+    )
     if not idempotency_key or len(idempotency_key) > 64:
         raise ServiceError(
             "A submission needs an idempotency key of 1–64 characters.", code=ErrorCode.IDEMPOTENCY_KEY
@@ -301,20 +300,11 @@ def preference_submit(
         raise ServiceError(
             "Time on task must be a non-negative number of milliseconds.", code=ErrorCode.CLIENT_MS
         )
-    unsafe_a, unsafe_a_category = _clean_unsafe(unsafe_a, unsafe_a_category, "A")
-    unsafe_b, unsafe_b_category = _clean_unsafe(unsafe_b, unsafe_b_category, "B")
-
     now = timezone.now()
     values = {
         "rater_id": rater.pk,
         "comparison_id": comparison_id,
-        "choice": choice,
-        "strength": strength,
-        "rationale": rationale.strip(),
-        "unsafe_a": unsafe_a,
-        "unsafe_a_category": unsafe_a_category,
-        "unsafe_b": unsafe_b,
-        "unsafe_b_category": unsafe_b_category,
+        **judgement,
         "client_ms": client_ms,
         "idempotency_key": idempotency_key,
         "source": source,

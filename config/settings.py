@@ -226,7 +226,13 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # One schema name for the unsafe category used by both unsafe_a/_b_category (rating API).
-    "ENUM_NAME_OVERRIDES": {"UnsafeCategoryEnum": "annotation.models.Preference.UnsafeCategory"},
+    # One schema name per choice set: the unsafe category (rating API) and an export's kind and
+    # file format (the export request and the export record use the same sets).
+    "ENUM_NAME_OVERRIDES": {
+        "UnsafeCategoryEnum": "annotation.models.Preference.UnsafeCategory",
+        "ExportKindEnum": "annotation.models.Export.Kind",
+        "ExportFormatEnum": "annotation.models.Export.Format",
+    },
 }
 
 # Model locations (every model path is a setting; defaults come from PyPI packages).

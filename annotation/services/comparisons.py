@@ -16,6 +16,13 @@ def prompt_hash(messages: list[dict]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def content_key_of(prompt_digest: str, response_a: str, response_b: str) -> str:
+    """A comparison's content key: sha256 over its prompt's hash and both texts, in order (the
+    same two texts swapped are another pair). Metadata, priority and gold are not part of it."""
+    canonical = json.dumps([prompt_digest, response_a, response_b], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 @dataclass
 class ComparisonSpec:
     messages: list[dict]
@@ -24,6 +31,13 @@ class ComparisonSpec:
     metadata: dict = field(default_factory=dict)
     priority: int = 0
     gold_choice: str = ""
+    # Set by comparison imports (unique per project, so a re-imported line is skipped); other
+    # writers (preference imports, rounds, evaluations) leave it empty.
+    content_key: str = ""
+
+    def with_content_key(self) -> "ComparisonSpec":
+        self.content_key = content_key_of(prompt_hash(self.messages), self.response_a, self.response_b)
+        return self
 
 
 def prompt_get_or_create(*, project: Project, messages: list[dict], metadata: dict | None = None) -> Prompt:
@@ -90,6 +104,7 @@ def comparisons_create(
                 gold_choice=spec.gold_choice,
                 metadata=spec.metadata,
                 round_id=round_id,
+                content_key=spec.content_key,
             )
         )
     Comparison.objects.bulk_create(comparisons, batch_size=2000)

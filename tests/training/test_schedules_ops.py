@@ -4,10 +4,15 @@ the light queue, and checkpoint retention."""
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import pytest
+from django.core.management import call_command
 from django.urls import reverse
 
 from annotation.models import Preference
+from core.errors import ServiceError
 from core.jobs import JobStatus
 from training.models import RewardModel, RLHFRound
 from training.round_selectors import new_preferences_count
@@ -131,3 +136,90 @@ def test_a_trigger_tick_below_the_threshold_says_how_many_votes_are_new(tiny):
     row.refresh_from_db()
     assert "3 of 10 new preferences" in row.last_tick
     assert Preference.objects.filter(comparison__project=project).count() == 3
+
+
+def _chain(project, tmp_path, settings, count: int):
+    """The base and `count` round checkpoints, each a 1 kB folder under MODELS_DIR/policies."""
+    from training.models import PolicyCheckpoint
+
+    base_dir = tmp_path / "base-policy"
+    base_dir.mkdir()
+    base = PolicyCheckpoint.objects.create(
+        project=project, kind="base", path=str(base_dir), base_model=str(base_dir), sha256="b" * 64
+    )
+    chain, parent = [], base
+    for i in range(1, count + 1):
+        folder = Path(settings.MODELS_DIR) / "policies" / str(project.pk) / f"round-x{i}"
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"w" * 1000)
+        parent = PolicyCheckpoint.objects.create(
+            project=project,
+            kind="dpo",
+            parent=parent,
+            path=str(folder),
+            base_model=str(base_dir),
+            sha256=f"{i:064d}",
+        )
+        chain.append(parent)
+    return base, chain
+
+
+@pytest.mark.django_db
+def test_checkpoints_prune_keeps_what_retention_says_and_marks_the_rest(tiny, tmp_path, client, make_user):
+    from annotation.services.comparisons import ComparisonSpec, comparisons_create
+    from training.models import Evaluation, EvaluationPair, PolicyCheckpoint
+    from training.services.policies import (
+        checkpoints_disk_used,
+        checkpoints_prune,
+        policy_make_current,
+        policy_rollback,
+    )
+
+    project = round_project(votes=0, keep_checkpoints=2)
+    base, c = _chain(project, tmp_path, tiny, 8)  # c[0] … c[7]
+    policy_make_current(checkpoint=c[2])
+    # c[1]: an evaluation not finished yet; c[0]: evaluation pairs (a leaderboard rating).
+    Evaluation.objects.create(project=project, challenger=c[1], opponent=c[2])
+    done = Evaluation.objects.create(project=project, challenger=c[0], opponent=base, status="succeeded")
+    comparison = comparisons_create(
+        project=project,
+        specs=[ComparisonSpec(messages=[{"role": "user", "content": "Q?"}], response_a="x", response_b="y")],
+    )[0]
+    EvaluationPair.objects.create(
+        evaluation=done, comparison=comparison, prompt=comparison.prompt, checkpoint_a=c[0], checkpoint_b=base
+    )
+    # c[3]: a round's checkpoint awaiting its evaluation.
+    RLHFRound.objects.create(
+        project=project, number=1, status="succeeded", evaluation_state="awaiting", policy_out=c[3]
+    )
+    assert checkpoints_disk_used(project=project) == 8000
+
+    dry = checkpoints_prune(project=project, dry_run=True)
+    assert sorted(p.pk for p in dry.pruned) == [c[4].pk, c[5].pk] and dry.freed_bytes == 2000
+    assert (
+        all(Path(p.path).is_dir() for p in c)
+        and not PolicyCheckpoint.objects.filter(pruned_at__isnull=False).exists()
+    )
+
+    report = checkpoints_prune(project=project)
+    assert sorted(p.pk for p in report.pruned) == [c[4].pk, c[5].pk]
+    for i, checkpoint in enumerate(c):
+        checkpoint.refresh_from_db()
+        assert Path(checkpoint.path).is_dir() == (i not in (4, 5)), i
+        assert (checkpoint.pruned_at is not None) == (i in (4, 5)), i
+    assert Path(base.path).is_dir() and PolicyCheckpoint.objects.filter(project=project).count() == 9
+    assert checkpoints_disk_used(project=project) == 6000
+    assert checkpoints_prune(project=project).pruned == []  # nothing more
+    with pytest.raises(ServiceError, match="pruned"):
+        policy_rollback(project=project, checkpoint=c[4], by=None, reason="try")
+
+    out = io.StringIO()
+    RLHFRound.objects.filter(project=project).update(evaluation_state="failed")  # c[3] free now
+    call_command("checkpoints_prune", "--project", project.slug, "--dry-run", stdout=out)
+    assert f"#{c[3].pk}" in out.getvalue() and "dry run" in out.getvalue() and Path(c[3].path).is_dir()
+    call_command("checkpoints_prune", stdout=out)
+    assert not Path(c[3].path).is_dir()
+
+    client.force_login(make_user("ops"))
+    page = client.get(reverse("training:rounds", args=[project.pk])).content.decode()
+    assert "Checkpoints on disk" in page

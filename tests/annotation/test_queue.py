@@ -253,3 +253,16 @@ def test_a_preference_import_analyzes_the_votes_table_too(make_project, django_c
     assert sum(isinstance(c, _Analyze) for c in callbacks) == 1
     assert _reltuples("annotation_preference") == _rows("annotation_preference") > 0
     assert _reltuples("annotation_assignment") == _rows("annotation_assignment")
+
+
+@pytest.mark.django_db
+def test_next_plans_its_pick_without_bitmap_scans_for_its_transaction_only(make_project, make_user):
+    """The pick's plan does not hang on fresh statistics (bench/assignment.py --phases fresh):
+    `next` turns bitmap scans off for its own transaction (here the test's)."""
+    project = make_project(pairs=1)
+    with connection.cursor() as cur:
+        cur.execute("SHOW enable_bitmapscan")
+        assert cur.fetchone()[0] == "on"
+        assert assignment_next(rater=make_user("rater"), project=project) is not None
+        cur.execute("SHOW enable_bitmapscan")
+        assert cur.fetchone()[0] == "off"

@@ -97,12 +97,20 @@ class Comparison(models.Model):
     round_id = models.BigIntegerField(null=True, blank=True)  # training.RLHFRound, later
     gold_choice = models.CharField(max_length=8, blank=True)  # expected answer for gold items
     metadata = models.JSONField(default=dict, blank=True)
+    # Comparison imports: sha256 of the prompt and both texts (`content_key_of`), unique per
+    # project, so that re-importing a line skips it. Empty for pairs written any other way.
+    content_key = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.CheckConstraint(
                 condition=Q(votes_count__lte=models.F("votes_needed")), name="comparison_votes_lte_needed"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "content_key"],
+                condition=~Q(content_key=""),
+                name="comparison_content_key_unique",
             ),
             models.CheckConstraint(
                 condition=~Q(response_a=models.F("response_b")), name="comparison_distinct_responses"

@@ -12,6 +12,11 @@ Phases, each on its own freshly seeded project so none starves another (k votes 
             through the ASGI server serving config.asgi:application: uvicorn with
             WEB_CONCURRENCY worker processes (default 2) as the Procfile runs it, or
             --server daphne / --workers N
+  fresh     import then rate at once: `pairs` comparisons imported through the import service
+            (comparisons_import, as the ops page and the command do) into tables whose
+            autovacuum is off, and no VACUUM ANALYZE before 16 threads rate them as in
+            `service` (what a server relying on a late autovacuum sees right after an import).
+            Run it alone (`--phases fresh`) to measure tables that never had statistics
   open      open loop through HTTP at a fixed rate (default 50 cycles/s): a cycle starts every
             1/rate s whether or not earlier ones finished; `next` is timed from the cycle's
             scheduled start (so a stalled client or server cannot hide latency: no coordinated
@@ -613,7 +618,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--phases",
         default="floor,service,http,open",
-        help="comma-separated subset of floor,service,http,open (default: all)",
+        help="comma-separated subset of floor,service,fresh,http,open (default: floor,service,http,open)",
     )
     add_database_args(
         parser,
@@ -638,7 +643,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.seconds = args.seconds or (3.0 if args.quick else 20.0)
     args.levels = [int(c) for c in args.concurrency.split(",")]
     args.phase_set = {p.strip() for p in args.phases.split(",")}
-    unknown = args.phase_set - {"floor", "service", "http", "open"}
+    unknown = args.phase_set - {"floor", "service", "fresh", "http", "open"}
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     if max(args.levels) > args.raters:
@@ -676,6 +681,8 @@ def phase_plan(args: argparse.Namespace) -> list[tuple[str, int]]:
         plan.append(("floor", 16))
     if "service" in args.phase_set:
         plan += [("service", c) for c in args.levels]
+    if "fresh" in args.phase_set:
+        plan.append(("fresh", 16))
     if "http" in args.phase_set:
         plan += [("http", c) for c in args.levels]
     if "open" in args.phase_set:
@@ -722,6 +729,7 @@ def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_
     projects = {
         (kind, c): project_seed(name=f"bench-{kind}-{c}", pairs=args.pairs, overlap=args.overlap)
         for kind, c in plan
+        if kind != "fresh"  # imported inside its phase
     }
     settle()
     print(
@@ -733,11 +741,62 @@ def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_
         if kind in ("floor", "service"):
             settle()
             report(results, run_local_phase(kind, c, projects[(kind, c)], raters, args, bench_url))
+        elif kind == "fresh":
+            report(results, run_fresh(args=args, raters=raters, concurrency=c))
     server = None
     http_plan = [(k, c) for k, c in plan if k in ("http", "open")]
     if http_plan:
         server = run_http_phases(http_plan, projects, tokens, args, env, results)
     return summary(results, server)
+
+
+FRESH_TABLES = ("annotation_assignment", "annotation_comparison", "annotation_response", "annotation_prompt")
+
+
+def run_fresh(*, args: argparse.Namespace, raters: list, concurrency: int) -> PhaseResult:
+    """Import then rate at once: the import service writes `pairs` comparisons into tables whose
+    autovacuum is off (late or off in a deployment), and the raters start right away."""
+    from django.db import connection
+
+    from annotation.models import Project
+    from annotation.services.imports import comparisons_import
+
+    with connection.cursor() as cur:
+        for table in FRESH_TABLES:
+            cur.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    try:
+        project = Project.objects.create(
+            name="bench-fresh", slug="bench-fresh", overlap=args.overlap, lease_seconds=300
+        )
+        lines = (
+            json.dumps(
+                {
+                    "prompt": f"Fresh question {i % 250}: how would you do task {i % 250}?",
+                    "response_a": f"A{i}. " + _FILLER * 3,
+                    "response_b": f"B{i}. " + _FILLER * 2,
+                }
+            )
+            for i in range(args.pairs)
+        )
+        started = time.perf_counter()
+        imported = comparisons_import(project=project, lines=lines).imported
+        print(
+            f"  fresh: imported {imported} pairs in {time.perf_counter() - started:.1f} s; rating at once",
+            flush=True,
+        )
+        result = run_service(
+            project=project,
+            raters=raters,
+            concurrency=concurrency,
+            seconds=args.seconds,
+            db_name=args.db_name,
+        )
+    finally:
+        with connection.cursor() as cur:
+            for table in FRESH_TABLES:
+                cur.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
+    result.phase = "fresh import"
+    return result
 
 
 def run_local_phase(kind: str, c: int, project, raters: list, args, bench_url: str) -> PhaseResult:

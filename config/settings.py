@@ -175,8 +175,12 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     # The gpu route stays first: the worker tests and train_reward_model read the first one.
     "training.tasks.*": {"queue": os.environ.get("CELERY_GPU_QUEUE", "gpu")},
-    # A light periodic check (an exact name wins over the pattern): no GPU worker needed.
-    "training.tasks.round_gates_check_task": {"queue": "default"},
+    # Light periodic ticks (an exact name wins over the pattern): no GPU worker needed, and a
+    # schedule tick never waits behind a round on `gpu` (it skips, with a reason, instead).
+    **{
+        f"training.tasks.{name}": {"queue": "default"}
+        for name in ("round_gates_check_task", "scheduled_round_task", "round_triggers_task")
+    },
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = False

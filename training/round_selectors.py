@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Max, QuerySet
 
 from annotation.models import Preference, Project, Prompt
 from core.jobs import UNFINISHED
@@ -21,15 +21,37 @@ def round_active(*, project_id: int) -> RLHFRound | None:
     return RLHFRound.objects.filter(project_id=project_id, status__in=UNFINISHED).first()
 
 
+TRAINED_STATUSES = ("succeeded", "queued", "running")
+
+
+def newest_trained_cutoff(*, project_id: int) -> int:
+    """The snapshot cutoff of the newest reward-model run trained or training (succeeded,
+    promoted or not, or queued / running); 0 when there is none."""
+    cutoffs = RewardModel.objects.filter(project_id=project_id, status__in=TRAINED_STATUSES)
+    return cutoffs.aggregate(m=Max("snapshot_cutoff_id"))["m"] or 0
+
+
 def new_preferences_count(*, project: Project | int) -> int:
-    """A/B votes newer than the active reward model's snapshot (all of them when there is none)."""
+    """A/B votes newer than the newest snapshot a reward model was trained on (or is being
+    trained on), whether or not the promotion gate promoted it; all of them when there is none.
+
+    Counting against the active model's snapshot instead started rounds forever once a
+    retrained model was not promoted (issue 13)."""
     project_id = project if isinstance(project, int) else project.pk
-    active = RewardModel.objects.filter(project_id=project_id, is_active=True).first()
-    cutoff = active.snapshot_cutoff_id if active else 0
+    cutoff = newest_trained_cutoff(project_id=project_id)
     return (
         Preference.objects.filter(comparison__project_id=project_id, choice__in=("a", "b"), pk__gt=cutoff)
         .exclude(comparison__prompt__purpose=Prompt.Purpose.EVAL)
         .count()
+    )
+
+
+def reward_run_same_snapshot(*, project: Project, sha256: str) -> RewardModel | None:
+    """The newest succeeded reward-model run of the project trained on exactly this snapshot."""
+    return (
+        RewardModel.objects.filter(project=project, status="succeeded", snapshot_sha256=sha256)
+        .order_by("-version")
+        .first()
     )
 
 

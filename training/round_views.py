@@ -32,6 +32,7 @@ from training import round_selectors as selectors
 from training.gate_selectors import policy_events_for
 from training.models import RLHFRound, RoundSettings
 from training.services.evaluations import prompts_mark_eval, round_evaluation_create
+from training.services.policies import checkpoints_disk_used
 from training.services.reward_models.config import overrides_clean
 from training.services.rounds import round_cancel, round_retry, round_settings_get, round_start
 from training.services.schedules import EDITABLE_FIELDS, round_settings_update
@@ -165,6 +166,7 @@ def _policy_context(project: Project) -> dict:
     return {
         "policies": list(selectors.policy_checkpoints_for(project=project)[:20]),
         "events": list(policy_events_for(project=project)),
+        "checkpoints_disk_mb": checkpoints_disk_used(project=project) / 1e6,
     }
 
 

@@ -1,5 +1,6 @@
 """Celery jobs of the training app (routed to the `gpu` queue by config/settings.py, except the
-light gate check, which goes to `default`)."""
+light periodic ticks: the schedule, the preference trigger and the gate check go to `default`,
+so a tick never waits behind a round)."""
 
 from core.tasks import task
 from training.services.evaluations import JOB_SOFT_TIME_LIMIT_S as EVALUATION_TIME_LIMIT_S
@@ -27,7 +28,8 @@ def run_round_task(round_id: int) -> None:
 
 @task()
 def scheduled_round_task(project_id: int) -> None:
-    """Fired by the project's beat schedule: start a round unless one is running."""
+    """Fired by the project's beat schedule (on `default`): start a round, or skip with a
+    recorded reason while one is running."""
     schedule_fire(project_id=project_id)
 
 

@@ -2,7 +2,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from annotation.models import Assignment, Comparison, Project, Prompt, Response
 
@@ -16,6 +16,13 @@ def prompt_hash(messages: list[dict]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def content_key_of(prompt_digest: str, response_a: str, response_b: str) -> str:
+    """A comparison's content key: sha256 over its prompt's hash and both texts, in order (the
+    same two texts swapped are another pair). Metadata, priority and gold are not part of it."""
+    canonical = json.dumps([prompt_digest, response_a, response_b], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 @dataclass
 class ComparisonSpec:
     messages: list[dict]
@@ -24,6 +31,13 @@ class ComparisonSpec:
     metadata: dict = field(default_factory=dict)
     priority: int = 0
     gold_choice: str = ""
+    # Set by comparison imports (unique per project, so a re-imported line is skipped); other
+    # writers (preference imports, rounds, evaluations) leave it empty.
+    content_key: str = ""
+
+    def with_content_key(self) -> "ComparisonSpec":
+        self.content_key = content_key_of(prompt_hash(self.messages), self.response_a, self.response_b)
+        return self
 
 
 def prompt_get_or_create(*, project: Project, messages: list[dict], metadata: dict | None = None) -> Prompt:
@@ -90,6 +104,7 @@ def comparisons_create(
                 gold_choice=spec.gold_choice,
                 metadata=spec.metadata,
                 round_id=round_id,
+                content_key=spec.content_key,
             )
         )
     Comparison.objects.bulk_create(comparisons, batch_size=2000)
@@ -97,7 +112,39 @@ def comparisons_create(
     return comparisons
 
 
+# The tables a bulk write of pairs touches (slots_create's callers: imports, round and
+# evaluation publishing, the demo seed).
+PAIR_TABLES = ("annotation_assignment", "annotation_comparison", "annotation_response", "annotation_prompt")
+
+
+class _Analyze:
+    """One ANALYZE of the tables written in a transaction, run once it commits."""
+
+    def __init__(self) -> None:
+        self.tables: set[str] = set()
+
+    def __call__(self) -> None:
+        with connection.cursor() as cur:
+            cur.execute(f"ANALYZE {', '.join(sorted(self.tables))}")
+
+
+def tables_analyze_on_commit(*tables: str) -> None:
+    """ANALYZE `tables` once the current transaction commits (at once outside one): right after a
+    bulk write PostgreSQL has no statistics for the new rows until autovacuum comes (late, or
+    never when it is off), and the queue's `next` then ran 200x slower (issue 13). One ANALYZE
+    per transaction however many batches it wrote; a rollback drops it with the writes."""
+    for _sids, func, _robust in connection.run_on_commit:
+        if isinstance(func, _Analyze):
+            func.tables.update(tables)
+            return
+    analyze = _Analyze()
+    analyze.tables.update(tables)
+    transaction.on_commit(analyze, robust=True)
+
+
 def slots_create(*, comparisons: list[Comparison]) -> None:
+    """The k open rating slots of each comparison; the pair tables are analysed on commit."""
+    tables_analyze_on_commit(*PAIR_TABLES)
     Assignment.objects.bulk_create(
         [
             Assignment(comparison=c, project_id=c.project_id, slot=s, priority=c.priority)

@@ -15,7 +15,7 @@ not at all, and memory stays bounded by one batch.
 from collections.abc import Callable, Iterable
 
 from annotation.formats import FormatError
-from annotation.models import Preference, Project
+from annotation.models import Comparison, Preference, Project
 from annotation.services import jsonl
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
 
@@ -59,7 +59,7 @@ def comparison_spec_from_line(raw: bytes | str) -> ComparisonSpec | None:
         metadata=metadata,
         priority=priority,
         gold_choice=gold,
-    )
+    ).with_content_key()
 
 
 def comparisons_import(
@@ -77,20 +77,43 @@ def comparisons_import(
     `progress_every` lines for a console or progress bar.
     """
     report = jsonl.ImportReport()
+    first_line: dict[str, int] = {}
 
-    def write(specs: list[ComparisonSpec]) -> None:
-        created = comparisons_create(project=project, specs=specs)
+    def keep(number: int, item: tuple[int, ComparisonSpec]) -> bool:
+        first = first_line.setdefault(item[1].content_key, number)
+        if first != number:
+            report.duplicates.append((number, f"same pair as line {first}"))
+        return first == number
+
+    def write(items: list[tuple[int, ComparisonSpec]]) -> None:
+        keys = [spec.content_key for _, spec in items]
+        existing = set(
+            Comparison.objects.filter(project=project, content_key__in=keys).values_list(
+                "content_key", flat=True
+            )
+        )
+        report.duplicates.extend((n, "already in the project") for n, s in items if s.content_key in existing)
+        specs = [spec for _, spec in items if spec.content_key not in existing]
+        created = comparisons_create(project=project, specs=specs) if specs else []
         report.imported += len(created)
         report.slots += sum(c.votes_needed for c in created)
 
-    return jsonl.lines_import(
+    jsonl.lines_import(
         project=project,
         lines=lines,
-        parse=lambda raw, _number: comparison_spec_from_line(raw),
+        parse=lambda raw, number: _numbered(number, comparison_spec_from_line(raw)),
         write=write,
         report=report,
         batch_size=batch_size,
         added_event="comparisons_added",
+        keep=keep,
+        lock_project=True,
         on_progress=on_progress,
         progress_every=progress_every,
     )
+    report.duplicates.sort()
+    return report
+
+
+def _numbered(number: int, spec: ComparisonSpec | None) -> tuple[int, ComparisonSpec] | None:
+    return None if spec is None else (number, spec)

@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from annotation.formats import FormatError, normalise_messages, split_hh_pair
 from annotation.models import Assignment, Comparison, Preference, Project, Response
-from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from annotation.services.comparisons import ComparisonSpec, comparisons_create, tables_analyze_on_commit
 from annotation.services.jsonl import ImportReport, LineError, json_object_from_line, parsed_lines
 from core.errors import ErrorCode, ServiceError
 from core.locks import LockNamespace, xact_lock
@@ -250,6 +250,7 @@ def preferences_import(
         ],
         batch_size=2000,
     )
+    tables_analyze_on_commit("annotation_preference")  # the pair tables: comparisons_create's
     report.imported = len(comparisons)
     report.comparison_ids = ids
     return report

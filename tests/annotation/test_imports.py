@@ -157,7 +157,8 @@ def test_command_imports_by_slug_or_id_and_prints_summary(make_project, jsonl_fi
     out = io.StringIO()
     call_command("import_comparisons", jsonl_file(*GOOD), "--project", project.slug, stdout=out)
     assert f"Imported 3 comparisons into {project.slug} (9 rating slots" in out.getvalue()
-    call_command("import_comparisons", jsonl_file(GOOD[0]), "--project", str(project.pk), stdout=out)
+    new = {**GOOD[0], "response_b": "Nice."}
+    call_command("import_comparisons", jsonl_file(new), "--project", str(project.pk), stdout=out)
     assert Comparison.objects.filter(project=project).count() == 4
 
 
@@ -236,7 +237,8 @@ def test_prompts_are_shared_across_batches_and_imports(make_project):
     project = make_project(overlap=1)
     rows = [{"prompt": f"Q{i % 3}?", "response_a": f"a{i}", "response_b": f"b{i}"} for i in range(7)]
     assert comparisons_import(project=project, lines=jsonl(*rows).splitlines(), batch_size=2).imported == 7
-    assert comparisons_import(project=project, lines=jsonl(*rows[:3]).splitlines()).imported == 3
+    more = [{**row, "response_b": "other"} for row in rows[:3]]
+    assert comparisons_import(project=project, lines=jsonl(*more).splitlines()).imported == 3
     assert Prompt.objects.filter(project=project).count() == 3
     by_prompt = {
         p.messages[0]["content"]: p.comparisons.count() for p in Prompt.objects.filter(project=project)
@@ -246,3 +248,39 @@ def test_prompts_are_shared_across_batches_and_imports(make_project):
     other = make_project()
     comparisons_import(project=other, lines=jsonl(rows[0]).splitlines())
     assert Prompt.objects.count() == 4
+
+
+@pytest.mark.django_db
+def test_reimporting_a_line_skips_it_as_a_duplicate_and_reports_it(
+    make_project, jsonl_file, client, make_user
+):
+    """Issue 13: comparison imports are idempotent by content (prompt + both responses)."""
+    project = make_project(overlap=2)
+    first = comparisons_import(project=project, lines=jsonl(*GOOD).splitlines())
+    assert (first.imported, first.duplicates) == (3, [])
+    # Again, with a fourth new line and the first line twice: only the new line is written.
+    fresh = {"prompt": "New?", "response_a": "Yes.", "response_b": "No."}
+    again = comparisons_import(project=project, lines=jsonl(GOOD[0], fresh, GOOD[1], fresh).splitlines())
+    assert again.ok and (again.lines, again.imported, again.slots) == (4, 1, 2)
+    assert again.duplicates == [
+        (1, "already in the project"),
+        (3, "already in the project"),
+        (4, "same pair as line 2"),
+    ]
+    assert Comparison.objects.filter(project=project).count() == 4
+    assert Assignment.objects.filter(project=project).count() == 8
+    # Different metadata, priority or gold does not make a new pair; swapped responses do.
+    swapped = {**GOOD[0], "response_a": GOOD[0]["response_b"], "response_b": GOOD[0]["response_a"]}
+    moved = {**GOOD[1], "priority": 9, "metadata": {}}
+    report = comparisons_import(project=project, lines=jsonl(moved, swapped).splitlines(), batch_size=1)
+    assert report.imported == 1 and [d[0] for d in report.duplicates] == [1]
+    # Another project is another queue: the same line is new there.
+    assert comparisons_import(project=make_project(), lines=jsonl(GOOD[0]).splitlines()).imported == 1
+
+    out = io.StringIO()
+    call_command("import_comparisons", jsonl_file(*GOOD), "--project", project.slug, stdout=out)
+    assert "Imported 0 comparisons" in out.getvalue() and "3 duplicates skipped" in out.getvalue()
+    client.force_login(make_user("ops"))
+    upload = SimpleUploadedFile("again.jsonl", jsonl(*GOOD).encode(), content_type="application/jsonl")
+    page = client.post(f"/ops/projects/{project.pk}/import/", {"file": upload}).content.decode()
+    assert "Imported 0 comparisons" in page and "3 duplicates skipped" in page

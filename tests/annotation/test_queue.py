@@ -268,3 +268,74 @@ def test_revise_is_refused_outside_the_window_for_others_and_for_bad_values(
     assert "2 minutes" in err.value.message
     assert not PreferenceRevision.objects.exists()
     assert Preference.objects.get().choice == "a"
+
+
+def _reltuples(table: str) -> float:
+    with connection.cursor() as cur:
+        cur.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [table])
+        return cur.fetchone()[0]
+
+
+def _rows(table: str) -> int:
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {table}")
+        return cur.fetchone()[0]
+
+
+@pytest.mark.django_db
+def test_bulk_writes_analyze_the_tables_they_touched_once_on_commit(
+    make_project, django_capture_on_commit_callbacks
+):
+    """Issue 13: right after a bulk write the queue ran 200x slower until PostgreSQL had
+    statistics; imports (and round / evaluation publishing, through slots_create) ANALYZE the
+    tables they wrote once their transaction commits."""
+    import json
+
+    from annotation.services.comparisons import _Analyze
+    from annotation.services.imports import comparisons_import
+
+    project = make_project(overlap=3)
+    lines = [
+        json.dumps({"prompt": f"Q{i}?", "response_a": f"a{i}", "response_b": f"b{i}"}) for i in range(250)
+    ]
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        assert comparisons_import(project=project, lines=lines, batch_size=100).imported == 250
+    assert sum(isinstance(c, _Analyze) for c in callbacks) == 1  # three batches, one ANALYZE
+    for table in (
+        "annotation_assignment",
+        "annotation_comparison",
+        "annotation_response",
+        "annotation_prompt",
+    ):
+        assert _reltuples(table) == _rows(table), table
+
+
+@pytest.mark.django_db
+def test_a_preference_import_analyzes_the_votes_table_too(make_project, django_capture_on_commit_callbacks):
+    import json
+
+    from annotation.services.comparisons import _Analyze
+    from annotation.services.preference_imports import preferences_import
+
+    project = make_project(overlap=3)
+    trl = [
+        json.dumps({"prompt": f"P{i}?", "chosen": f"good {i}", "rejected": f"bad {i}"}) for i in range(120)
+    ]
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        assert preferences_import(project=project, lines=trl, fmt="trl").imported == 120
+    assert sum(isinstance(c, _Analyze) for c in callbacks) == 1
+    assert _reltuples("annotation_preference") == _rows("annotation_preference") > 0
+    assert _reltuples("annotation_assignment") == _rows("annotation_assignment")
+
+
+@pytest.mark.django_db
+def test_next_plans_its_pick_without_bitmap_scans_for_its_transaction_only(make_project, make_user):
+    """The pick's plan does not hang on fresh statistics (bench/assignment.py --phases fresh):
+    `next` turns bitmap scans off for its own transaction (here the test's)."""
+    project = make_project(pairs=1)
+    with connection.cursor() as cur:
+        cur.execute("SHOW enable_bitmapscan")
+        assert cur.fetchone()[0] == "on"
+        assert assignment_next(rater=make_user("rater"), project=project) is not None
+        cur.execute("SHOW enable_bitmapscan")
+        assert cur.fetchone()[0] == "off"

@@ -352,7 +352,7 @@ def _settings_form(**overrides) -> dict:
         "dpo_batch_size": 2, "dpo_max_steps": "", "every_hours": "", "cron": "", "min_new_preferences": "",
         "policy_gate": "human_votes", "gate_threshold": 0.5, "gate_min_votes": 50, "eval_judge": "",
         "eval_prompts": 32, "eval_samples": 2, "eval_max_new_tokens": 128, "eval_priority": 1000,
-        "kl_budget": "",
+        "kl_budget": "", "keep_checkpoints": 3,
     }  # fmt: skip
     data.update(overrides)
     return data

@@ -38,6 +38,9 @@ class PolicyCheckpoint(models.Model):
     is_current = models.BooleanField(default=False)
     metrics = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When retention deleted the folder (the row stays: rounds, events and evaluations point at
+    # it); a pruned checkpoint can no longer be loaded or made current.
+    pruned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-pk"]

@@ -27,7 +27,8 @@ class RoundSettings(models.Model):
 
     Schedule: `every_hours` or `cron` (five fields, minute hour day month weekday) drives a
     django-celery-beat PeriodicTask; `min_new_preferences` starts a round once that many A/B
-    votes arrived after the active reward model's snapshot (checked by a periodic task).
+    votes arrived after the newest snapshot a reward model was trained on, promoted or not
+    (checked by a periodic task).
     """
 
     class PolicyGate(models.TextChoices):
@@ -110,6 +111,17 @@ class RoundSettings(models.Model):
     paused_reason = models.TextField(
         blank=True, help_text="Why the over-optimisation guard paused the schedule."
     )
+    # Checkpoint retention (training.services.policies.checkpoints_prune, after every round and
+    # `manage.py checkpoints_prune`): folders of other round checkpoints are deleted.
+    keep_checkpoints = models.PositiveSmallIntegerField(
+        default=3,
+        help_text="Round checkpoints kept on disk: the last N, besides the current one, the base, "
+        "any with evaluation votes or a leaderboard rating and any a round uses or evaluates.",
+    )
+    # The schedule's latest tick (periodic or preference trigger): when, and what it did
+    # ("started round 7", "skipped, round 6 is running", "3 of 10 new preferences: no round").
+    last_tick_at = models.DateTimeField(null=True, blank=True)
+    last_tick = models.CharField(max_length=500, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -6,12 +6,16 @@ new preferences.
   `training.tasks.scheduled_round_task(project_id)`. Switched off, the beat task is disabled,
   not deleted, so its last run and run count survive.
 - Preferences: with `min_new_preferences` = M, a single beat task
-  (`training.tasks.round_triggers_task`, every settings.ROUND_TRIGGER_CHECK_S seconds) starts
-  a round in each project where at least M A/B votes arrived after the active reward model's snapshot; the
-  round retrains the reward model first.
+  (`training.tasks.round_triggers_task`, every settings.ROUND_TRIGGER_CHECK_S seconds) starts a
+  round in each project where at least M A/B votes arrived after the newest snapshot a reward
+  model was trained on (promoted or not: an unpromoted one must not leave its votes "new"
+  forever); the round retrains the reward model first.
 
 Either way the start goes through `round_start`, so a schedule firing while a round runs (or
-at the same moment as a manual start) makes no second round.
+at the same moment as a manual start) makes no second round. Both ticks run on the light
+`default` queue (config/settings.py routes them there), never behind a round on `gpu`: a tick
+that fires while a round runs is skipped, and every tick records when it ran and what it did
+(`RoundSettings.last_tick_at` / `last_tick`, shown on the rounds page).
 
 The over-optimisation guard (`training.services.gates`) pauses a schedule with a reason
 (`schedule_pause`: disabled, its beat task disabled, `paused_reason` set); neither the schedule
@@ -27,12 +31,13 @@ import json
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from annotation.models import Project
 from core.errors import ErrorCode, ServiceError
 from training.models import PolicyEvent, RLHFRound, RoundSettings
-from training.round_selectors import new_preferences_count
+from training.round_selectors import new_preferences_count, round_active
 from training.services.rounds import blocklist_compile, round_settings_get, round_start
 
 SCHEDULED_TASK = "training.tasks.scheduled_round_task"
@@ -48,7 +53,7 @@ EDITABLE_FIELDS = (
     "dpo_epochs", "dpo_batch_size", "dpo_max_steps", "reward_config",
     "enabled", "every_hours", "cron", "min_new_preferences",
     "policy_gate", "gate_threshold", "gate_min_votes", "eval_judge", "eval_prompts", "eval_samples",
-    "eval_max_new_tokens", "eval_priority", "kl_budget",
+    "eval_max_new_tokens", "eval_priority", "kl_budget", "keep_checkpoints",
 )  # fmt: skip
 
 
@@ -202,8 +207,35 @@ def round_settings_update(*, project: Project, **fields) -> RoundSettings:
     return row
 
 
+def _tick_record(row: RoundSettings, what: str) -> None:
+    """What the schedule's latest tick did (shown on the rounds page)."""
+    row.last_tick_at, row.last_tick = timezone.now(), what[:500]
+    RoundSettings.objects.filter(pk=row.pk).update(last_tick_at=row.last_tick_at, last_tick=row.last_tick)
+
+
+def _tick_start(row: RoundSettings, trigger: str, why: str) -> tuple[RLHFRound | None, bool]:
+    """Start a round for a tick, or skip (a round is running, no prompts) with the reason
+    recorded. Ticks run on the light `default` queue, so a tick that fires while a round runs
+    is skipped at once instead of waiting behind the round and starting another right after."""
+    running = round_active(project_id=row.project_id)
+    if running is not None:
+        _tick_record(row, f"{why}: skipped, round {running.number} is running ({running.state}).")
+        return running, False
+    try:
+        r, created = round_start(project=row.project, trigger=trigger)
+    except ServiceError as exc:  # e.g. no prompts: nothing to start
+        _tick_record(row, f"{why}: skipped, {exc.message}")
+        return None, False
+    if created:
+        _tick_record(row, f"{why}: started round {r.number}.")
+    else:
+        _tick_record(row, f"{why}: skipped, round {r.number} is running ({r.state}).")
+    return r, created
+
+
 def schedule_fire(*, project_id: int) -> RLHFRound | None:
-    """The periodic task: start a round unless the schedule was switched off meanwhile."""
+    """The periodic task: start a round unless the schedule was switched off meanwhile; a tick
+    while a round runs is skipped (the running round is returned) and says so."""
     row = (
         RoundSettings.objects.filter(project_id=project_id, enabled=True, paused_reason="")
         .select_related("project")
@@ -211,22 +243,23 @@ def schedule_fire(*, project_id: int) -> RLHFRound | None:
     )
     if row is None:
         return None
-    r, _created = round_start(project=row.project, trigger=RLHFRound.Trigger.SCHEDULE)
+    r, _created = _tick_start(row, RLHFRound.Trigger.SCHEDULE, "Schedule")
     return r
 
 
 def schedule_triggers_check() -> list[RLHFRound]:
-    """Start a round wherever at least M new A/B votes arrived since the active reward model."""
+    """Start a round wherever at least M new A/B votes arrived since the newest trained snapshot."""
     started = []
     rows = RoundSettings.objects.filter(enabled=True, paused_reason="", min_new_preferences__isnull=False)
     for row in rows.select_related("project"):
-        if new_preferences_count(project=row.project) >= row.min_new_preferences:
-            try:
-                r, created = round_start(project=row.project, trigger=RLHFRound.Trigger.PREFERENCES)
-            except ServiceError:
-                continue  # e.g. no prompts: the page says so when ops look
-            if created:
-                started.append(r)
+        count = new_preferences_count(project=row.project)
+        why = f"{count} of {row.min_new_preferences} new preferences"
+        if count < row.min_new_preferences:
+            _tick_record(row, f"{why}: no round.")
+            continue
+        r, created = _tick_start(row, RLHFRound.Trigger.PREFERENCES, why)
+        if created:
+            started.append(r)
     return started
 
 

@@ -11,6 +11,7 @@ resumes there. `round_advance` runs one step only and leaves the round running a
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -22,6 +23,8 @@ from core.jobs import LEAVE_RUNNING, JobReporter, JobStatus, job_event_now, job_
 from training.models import RLHFRound
 from training.services.rounds.progress import RoundCancelled, RoundReporter
 from training.services.rounds.steps import STEP_FUNCTIONS
+
+logger = logging.getLogger(__name__)
 
 JOB_SOFT_TIME_LIMIT_S = int(getattr(settings, "ROUND_JOB_TIME_LIMIT_S", 12 * 3600))
 JOB_TIME_LIMIT_S = JOB_SOFT_TIME_LIMIT_S + 300
@@ -81,11 +84,23 @@ def _steps_run(r: RLHFRound, rep: RoundReporter, *, one_step: bool):
         STEP_FUNCTIONS[step](r, rep)
         cancel_requested = _step_end(r, step, time.perf_counter() - started)
         if NEXT_STATE[step] == "done":
+            _retention_run(r)
             return None  # the kernel records success
         if one_step:
             return LEAVE_RUNNING
         if cancel_requested:
             raise RoundCancelled(f"round {r.pk} was cancelled")
+
+
+def _retention_run(r: RLHFRound) -> None:
+    """Checkpoint retention after every round (`checkpoints_prune`); a failure to delete a
+    folder is logged, never the round's failure."""
+    from training.services.policies import checkpoints_prune
+
+    try:
+        checkpoints_prune(project=r.project)
+    except Exception:
+        logger.exception("checkpoint retention after round %s failed", r.pk)
 
 
 def _step_begin(r: RLHFRound, step: str) -> None:

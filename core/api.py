@@ -77,23 +77,18 @@ def exception_handler(exc, context):
 # or none after token auth, which loads the role permissions with the token.
 
 
-class _HasPerm(BasePermission):
-    perm = ""
+def _role_permission(name: str, perm: str) -> type[BasePermission]:
+    """A DRF permission class that admits users holding the role permission `perm`."""
 
     def has_permission(self, request, view) -> bool:
-        return self.perm in role_perms(request.user)
+        return perm in role_perms(request.user)
+
+    return type(name, (BasePermission,), {"has_permission": has_permission, "__doc__": f"Needs {perm}."})
 
 
-class CanRate(_HasPerm):
-    perm = roles.RATE
-
-
-class CanReadData(_HasPerm):
-    perm = roles.READ_DATA
-
-
-class CanOperate(_HasPerm):
-    perm = roles.OPERATE
+CanRate = _role_permission("CanRate", roles.RATE)
+CanReadData = _role_permission("CanReadData", roles.READ_DATA)
+CanOperate = _role_permission("CanOperate", roles.OPERATE)
 
 
 class HasAnyRole(BasePermission):

@@ -48,3 +48,16 @@ def make_project(db):
         return project
 
     return make
+
+
+@pytest.fixture(scope="module")
+def database_as_migrated_afterwards(django_db_blocker):
+    """After a module of transactional tests, put back what the migrations wrote (role groups,
+    permissions), which the last flush removed: the transactional tests of other modules find
+    the database as they would after migrate, whether they use serialized rollback or not."""
+    yield
+    from django.db import connection as conn
+
+    if hasattr(conn, "_test_serialized_contents"):
+        with django_db_blocker.unblock():
+            conn.creation.deserialize_db_from_string(conn._test_serialized_contents)

@@ -23,16 +23,9 @@ from tests.annotation.browser.support import CHROMIUM
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _database_as_migrated_afterwards(django_db_blocker):
-    """After this module, put back what the migrations wrote (role groups, permissions), which
-    the last flush removed: the transactional tests of other modules find the database as they
-    would after migrate, whether they use serialized rollback or not."""
+def _database_as_migrated_afterwards(database_as_migrated_afterwards):
+    """Every module here ends with the database as migrated (tests/conftest.py)."""
     yield
-    from django.db import connection as conn
-
-    if hasattr(conn, "_test_serialized_contents"):
-        with django_db_blocker.unblock():
-            conn.creation.deserialize_db_from_string(conn._test_serialized_contents)
 
 
 def _free_port() -> int:

@@ -316,3 +316,26 @@ def test_a_round_whose_new_reward_model_the_gate_blocks_fails_at_the_reward_step
     r = round_advance(round_id=r.pk)
     assert r.state == "failed" and r.failed_step == "reward"
     assert "was not promoted" in r.error and "at least 50 needed" in r.error
+
+
+@pytest.mark.django_db
+def test_the_gates_judge_starts_voting_on_a_rounds_evaluation_pairs_by_itself():
+    from training.models import JudgeRun
+    from training.services.gates import gate_judge_start
+
+    project, base = gate_project(policy_gate="judge_lower_bound")
+    r = ended_round(project, base, number=1)
+    evaluation = evaluation_votes(project, r.policy_out, base, wins=3, losses=0, round=r)
+    assert gate_judge_start(evaluation=evaluation) is None  # no judge chosen yet: nothing to start
+
+    judge = Judge.objects.create(
+        name=f"gate-{r.pk}", user=voter(), kind="chat", endpoint_url="http://judge.test"
+    )
+    round_settings_update(project=project, eval_judge=judge)
+    run = gate_judge_start(evaluation=evaluation)
+    assert isinstance(run, JudgeRun) and run.judge == judge and run.only_evaluation and run.votes_target == 3
+    assert gate_judge_start(evaluation=evaluation) is None  # already running on this project: not twice
+
+    round_settings_update(project=project, policy_gate="human_votes")
+    JudgeRun.objects.all().delete()
+    assert gate_judge_start(evaluation=evaluation) is None  # humans decide: no judge run

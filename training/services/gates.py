@@ -24,6 +24,8 @@ KL is over the budget.
 
 from __future__ import annotations
 
+import logging
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -36,6 +38,7 @@ from training.services.policies import policy_current, policy_make_current
 from training.services.rounds import round_settings_get
 
 State = RLHFRound.EvaluationState
+log = logging.getLogger(__name__)
 NO_EVALUATION_SERVICE = "Evaluations are not available in this installation (no evaluation service)."
 
 
@@ -175,6 +178,33 @@ def round_gate_check(*, round_id: int) -> RLHFRound:
             _save(r, State.FAILED, gate)
     overoptimisation_check(project=r.project)
     return r
+
+
+def gate_judge_start(*, evaluation) -> object | None:
+    """A round's evaluation pairs are in the queue: when the project's gate counts a judge's
+    votes, set that judge voting on them (evaluation pairs only), so the gate decides without
+    anyone starting it by hand. Returns the judge run, or None when there is nothing to start
+    (another rule, no judge chosen, not a round's evaluation, or the judge already runs on this
+    project and will reach these pairs)."""
+    from training.models import EvaluationPair
+    from training.services.judges import judge_run_create
+
+    if evaluation.round_id is None:
+        return None
+    row = round_settings_get(project=evaluation.project)
+    if row.policy_gate != RoundSettings.PolicyGate.JUDGE_LOWER_BOUND or row.eval_judge_id is None:
+        return None
+    pairs = EvaluationPair.objects.filter(evaluation=evaluation).count()
+    if not pairs:
+        return None
+    try:
+        with transaction.atomic():
+            return judge_run_create(
+                project=evaluation.project, judge=row.eval_judge, votes=pairs, only_evaluation=True
+            )
+    except ServiceError as exc:
+        log.info("evaluation %s: the gate's judge was not started: %s", evaluation.pk, exc.message)
+        return None
 
 
 def round_gates_check_all() -> list[RLHFRound]:

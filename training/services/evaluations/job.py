@@ -35,7 +35,7 @@ def evaluation_run(*, evaluation_id: int, listener: Callable | None = None) -> E
     def body(ev: Evaluation, reporter: JobReporter) -> None:
         _Run(ev, reporter).run()
 
-    return job_run(
+    ev = job_run(
         Evaluation,
         evaluation_id,
         body,
@@ -44,6 +44,11 @@ def evaluation_run(*, evaluation_id: int, listener: Callable | None = None) -> E
         time_limit_s=JOB_SOFT_TIME_LIMIT_S,
         listener=listener,
     )
+    if ev is not None and ev.status == Evaluation.Status.SUCCEEDED:
+        from training.services.gates import gate_judge_start
+
+        gate_judge_start(evaluation=ev)
+    return ev
 
 
 def _seed_of(ev: Evaluation, chunk_index: int) -> int:

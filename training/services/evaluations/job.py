@@ -16,6 +16,7 @@ from core.errors import ErrorCode, ServiceError
 from core.events import event_send_on_commit, project_group
 from core.jobs import JobFailed, JobReporter, job_run
 from training.ml.blocklist import blocked_reasons
+from training.ml.round_metrics import kl_k3
 from training.ml.stats import Z95, wilson_interval
 from training.models import Evaluation, EvaluationPair, PolicyCheckpoint, RewardModel
 from training.services.policies import policy_root
@@ -258,8 +259,9 @@ class _Run:
         }
 
     def kl(self, prompts, texts, eos) -> dict | None:
-        """mean(log p_challenger − log p_reference) over the challenger's own samples, in nats;
-        only meaningful on samples drawn at temperature 1 (top_p is always 1 here)."""
+        """KL(challenger || reference) over the challenger's own samples, in nats (k3, see
+        `training.ml.round_metrics.kl_k3`); only meaningful on samples drawn at temperature 1
+        (top_p is always 1 here)."""
         ev = self.ev
         if ev.temperature != 1.0:
             return None
@@ -273,7 +275,15 @@ class _Run:
             self.reporter.check()
             backend, _ = generation_backend(policy)
             scores.append(sequence_logprobs(backend.model, backend.tokenizer, prompts, texts, add_eos=eos))
-        return {**_mean([a - b for a, b in zip(*scores, strict=True)]), "reference": reference.pk}
+        pairs = list(zip(*scores, strict=True))
+        # The same estimator as a round's own KL (k3: unbiased and never negative); k1, the plain
+        # log-ratio mean, is kept beside it.
+        return {
+            **_mean([kl_k3(p, q) for p, q in pairs]),
+            "estimator": "k3",
+            "k1": _mean([p - q for p, q in pairs])["value"],
+            "reference": reference.pk,
+        }
 
 
 class _Safety:

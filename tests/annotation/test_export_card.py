@@ -2,13 +2,11 @@
 human and imported votes apart, one date parser, empty exports, the card over the API, readable
 filters, identical snapshots linked, timestamps, HH system turns, licence and source."""
 
-import importlib
 import io
 from datetime import UTC, datetime
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.apps import apps
 from django.core.management import CommandError, call_command
 from django.test import Client
 from rest_framework.test import APIClient
@@ -52,17 +50,6 @@ def test_card_counts_human_raters_and_imports_apart(humans_and_import, settings)
     raw = read_rows(settings, run_export(project, "raw", "jsonl"))
     imported = [r for r in raw if r["voter_kind"] == "imported"]
     assert len(imported) == 4 and {r["shown_left"] for r in imported} == {None}
-
-
-@pytest.mark.django_db
-def test_migration_clears_the_screen_side_of_imported_votes(make_project, make_user):
-    migration = importlib.import_module("annotation.migrations.0006_exports_imported_side")
-    (c,) = pairs(make_project(), 1)
-    old = vote(c, make_user(), "a", 2, shown_left="a", source="imported")  # what old imports wrote
-    kept = vote(c, make_user(), "b", 2, shown_left="b")
-    migration.imported_votes_have_no_side(apps, None)
-    assert Preference.objects.get(pk=old.pk).shown_left is None
-    assert Preference.objects.get(pk=kept.pk).shown_left == "b"
 
 
 @pytest.fixture

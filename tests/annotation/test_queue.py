@@ -287,7 +287,7 @@ def test_bulk_writes_analyze_the_tables_they_touched_once_on_commit(
     make_project, django_capture_on_commit_callbacks
 ):
     """Issue 13: right after a bulk write the queue ran 200x slower until PostgreSQL had
-    statistics; imports (and round / evaluation publishing, through slots_create) ANALYZE the
+    statistics; imports (and round / evaluation publishing, through assignments_create) ANALYZE the
     tables they wrote once their transaction commits."""
     import json
 

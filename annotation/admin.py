@@ -1,8 +1,8 @@
 """Django admin (staff only, by Django's design) for looking into the rating data.
 
-Rows that services own (slots, votes, skips) are read-only here: editing a vote or a slot by
-hand would break the counters and invariants the queue relies on. Projects are edited on the
-ops pages (or here, by staff).
+Rows that services own (assignments, votes, skips) are read-only here: editing a vote or an
+assignment by hand would break the counters and invariants the queue relies on. Projects are
+edited on the ops pages (or here, by staff).
 """
 
 from django.contrib import admin
@@ -81,7 +81,7 @@ class ComparisonAdmin(admin.ModelAdmin):
     list_select_related = ("project",)
     search_fields = ("=id", "=prompt__id")
     raw_id_fields = ("project", "prompt", "response_a", "response_b")
-    # The vote counter is kept by the submit service; the slots were made for votes_needed.
+    # The vote counter is kept by the submit service; the assignments were made for votes_needed.
     readonly_fields = ("votes_count", "votes_needed", "created_at")
 
 

@@ -124,12 +124,13 @@ class Comparison(models.Model):
 
 
 class Assignment(models.Model):
-    """One of the k rating slots of a comparison.
+    """One of the k rating places of a comparison (`slot` is its index, 0 to k - 1).
 
-    A comparison gets exactly `votes_needed` slots when it is created. A slot is open, leased
-    to one rater until `expires_at`, or done. Handing out slots (not counting leases) is what
-    makes the overlap exact under concurrency: each slot row is locked by one transaction
-    (SELECT ... FOR UPDATE SKIP LOCKED), and a rater can hold at most one slot of a comparison.
+    A comparison gets exactly `votes_needed` assignments when it is created. An assignment is
+    open, leased to one rater until `expires_at` (a lease), or done. Handing out assignment
+    rows (not counting leases) is what makes the overlap exact under concurrency: each row is
+    locked by one transaction (SELECT ... FOR UPDATE SKIP LOCKED), and a rater can hold at most
+    one assignment of a comparison.
     """
 
     class State(models.TextChoices):

@@ -144,7 +144,7 @@ def projects_with_counts():
         comparisons_total=_count_per_project(Comparison.objects.all()),
         comparisons_done=_count_per_project(Comparison.objects.filter(votes_count__gte=F("votes_needed"))),
         votes_total=_count_per_project(Preference.objects.all(), "comparison__project"),
-        slots_leased=_count_per_project(
+        assignments_leased=_count_per_project(
             Assignment.objects.filter(state=Assignment.State.LEASED, expires_at__gt=timezone.now())
         ),
     )

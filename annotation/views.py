@@ -245,6 +245,14 @@ def rate(request: HttpRequest, project_id: int) -> HttpResponse:
     return _render_pair(request, project, lease)
 
 
+def _after_write(request: HttpRequest, project: Project, notice: str) -> HttpResponse:
+    """After a rater's write: the pair they hold now, with `notice` (htmx), else the rating page."""
+    if not request.htmx:
+        return redirect("rater:rate", project_id=project.pk)
+    lease = assignment_next(rater=request.user, project=project)
+    return _render_pair(request, project, lease, notice=notice)
+
+
 @require_POST
 @role_required(RATE)
 def submit(request: HttpRequest, project_id: int, comparison_id: int) -> HttpResponse:
@@ -272,11 +280,8 @@ def submit(request: HttpRequest, project_id: int, comparison_id: int) -> HttpRes
             error=err.message,
             error_code=err.code,
         )
-    if not request.htmx:
-        return redirect("rater:rate", project_id=project.pk)
-    lease = assignment_next(rater=request.user, project=project)
     notice = "Saved. Here is the next pair." if result.created else "Already saved. Here is the next pair."
-    return _render_pair(request, project, lease, notice=notice)
+    return _after_write(request, project, notice)
 
 
 @require_http_methods(["GET", "POST"])
@@ -313,10 +318,7 @@ def revise(request: HttpRequest, project_id: int, preference_id: int) -> HttpRes
         return _render_pair(
             request, project, lease, status=err.status, error=err.message, error_code=err.code
         )
-    if not request.htmx:
-        return redirect("rater:rate", project_id=project.pk)
-    lease = assignment_next(rater=request.user, project=project)
-    return _render_pair(request, project, lease, notice="Changed your last vote. Here is your pair again.")
+    return _after_write(request, project, "Changed your last vote. Here is your pair again.")
 
 
 @require_POST
@@ -333,10 +335,7 @@ def skip(request: HttpRequest, project_id: int, comparison_id: int) -> HttpRespo
         return _rerender_after_error(
             request, project, comparison_id, status=err.status, skip_error=err.message, skip_reason=reason
         )
-    if not request.htmx:
-        return redirect("rater:rate", project_id=project.pk)
-    lease = assignment_next(rater=request.user, project=project)
-    return _render_pair(request, project, lease, notice="Skipped. Here is the next pair.")
+    return _after_write(request, project, "Skipped. Here is the next pair.")
 
 
 @require_GET

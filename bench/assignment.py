@@ -88,6 +88,12 @@ class PhaseResult:
     client_cpu_s: float | None = None  # the HTTP load generator
     max_start_lag_ms: float | None = None  # open loop: how late the client started a cycle
 
+    def cycle(self, started: float, leased: float, done: float) -> None:
+        """One lease + vote, timed with perf_counter: started, lease in hand, vote stored."""
+        self.next_ms.append((leased - started) * 1000)
+        self.submit_ms.append((done - leased) * 1000)
+        self.cycles += 1
+
     def add(self, other: PhaseResult) -> None:
         """Count in what one thread of the phase measured."""
         self.cycles += other.cycles
@@ -213,9 +219,7 @@ async def _cycle(client, stats: _Stats, project_id: int, token: str, started: fl
     if response.status_code != 201:
         stats.error("submit", response)
         return False
-    stats.next_ms.append((leased - started) * 1000)
-    stats.submit_ms.append((done - leased) * 1000)
-    stats.cycles += 1
+    stats.cycle(started, leased, done)
     return True
 
 
@@ -494,10 +498,7 @@ def run_service(*, project, raters: list, concurrency: int, seconds: float, db_n
                     idempotency_key=body["idempotency_key"],
                     client_ms=body["client_ms"],
                 )
-                t2 = time.perf_counter()
-                out.next_ms.append((t1 - t0) * 1000)
-                out.submit_ms.append((t2 - t1) * 1000)
-                out.cycles += 1
+                out.cycle(t0, t1, time.perf_counter())
         finally:
             finish()
             connection.close()
@@ -587,10 +588,7 @@ def run_floor(
                         )
                         conn.execute(FLOOR_CLOSE, {"id": row[0]})
                         conn.execute(FLOOR_COUNT, {"comparison": comparison_id})
-                    t2 = time.perf_counter()
-                    out.next_ms.append((t1 - t0) * 1000)
-                    out.submit_ms.append((t2 - t1) * 1000)
-                    out.cycles += 1
+                    out.cycle(t0, t1, time.perf_counter())
             finally:
                 finish()
 

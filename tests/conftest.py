@@ -2,10 +2,12 @@ import itertools
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.test import Client
 
 from annotation.models import Project
-from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from annotation.services.comparisons import comparisons_create
 from core.roles import role_groups_ensure
+from tests.support import pair_specs
 
 _counter = itertools.count()
 
@@ -27,6 +29,14 @@ def make_user(db):
 
 
 @pytest.fixture
+def ops_client(make_user):
+    """A test client signed in as a new ops user."""
+    client = Client()
+    client.force_login(make_user("ops"))
+    return client
+
+
+@pytest.fixture
 def make_project(db):
     def make(*, pairs: int = 0, overlap: int = 3, lease_seconds: int = 300, **extra) -> Project:
         n = next(_counter)
@@ -34,17 +44,7 @@ def make_project(db):
             name=f"Project {n}", slug=f"project-{n}", overlap=overlap, lease_seconds=lease_seconds, **extra
         )
         if pairs:
-            comparisons_create(
-                project=project,
-                specs=[
-                    ComparisonSpec(
-                        messages=[{"role": "user", "content": f"Question {i}?"}],
-                        response_a=f"Answer A to {i}",
-                        response_b=f"Answer B to {i}",
-                    )
-                    for i in range(pairs)
-                ],
-            )
+            comparisons_create(project=project, specs=pair_specs(pairs))
         return project
 
     return make

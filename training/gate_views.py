@@ -13,12 +13,9 @@ from functools import partial
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.response import Response
 
 from annotation.models import Project
-from core.api import errors_with
 from core.errors import ErrorCode
 from core.permissions import role_required
 from core.roles import OPERATE
@@ -26,7 +23,13 @@ from training.models import PolicyEvent, RLHFRound
 from training.services.gates import round_gate_check
 from training.services.policies import policy_rollback
 from training.services.schedules import schedule_resume
-from training.views import ObjectActionView, OpsApiView, action_schema, page_action
+from training.views import (
+    ObjectActionView,
+    ProjectCreateView,
+    action_schema,
+    page_action,
+    project_schema,
+)
 
 
 def _rounds_url(project_id: int) -> str:
@@ -101,24 +104,17 @@ class RollbackSerializer(serializers.Serializer):
     reason = serializers.CharField(allow_blank=True, trim_whitespace=True)
 
 
-class PolicyRollbackView(OpsApiView):
-    """POST {"checkpoint": id, "reason": "..."}: make that checkpoint of the project current."""
+@project_schema(ErrorCode.STATE)
+class PolicyRollbackView(ProjectCreateView):
+    """POST {"checkpoint": id, "reason": "..."}: make that checkpoint of the project current;
+    201 with the policy event."""
 
-    @extend_schema(
-        request=RollbackSerializer,
-        responses={201: PolicyEventSerializer, **errors_with(ErrorCode.STATE)},
-    )
-    def post(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
-        data = RollbackSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        event = policy_rollback(
-            project=project,
-            checkpoint=data.validated_data["checkpoint"],
-            by=request.user,
-            reason=data.validated_data["reason"],
+    serializer_class, input_class = PolicyEventSerializer, RollbackSerializer
+
+    def create(self, request, project, data):
+        return policy_rollback(
+            project=project, checkpoint=data["checkpoint"], by=request.user, reason=data["reason"]
         )
-        return Response(PolicyEventSerializer(event).data, status=201)
 
 
 class RoundGateSerializer(serializers.ModelSerializer):

@@ -15,18 +15,26 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.response import Response
 
 from annotation.models import Project
-from core.api import ERRORS, errors_with
+from core.api import ERRORS
 from core.errors import ErrorCode
 from core.permissions import role_required
 from core.roles import OPERATE
 from training import judge_selectors as selectors
 from training.models import Judge, JudgeRun
 from training.services.judges import MAX_RATERS, MAX_VOTES, judge_run_cancel, judge_run_create
-from training.views import ObjectActionView, OpsApiView, action_schema, page_action
+from training.views import (
+    ObjectActionView,
+    OpsApiView,
+    ProjectCreateView,
+    ProjectRowsView,
+    action_schema,
+    page_action,
+    project_schema,
+)
 
 
 class JudgeRunForm(forms.Form):
@@ -127,24 +135,17 @@ class JudgeListView(OpsApiView):
         return Response(JudgeSerializer(selectors.judges_all(), many=True).data)
 
 
-class JudgeRunListView(OpsApiView):
-    """GET: the project's judge runs, newest first. POST: start one."""
+@project_schema(ErrorCode.RUNNING)
+class JudgeRunListView(ProjectRowsView, ProjectCreateView):
+    """GET: the project's judge runs, newest first (200 at most). POST: start one."""
 
-    @extend_schema(responses={200: JudgeRunSerializer(many=True), **ERRORS})
-    def get(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
-        return Response(JudgeRunSerializer(selectors.judge_runs_for(project=project)[:200], many=True).data)
+    serializer_class, input_class = JudgeRunSerializer, JudgeRunStartSerializer
 
-    @extend_schema(
-        request=JudgeRunStartSerializer,
-        responses={201: JudgeRunSerializer, **errors_with(ErrorCode.RUNNING)},
-    )
-    def post(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
-        data = JudgeRunStartSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        run = judge_run_create(project=project, requested_by=request.user, **data.validated_data)
-        return Response(JudgeRunSerializer(run).data, status=status.HTTP_201_CREATED)
+    def rows(self, project):
+        return selectors.judge_runs_for(project=project)[:200]
+
+    def create(self, request, project, data):
+        return judge_run_create(project=project, requested_by=request.user, **data)
 
 
 class JudgeRunDetailView(OpsApiView):

@@ -36,7 +36,14 @@ from training.services.policies import checkpoints_disk_used
 from training.services.reward_models.config import overrides_clean
 from training.services.rounds import round_cancel, round_retry, round_settings_get, round_start
 from training.services.schedules import EDITABLE_FIELDS, round_settings_update
-from training.views import ObjectActionView, OpsApiView, action_schema, page_action
+from training.views import (
+    ObjectActionView,
+    OpsApiView,
+    ProjectRowsView,
+    action_schema,
+    page_action,
+    project_schema,
+)
 
 STEP_LABELS = {
     "reward": "Reward model",
@@ -313,13 +320,15 @@ class RoundSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class RoundListView(OpsApiView):
-    """GET: the project's rounds, newest first. POST: start a round (or get the running one)."""
+@project_schema()
+class RoundListView(ProjectRowsView):
+    """GET: the project's rounds, newest first (200 at most). POST: start a round (or get the
+    running one: 200 instead of 201)."""
 
-    @extend_schema(responses={200: RoundSerializer(many=True), **ERRORS})
-    def get(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
-        return Response(RoundSerializer(selectors.rounds_for(project=project)[:200], many=True).data)
+    serializer_class = RoundSerializer
+
+    def rows(self, project):
+        return selectors.rounds_for(project=project)[:200]
 
     @extend_schema(
         request=None,

@@ -14,7 +14,7 @@ from django.db.models import Model
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
@@ -184,27 +184,68 @@ def action_schema(serializer: type[serializers.Serializer], *conflicts: ErrorCod
     return extend_schema(request=None, responses={200: serializer, **errors_with(*conflicts)})
 
 
-class RewardModelListView(OpsApiView):
-    """GET: the project's runs, newest first. POST {"config": {...}}: queue a run."""
+class ProjectRowsView(OpsApiView):
+    """GET: a project's rows of one kind (`rows`), as `serializer_class` (404 without the
+    project). Mixed with `ProjectCreateView` for the POST that starts one."""
 
-    @extend_schema(responses={200: RewardModelSerializer(many=True), **ERRORS})
+    serializer_class: type[serializers.Serializer]
+
+    def rows(self, project: Project):
+        raise NotImplementedError
+
     def get(self, request, project_id: int):
         project = get_object_or_404(Project, pk=project_id)
-        runs = selectors.reward_models_for(project=project)
-        return Response(RewardModelSerializer(runs, many=True).data)
+        return Response(self.serializer_class(self.rows(project), many=True).data)
 
-    @extend_schema(
-        request=RunStartSerializer,
-        responses={201: RewardModelSerializer, **errors_with(ErrorCode.NO_PREFERENCES)},
-    )
+
+class ProjectCreateView(OpsApiView):
+    """POST with `input_class`'s body: one service call (`create`) makes a row of the project;
+    201 with it as `serializer_class`. 404 without the project, 400 for a body that does not
+    parse; the service's refusals go through the one exception handler."""
+
+    serializer_class: type[serializers.Serializer]
+    input_class: type[serializers.Serializer]
+
+    def create(self, request, project: Project, data: dict) -> Model:
+        raise NotImplementedError
+
     def post(self, request, project_id: int):
         project = get_object_or_404(Project, pk=project_id)
-        data = RunStartSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        run = reward_model_run_create(
-            project=project, config_overrides=data.validated_data["config"], requested_by=request.user
+        parsed = self.input_class(data=request.data)
+        parsed.is_valid(raise_exception=True)
+        row = self.create(request, project, parsed.validated_data)
+        return Response(self.serializer_class(row).data, status=status.HTTP_201_CREATED)
+
+
+def project_schema(*conflicts: ErrorCode) -> Callable[[type[OpsApiView]], type[OpsApiView]]:
+    """The OpenAPI of a `ProjectRowsView` / `ProjectCreateView`, for whichever methods it has:
+    GET the rows; POST the input, 201 with the row, 409 with `conflicts`."""
+
+    def decorate(view: type[OpsApiView]) -> type[OpsApiView]:
+        methods = {}
+        if issubclass(view, ProjectRowsView):
+            methods["get"] = extend_schema(responses={200: view.serializer_class(many=True), **ERRORS})
+        if issubclass(view, ProjectCreateView):
+            responses = {201: view.serializer_class, **errors_with(*conflicts)}
+            methods["post"] = extend_schema(request=view.input_class, responses=responses)
+        return extend_schema_view(**methods)(view)
+
+    return decorate
+
+
+@project_schema(ErrorCode.NO_PREFERENCES)
+class RewardModelListView(ProjectRowsView, ProjectCreateView):
+    """GET: the project's runs, newest first. POST {"config": {...}}: queue a run."""
+
+    serializer_class, input_class = RewardModelSerializer, RunStartSerializer
+
+    def rows(self, project):
+        return selectors.reward_models_for(project=project)
+
+    def create(self, request, project, data):
+        return reward_model_run_create(
+            project=project, config_overrides=data["config"], requested_by=request.user
         )
-        return Response(RewardModelSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
 class RewardModelDetailView(OpsApiView):

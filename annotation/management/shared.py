@@ -1,14 +1,18 @@
-"""What the management commands share: the `--project` look-up and the import commands' shape."""
+"""What the management commands share: the `--project` look-up (`ProjectCommand`), `--user`,
+a service's refusal as a command error, and the import commands' shape."""
 
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Project
 from annotation.selectors import project_by_ref, project_slugs
 from annotation.services.jsonl import ImportReport
+from core.errors import ServiceError
 
 
 def project_from_option(ref: str) -> Project:
@@ -20,7 +24,40 @@ def project_from_option(ref: str) -> Project:
     return project
 
 
-class ImportCommand(BaseCommand):
+def user_from_option(username: str | None):
+    """The user a `--user` option names (None when it is not given), else a CommandError."""
+    if not username:
+        return None
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise CommandError(f"No user {username!r}.")
+    return user
+
+
+@contextmanager
+def service_errors():
+    """A service's refusal (`ServiceError`) ends the command with its message, no traceback."""
+    try:
+        yield
+    except ServiceError as exc:
+        raise CommandError(exc.message) from None
+
+
+class ProjectCommand(BaseCommand):
+    """A command about one project: `--project SLUG|ID` is looked up (a CommandError lists the
+    known slugs when there is none) and `handle_project` gets the Project."""
+
+    def add_arguments(self, parser):
+        parser.add_argument("--project", required=True, help="Project slug (or id).")
+
+    def handle(self, *args, project: str, **options):
+        return self.handle_project(project_from_option(project), **options)
+
+    def handle_project(self, project: Project, **options):
+        raise NotImplementedError
+
+
+class ImportCommand(ProjectCommand):
     """FILE --project P: one import service over the file's lines, every bad line reported on
     stderr, and nothing written unless the whole file is valid (the services see to that).
 
@@ -32,7 +69,7 @@ class ImportCommand(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("file", help=self.file_help)
-        parser.add_argument("--project", required=True, help="Project slug (or id).")
+        super().add_arguments(parser)
 
     def open_lines(self, file: str):
         """The file's lines, as a context manager (standard input for "-")."""
@@ -49,8 +86,7 @@ class ImportCommand(BaseCommand):
     def done(self, *, project: Project, report: ImportReport, **options) -> None:
         raise NotImplementedError
 
-    def handle(self, *args, file: str, project: str, **options):
-        target = project_from_option(project)
+    def handle_project(self, target: Project, *, file: str, **options):
         try:
             stream = self.open_lines(file)
         except OSError as exc:

@@ -81,7 +81,7 @@ def comparisons_create(
     round_id: int | None = None,
     votes_needed: int | None = None,
 ) -> list[Comparison]:
-    """Create comparisons with their responses and exactly k open rating slots each."""
+    """Create comparisons with their responses and exactly k open assignments each."""
     k = votes_needed or project.overlap
     comparisons: list[Comparison] = []
     responses: list[Response] = []
@@ -108,11 +108,11 @@ def comparisons_create(
             )
         )
     Comparison.objects.bulk_create(comparisons, batch_size=2000)
-    slots_create(comparisons=comparisons)
+    assignments_create(comparisons=comparisons)
     return comparisons
 
 
-# The tables a bulk write of pairs touches (slots_create's callers: imports, round and
+# The tables a bulk write of pairs touches (assignments_create's callers: imports, round and
 # evaluation publishing, the demo seed).
 PAIR_TABLES = ("annotation_assignment", "annotation_comparison", "annotation_response", "annotation_prompt")
 
@@ -142,8 +142,8 @@ def tables_analyze_on_commit(*tables: str) -> None:
     transaction.on_commit(analyze, robust=True)
 
 
-def slots_create(*, comparisons: list[Comparison]) -> None:
-    """The k open rating slots of each comparison; the pair tables are analysed on commit."""
+def assignments_create(*, comparisons: list[Comparison]) -> None:
+    """The k open assignments of each comparison; the pair tables are analysed on commit."""
     tables_analyze_on_commit(*PAIR_TABLES)
     Assignment.objects.bulk_create(
         [

@@ -96,7 +96,7 @@ def comparisons_import(
         specs = [spec for _, spec in items if spec.content_key not in existing]
         created = comparisons_create(project=project, specs=specs) if specs else []
         report.imported += len(created)
-        report.slots += sum(c.votes_needed for c in created)
+        report.assignments += sum(c.votes_needed for c in created)
 
     jsonl.lines_import(
         project=project,

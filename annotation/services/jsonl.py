@@ -42,7 +42,7 @@ class ImportReport:
 
     lines: int = 0  # non-blank lines read, good and bad
     imported: int = 0  # items written (0 whenever errors is not empty)
-    slots: int = 0  # rating slots created (comparison imports: imported × overlap)
+    assignments: int = 0  # assignments created (comparison imports: imported × overlap)
     duplicates: list[tuple[int, str]] = field(default_factory=list)  # (line, why skipped)
     errors: list[LineError] = field(default_factory=list)
     comparison_ids: list[int] = field(default_factory=list)  # preference imports: the new pairs
@@ -137,7 +137,7 @@ def lines_import(
         batch.flush()
         if report.errors:
             transaction.set_rollback(True)
-            report.imported = report.slots = 0
+            report.imported = report.assignments = 0
         elif report.imported:
             event_send_on_commit(
                 group=project_group(project.pk), payload={"kind": added_event, "count": report.imported}

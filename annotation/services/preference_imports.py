@@ -12,9 +12,9 @@ preference on it. The rules, chosen so an import is reproducible and auditable:
 - Rater: one system user per project and format (`import-<format>-p<project id>`), inactive,
   with no usable password and no groups: it can never log in, and exports can tell imported
   votes (source "imported") from raters' votes.
-- Queue: by default the comparison is created complete (votes_needed 1, its one slot done by
+- Queue: by default the comparison is created complete (votes_needed 1, its one assignment done by
   the import user), so it never enters the rating queue. With `queue=True` it also gets the
-  project's k open slots for raters (votes_needed k + 1).
+  project's k open assignments for raters (votes_needed k + 1).
 - Dedupe: each pair's idempotency key is the sha256 of its parsed content (prompt messages,
   chosen, rejected), so re-importing a file, or the same pair in the other format or with
   different JSON spacing, is detected; such lines are skipped and reported.
@@ -42,7 +42,7 @@ from annotation.services.jsonl import ImportReport, LineError, json_object_from_
 from core.errors import ErrorCode, ServiceError
 from core.locks import LockNamespace, xact_lock
 
-FORMATS = ("hh", "trl")
+DATASET_FORMATS = ("hh", "trl")  # dataset layouts; the exporters' FORMATS are file formats
 IMPORTED_STRENGTH = 2
 MAX_LINE_BYTES = 5 * 1024 * 1024
 
@@ -149,8 +149,10 @@ def parse_preference_lines(
     lines: Iterable[bytes | str], fmt: str
 ) -> tuple[list[ParsedPair], list[LineError], int]:
     """(pairs, errors, non-blank line count). Pure: reads nothing but `lines`."""
-    if fmt not in FORMATS:
-        raise ServiceError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.", code=ErrorCode.FORMAT)
+    if fmt not in DATASET_FORMATS:
+        raise ServiceError(
+            f"Unknown format {fmt!r}; use one of {', '.join(DATASET_FORMATS)}.", code=ErrorCode.FORMAT
+        )
     parse = _parse_hh if fmt == "hh" else _parse_trl
     tally = ImportReport()
     pairs = [

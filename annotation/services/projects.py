@@ -24,7 +24,7 @@ def project_update(*, project: Project, **changes) -> Project:
     """Change name, slug, guidelines, overlap or lease length.
 
     A new overlap applies to comparisons created from now on: existing comparisons keep the
-    rating slots they were created with. A new lease length applies to the next leases.
+    assignments they were created with. A new lease length applies to the next leases.
     """
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:

@@ -48,7 +48,7 @@ def test_good_file_imports_every_line_with_its_fields(make_project):
     lines = jsonl(GOOD[0], "", "   ", GOOD[1], GOOD[2]).encode().splitlines(keepends=True)
     report = comparisons_import(project=project, lines=lines)
     assert report.ok and report.errors == []
-    assert (report.lines, report.imported, report.slots) == (3, 3, 6)
+    assert (report.lines, report.imported, report.assignments) == (3, 3, 6)
 
     assert Prompt.objects.filter(project=project).count() == 2
     assert Response.objects.filter(prompt__project=project).count() == 6
@@ -156,7 +156,7 @@ def test_command_imports_by_slug_or_id_and_prints_summary(make_project, jsonl_fi
     project = make_project(overlap=3)
     out = io.StringIO()
     call_command("import_comparisons", jsonl_file(*GOOD), "--project", project.slug, stdout=out)
-    assert f"Imported 3 comparisons into {project.slug} (9 rating slots" in out.getvalue()
+    assert f"Imported 3 comparisons into {project.slug} (9 assignments" in out.getvalue()
     new = {**GOOD[0], "response_b": "Nice."}
     call_command("import_comparisons", jsonl_file(new), "--project", str(project.pk), stdout=out)
     assert Comparison.objects.filter(project=project).count() == 4
@@ -261,7 +261,7 @@ def test_reimporting_a_line_skips_it_as_a_duplicate_and_reports_it(
     # Again, with a fourth new line and the first line twice: only the new line is written.
     fresh = {"prompt": "New?", "response_a": "Yes.", "response_b": "No."}
     again = comparisons_import(project=project, lines=jsonl(GOOD[0], fresh, GOOD[1], fresh).splitlines())
-    assert again.ok and (again.lines, again.imported, again.slots) == (4, 1, 2)
+    assert again.ok and (again.lines, again.imported, again.assignments) == (4, 1, 2)
     assert again.duplicates == [
         (1, "already in the project"),
         (3, "already in the project"),

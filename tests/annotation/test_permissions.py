@@ -182,8 +182,8 @@ def test_ops_overview_counts_per_project(make_user, make_project):
     r = client_for(make_user("ops")).get("/ops/")
     rows = {p.pk: p for p in r.context["projects"]}
     b, i = rows[busy.pk], rows[idle.pk]
-    assert (b.comparisons_total, b.comparisons_done, b.votes_total, b.slots_leased) == (3, 1, 2, 1)
-    assert (i.comparisons_total, i.comparisons_done, i.votes_total, i.slots_leased) == (1, 0, 0, 0)
+    assert (b.comparisons_total, b.comparisons_done, b.votes_total, b.assignments_leased) == (3, 1, 2, 1)
+    assert (i.comparisons_total, i.comparisons_done, i.votes_total, i.assignments_leased) == (1, 0, 0, 0)
 
 
 def _routes(patterns, prefix=""):

@@ -17,16 +17,19 @@ def lines(*objs):
     return [json.dumps(o) if not isinstance(o, str) else o for o in objs]
 
 
+def import_objects(project, *objs, **kw):
+    """prompts_import over one line per object (a string is a line as it is)."""
+    return prompts_import(project=project, lines=lines(*objs), **kw)
+
+
 @pytest.mark.django_db
 def test_valid_file_adds_prompts_with_metadata_reference_and_hash(make_project):
     project = make_project()
-    report = prompts_import(
-        project=project,
-        lines=lines(
-            {"prompt": "What is 2+2?", "reference_answer": "4", "metadata": {"topic": "math"}},
-            "",
-            {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]},
-        ),
+    report = import_objects(
+        project,
+        {"prompt": "What is 2+2?", "reference_answer": "4", "metadata": {"topic": "math"}},
+        "",
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]},
     )
     assert report.ok and report.lines == 2 and report.imported == 2 and not report.duplicates
     first = Prompt.objects.get(
@@ -39,18 +42,16 @@ def test_valid_file_adds_prompts_with_metadata_reference_and_hash(make_project):
 @pytest.mark.django_db
 def test_bad_lines_are_all_reported_with_numbers_and_nothing_is_written(make_project):
     project = make_project()
-    report = prompts_import(
-        project=project,
-        lines=lines(
-            {"prompt": "fine"},
-            "{not json",
-            {"prompt": "x", "messages": [{"role": "user", "content": "y"}]},
-            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
-            {"prompt": "ok", "extra": 1},
-            {"prompt": "ok", "reference_answer": 5},
-            {"prompt": "ok", "metadata": []},
-            [1, 2],
-        ),
+    report = import_objects(
+        project,
+        {"prompt": "fine"},
+        "{not json",
+        {"prompt": "x", "messages": [{"role": "user", "content": "y"}]},
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+        {"prompt": "ok", "extra": 1},
+        {"prompt": "ok", "reference_answer": 5},
+        {"prompt": "ok", "metadata": []},
+        [1, 2],
     )
     assert not report.ok and report.imported == 0
     assert [e.line for e in report.errors] == [2, 3, 4, 5, 6, 7, 8]
@@ -62,17 +63,15 @@ def test_bad_lines_are_all_reported_with_numbers_and_nothing_is_written(make_pro
 @pytest.mark.django_db
 def test_duplicates_in_the_file_and_in_the_project_are_skipped_by_content_hash(make_project):
     project = make_project(pairs=1)  # has the prompt "Question 0?"
-    report = prompts_import(
-        project=project,
-        lines=lines(
-            {"prompt": "New one"},
-            {"messages": [{"role": "user", "content": "New one"}]},  # same content as line 1
-            {"prompt": "Question 0?"},
-        ),
+    report = import_objects(
+        project,
+        {"prompt": "New one"},
+        {"messages": [{"role": "user", "content": "New one"}]},  # same content as line 1
+        {"prompt": "Question 0?"},
     )
     assert report.ok and report.imported == 1
     assert report.duplicates == [(2, "same prompt as line 1"), (3, "already in the project")]
-    again = prompts_import(project=project, lines=lines({"prompt": "New one"}))
+    again = import_objects(project, {"prompt": "New one"})
     assert again.imported == 0 and again.duplicates == [(1, "already in the project")]
     assert Prompt.objects.filter(project=project).count() == 2
 

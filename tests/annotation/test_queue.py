@@ -10,6 +10,7 @@ from django.utils import timezone
 from annotation.models import Assignment, Comparison, Preference, Skip
 from annotation.services.queue import assignment_next, assignment_skip, preference_submit
 from core.errors import NoLease, ServiceError
+from tests.support import run_on_connections
 
 
 def submit(rater, comparison_id, key=None, **kw):
@@ -20,14 +21,24 @@ def submit(rater, comparison_id, key=None, **kw):
     )
 
 
+def new_lease(make_user, project):
+    """A new rater and the lease the queue hands them in `project`."""
+    rater = make_user()
+    return rater, assignment_next(rater=rater, project=project)
+
+
+def expire(lease) -> None:
+    """Let the lease lapse (it expired a second ago)."""
+    Assignment.objects.filter(pk=lease.assignment.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+
 @pytest.mark.django_db
 def test_next_serves_highest_priority_and_reload_returns_same_lease(make_project, make_user):
     project = make_project(pairs=5)
     top = Comparison.objects.filter(project=project).order_by("id")[3]
     Comparison.objects.filter(pk=top.pk).update(priority=10)
     Assignment.objects.filter(comparison=top).update(priority=10)
-    rater = make_user()
-    lease = assignment_next(rater=rater, project=project)
+    rater, lease = new_lease(make_user, project)
     assert lease.comparison.pk == top.pk and not lease.renewed
     again = assignment_next(rater=rater, project=project)
     assert again.assignment.pk == lease.assignment.pk and again.renewed
@@ -37,8 +48,7 @@ def test_next_serves_highest_priority_and_reload_returns_same_lease(make_project
 @pytest.mark.django_db
 def test_submit_records_side_shown_and_times_and_is_idempotent(make_project, make_user):
     project = make_project(pairs=2)
-    rater = make_user()
-    lease = assignment_next(rater=rater, project=project)
+    rater, lease = new_lease(make_user, project)
     first = submit(rater, lease.comparison.pk, key="k1", client_ms=1234, rationale="  clearer  ")
     again = submit(rater, lease.comparison.pk, key="k1", choice="b", strength=1)
     assert first.created and not again.created
@@ -76,8 +86,7 @@ def test_submit_without_lease_is_rejected_with_message(make_project, make_user):
 )
 def test_submit_rejects_bad_values(make_project, make_user, kw, code):
     project = make_project(pairs=1)
-    rater = make_user()
-    lease = assignment_next(rater=rater, project=project)
+    rater, lease = new_lease(make_user, project)
     with pytest.raises(ServiceError) as err:
         submit(rater, lease.comparison.pk, **kw)
     assert err.value.code == code
@@ -87,8 +96,7 @@ def test_submit_rejects_bad_values(make_project, make_user, kw, code):
 @pytest.mark.django_db
 def test_tie_drops_strength_and_unsafe_category_implies_flag(make_project, make_user):
     project = make_project(pairs=1)
-    rater = make_user()
-    lease = assignment_next(rater=rater, project=project)
+    rater, lease = new_lease(make_user, project)
     result = submit(rater, lease.comparison.pk, choice="tie", strength=3, unsafe_b_category="violence")
     pref = result.preference
     assert pref.strength is None and pref.unsafe_b and pref.unsafe_b_category == "violence"
@@ -101,7 +109,7 @@ def test_expired_lease_goes_back_to_queue_and_late_submit_is_rejected(make_proje
     slow, fast = make_user(), make_user()
     lease = assignment_next(rater=slow, project=project)
     assert assignment_next(rater=fast, project=project) is None  # the only slot is leased
-    Assignment.objects.filter(pk=lease.assignment.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    expire(lease)
     taken = assignment_next(rater=fast, project=project)
     assert taken.assignment.pk == lease.assignment.pk
     with pytest.raises(NoLease):
@@ -112,9 +120,8 @@ def test_expired_lease_goes_back_to_queue_and_late_submit_is_rejected(make_proje
 @pytest.mark.django_db
 def test_expired_lease_nobody_took_is_renewed_for_its_rater(make_project, make_user):
     project = make_project(pairs=1, overlap=1)
-    rater = make_user()
-    lease = assignment_next(rater=rater, project=project)
-    Assignment.objects.filter(pk=lease.assignment.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    rater, lease = new_lease(make_user, project)
+    expire(lease)
     again = assignment_next(rater=rater, project=project)
     assert again.assignment.pk == lease.assignment.pk and again.expires_at > timezone.now()
     assert submit(rater, lease.comparison.pk).created
@@ -123,8 +130,7 @@ def test_expired_lease_nobody_took_is_renewed_for_its_rater(make_project, make_u
 @pytest.mark.django_db
 def test_skip_needs_reason_and_never_serves_the_pair_again(make_project, make_user):
     project = make_project(pairs=2, overlap=1)
-    rater = make_user()
-    first = assignment_next(rater=rater, project=project)
+    rater, first = new_lease(make_user, project)
     with pytest.raises(ServiceError, match="why"):
         assignment_skip(rater=rater, comparison_id=first.comparison.pk, reason="  ")
     assignment_skip(rater=rater, comparison_id=first.comparison.pk, reason="not my language")
@@ -158,33 +164,23 @@ def test_sixteen_raters_on_separate_connections_get_exact_overlap(make_project, 
     pairs, k, raters_n = 200, 3, 16
     project = make_project(pairs=pairs, overlap=k)
     raters = [make_user() for _ in range(raters_n)]
-    errors: list[BaseException] = []
     submitted: list[tuple[int, int]] = []
     lock = threading.Lock()
 
     def work(rater):
         rng = random.Random(rater.pk)
-        try:
-            while True:
-                lease = assignment_next(rater=rater, project=project)
-                if lease is None:
-                    return
-                key = uuid.uuid4().hex
-                result = submit(rater, lease.comparison.pk, key=key, choice=rng.choice(["a", "b", "tie"]))
-                if rng.random() < 0.2:  # a retried request must not add a row
-                    assert not submit(rater, lease.comparison.pk, key=key).created
-                with lock:
-                    submitted.append((rater.pk, result.preference.comparison_id))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
+        while True:
+            lease = assignment_next(rater=rater, project=project)
+            if lease is None:
+                return
+            key = uuid.uuid4().hex
+            result = submit(rater, lease.comparison.pk, key=key, choice=rng.choice(["a", "b", "tie"]))
+            if rng.random() < 0.2:  # a retried request must not add a row
+                assert not submit(rater, lease.comparison.pk, key=key).created
+            with lock:
+                submitted.append((rater.pk, result.preference.comparison_id))
 
-    threads = [threading.Thread(target=work, args=(r,)) for r in raters]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    errors = run_on_connections(work, raters, timeout=300)
     assert not errors, errors[:3]
     assert len(submitted) == pairs * k
     assert Preference.objects.count() == pairs * k
@@ -206,8 +202,7 @@ def test_revise_changes_the_vote_in_place_and_records_what_it_was(make_project, 
     from annotation.services.queue import preference_revise
 
     project = make_project(pairs=2, overlap=1)
-    rater = make_user()
-    lease = assignment_next(rater=rater, project=project)
+    rater, lease = new_lease(make_user, project)
     vote = submit(rater, lease.comparison.pk, choice="a", strength=2, rationale="first").preference
     revised = preference_revise(
         rater=rater,
@@ -287,7 +282,7 @@ def test_bulk_writes_analyze_the_tables_they_touched_once_on_commit(
     make_project, django_capture_on_commit_callbacks
 ):
     """Issue 13: right after a bulk write the queue ran 200x slower until PostgreSQL had
-    statistics; imports (and round / evaluation publishing, through slots_create) ANALYZE the
+    statistics; imports (and round / evaluation publishing, through assignments_create) ANALYZE the
     tables they wrote once their transaction commits."""
     import json
 

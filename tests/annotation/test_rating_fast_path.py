@@ -17,7 +17,6 @@ import uuid
 import pytest
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import Group, Permission
-from django.db import connection
 from rest_framework import serializers as drf
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import ValidationError
@@ -34,6 +33,7 @@ from annotation.services.queue import assignment_next, preference_submit
 from core.errors import ServiceError
 from core.events import event_send_on_commit, events_flush, project_group
 from core.permissions import ROLE_PERMS, role_perms
+from tests.support import run_on_connections
 
 
 @pytest.fixture(autouse=True)
@@ -241,31 +241,22 @@ def test_concurrent_submits_of_one_vote_store_it_once(make_user, make_project):
     rater = make_user("rater")
     lease = assignment_next(rater=rater, project=project)
     keys = ["same", "same", "same", "other", "other2", "same"]
-    results, errors = [], []
+    results = []
     start = threading.Barrier(len(keys))
 
     def submit(key):
-        try:
-            start.wait()
-            results.append(
-                preference_submit(
-                    rater=rater,
-                    comparison_id=lease.comparison.pk,
-                    choice="b",
-                    strength=2,
-                    idempotency_key=key,
-                )
+        start.wait()
+        results.append(
+            preference_submit(
+                rater=rater,
+                comparison_id=lease.comparison.pk,
+                choice="b",
+                strength=2,
+                idempotency_key=key,
             )
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
+        )
 
-    threads = [threading.Thread(target=submit, args=(k,)) for k in keys]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    errors = run_on_connections(submit, keys, timeout=60)
     assert not errors, errors
     assert sum(r.created for r in results) == 1
     assert len({r.preference.pk for r in results}) == 1

@@ -6,7 +6,8 @@ from annotation.forms import stored_side
 from annotation.models import Assignment, Comparison, Preference, Skip
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
 from annotation.services.queue import assignment_next
-from tests.annotation.views_support import HX, XSS_IMG, XSS_SCRIPT, hidden, leased, urls
+from tests.annotation.views_support import HX, XSS_IMG, XSS_SCRIPT, hidden, lease_via_page, leased, urls
+from tests.support import pair_spec
 
 pytestmark = pytest.mark.django_db
 
@@ -195,8 +196,7 @@ def test_submit_stores_the_choice_for_what_the_rater_saw(
 @pytest.mark.parametrize("left", ["a", "b"])
 def test_tie_and_both_bad_need_no_strength_and_map_flags(rater_client, make_project, left):
     project = make_project(pairs=1)
-    rater_client.get(urls(project)["rate"])
-    slot = leased(rater_client.user, project)
+    slot = lease_via_page(rater_client, project)
     Assignment.objects.filter(pk=slot.pk).update(left=left)
     response = rater_client.post(
         urls(project, slot.comparison_id)["submit"],
@@ -244,8 +244,7 @@ def test_missing_strength_rerenders_the_form_with_the_error(rater_client, make_p
 
 def test_missing_choice_and_bad_strength_are_rejected(rater_client, make_project):
     project = make_project(pairs=1)
-    rater_client.get(urls(project)["rate"])
-    slot = leased(rater_client.user, project)
+    slot = lease_via_page(rater_client, project)
     url = urls(project, slot.comparison_id)["submit"]
     response = rater_client.post(url, {"idempotency_key": "k"}, **HX)
     assert response.status_code == 400 and "Choose A, B, tie or both bad." in response.content.decode()
@@ -256,8 +255,7 @@ def test_missing_choice_and_bad_strength_are_rejected(rater_client, make_project
 
 def test_plain_post_redirects_to_the_rater_page_and_full_page_error(rater_client, make_project):
     project = make_project(pairs=2)
-    rater_client.get(urls(project)["rate"])
-    slot = leased(rater_client.user, project)
+    slot = lease_via_page(rater_client, project)
     url = urls(project, slot.comparison_id)["submit"]
     bad = rater_client.post(url, {"choice": "right", "idempotency_key": "k"})
     assert bad.status_code == 400 and "<html" in bad.content.decode()
@@ -268,8 +266,7 @@ def test_plain_post_redirects_to_the_rater_page_and_full_page_error(rater_client
 
 def test_a_retried_submission_is_stored_once(rater_client, make_project):
     project = make_project(pairs=2)
-    rater_client.get(urls(project)["rate"])
-    slot = leased(rater_client.user, project)
+    slot = lease_via_page(rater_client, project)
     data = {"choice": "tie", "idempotency_key": "same-key"}
     url = urls(project, slot.comparison_id)["submit"]
     assert rater_client.post(url, data, **HX).status_code == 200
@@ -331,8 +328,7 @@ def test_a_rater_cannot_read_another_raters_votes(rater_client, make_user, make_
 
 def test_skip_needs_a_reason_then_serves_the_next_pair(rater_client, make_project):
     project = make_project(pairs=2)
-    rater_client.get(urls(project)["rate"])
-    slot = leased(rater_client.user, project)
+    slot = lease_via_page(rater_client, project)
     url = urls(project, slot.comparison_id)["skip"]
     response = rater_client.post(url, {"reason": "  "}, **HX)
     assert response.status_code == 400
@@ -349,8 +345,7 @@ def test_skip_needs_a_reason_then_serves_the_next_pair(rater_client, make_projec
 
 def test_plain_skip_redirects(rater_client, make_project):
     project = make_project(pairs=1)
-    rater_client.get(urls(project)["rate"])
-    slot = leased(rater_client.user, project)
+    slot = lease_via_page(rater_client, project)
     response = rater_client.post(urls(project, slot.comparison_id)["skip"], {"reason": "unclear"})
     assert response.status_code == 302
     assert "Nothing left to rate" in rater_client.get(response["Location"]).content.decode()
@@ -388,16 +383,8 @@ def test_progress_partial_counts(rater_client, make_user, make_project):
 
 def test_xss_payloads_in_prompt_and_responses_are_escaped(rater_client, make_project):
     project = make_project()
-    comparisons_create(
-        project=project,
-        specs=[
-            ComparisonSpec(
-                messages=[{"role": "user", "content": f"Prompt {XSS_IMG}"}],
-                response_a=f"Response {XSS_SCRIPT}",
-                response_b=f"Other {XSS_IMG} and `<b>x</b>`",
-            )
-        ],
-    )
+    xss = pair_spec(f"Prompt {XSS_IMG}", f"Response {XSS_SCRIPT}", f"Other {XSS_IMG} and `<b>x</b>`")
+    comparisons_create(project=project, specs=[xss])
     html = rater_client.get(urls(project)["rate"]).content.decode()
     assert XSS_SCRIPT not in html and "<script>alert" not in html
     assert "<img" not in html and "onerror=alert(1)>" not in html

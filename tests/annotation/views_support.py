@@ -25,6 +25,12 @@ def leased(rater, project) -> Assignment:
     return Assignment.objects.get(project=project, rater=rater, state="leased")
 
 
+def lease_via_page(client, project) -> Assignment:
+    """Open the rating page as `client.user` (which leases them a pair); their lease."""
+    client.get(urls(project)["rate"])
+    return leased(client.user, project)
+
+
 def hidden(html: str, name: str) -> str:
     match = re.search(rf'name="{name}" value="([^"]*)"', html)
     assert match, f"no hidden field {name}"

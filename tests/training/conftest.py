@@ -61,3 +61,18 @@ def tiny_backbone(tmp_path_factory):
     from training.ml.backbones import tiny_bert_dir
 
     return str(tiny_bert_dir(tmp_path_factory.mktemp("backbones")))
+
+
+@pytest.fixture(scope="module")
+def tiny_policy(tmp_path_factory):
+    from training.ml.tiny import save_tiny_policy
+
+    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy"))
+
+
+@pytest.fixture
+def tiny(settings, tmp_path, tiny_policy, tiny_backbone):
+    """Settings for rounds with the tiny policy and backbone; no model kept from earlier tests."""
+    from .rounds_helpers import configure_fresh
+
+    return configure_fresh(settings, tmp_path, tiny_policy, tiny_backbone)

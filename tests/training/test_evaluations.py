@@ -24,18 +24,6 @@ from .rounds_helpers import changed_checkpoint, configure_fresh, round_project
 EVAL_SETTINGS = {"eval_prompts": 3, "eval_samples": 2, "eval_max_new_tokens": 6, "eval_priority": 777}
 
 
-@pytest.fixture(scope="module")
-def tiny_policy(tmp_path_factory):
-    from training.ml.tiny import save_tiny_policy
-
-    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy"))
-
-
-@pytest.fixture
-def tiny(settings, tmp_path, tiny_policy, tiny_backbone):
-    return configure_fresh(settings, tmp_path, tiny_policy, tiny_backbone)
-
-
 def _eval_project(**extra):
     project = round_project(votes=0, held_out=4, **{"blocklist": "", "toxicity_threshold": 1.0, **extra})
     # The evaluation settings are columns of RoundSettings (the settings form is the gates' work).

@@ -293,13 +293,6 @@ def test_a_round_run_with_a_gate_ends_awaiting_and_keeps_the_parent_current():
     assert r.gate["rule"] == "human_votes" and r.gate["passed"] is None
 
 
-@pytest.fixture(scope="module")
-def tiny_policy(tmp_path_factory):
-    from training.ml.tiny import save_tiny_policy
-
-    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy"))
-
-
 @pytest.mark.django_db
 def test_a_round_whose_new_reward_model_the_gate_blocks_fails_at_the_reward_step_and_says_why(
     settings, tmp_path, tiny_policy, tiny_backbone

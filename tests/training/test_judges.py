@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 from annotation.models import Assignment, Comparison, Preference, Skip
 from core.errors import ServiceError
 from core.jobs import CANCEL_POLL_INTERVAL_S
+from tests.support import assert_ops_only
 from training.judge_selectors import judge_voter_ids
 from training.ml.checkpoints import dir_sha256
 from training.ml.judges import JudgeItem
@@ -332,32 +333,21 @@ def test_judge_pages_and_api_need_the_ops_role(make_project, make_user, rm_judge
         f"/api/training/projects/{project.pk}/judge-runs/",
         f"/api/training/judge-runs/{run.pk}/cancel/",
     ]
-    anonymous = Client()
-    for url in pages_get + pages_post:
-        response = anonymous.get(url) if url in pages_get else anonymous.post(url)
-        assert response.status_code == 302 and "/accounts/login/" in response["Location"], url
-    for role in ("rater", "researcher"):
-        user = make_user(role)
-        client, api = Client(), APIClient()
-        client.force_login(user)
-        api.force_authenticate(user)
-        for url in pages_get:
-            assert client.get(url).status_code == 403, (role, url)
-        for url in pages_post:
-            assert client.post(url).status_code == 403, (role, url)
-        for url in api_get:
-            assert api.get(url).status_code == 403, (role, url)
-        for url in api_post:
-            assert api.post(url, {"judge": rm_judge.pk}, format="json").status_code == 403, (role, url)
+    assert_ops_only(
+        make_user,
+        pages_get=pages_get,
+        pages_post=pages_post,
+        api_get=api_get,
+        api_post=api_post,
+        api_body={"judge": rm_judge.pk},
+    )
     run.refresh_from_db()
     assert run.status == "queued" and not run.cancel_requested and JudgeRun.objects.count() == 1
 
 
 @pytest.mark.django_db
-def test_judges_page_lists_judges_and_live_runs_starts_and_cancels(make_project, make_user, sim_judge):
+def test_judges_page_lists_judges_and_live_runs_starts_and_cancels(make_project, ops_client, sim_judge):
     project = make_project(pairs=2)
-    ops_client = Client()
-    ops_client.force_login(make_user("ops"))
     assert f"/training/projects/{project.pk}/judges/" in ops_client.get("/training/").content.decode()
     done = run_now(project, sim_judge, raters=2, votes=3)
     JudgeRun.objects.filter(pk=done.pk).update(error="<script>alert(1)</script>")

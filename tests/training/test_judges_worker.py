@@ -14,8 +14,9 @@ import redis
 from django.conf import settings as django_settings
 
 from annotation.models import Comparison, Preference, Project
-from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from annotation.services.comparisons import comparisons_create
 from core.locks import LockNamespace
+from tests.support import pair_specs
 from training.models import Judge, JudgeRun
 from training.services.judges import judge_create, judge_run_cancel, judge_run_create
 
@@ -28,14 +29,7 @@ _names = itertools.count()
 def committed_project(pairs: int, overlap: int) -> Project:
     n = f"{uuid.uuid4().hex[:6]}-{next(_names)}"
     project = Project.objects.create(name=f"Judged {n}", slug=f"judged-{n}", overlap=overlap)
-    specs = [
-        ComparisonSpec(
-            messages=[{"role": "user", "content": f"Question {i}?"}],
-            response_a=f"A kind answer to {i}.",
-            response_b=f"Go away {i}!",
-        )
-        for i in range(pairs)
-    ]
+    specs = pair_specs(pairs, a="A kind answer to {i}.", b="Go away {i}!")
     if specs:
         comparisons_create(project=project, specs=specs)
     return project

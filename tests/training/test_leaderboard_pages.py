@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from annotation.models import Comparison, Preference, Prompt, Response
-from annotation.services.comparisons import slots_create
+from annotation.services.comparisons import assignments_create
 from training import evaluation_selectors as selectors
 from training.ml.leaderboard import PairVote, bradley_terry
 from training.models import Evaluation, EvaluationPair, Judge, PolicyCheckpoint, RLHFRound
@@ -45,7 +45,7 @@ def _pair(evaluation, prompt, a, b, k):
     c = Comparison.objects.create(
         project=evaluation.project, prompt=prompt, response_a=ra, response_b=rb, votes_needed=5
     )
-    slots_create(comparisons=[c])
+    assignments_create(comparisons=[c])
     EvaluationPair.objects.create(
         evaluation=evaluation, comparison=c, prompt=prompt, sample_index=k, checkpoint_a=a, checkpoint_b=b
     )

@@ -8,6 +8,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from annotation.services.preference_imports import preferences_import
+from tests.support import assert_ops_only
 from training.models import RewardModel
 
 
@@ -24,13 +25,6 @@ def row(project, version, **fields):
     if fields.get("status") == "succeeded":
         defaults.update(artefact_path=f"/models/{version}", artefact_sha256="ab" * 32)
     return RewardModel.objects.create(project=project, version=version, **{**defaults, **fields})
-
-
-@pytest.fixture
-def ops_client(make_user):
-    client = Client()
-    client.force_login(make_user("ops"))
-    return client
 
 
 @pytest.mark.django_db
@@ -54,17 +48,7 @@ def test_pages_need_the_ops_role(make_project, make_user):
         f"/training/rounds/{round_id}/cancel/",
         f"/training/rounds/{round_id}/retry/",
     ]
-    anonymous = Client()
-    for url in urls_get + urls_post:
-        response = anonymous.get(url) if url in urls_get else anonymous.post(url)
-        assert response.status_code == 302 and "/accounts/login/" in response["Location"], url
-    for role in ("rater", "researcher"):
-        client = Client()
-        client.force_login(make_user(role))
-        for url in urls_get:
-            assert client.get(url).status_code == 403, (role, url)
-        for url in urls_post:
-            assert client.post(url).status_code == 403, (role, url)
+    assert_ops_only(make_user, pages_get=urls_get, pages_post=urls_post)
     run.refresh_from_db()
     assert run.status == "queued" and not run.cancel_requested
     assert RewardModel.objects.count() == 1
@@ -189,13 +173,6 @@ def test_api_lists_starts_cancels_and_promotes_for_ops_only(make_project, make_u
     done = row(project, 2, status="succeeded")
     promoted = ops.post(f"/api/training/reward-models/{done.pk}/promote/")
     assert promoted.status_code == 200 and promoted.json()["is_active"] is True
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory):
-    from training.ml.backbones import tiny_bert_dir
-
-    return str(tiny_bert_dir(tmp_path_factory.mktemp("backbones")))
 
 
 @pytest.mark.django_db

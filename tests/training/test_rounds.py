@@ -16,8 +16,6 @@ from core.errors import ServiceError
 from training.ml.checkpoints import dir_sha256
 from training.models import PolicyCheckpoint, RewardModel, RLHFRound, RoundCandidate, RoundPair
 from training.round_selectors import round_win_rate
-from training.services import rounds as rounds_service
-from training.services import scoring
 from training.services.rounds import round_advance, round_cancel, round_retry, round_run, round_start
 from training.services.schedules import (
     TRIGGERS_TASK_NAME,
@@ -26,29 +24,7 @@ from training.services.schedules import (
     schedule_triggers_check,
 )
 
-from .rounds_helpers import FAST_ROUND, configure, round_project
-
-
-@pytest.fixture(scope="session")
-def tiny_policy(tmp_path_factory):
-    from training.ml.tiny import save_tiny_policy
-
-    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy"))
-
-
-@pytest.fixture(scope="session")
-def tiny_backbone(tmp_path_factory):
-    from training.ml.backbones import tiny_bert_dir
-
-    return str(tiny_bert_dir(tmp_path_factory.mktemp("backbones")))
-
-
-@pytest.fixture
-def tiny(settings, tmp_path, tiny_policy, tiny_backbone):
-    configure(settings, tmp_path, tiny_policy, tiny_backbone)
-    scoring.scorer_cache_clear()
-    rounds_service.backend_cache_clear()
-    return settings
+from .rounds_helpers import FAST_ROUND, round_project
 
 
 def published_response_ids(r: RLHFRound) -> set[int]:

@@ -16,28 +16,11 @@ from core.errors import ServiceError
 from core.jobs import JobStatus
 from training.models import RewardModel, RLHFRound
 from training.round_selectors import new_preferences_count
-from training.services import rounds as rounds_service
-from training.services import scoring
 from training.services.reward_models import reward_model_run_create
 from training.services.rounds import round_advance, round_start
 from training.services.schedules import round_settings_update, schedule_fire, schedule_triggers_check
 
-from .rounds_helpers import configure, round_project
-
-
-@pytest.fixture(scope="session")
-def tiny_policy(tmp_path_factory):
-    from training.ml.tiny import save_tiny_policy
-
-    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy"))
-
-
-@pytest.fixture
-def tiny(settings, tmp_path, tiny_policy, tiny_backbone):
-    configure(settings, tmp_path, tiny_policy, tiny_backbone)
-    scoring.scorer_cache_clear()
-    rounds_service.backend_cache_clear()
-    return settings
+from .rounds_helpers import round_project
 
 
 def _trained(project, *, status=RewardModel.Status.SUCCEEDED, **fields) -> RewardModel:

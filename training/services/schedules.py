@@ -61,33 +61,24 @@ def _task_name(project_id: int) -> str:
     return f"rlhf-round-project-{project_id}"
 
 
+# A cron line's five fields, in order, under celery's and django-celery-beat's names.
+CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+
+
 def _crontab(cron: str, tz: str) -> CrontabSchedule:
     parts = cron.split()
-    if len(parts) != 5:
+    if len(parts) != len(CRON_FIELDS):
         raise ServiceError(
             "cron needs five fields: minute hour day-of-month month day-of-week.", code=ErrorCode.CRON
         )
-    minute, hour, day_of_month, month_of_year, day_of_week = parts
+    fields = dict(zip(CRON_FIELDS, parts, strict=True))
     from celery.schedules import crontab
 
     try:  # celery parses (and refuses) the fields the way beat will
-        crontab(
-            minute=minute,
-            hour=hour,
-            day_of_month=day_of_month,
-            month_of_year=month_of_year,
-            day_of_week=day_of_week,
-        )
+        crontab(**fields)
     except (ValueError, TypeError) as exc:
         raise ServiceError(f"cron {cron!r} is not valid: {exc}", code=ErrorCode.CRON) from None
-    schedule, _ = CrontabSchedule.objects.get_or_create(
-        minute=minute,
-        hour=hour,
-        day_of_month=day_of_month,
-        month_of_year=month_of_year,
-        day_of_week=day_of_week,
-        timezone=tz,
-    )
+    schedule, _ = CrontabSchedule.objects.get_or_create(**fields, timezone=tz)
     return schedule
 
 

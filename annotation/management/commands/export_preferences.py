@@ -4,19 +4,27 @@ are refused with a message (no file is written)."""
 
 from pathlib import Path
 
-from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from annotation.exporters import FORMATS, KINDS
 from annotation.exporters.filters import TRISTATE, VOTERS
-from annotation.management.shared import project_from_option
+from annotation.management.shared import ProjectCommand, service_errors, user_from_option
 from annotation.models import Export
 from annotation.services.exports import export_copy_to, export_create, export_folder, export_run
-from core.errors import ServiceError
+
+# The options that are export filters under the same name (plus --no-texts, the `texts` filter).
+FILTER_OPTIONS = (
+    "rounds", "since", "until", "min_votes", "min_agreement", "gold", "unsafe", "voters", "test_fraction", "seed"
+)  # fmt: skip
 
 
-class Command(BaseCommand):
+def export_filters(options: dict) -> dict:
+    """The export's filters from the command's options (checked by the service)."""
+    return {**{k: options[k] for k in FILTER_OPTIONS}, "texts": not options["no_texts"]}
+
+
+class Command(ProjectCommand):
     help = (
         "Export a project's preferences as a versioned snapshot (data file + README.md dataset card) "
         "under EXPORTS_DIR, recorded with its filters, row count and sha256; with --out, also copy both "
@@ -24,7 +32,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--project", required=True, help="Project slug (or id).")
+        super().add_arguments(parser)
         parser.add_argument("--kind", required=True, choices=KINDS)
         parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
         parser.add_argument("--out", help="Folder to copy the data file and README.md into.")
@@ -51,37 +59,16 @@ class Command(BaseCommand):
         parser.add_argument("--user", help="Username to record as the export's author.")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
-    def handle(self, *args, project: str, kind: str, fmt: str, out: str | None, **options):
-        target = project_from_option(project)
-        user = None
-        if options["user"]:
-            user = get_user_model().objects.filter(username=options["user"]).first()
-            if user is None:
-                raise CommandError(f"No user {options['user']!r}.")
-        filters = {
-            "rounds": options["rounds"],
-            "since": options["since"],
-            "until": options["until"],
-            "min_votes": options["min_votes"],
-            "min_agreement": options["min_agreement"],
-            "gold": options["gold"],
-            "unsafe": options["unsafe"],
-            "voters": options["voters"],
-            "texts": not options["no_texts"],
-            "test_fraction": options["test_fraction"],
-            "seed": options["seed"],
-        }
-        try:
+    def handle_project(self, target, *, kind: str, fmt: str, out: str | None, **options):
+        with service_errors():
             export = export_create(
                 project=target,
                 kind=kind,
                 fmt=fmt,
-                filters=filters,
-                user=user,
+                filters=export_filters(options),
+                user=user_from_option(options["user"]),
                 delivery=Export.Delivery.COMMAND,
             )
-        except ServiceError as exc:
-            raise CommandError(exc.message) from None
 
         bar = tqdm(
             total=None,

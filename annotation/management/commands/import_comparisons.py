@@ -17,7 +17,7 @@ class Command(ImportCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Imported {report.imported} comparisons into {project.slug} "
-                f"({report.slots} rating slots, overlap {project.overlap}; "
+                f"({report.assignments} assignments, overlap {project.overlap}; "
                 f"{len(report.duplicates)} duplicates skipped)."
             )
         )

@@ -5,7 +5,7 @@ from contextlib import nullcontext
 from annotation.management.shared import ImportCommand
 from annotation.services.jsonl import ImportReport
 from annotation.services.preference_imports import (
-    FORMATS,
+    DATASET_FORMATS,
     PreferenceImportInvalid,
     preferences_import,
     read_lines,
@@ -25,7 +25,7 @@ class Command(ImportCommand):
 
     def add_arguments(self, parser):
         super().add_arguments(parser)
-        parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
+        parser.add_argument("--format", required=True, choices=DATASET_FORMATS, dest="fmt")
         parser.add_argument(
             "--queue",
             action="store_true",

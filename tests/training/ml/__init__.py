@@ -8,6 +8,13 @@ from training.ml.records import PreferencePair, SafetyExample
 
 WORDS = "the cat dog sat on a mat ran fast slow big small red blue green house tree river".split()
 MARKER = "thanks"
+FAST_TRAINING = {"batch_size": 16, "learning_rate": 1e-3, "epochs": 3, "threads": 1}
+
+
+def fast_config(config_class, backbone, **kw):
+    """A training config (RewardConfig, SafetyConfig) for a tiny backbone: big steps, few
+    epochs, one thread; `kw` overrides."""
+    return config_class(**{"backbone": str(backbone), **FAST_TRAINING, **kw})
 
 
 def sentence(rng: random.Random, n: int) -> str:

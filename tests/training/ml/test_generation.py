@@ -1,12 +1,9 @@
 """Generation backends and sequence log-probabilities, on a tiny model built in code and a local HTTP peer."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 import torch
 
+from tests.http_peer import JsonPeer, serving
 from training.ml.generation import (
     GenerationCancelled,
     GenerationError,
@@ -199,22 +196,22 @@ def test_progress_and_cancellation_between_batches(policy_dir):
 # ------------------------------------------------------------------ OpenAI-compatible backend
 
 
-class _Peer(BaseHTTPRequestHandler):
+class _Peer(JsonPeer):
     """A minimal chat-completions server: canned choices, or an error when the prompt asks for one."""
 
     requests: list = []
 
     def do_POST(self):  # noqa: N802 (http.server's naming)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         type(self).requests.append(
             {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
         )
         content = body["messages"][-1]["content"]
         if content == "fail":
-            self._send(500, b'{"error": "model exploded"}')
+            self.send_json(500, b'{"error": "model exploded"}')
             return
         if content == "garbage":
-            self._send(200, b"not json")
+            self.send_json(200, b"not json")
             return
         choices = []
         for i in range(body["n"]):
@@ -231,30 +228,14 @@ class _Peer(BaseHTTPRequestHandler):
                     "logprobs": logprobs,
                 }
             )
-        self._send(
-            200, json.dumps({"choices": list(reversed(choices)), "usage": {"completion_tokens": 6}}).encode()
-        )
-
-    def _send(self, status: int, payload: bytes):
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(200, {"choices": list(reversed(choices)), "usage": {"completion_tokens": 6}})
 
 
 @pytest.fixture
 def peer():
     _Peer.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Peer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Peer) as url:
+        yield url
 
 
 def test_openai_backend_sends_the_params_and_parses_choices(peer):

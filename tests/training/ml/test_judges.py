@@ -1,12 +1,9 @@
 """Judge backends: the reward-model judge, an LLM judge over a real local HTTP server, and the
 seeded simulated voter's agreement, position bias and repeatability."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 
+from tests.http_peer import JsonPeer, serving
 from training.ml.judges import (
     ChatJudge,
     JudgeError,
@@ -76,9 +73,9 @@ def chat_server():
     """A real HTTP server on loopback answering /v1/chat/completions like vLLM would."""
     seen = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    class Handler(JsonPeer):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            body = self.read_json()
             text = body["messages"][0]["content"]
             seen.append(text)
             first = text.split("[Response 1]")[1].split("[Response 2]")[0]
@@ -87,22 +84,10 @@ def chat_server():
                 verdict = "[[tie]]"
             if "q-broken" in text:
                 verdict = "no verdict here"
-            payload = {"choices": [{"message": {"content": f"Reasoning.\n{verdict}"}}]}
-            data = json.dumps(payload).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(200, {"choices": [{"message": {"content": f"Reasoning.\n{verdict}"}}]})
 
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1", seen
-    server.shutdown()
+    with serving(Handler) as url:
+        yield f"{url}/v1", seen
 
 
 def test_chat_judge_randomises_the_order_and_maps_the_verdict_back(chat_server):

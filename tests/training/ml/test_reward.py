@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from tests.training.ml import MARKER, marker_pairs, sentence
+from tests.training.ml import MARKER, fast_config, marker_pairs, sentence
 from training.ml import backbones
 from training.ml.records import PreferencePair, TrainingCancelled, TrainingError
 from training.ml.reward import (
@@ -20,19 +20,8 @@ from training.ml.reward import (
 )
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    return backbones.tiny_bert_dir(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    return backbones.tiny_llama_dir(tmp_path_factory.mktemp("tiny"))
-
-
 def fast(backbone, **kw) -> RewardConfig:
-    defaults = {"backbone": str(backbone), "batch_size": 16, "learning_rate": 1e-3, "epochs": 3, "threads": 1}
-    return RewardConfig(**{**defaults, **kw})
+    return fast_config(RewardConfig, backbone, **kw)
 
 
 def test_split_is_prompt_disjoint_and_deterministic():

@@ -1,7 +1,6 @@
 import pytest
 
-from tests.training.ml import marker_examples
-from training.ml import backbones
+from tests.training.ml import fast_config, marker_examples
 from training.ml.records import SafetyExample, TrainingCancelled, TrainingError
 from training.ml.safety import (
     MIN_FLAGGED_EXAMPLES,
@@ -18,14 +17,8 @@ from training.ml.safety import (
 PROMPT = [{"role": "user", "content": "tell me about your day"}]
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    return backbones.tiny_bert_dir(tmp_path_factory.mktemp("tiny"))
-
-
 def fast(backbone, **kw) -> SafetyConfig:
-    defaults = {"backbone": str(backbone), "batch_size": 16, "learning_rate": 1e-3, "epochs": 3, "threads": 1}
-    return SafetyConfig(**{**defaults, **kw})
+    return fast_config(SafetyConfig, backbone, **kw)
 
 
 def test_lexical_prior_ranks_profanity_above_clean_text():
@@ -61,20 +54,17 @@ def test_learned_classifier_learns_a_synthetic_unsafe_marker(tiny_bert, tmp_path
     assert roc_auc(scores, [e.unsafe for e in fresh]) > 0.9
 
 
-def test_any_two_label_classifier_folder_scores_its_toxic_label(tmp_path):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+def test_any_two_label_classifier_folder_scores_its_toxic_label(tiny_bert, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(backbones.default_minilm_dir())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
+    # The tiny BERT with a fresh two-label head, as a Hugging Face toxicity classifier has.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_bert,
         id2label={0: "non-toxic", 1: "toxic"},
         label2id={"non-toxic": 0, "toxic": 1},
+        ignore_mismatched_sizes=True,
     )
-    model = AutoModelForSequenceClassification.from_config(config)
     model.save_pretrained(tmp_path / "hf")
     tokenizer.save_pretrained(tmp_path / "hf")
     scorer = LearnedToxicity.load(tmp_path / "hf")

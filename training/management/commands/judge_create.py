@@ -7,12 +7,14 @@ is a program) and its account `judge-<name>`, which votes through the queue and 
                      [--seconds-median 12] [--seconds-sigma 0.5] [--seed 0]
 """
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from core.errors import ServiceError
+from annotation.management.shared import service_errors
 from training.models import Judge
 from training.services.judges import judge_create
 
+# judge_create's own fields, passed as given (the options carry their names).
+FIELDS = ("name", "kind", "reward_model", "endpoint_url", "endpoint_model", "base")
 PARAMS = {  # option -> type; only the ones given are passed (the rest keep their defaults)
     "agreement": float,
     "left_bias": float,
@@ -31,27 +33,22 @@ class Command(BaseCommand):
         parser.add_argument("--name", required=True)
         parser.add_argument("--kind", required=True, choices=Judge.Kind.values)
         parser.add_argument("--reward-model", type=int, dest="reward_model", help="Reward-model run id.")
-        parser.add_argument("--endpoint", default="", help="Base URL of the chat endpoint (…/v1).")
-        parser.add_argument("--model", default="", help="Model name sent to the chat endpoint.")
+        parser.add_argument(
+            "--endpoint", default="", dest="endpoint_url", help="Base URL of the chat endpoint (…/v1)."
+        )
+        parser.add_argument(
+            "--model", default="", dest="endpoint_model", help="Model name sent to the chat endpoint."
+        )
         parser.add_argument("--base", help="Name of the judge simulated raters copy.")
         parser.add_argument("--spammer", action="store_true", default=None, help="Answer at random.")
         for name, kind in PARAMS.items():
             parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, dest=name)
 
-    def handle(self, *args, name, kind, reward_model, endpoint, model, base, **options):
+    def handle(self, *args, **options):
+        fields = {k: options[k] for k in FIELDS}
         params = {k: options[k] for k in (*PARAMS, "spammer") if options.get(k) is not None}
-        try:
-            judge = judge_create(
-                name=name,
-                kind=kind,
-                reward_model=reward_model,
-                endpoint_url=endpoint,
-                endpoint_model=model,
-                base=base,
-                params=params,
-            )
-        except ServiceError as exc:
-            raise CommandError(exc.message) from None
+        with service_errors():
+            judge = judge_create(**fields, params=params)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Judge {judge.name} ({judge.get_kind_display()}), account {judge.user.username}."

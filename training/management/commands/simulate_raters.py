@@ -6,28 +6,26 @@ lease / submit path as people. With --sync it runs in this process with a progre
 prints the run's id.
 """
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
-from annotation.management.shared import project_from_option
-from core.errors import ServiceError
+from annotation.management.shared import ProjectCommand, service_errors
 from training.services.judges import judge_run_cancel, judge_run_create, judge_run_execute
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     help = "Let a judge (or N simulated raters) rate a project's queue like people do."
 
     def add_arguments(self, parser):
-        parser.add_argument("--project", required=True, help="Project slug (or id).")
+        super().add_arguments(parser)
         parser.add_argument("--judge", required=True, help="Judge name.")
         parser.add_argument("--raters", type=int, default=1, help="Voter accounts (simulated raters only).")
         parser.add_argument("--votes", type=int, required=True, help="Stop after this many votes.")
         parser.add_argument("--only-evaluation", action="store_true", help="Vote on evaluation pairs only.")
         parser.add_argument("--sync", action="store_true", help="Run in this process with a progress bar.")
 
-    def handle(self, *args, project, judge, raters, votes, only_evaluation, sync, **options):
-        target = project_from_option(project)
-        try:
+    def handle_project(self, target, *, judge, raters, votes, only_evaluation, sync, **options):
+        with service_errors():
             run = judge_run_create(
                 project=target,
                 judge=judge,
@@ -36,8 +34,6 @@ class Command(BaseCommand):
                 only_evaluation=only_evaluation,
                 enqueue=not sync,
             )
-        except ServiceError as exc:
-            raise CommandError(exc.message) from None
         if not sync:
             self.stdout.write(f"Queued judge run {run.pk} ({judge} × {raters} on {target.slug}).")
             return

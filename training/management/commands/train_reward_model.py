@@ -8,11 +8,10 @@ process. Ctrl-C cancels the run either way.
 import time
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
-from annotation.management.shared import project_from_option
-from core.errors import ServiceError
+from annotation.management.shared import ProjectCommand, service_errors
 from training.models import RewardModel
 from training.services.reward_models import (
     POOLING_SETTINGS,
@@ -47,11 +46,11 @@ def worker_available(timeout: float = 1.0) -> bool:
     return any(q.get("name") == queue for queues in replies.values() for q in queues)
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     help = "Train a reward model on a project's preferences, with a console progress bar."
 
     def add_arguments(self, parser):
-        parser.add_argument("--project", required=True, help="Project slug (or id).")
+        super().add_arguments(parser)
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--sync", action="store_true", default=None, help="Train in this process.")
         mode.add_argument("--worker", action="store_true", help="Queue for a Celery worker and follow it.")
@@ -70,8 +69,7 @@ class Command(BaseCommand):
             help="Scoring head: the model's own, a mean-pooled one, or auto (the default).",
         )
 
-    def handle(self, *args, project: str, sync, worker: bool, no_wait: bool, backbone, **options):
-        target = project_from_option(project)
+    def handle_project(self, target, *, sync, worker: bool, no_wait: bool, backbone, **options):
         overrides = {
             k: options[k]
             for k in (*OPTIONS, "tie_mode", "both_bad_mode", "pooling")
@@ -81,12 +79,10 @@ class Command(BaseCommand):
             sync = not worker_available()
             if sync:
                 self.stderr.write("No Celery worker answers on the training queue: training in this process.")
-        try:
+        with service_errors():
             run = reward_model_run_create(
                 project=target, config_overrides=overrides, backbone=backbone, enqueue=not sync
             )
-        except ServiceError as exc:
-            raise CommandError(exc.message) from None
         self.stdout.write(
             f"Reward model v{run.version} of {target.slug}: {run.snapshot_counts.get('total', 0)} votes "
             f"(preferences <= #{run.snapshot_cutoff_id}, snapshot {run.snapshot_sha256[:12]})."

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 
 from annotation.models import Comparison, Prompt, Response
-from annotation.services.comparisons import slots_create
+from annotation.services.comparisons import assignments_create
 from core.errors import ErrorCode, ServiceError
 from core.events import event_send_on_commit, project_group
 from core.jobs import JobFailed, JobReporter, job_run
@@ -230,7 +230,7 @@ class _Run:
                     )
                 )
             Comparison.objects.bulk_create(comparisons)
-            slots_create(comparisons=comparisons)
+            assignments_create(comparisons=comparisons)
             for pair, comparison in zip(pairs, comparisons, strict=True):
                 pair.comparison = comparison
             EvaluationPair.objects.bulk_create(pairs)

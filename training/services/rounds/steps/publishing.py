@@ -8,7 +8,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from annotation.models import Comparison
-from annotation.services.comparisons import slots_create
+from annotation.services.comparisons import assignments_create
 from core.events import event_send_on_commit, project_group
 from training.ml.pair_selection import Candidate, PairChoice, choose_pair
 from training.ml.round_metrics import new_policy_metrics
@@ -53,7 +53,7 @@ def _pair_publish(r: RLHFRound, pid: int, choice: PairChoice, rows: dict[int, Ro
             round_id=r.pk,
             metadata={"round": r.number, "strategy": choice.strategy, "reward_gap": round(gap, 6)},
         )
-        slots_create(comparisons=[comparison])
+        assignments_create(comparisons=[comparison])
         RoundPair.objects.create(
             round=r,
             prompt_id=pid,

@@ -243,13 +243,14 @@ def test_import_preferences_bad_line_is_a_command_error(tmp_path, make_project, 
 def test_a_gzip_bomb_stops_at_the_decompressed_cap(tmp_path, make_project, settings):
     """Newlines compress ~1000:1: the cap is checked while decompressing, not after."""
     settings.IMPORT_MAX_BYTES = 1_000_000
+    settings.IMPORT_MAX_LINES = 10**9  # the byte cap, not the line cap, stops it
     project = make_project()
     path = tmp_path / "bomb.jsonl.gz"
     with gzip.open(path, "wb") as fh:
         fh.write(_hh(0).encode() + b"\n")
         for _ in range(50):
             fh.write(b"\n" * 1_000_000)
-    with pytest.raises(CommandError, match="too large"):
+    with pytest.raises(CommandError, match="too large: over 1,000,000 bytes"):
         call_command("import_preferences", str(path), project=project.slug, fmt="hh")
     assert not Comparison.objects.exists()
 

@@ -8,7 +8,6 @@ response in one place (`core.api.exception_handler`). Same permissions as the pa
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
@@ -28,6 +27,7 @@ from annotation.serializers import (
 from annotation.services.queue import assignment_next, assignment_skip, preference_submit
 from core.api import ERRORS, ApiView, CanRate, HasAnyRole, errors_with
 from core.errors import ErrorCode
+from core.validation import id_from
 
 
 class RatingAPIView(ApiView):
@@ -124,8 +124,5 @@ class MyPreferencesView(ListAPIView, RatingAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        project = self.request.query_params.get("project") or None
-        if project is not None and not project.isdigit():
-            raise ValidationError({"project": ["A project id (a whole number)."]})
-        project_id = int(project) if project else None
+        project_id = id_from(self.request.query_params.get("project"), name="project")
         return selectors.preferences_of(rater=self.request.user, project_id=project_id)

@@ -3,6 +3,7 @@
 from django.urls import include, path
 from rest_framework.authtoken.views import obtain_auth_token
 
+import core.validation  # noqa: F401 - registers the <id:...> path converter
 from annotation import api
 
 project_api = [
@@ -17,7 +18,7 @@ comparison_api = [
 urlpatterns = [
     path("auth/token/", obtain_auth_token, name="api-token"),
     path("projects/", api.ProjectListView.as_view(), name="api-projects"),
-    path("projects/<int:project_id>/", include(project_api)),
-    path("comparisons/<int:comparison_id>/", include(comparison_api)),
+    path("projects/<id:project_id>/", include(project_api)),
+    path("comparisons/<id:comparison_id>/", include(comparison_api)),
     path("preferences/mine/", api.MyPreferencesView.as_view(), name="api-preferences-mine"),
 ]

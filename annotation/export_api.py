@@ -23,6 +23,7 @@ from annotation.selectors import export_get, export_identical_to, exports_for
 from annotation.services.exports import export_cancel, export_request, export_run
 from core.api import ERRORS, ApiView, CanReadData
 from core.errors import ErrorCode, NotFound
+from core.validation import id_from
 
 
 class ExportAPIView(ApiView):
@@ -85,8 +86,9 @@ class ExportListView(ExportAPIView):
     )
     def get(self, request):
         project = None
-        if request.query_params.get("project"):
-            project = get_object_or_404(Project, pk=request.query_params["project"])
+        project_id = id_from(request.query_params.get("project"), name="project")  # 400 if not an id
+        if project_id is not None:
+            project = get_object_or_404(Project, pk=project_id)
         return Response(ExportSerializer(exports_for(project=project), many=True).data)
 
     @extend_schema(

@@ -8,7 +8,14 @@ a websocket nudge on each progress event) and a download link when it is done.
 
 from asgiref.sync import sync_to_async
 from django import forms
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
@@ -21,6 +28,7 @@ from annotation.services.exports import export_cancel, export_data_path, export_
 from core.errors import NotFound, ServiceError
 from core.permissions import role_required
 from core.roles import READ_DATA
+from core.validation import id_from
 
 
 class ExportForm(forms.Form):
@@ -125,7 +133,11 @@ def exports_home(request: HttpRequest) -> HttpResponse:
                 return response
         project = form.cleaned_data.get("project") if hasattr(form, "cleaned_data") else None
     else:
-        project = Project.objects.filter(pk=request.GET.get("project") or 0).first()
+        try:
+            project_id = id_from(request.GET.get("project"), name="project")
+        except ServiceError as exc:
+            return HttpResponseBadRequest(exc.message)
+        project = Project.objects.filter(pk=project_id).first() if project_id else None
         form = ExportForm(initial={"project": project})
     return render(
         request,

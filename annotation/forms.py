@@ -9,7 +9,7 @@ shown the other way round is stored as choice "b". Value checks that the service
 
 from django import forms
 
-from annotation.models import Preference
+from annotation.models import RATIONALE_MAX_CHARS, Preference
 
 DISPLAY_CHOICES = [
     ("left", "A is better"),
@@ -32,7 +32,7 @@ def stored_side(displayed: str, left: str) -> str:
 class RatingForm(forms.Form):
     choice = forms.ChoiceField(choices=DISPLAY_CHOICES, required=False)
     strength = forms.TypedChoiceField(choices=STRENGTHS, coerce=int, empty_value=None, required=False)
-    rationale = forms.CharField(required=False, max_length=5000, strip=True)
+    rationale = forms.CharField(required=False, max_length=RATIONALE_MAX_CHARS, strip=True)
     unsafe_left = forms.BooleanField(required=False)
     unsafe_left_category = forms.ChoiceField(choices=UNSAFE_CATEGORIES, required=False)
     unsafe_right = forms.BooleanField(required=False)

@@ -9,6 +9,9 @@ from django.db.models import Q
 from core.jobs import Job
 from core.locks import LockNamespace
 
+# A vote's rationale: the form, the API and the revise path all cap it here.
+RATIONALE_MAX_CHARS = 5000
+
 
 def new_secret() -> str:
     return secrets.token_hex(32)

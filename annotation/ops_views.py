@@ -13,11 +13,14 @@ from django.views.decorators.http import require_http_methods
 from annotation import selectors
 from annotation.models import Project
 from annotation.services.imports import FIELDS, comparisons_import
+from annotation.services.jsonl import import_lines
 from annotation.services.projects import EDITABLE_FIELDS, project_create, project_update
 from annotation.services.prompt_imports import FIELDS as PROMPT_FIELDS
 from annotation.services.prompt_imports import prompts_import
 from core import roles
+from core.errors import ServiceError
 from core.permissions import role_required
+from core.uploads import upload_limit_text
 
 ERRORS_SHOWN = 500  # the page lists this many bad lines; the count covers all of them
 
@@ -95,10 +98,24 @@ def _import_page(request, pk: int, *, service, template: str, fields, extra=None
     """An upload form that runs one import service on the file and shows its report."""
     project = get_object_or_404(Project, pk=pk)
     form = form_class(request.POST or None, request.FILES or None)
-    report = None
-    if request.method == "POST" and form.is_valid():
-        # An UploadedFile iterates line by line (from memory or its temporary file).
-        report = service(project=project, lines=form.cleaned_data["file"], **form.options())
+    report, status = None, 200
+    too_large = request.method == "POST" and getattr(request, "upload_too_large", None)
+    if too_large:  # core.uploads refused it while it streamed: say so, not "this field is required"
+        form = form_class(request.POST, request.FILES)
+        form.is_valid()
+        form.errors.clear()
+        form.add_error(
+            None, f"{too_large} is over the upload limit ({upload_limit_text()}); nothing was imported."
+        )
+        status = 413
+    elif request.method == "POST" and form.is_valid():
+        try:  # read line by line from the upload's temporary file, within the import limits
+            report = service(project=project, lines=import_lines(form.cleaned_data["file"]), **form.options())
+        except ServiceError as exc:
+            form.add_error(None, exc.message)
+            status = exc.status
+        else:
+            status = 200 if report.ok else 400
     context = {
         "project": project,
         "form": form,
@@ -107,7 +124,7 @@ def _import_page(request, pk: int, *, service, template: str, fields, extra=None
         "fields": fields,
         **(extra(project) if extra else {}),
     }
-    return render(request, template, context, status=400 if report is not None and not report.ok else 200)
+    return render(request, template, context, status=status)
 
 
 @role_required(roles.OPERATE)

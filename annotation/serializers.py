@@ -12,7 +12,7 @@ that the hand-written output equals DRF's generic output field for field.
 
 from rest_framework import serializers
 
-from annotation.models import Preference
+from annotation.models import RATIONALE_MAX_CHARS, Preference
 
 
 class MessageSerializer(serializers.Serializer):
@@ -74,7 +74,9 @@ class PreferenceInSerializer(serializers.Serializer):
         default=None,
         help_text="1-3, how much better; required for a / b, ignored for tie / both_bad.",
     )
-    rationale = serializers.CharField(allow_blank=True, required=False, default="", trim_whitespace=False)
+    rationale = serializers.CharField(
+        allow_blank=True, required=False, default="", trim_whitespace=False, max_length=RATIONALE_MAX_CHARS
+    )
     unsafe_a = serializers.BooleanField(required=False, default=False)
     unsafe_a_category = serializers.ChoiceField(
         choices=Preference.UnsafeCategory.choices, allow_blank=True, required=False, default=""
@@ -132,6 +134,7 @@ def preference_in_parse(data) -> dict:
             and choice in _CHOICE_VALUES
             and (strength is None or (_is_int(strength) and 1 <= strength <= 3))
             and _is_plain_text(rationale)
+            and len(rationale) <= RATIONALE_MAX_CHARS
             and type(unsafe_a) is bool
             and type(unsafe_b) is bool
             and isinstance(cat_a, str)

@@ -213,8 +213,21 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 MEDIA_ROOT = VAR_DIR / "media"
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("UPLOAD_MAX_BYTES", str(50 * 1024 * 1024)))
-FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Limits at the edge (docs/DESIGN.md, "Limits"). An uploaded file over UPLOAD_MAX_BYTES is
+# refused while it streams (core.uploads); one over 2.5 MB is spooled to disk, never held in memory.
+UPLOAD_MAX_BYTES = int(os.environ.get("UPLOAD_MAX_BYTES", str(50 * 1024 * 1024)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_HANDLERS = [
+    "core.uploads.SizeLimitedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+# JSONL imports (commands and uploads) are read as a stream: bytes after decompression (a gzip
+# bomb stops here), lines (blank ones too), and the longest line.
+IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES", str(2 * 1024**3)))
+IMPORT_MAX_LINES = int(os.environ.get("IMPORT_MAX_LINES", "5000000"))
+IMPORT_MAX_LINE_BYTES = int(os.environ.get("IMPORT_MAX_LINE_BYTES", str(5 * 1024 * 1024)))
 
 REST_FRAMEWORK = {
     # core.api.ApiView's token class, so the OpenAPI schema has one token scheme, not two
@@ -226,6 +239,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON bodies with limits (depth, NaN, huge numbers, NUL / surrogates): a 400, never a 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "core.safejson.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "EXCEPTION_HANDLER": "core.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
@@ -233,6 +252,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     # The schema and its docs page are for users with a role (core.api.HasAnyRole).
     "SERVE_PERMISSIONS": ["core.api.HasAnyRole"],
+    # core.validation's <id:...> path converter: an integer id, like <int:...>.
+    "PATH_CONVERTER_OVERRIDES": {"id": int},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -265,9 +286,17 @@ ROUND_TRIGGER_CHECK_S = int(os.environ.get("ROUND_TRIGGER_CHECK_S", "300"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # core.logs.OneLine: one line per record, at most `burst` of a kind per `every_s` seconds.
+    "filters": {
+        "one_line": {"()": "core.logs.OneLine", "below": "CRITICAL"},  # expected faults (Redis down)
+        "one_line_4xx": {"()": "core.logs.OneLine", "below": "ERROR"},  # 403 / 404: a 500 keeps its traceback
+    },
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
+        "core.events": {"filters": ["one_line"]},
+        "django.request": {"filters": ["one_line_4xx"]},
+        "django.security": {"filters": ["one_line_4xx"]},
         "django.channels.server": {"level": "WARNING"},
         # An event for a page nobody has open is normal (the seed sends many): not a warning.
         "channels_postgres.database": {"level": "ERROR"},

@@ -37,6 +37,8 @@ class ErrorCode(StrEnum):
     SCHEDULE = "schedule", 400
     CRON = "cron", 400
     BLOCKLIST = "blocklist", 400
+    BAD_JSON = "bad_json", 400  # core.safejson: too deep, NaN, huge numbers, NUL / surrogates
+    TOO_LARGE = "too_large", 413  # an upload or import over its size limit
     # 403: the caller may not do this.
     FORBIDDEN = "forbidden", 403
     # 404: the thing asked for does not exist (or has no file yet).

@@ -22,6 +22,7 @@ from rest_framework.response import Response
 
 from annotation.models import Project
 from annotation.selectors import prompt_pool_counts
+from core import safejson
 from core.api import ERRORS, errors_with
 from core.errors import ErrorCode, ServiceError
 from core.jobs import job_is_held
@@ -112,7 +113,7 @@ class RoundSettingsForm(forms.ModelForm):
         if not text:
             return {}
         try:
-            value = json.loads(text)
+            value = safejson.loads(text)  # depth, NaN, huge numbers: refused, never a 500
         except ValueError as exc:
             raise forms.ValidationError(f"This is not valid JSON: {exc}.") from None
         if not isinstance(value, dict):

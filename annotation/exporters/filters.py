@@ -106,11 +106,16 @@ def parse_time(name: str, value, *, end_of_day: bool) -> dt.datetime | None:
                 parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError as exc:
             raise FilterError(f"{name}: {value!r} is not an ISO date or date-time") from exc
+        except OverflowError as exc:  # 9999-12-31 as an end of day
+            raise FilterError(f"{name}: {value!r} is out of range") from exc
     else:
         raise FilterError(f"{name}: expected an ISO date or date-time")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise FilterError(f"{name}: {value!r} is out of range") from exc
 
 
 def _parse_rounds(value) -> tuple[int, ...]:
@@ -126,6 +131,8 @@ def _parse_rounds(value) -> tuple[int, ...]:
         rounds = sorted({int(v) for v in value})
     except (TypeError, ValueError) as exc:
         raise FilterError("rounds: every round id must be an integer") from exc
+    if rounds and not (0 < rounds[0] and rounds[-1] <= _BIGINT):
+        raise FilterError("rounds: every round id must be a positive 64-bit integer")
     return tuple(rounds)
 
 
@@ -144,15 +151,21 @@ def _parse_tristate(name: str, value) -> str:
     return text
 
 
+_BIGINT = 2**63 - 1
+
+
 def _parse_number(name: str, value, kind: type, default, what: str):
     if value in (None, ""):
         return default
     if isinstance(value, bool):
         raise FilterError(f"{name}: expected {what}")
     try:
-        return kind(value)
-    except (TypeError, ValueError) as exc:
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError) as exc:  # float(10**400) overflows
         raise FilterError(f"{name}: expected {what}") from exc
+    if kind is int and not -_BIGINT <= number <= _BIGINT:
+        raise FilterError(f"{name}: expected {what} (64-bit)")
+    return number
 
 
 def _parse_bool(name: str, value, default: bool) -> bool:

@@ -4,14 +4,14 @@ a service's refusal as a command error, and the import commands' shape."""
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Project
 from annotation.selectors import project_by_ref, project_slugs
-from annotation.services.jsonl import ImportReport
+from annotation.services.jsonl import ImportReport, import_lines, open_jsonl
 from core.errors import ServiceError
 
 
@@ -64,7 +64,7 @@ class ImportCommand(ProjectCommand):
     A subclass names its service (`service(project=, lines=, on_progress=)` returning an
     `ImportReport`, or overrides `run_import`) and says what it did (`done`)."""
 
-    file_help = "Path to a .jsonl file, or - for standard input."
+    file_help = "Path to a .jsonl file (.gz accepted), or - for standard input."
     max_errors_shown: int | None = None  # None: every bad line
 
     def add_arguments(self, parser):
@@ -72,8 +72,9 @@ class ImportCommand(ProjectCommand):
         super().add_arguments(parser)
 
     def open_lines(self, file: str):
-        """The file's lines, as a context manager (standard input for "-")."""
-        return sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+        """The file's lines (gunzipped when gzip; standard input for "-"), as a context manager,
+        read as a stream within the import limits (annotation.services.jsonl.bounded_lines)."""
+        return nullcontext(import_lines(sys.stdin.buffer)) if file == "-" else open_jsonl(file)
 
     def progress(self, lines: int) -> None:
         self.stderr.write(f"  checked {lines:,} lines…")
@@ -88,11 +89,12 @@ class ImportCommand(ProjectCommand):
 
     def handle_project(self, target: Project, *, file: str, **options):
         try:
-            stream = self.open_lines(file)
-        except OSError as exc:
+            with self.open_lines(file) as lines:  # reading errors become ServiceErrors (jsonl)
+                report = self.run_import(project=target, lines=lines, file=file, **options)
+        except OSError as exc:  # the file cannot be opened
             raise CommandError(f"Cannot read {file}: {exc.strerror or exc}.") from None
-        with stream as lines:
-            report = self.run_import(project=target, lines=lines, file=file, **options)
+        except ServiceError as exc:  # too large, unreadable gzip: nothing was written
+            raise CommandError(exc.message) from None
         if not report.ok:
             shown = report.errors[: self.max_errors_shown]
             for error in shown:

@@ -9,15 +9,21 @@ report (`ImportReport`) live here once.
 
 from __future__ import annotations
 
-import json
+import gzip
+import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
 
+from django.conf import settings
 from django.db import transaction
 
 from annotation.formats import FormatError, normalise_messages
 from annotation.models import Project
+from core import safejson
+from core.errors import ErrorCode, ServiceError
 from core.events import event_send_on_commit, project_group
 
 T = TypeVar("T")
@@ -145,8 +151,74 @@ def lines_import(
     return report
 
 
+class LineTooLong(bytes):
+    """Stands for a line over the limit in `bounded_lines` (its bytes were never kept)."""
+
+
+def _too_large(what: str) -> ServiceError:
+    return ServiceError(f"The file is too large: {what}. Nothing was imported.", code=ErrorCode.TOO_LARGE)
+
+
+def bounded_lines(
+    stream: BinaryIO, *, max_line_bytes: int, max_bytes: int, max_lines: int
+) -> Iterator[bytes]:
+    """The lines of a binary stream (a gzip stream decompressing as it is read, an upload), read
+    with limits: a line over `max_line_bytes` comes out as `LineTooLong` (reported as a bad
+    line; memory holds at most one line), and past `max_bytes` read (after decompression: a
+    gzip bomb stops there) or `max_lines` lines (blank ones too) the import stops with a
+    ServiceError "too_large". A stream that cannot be read to its end (a truncated or corrupt
+    gzip) is a ServiceError "invalid", never a traceback.
+    """
+    total = lines = 0
+    try:
+        while True:
+            line = stream.readline(max_line_bytes + 1)
+            if not line:
+                return
+            total += len(line)
+            lines += 1
+            if total > max_bytes:
+                raise _too_large(f"over {max_bytes:,} bytes (decompressed)")
+            if lines > max_lines:
+                raise _too_large(f"over {max_lines:,} lines")
+            if len(line) > max_line_bytes and not line.endswith(b"\n"):
+                while line and not line.endswith(b"\n"):  # skip the rest of the line, in pieces
+                    line = stream.readline(max_line_bytes)
+                    total += len(line)
+                    if total > max_bytes:
+                        raise _too_large(f"over {max_bytes:,} bytes (decompressed)")
+                yield LineTooLong()
+                continue
+            yield line
+    except (EOFError, OSError, zlib.error) as exc:  # truncated / corrupt gzip, unreadable file
+        raise ServiceError(f"The file cannot be read to its end ({exc}). Nothing was imported.") from None
+
+
+def import_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """`bounded_lines` with the limits in settings (IMPORT_MAX_BYTES, _LINES, _LINE_BYTES)."""
+    return bounded_lines(
+        stream,
+        max_line_bytes=settings.IMPORT_MAX_LINE_BYTES,
+        max_bytes=settings.IMPORT_MAX_BYTES,
+        max_lines=settings.IMPORT_MAX_LINES,
+    )
+
+
+@contextmanager
+def open_jsonl(path: str | Path) -> Iterator[Iterator[bytes]]:
+    """The lines of a JSONL file, gunzipped while read when it is gzip (by its magic bytes, not
+    its name), within the import limits. OSError if it cannot be opened."""
+    with open(path, "rb") as raw:
+        magic = raw.read(2)
+        raw.seek(0)
+        with gzip.GzipFile(fileobj=raw) if magic == b"\x1f\x8b" else nullcontext(raw) as stream:
+            yield import_lines(stream)
+
+
 def json_object_from_line(raw: bytes | str) -> dict[str, Any] | None:
     """The JSON object on one line; None for a blank line; FormatError (with the reason) otherwise."""
+    if isinstance(raw, LineTooLong):
+        raise FormatError("line too long")
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -155,10 +227,10 @@ def json_object_from_line(raw: bytes | str) -> dict[str, Any] | None:
     raw = raw.lstrip("\ufeff")  # a byte-order mark some editors put on line 1
     if not raw.strip():
         return None
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    try:  # core.safejson: depth, NaN / Infinity, huge numbers, NUL and lone surrogates refused
+        data = safejson.loads(raw)
+    except safejson.JsonRejected as exc:
+        raise FormatError(str(exc)) from None
     if not isinstance(data, dict):
         raise FormatError(f"expected a JSON object, got {type(data).__name__}")
     return data

@@ -18,13 +18,14 @@ preference on it. The rules, chosen so an import is reproducible and auditable:
 - Dedupe: each pair's idempotency key is the sha256 of its parsed content (prompt messages,
   chosen, rejected), so re-importing a file, or the same pair in the other format or with
   different JSON spacing, is detected; such lines are skipped and reported.
-- All or nothing: every line is parsed first; if any line is bad, the errors (with line
-  numbers) are raised and nothing is written. The writes are bulk inserts in one transaction.
+- All or nothing, as a stream: lines are read once and written in batches inside one
+  transaction while no bad line has been seen; if any line is bad, the errors (with line
+  numbers) are raised and the transaction is rolled back, so nothing is written. A file of any
+  size is read within the import limits (settings IMPORT_MAX_*, gzip decompressed as read).
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -38,13 +39,20 @@ from django.utils import timezone
 from annotation.formats import FormatError, normalise_messages, split_hh_pair
 from annotation.models import Assignment, Comparison, Preference, Project, Response
 from annotation.services.comparisons import ComparisonSpec, comparisons_create, tables_analyze_on_commit
-from annotation.services.jsonl import ImportReport, LineError, json_object_from_line, parsed_lines
+from annotation.services.jsonl import (
+    ImportReport,
+    LineError,
+    json_object_from_line,
+    lines_import,
+    open_jsonl,
+    parsed_lines,
+)
 from core.errors import ErrorCode, ServiceError
 from core.locks import LockNamespace, xact_lock
 
 DATASET_FORMATS = ("hh", "trl")  # dataset layouts; the exporters' FORMATS are file formats
 IMPORTED_STRENGTH = 2
-MAX_LINE_BYTES = 5 * 1024 * 1024
+BATCH_SIZE = 2000
 
 
 @dataclass(frozen=True)
@@ -78,13 +86,9 @@ def pair_key(messages: list[dict], chosen: str, rejected: str) -> str:
 
 
 def read_lines(path: str | Path) -> Iterator[bytes]:
-    """Lines of a JSONL file, gunzipped when it is gzip (by its magic bytes, not its name)."""
-    path = Path(path)
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    opener = gzip.open if magic == b"\x1f\x8b" else open
-    with opener(path, "rb") as fh:
-        yield from fh
+    """Lines of a JSONL file, gunzipped when it is gzip, within the import limits (jsonl.open_jsonl)."""
+    with open_jsonl(path) as lines:
+        yield from lines
 
 
 def _response_text(value, side: str) -> tuple[str, list[dict] | None]:
@@ -132,8 +136,6 @@ def _parse_hh(obj: dict) -> tuple[list[dict], str, str]:
 
 def _pair_from_line(raw: bytes | str, number: int, parse) -> ParsedPair | None:
     """One line as a pair; None when blank; FormatError with the reason when bad."""
-    if isinstance(raw, bytes) and len(raw) > MAX_LINE_BYTES:
-        raise FormatError(f"line longer than {MAX_LINE_BYTES} bytes")
     obj = json_object_from_line(raw)
     if obj is None:
         return None
@@ -185,7 +187,6 @@ def _already_imported(project: Project, keys: list[str]) -> set[str]:
     return found
 
 
-@transaction.atomic
 def preferences_import(
     *,
     project: Project,
@@ -193,30 +194,68 @@ def preferences_import(
     fmt: str,
     queue: bool = False,
     source_name: str = "",
+    batch_size: int = BATCH_SIZE,
 ) -> ImportReport:
-    """Parse every line, then (only if all are valid) write comparisons + imported votes."""
-    pairs, errors, count = parse_preference_lines(lines, fmt)
-    if errors:
-        raise PreferenceImportInvalid(errors, count)
-    report = ImportReport(lines=count)
-    xact_lock(
-        LockNamespace.PREFERENCE_IMPORT, project.pk
-    )  # one import per project at a time: dedupe stays exact
-    existing = _already_imported(project, [p.key for p in pairs])
-    first_line: dict[str, int] = {}
-    fresh: list[ParsedPair] = []
-    for p in pairs:
-        if p.key in existing:
-            report.duplicates.append((p.line, "already imported into this project"))
-        elif p.key in first_line:
-            report.duplicates.append((p.line, f"same pair as line {first_line[p.key]}"))
-        else:
-            first_line[p.key] = p.line
-            fresh.append(p)
-    if not fresh:
-        return report
+    """Check every line and write comparisons + imported votes, all or nothing, as a stream.
 
-    user = import_user(project=project, fmt=fmt)
+    Lines are read once and written `batch_size` at a time inside one transaction while no bad
+    line has been seen (jsonl.lines_import): memory holds one batch and the keys seen so far,
+    whatever the file's size. Any bad line: PreferenceImportInvalid with every bad line, and
+    nothing is written.
+    """
+    if fmt not in FORMATS:
+        raise ServiceError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.", code=ErrorCode.FORMAT)
+    parse = _parse_hh if fmt == "hh" else _parse_trl
+    report = ImportReport()
+    first_line: dict[str, int] = {}
+    user = None
+
+    def keep(number: int, pair: ParsedPair) -> bool:
+        first = first_line.setdefault(pair.key, number)
+        if first != number:
+            report.duplicates.append((number, f"same pair as line {first}"))
+        return first == number
+
+    def write(pairs: list[ParsedPair]) -> None:
+        nonlocal user
+        existing = _already_imported(project, [p.key for p in pairs])
+        report.duplicates.extend(
+            (p.line, "already imported into this project") for p in pairs if p.key in existing
+        )
+        fresh = [p for p in pairs if p.key not in existing]
+        if fresh:
+            user = user or import_user(project=project, fmt=fmt)
+            ids = _pairs_write(
+                project=project, pairs=fresh, fmt=fmt, queue=queue, user=user, source_name=source_name
+            )
+            report.imported += len(ids)
+            report.comparison_ids.extend(ids)
+
+    with transaction.atomic():
+        # One import per project at a time: dedupe stays exact.
+        xact_lock(LockNamespace.PREFERENCE_IMPORT, project.pk)
+        lines_import(
+            project=project,
+            lines=lines,
+            parse=lambda raw, number: _pair_from_line(raw, number, parse),
+            write=write,
+            report=report,
+            batch_size=batch_size,
+            added_event="comparisons_added",
+            keep=keep,
+        )
+    if report.errors:
+        raise PreferenceImportInvalid(report.errors, report.lines)
+    if report.imported:
+        tables_analyze_on_commit("annotation_preference")  # the pair tables: comparisons_create's
+    report.duplicates.sort()
+    return report
+
+
+def _pairs_write(
+    *, project: Project, pairs: list[ParsedPair], fmt: str, queue: bool, user, source_name: str
+) -> list[int]:
+    """One batch of new pairs as comparisons, each with its imported vote; their ids."""
     specs = [
         ComparisonSpec(
             messages=p.messages,
@@ -224,7 +263,7 @@ def preferences_import(
             response_b=p.rejected,
             metadata={"imported": {"format": fmt, "file": source_name, "line": p.line, "chosen": "a"}},
         )
-        for p in fresh
+        for p in pairs
     ]
     votes_needed = 1 + (project.overlap if queue else 0)
     comparisons = comparisons_create(
@@ -248,11 +287,8 @@ def preferences_import(
                 idempotency_key=p.key,
                 source="imported",
             )
-            for c, p in zip(comparisons, fresh, strict=True)
+            for c, p in zip(comparisons, pairs, strict=True)
         ],
         batch_size=2000,
     )
-    tables_analyze_on_commit("annotation_preference")  # the pair tables: comparisons_create's
-    report.imported = len(comparisons)
-    report.comparison_ids = ids
-    return report
+    return ids

@@ -70,3 +70,59 @@ def test_response_html_is_cached_by_text():
 
     assert markdown_key("a") == markdown_key("a") != markdown_key("b")
     assert len(markdown_key("a")) <= 40
+
+
+# --- issue 15 item 5b: hostile text is bounded, and still sanitised --------------------------
+
+HOSTILE = {
+    "nested_brackets": "[" * 35_000 + "]" * 35_000,
+    "open_links": "[a](" * 17_500,
+    "emphasis": "*_" * 35_000,
+    "images": "![" * 35_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_text_renders_as_escaped_text(name):
+    """70 KB crafted to make Python-Markdown run for minutes renders (bench/markdown_render.py times
+    it); what comes back is still sanitised."""
+    html = render_markdown(HOSTILE[name] + "<script>alert(1)</script>")
+    assert "<script" not in html and "&lt;script&gt;" in html
+
+
+def test_text_over_the_budget_is_shown_as_plain_escaped_text():
+    from annotation.markdown import MAX_CHARS
+
+    text = "**not bold** <script>alert(1)</script>\n" + "x" * MAX_CHARS
+    html = render_markdown(text)
+    assert html.startswith(
+        '<p dir="auto" class="plain">**not bold** &lt;script&gt;alert(1)&lt;/script&gt;<br>'
+    )
+    assert "<strong>" not in html and "<script" not in html
+
+
+def test_text_the_parser_refuses_is_shown_as_plain_text():
+    html = render_markdown("a lone surrogate \ud800 <b>x</b>")
+    assert html == '<p dir="auto" class="plain">a lone surrogate ? &lt;b&gt;x&lt;/b&gt;</p>'
+
+
+def test_the_sentinel_never_turns_into_markup():
+    """A "<" is swapped for U+FDD0 while parsing; a U+FDD0 in the text itself stays text."""
+    html = render_markdown("\ufdd0script\ufdd1 and <script>")
+    assert "<script" not in html and "\ufdd0" not in html
+    assert html.count("&lt;script") == 1
+
+
+@pytest.mark.parametrize(
+    "source,forbidden",
+    [
+        pytest.param("```python\nx\n```", "class=", id="code-class"),
+        pytest.param("- [x] done", "<input", id="tasklist"),
+        pytest.param("[a](https://e.org 'title') x", '<a href="https://e.org" title="title">', id="no-rel"),
+        pytest.param("<https://e.org>", '<a href="https://e.org">', id="autolink-no-rel"),
+    ],
+)
+def test_the_allowlist_cleaner_runs_on_every_render(source, forbidden):
+    """What cmark writes that only nh3 removes or marks: a render that skipped the cleaner fails."""
+    assert forbidden not in render_markdown(source)
+    assert "nofollow" in render_markdown("[a](https://e.org)")

@@ -3,6 +3,7 @@ import re
 import pytest
 
 from annotation.forms import stored_side
+from annotation.markdown import RENDER_VERSION
 from annotation.models import Assignment, Comparison, Preference, Skip
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
 from annotation.services.queue import assignment_next
@@ -391,3 +392,25 @@ def test_xss_payloads_in_prompt_and_responses_are_escaped(rater_client, make_pro
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert html.count("&lt;img src=x onerror=alert(1)&gt;") == 2
     assert "<code>&lt;b&gt;x&lt;/b&gt;</code>" in html
+
+
+def test_a_hostile_70kb_response_is_served_once_rendered_and_can_be_skipped(rater_client, make_project):
+    """Issue 15 item 5b: 70 KB of nested brackets (minutes for the old renderer) is rendered once,
+    stored, shown escaped, and the rater can skip the pair (bench/markdown_render.py times it)."""
+    project = make_project(pairs=0)
+    hostile = "[" * 35_000 + "]" * 35_000 + XSS_SCRIPT
+    comparisons_create(
+        project=project,
+        specs=[
+            ComparisonSpec(messages=[{"role": "user", "content": "Q"}], response_a=hostile, response_b="B")
+        ],
+    )
+    html = rater_client.get(urls(project)["rate"]).content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and XSS_SCRIPT not in html
+    stored = Comparison.objects.get(project=project).response_a
+    assert stored.text_html_key.startswith(f"{RENDER_VERSION}:") and "&lt;script&gt;" in stored.text_html
+    slot = leased(rater_client.user, project)
+    response = rater_client.post(
+        urls(project, slot.comparison_id)["skip"], {"reason": "does not render"}, **HX
+    )
+    assert response.status_code == 200 and Skip.objects.get().reason == "does not render"

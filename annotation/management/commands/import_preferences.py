@@ -1,14 +1,11 @@
 """manage.py import_preferences FILE --project P --format hh|trl [--queue]: all or nothing."""
 
-from contextlib import nullcontext
-
 from annotation.management.shared import ImportCommand
 from annotation.services.jsonl import ImportReport
 from annotation.services.preference_imports import (
     DATASET_FORMATS,
     PreferenceImportInvalid,
     preferences_import,
-    read_lines,
 )
 
 
@@ -31,9 +28,6 @@ class Command(ImportCommand):
             action="store_true",
             help="Also put each comparison in the rating queue for the project's k raters.",
         )
-
-    def open_lines(self, file):
-        return nullcontext(list(read_lines(file)))  # gunzipped when gzip
 
     def run_import(self, *, project, lines, file, fmt, queue, **options):
         try:

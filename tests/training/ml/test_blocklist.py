@@ -52,3 +52,25 @@ def test_reasons_name_the_threshold_and_the_first_match():
     assert blocked_reasons(toxicity=0.0, threshold=0.5, text="hello", patterns=patterns) == "blocklist: hello"
     long = blocklist_parse("x" * 400)
     assert len(blocked_reasons(toxicity=1.0, threshold=0.5, text="x" * 400, patterns=long)) == 300
+
+
+def test_a_regex_that_backtracks_catastrophically_in_python_matches_in_linear_time():
+    """Issue 15 item 5c: /(a+)+$/ on 50,000 "a"s and a "!" takes Python's `re` longer than the
+    age of the universe; RE2 answers at once (no timing asserted: the test would hang)."""
+    patterns = blocklist_parse("/(a+)+$/\n/(x|x)*y/")
+    assert blocklist_match(patterns, "a" * 50_000 + "!") is None
+    assert blocklist_match(patterns, "x" * 50_000) is None
+    assert blocklist_match(patterns, "AAA") == "/(a+)+$/"  # still case-insensitive
+
+
+@pytest.mark.parametrize(
+    "line,reason",
+    [
+        ("/(?<!s)kill/", "lookarounds"),
+        (r"/(a)\1/", "backreferences"),
+        ("/" + "a" * 1001 + "/", "at most 1000"),
+    ],
+)
+def test_regexes_re2_cannot_run_in_linear_time_are_refused_with_the_reason(line, reason):
+    with pytest.raises(BlocklistError, match=reason):
+        blocklist_parse(line)

@@ -66,7 +66,7 @@ def _number(key: str, value) -> int | float:
     kind, low, high = CONFIG_OVERRIDES[key]
     try:
         number = kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # float(10**400) overflows
         raise ServiceError(f"{key} must be a number.", code=ErrorCode.CONFIG) from None
     if isinstance(value, float) and kind is int and value != int(value):
         raise ServiceError(f"{key} must be a whole number.", code=ErrorCode.CONFIG)

@@ -240,6 +240,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     # The schema and its docs page are for users with a role (core.api.HasAnyRole).
     "SERVE_PERMISSIONS": ["core.api.HasAnyRole"],
+    # Every operation documents the shared error answers (the schema is the contract).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.api_schema.document_errors",
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

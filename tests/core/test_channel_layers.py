@@ -15,12 +15,13 @@ from channels_postgres.models import GroupChannel, Message
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
-from django.test import Client, override_settings
+from django.test import override_settings
 from django.utils import timezone
 
 from config.asgi import application
 from config.channel_layers import postgres_layer, redis_layer
 from core.events import project_group
+from tests.annotation.test_consumers import session_cookie
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
 TRANSACTIONAL = pytest.mark.django_db(transaction=True, serialized_rollback=True, databases="__all__")
@@ -29,12 +30,6 @@ TRANSACTIONAL = pytest.mark.django_db(transaction=True, serialized_rollback=True
 @pytest.fixture(scope="module", autouse=True)
 def _database_as_migrated_afterwards(database_as_migrated_afterwards):
     yield
-
-
-def session_cookie(user) -> bytes:
-    client = Client()
-    client.force_login(user)
-    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
 
 
 def communicator(cookie: bytes, project_id: int) -> WebsocketCommunicator:

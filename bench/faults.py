@@ -396,9 +396,9 @@ def main() -> None:
         for t in threads:
             t.start()
         faults = Faults(stack, seeded, books, args)
-        baseline_s = max(20.0, args.minutes * 60 / 8)
-        time.sleep(baseline_s)
-        baseline = throughput(books, started + 5, time.monotonic())
+        baseline_s = max(40.0, args.minutes * 60 / 8)
+        time.sleep(baseline_s)  # the first half warms up (raters log in, workers import)
+        baseline = throughput(books, started + baseline_s / 2, time.monotonic())
         results = []
         for inject in (faults.pg_restart, faults.pg_kill, faults.redis_down, faults.web_kill,
                        faults.worker_kill_reward, faults.worker_kill_export, faults.disk_full):  # fmt: skip

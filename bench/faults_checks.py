@@ -134,7 +134,11 @@ def _table_writes(seeded: dict) -> int:
 
     connections.close_all()
     ids = [seeded["rating"], seeded["probe"]]
-    return sum(m.objects.filter(project_id__in=ids).count() for m in (Comparison, Preference, Prompt))
+    return (
+        Comparison.objects.filter(project_id__in=ids).count()
+        + Prompt.objects.filter(project_id__in=ids).count()
+        + Preference.objects.filter(comparison__project_id__in=ids).count()
+    )
 
 
 def jsonl_files(tmp: Path) -> dict[str, Path]:

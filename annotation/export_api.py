@@ -17,7 +17,7 @@ from rest_framework.exceptions import NotFound as DRFNotFound
 from rest_framework.response import Response
 
 from annotation.export_views import export_file_response
-from annotation.exporters import FORMATS, KINDS
+from annotation.exporters import CONTENT_TYPES, FORMATS, KINDS
 from annotation.models import Export, Project
 from annotation.selectors import export_get, export_identical_to, exports_for
 from annotation.services.exports import export_cancel, export_request, export_run
@@ -145,7 +145,8 @@ class ExportCardView(ExportAPIView):
 class ExportDownloadView(ExportAPIView):
     @extend_schema(
         operation_id="exports_download",
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, **ERRORS},
+        # The file in its format's own content type (annotation.exporters.CONTENT_TYPES).
+        responses={**{(200, ct): OpenApiTypes.BINARY for ct in CONTENT_TYPES.values()}, **ERRORS},
     )
     def get(self, request, export_id: int):
         return export_file_response(_export(export_id))  # NotFound: 404

@@ -1,6 +1,7 @@
 """Tables of the rating loop. Invariants live in database constraints; logic lives in services."""
 
 import secrets
+from pathlib import Path
 
 from django.conf import settings
 from django.db import models
@@ -293,6 +294,15 @@ class Export(Job):
 
     job_kind = "export"
     lock_namespace = LockNamespace.EXPORT
+    requeue_task = "annotation.tasks.export_run_task"
+
+    @classmethod
+    def temp_roots(cls):
+        return [(Path(settings.EXPORTS_DIR), 3)]  # <project>/<export id>/.tmp-<file>
+
+    @classmethod
+    def temp_owner(cls, path, final_name):
+        return int(path.parent.name) if path.parent.name.isdigit() else None
 
     class Kind(models.TextChoices):
         TRL = "trl", "TRL preference pairs"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from config.channel_layers import POSTGRES_ALIAS, postgres_alias, postgres_layer, redis_layer
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var")).resolve()
 
@@ -136,12 +138,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("CHANNELS_PREFIX", "asgi")},
-        }
-    }
+    CHANNEL_LAYERS = {"default": redis_layer(REDIS_URL, prefix=os.environ.get("CHANNELS_PREFIX", "asgi"))}
 else:
     _broker_dir = VAR_DIR / "broker"
     _broker_dir.mkdir(parents=True, exist_ok=True)
@@ -154,20 +151,30 @@ else:
         "store_processed": False,
         "polling_interval": 0.1,
     }
-    _db = DATABASES["default"]
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_postgres.core.PostgresChannelLayer",
-            # channels-postgres reads TIME_ZONE from this dict and fails without it.
-            "CONFIG": {
-                **_db,
-                # Django-only connection options (pool, prepared statements) mean nothing to it.
-                "OPTIONS": {
-                    k: v for k, v in _db.get("OPTIONS", {}).items() if k not in ("pool", "prepare_threshold")
-                },
-                "TIME_ZONE": None,
-            },
-        }
+    CHANNEL_LAYERS = {"default": postgres_layer(DATABASES["default"])}
+# The alias channels-postgres removes group memberships through (config/channel_layers.py); a
+# mirror of the default database, defined with Redis too so the tests can run both layers.
+DATABASES[POSTGRES_ALIAS] = postgres_alias(DATABASES["default"])
+
+# --- Jobs (core/jobs.py): a running job's heartbeat; after JOB_STALE_S without one and with
+# no worker holding it, beat's jobs_maintenance_task sends it again and sweeps crashed writes.
+JOB_HEARTBEAT_S = float(os.environ.get("JOB_HEARTBEAT_S", "5"))
+JOB_STALE_S = float(os.environ.get("JOB_STALE_S", str(3 * JOB_HEARTBEAT_S)))
+CELERY_BEAT_SCHEDULE = {
+    "jobs-maintenance": {
+        "task": "core.tasks.jobs_maintenance_task",
+        "schedule": JOB_HEARTBEAT_S,
+        "options": {"queue": "default", "expires": JOB_STALE_S},
+    }
+}
+if REDIS_URL:
+    # An unacked message (acks_late) comes back after the visibility timeout, Redis's default
+    # an hour: a worker killed as a whole left its job "running" that long. Derived from the
+    # heartbeat; a live job redelivered meanwhile finds its lock held and leaves.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": int(4 * JOB_STALE_S),
+        "unacked_restore_interval": int(max(1, JOB_HEARTBEAT_S)),
+        "unacked_restore_throttle": 1,
     }
 
 CELERY_TASK_ACKS_LATE = True
@@ -254,6 +261,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["core.api.HasAnyRole"],
     # core.validation's <id:...> path converter: an integer id, like <int:...>.
     "PATH_CONVERTER_OVERRIDES": {"id": int},
+    # Every operation documents the shared error answers (the schema is the contract).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.api_schema.document_errors",
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

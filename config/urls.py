@@ -19,3 +19,4 @@ urlpatterns = [
     path("training/", include("training.urls")),  # ops: reward-model runs, rounds
     path("", include("annotation.urls")),  # rater pages
 ]
+handler404 = "core.api.not_found"

@@ -123,3 +123,14 @@ def errors_with(*conflicts: ErrorCode) -> dict:
             ErrorSerializer, description=f"The object's state does not allow this now (code {codes})."
         ),
     }
+
+
+def not_found(request, exception=None):
+    """handler404 (config/urls.py): a URL no route matches (`/api/comparisons/-1/skip/`) is the
+    API's JSON 404 under /api/, Django's page elsewhere."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found.", "code": str(ErrorCode.NOT_FOUND)}, status=404)
+    return page_not_found(request, exception)

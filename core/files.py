@@ -112,3 +112,41 @@ def leftovers_remove(final: Path) -> None:
         shutil.rmtree(final)
     elif final.exists():
         final.unlink()
+
+
+def _final_name(temp_name: str) -> str | None:
+    """The name a temporary entry was going to become: ".tmp-NAME.<uuid hex>" (a file) or
+    ".tmp-NAME-<mkdtemp suffix>" (a folder); None for a name this module did not make."""
+    if not temp_name.startswith(TEMP_PREFIX):
+        return None
+    rest = temp_name[len(TEMP_PREFIX) :]
+    stem, dot, tail = rest.rpartition(".")
+    if dot and len(tail) == 32 and all(c in "0123456789abcdef" for c in tail):
+        return stem
+    stem, dash, tail = rest.rpartition("-")
+    return stem if dash and tail else None
+
+
+def temp_entries(root: Path, *, depth: int) -> list[tuple[Path, str]]:
+    """The temporary files and folders (unfinished or crashed writes) at most `depth` levels
+    below `root`, each with the name it was going to get."""
+    found: list[tuple[Path, str]] = []
+    root = Path(root)
+    if depth < 1 or not root.is_dir():
+        return found
+    for entry in root.iterdir():
+        final = _final_name(entry.name)
+        if final is not None:
+            found.append((entry, final))
+        elif entry.is_dir() and not entry.is_symlink():
+            found.extend(temp_entries(entry, depth=depth - 1))
+    return found
+
+
+def path_remove(path: Path) -> None:
+    """Remove a file or a folder tree (gone already is fine)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -21,21 +21,36 @@ One abstract model, one life cycle, one reporter, one event shape, one run helpe
 
 Artefacts are written with `core.files` (temp sibling + rename) and a body removes what a
 crashed attempt left (`core.files.leftovers_remove`) before it writes again.
+
+A worker killed as a whole (SIGKILL, machine loss) acks nothing and leaves its job "running":
+- while a body runs, a heartbeat thread touches `updated_at` every `JOB_HEARTBEAT_S`;
+- `jobs_reclaim` (beat, every heartbeat) sends the job's task again (`requeue_task`) when its
+  heartbeat is older than `JOB_STALE_S` and no worker holds its lock; the broker's visibility
+  timeout (settings) is a slower second path;
+- `jobs_leftovers_sweep` removes temporary files (`core.files.temp_entries`) under the
+  folders a job kind writes (`temp_roots`) that no live worker is writing.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
 from typing import ClassVar
 
-from django.db import models, transaction
+from django.apps import apps
+from django.conf import settings
+from django.db import close_old_connections, connections, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from core.errors import ErrorCode, NotFound, ServiceError
 from core.events import event_send_now, event_send_on_commit, project_group
+from core.files import path_remove, temp_entries
 from core.locks import LockNamespace, job_lock, job_lock_held
 
 log = logging.getLogger(__name__)
@@ -78,6 +93,10 @@ class Job(models.Model):
     TERMINAL = TERMINAL
     job_kind: ClassVar[str] = ""
     lock_namespace: ClassVar[LockNamespace]
+    # The Celery task (by name, it takes the job's id) that `jobs_reclaim` sends again for a
+    # running job whose worker died; "" for a kind that is never reclaimed (a round waits,
+    # running and unheld, between its pieces).
+    requeue_task: ClassVar[str] = ""
 
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     progress_done = models.BigIntegerField(default=0)
@@ -115,6 +134,18 @@ class Job(models.Model):
     def claim_reset(self) -> dict:
         """Fields set afresh each time a worker (re)starts the job (override)."""
         return {"progress_done": 0}
+
+    @classmethod
+    def temp_roots(cls) -> list[tuple[Path, int]]:
+        """The folders this kind writes its artefacts under, each with how deep its temporary
+        files lie, for `jobs_leftovers_sweep` (override)."""
+        return []
+
+    @classmethod
+    def temp_owner(cls, path: Path, final_name: str) -> int | None:
+        """The id of the job that was writing temporary `path` (to become `final_name`), or
+        None when it cannot be told (override)."""
+        return None
 
 
 # --- events --------------------------------------------------------------------------------
@@ -330,7 +361,8 @@ def job_run(
             return model.objects.filter(pk=job_id).first()
         reporter = JobReporter(job, listener=listener)
         try:
-            result = body(job, reporter)
+            with _heartbeat(job):
+                result = body(job, reporter)
         except (JobCancelled, *cancel_errors):
             return job_finish(job, JobStatus.CANCELLED, error="Cancelled.")
         except BaseException as exc:
@@ -349,3 +381,97 @@ def job_run(
         if job.status == JobStatus.RUNNING and result is not LEAVE_RUNNING:
             job_finish(job, JobStatus.SUCCEEDED)
         return job
+
+
+# --- heartbeat, reclaim, leftovers -------------------------------------------------------------
+
+
+@contextmanager
+def _heartbeat(job: Job) -> Iterator[None]:
+    """Touch the running job's `updated_at` every JOB_HEARTBEAT_S from a thread of its own (its
+    own database connection) while the body runs, however long a step takes."""
+    every_s = float(settings.JOB_HEARTBEAT_S)
+    stop = threading.Event()
+    model = job.__class__
+
+    def beat() -> None:
+        try:
+            while not stop.wait(every_s):
+                try:
+                    model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+                        updated_at=timezone.now()
+                    )
+                except Exception as exc:  # the database is restarting: the next beat tries again
+                    log.warning("%s %s: heartbeat failed (%s)", job.job_kind, job.pk, type(exc).__name__)
+                    close_old_connections()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job.job_kind}-{job.pk}", daemon=True)
+    if every_s > 0:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(timeout=every_s + 5)
+
+
+def job_models() -> list[type[Job]]:
+    return [m for m in apps.get_models() if issubclass(m, Job)]
+
+
+def jobs_reclaim() -> list[tuple[str, int]]:
+    """Send again the task of every running job whose heartbeat is older than JOB_STALE_S and
+    that no worker holds (its worker died with it); returns (kind, id) of those sent. The row's
+    `updated_at` is touched when it is sent, so a delivery still in the queue is not sent twice
+    before another stale period has passed (a duplicate would find the lock and leave anyway)."""
+    from celery import current_app
+
+    cutoff = timezone.now() - timedelta(seconds=float(settings.JOB_STALE_S))
+    sent: list[tuple[str, int]] = []
+    for model in job_models():
+        if not model.requeue_task:
+            continue
+        stale = model.objects.filter(status=JobStatus.RUNNING, updated_at__lt=cutoff)
+        for pk in stale.values_list("pk", flat=True):
+            if job_lock_held(model.lock_namespace, pk):
+                continue
+            touched = model.objects.filter(pk=pk, status=JobStatus.RUNNING, updated_at__lt=cutoff).update(
+                updated_at=timezone.now()
+            )
+            if touched:
+                current_app.send_task(model.requeue_task, args=[pk])
+                log.warning("%s %s: its worker stopped beating; sent again", model.job_kind, pk)
+                sent.append((model.job_kind, pk))
+    return sent
+
+
+def jobs_leftovers_sweep(*, min_age_s: float | None = None) -> list[Path]:
+    """Remove the temporary files and folders of crashed writes: those under a job kind's
+    `temp_roots` whose job no live worker holds, untouched for `min_age_s` (default
+    JOB_STALE_S; an export streamed over HTTP writes without a worker). Returns what it removed."""
+    min_age_s = float(settings.JOB_STALE_S) if min_age_s is None else min_age_s
+    now = time.time()
+    removed: list[Path] = []
+    for model in job_models():
+        for root, depth in model.temp_roots():
+            for path, final_name in temp_entries(root, depth=depth):
+                owner = model.temp_owner(path, final_name)
+                if owner is not None and job_lock_held(model.lock_namespace, owner):
+                    continue
+                try:
+                    if now - path.stat().st_mtime < min_age_s:
+                        continue
+                except FileNotFoundError:
+                    continue
+                path_remove(path)
+                log.info("%s: removed the leftover %s", model.job_kind, path)
+                removed.append(path)
+    return removed
+
+
+def jobs_maintain() -> dict:
+    """The periodic tick (core.tasks.jobs_maintenance_task)."""
+    return {"reclaimed": jobs_reclaim(), "removed": [str(p) for p in jobs_leftovers_sweep()]}

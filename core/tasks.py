@@ -45,3 +45,12 @@ def task(*, time_limit_s: int | None = None, **options):
         return shared_task(**opts)(run)
 
     return decorate
+
+
+@task(expires=60)
+def jobs_maintenance_task() -> None:
+    """Fired by beat every JOB_HEARTBEAT_S (settings.CELERY_BEAT_SCHEDULE): send again the jobs
+    whose worker died, remove crashed writes' temporary files (core.jobs.jobs_maintain)."""
+    from core.jobs import jobs_maintain
+
+    jobs_maintain()

@@ -1,6 +1,7 @@
 """Reward-model runs (a job on the kernel) and the model each produces."""
 
 import math
+from pathlib import Path
 from typing import ClassVar
 
 from django.conf import settings
@@ -29,6 +30,17 @@ class RewardModel(Job):
 
     job_kind: ClassVar[str] = "reward_run"
     lock_namespace: ClassVar[LockNamespace] = LockNamespace.REWARD_RUN
+    requeue_task: ClassVar[str] = "training.tasks.train_reward_model_task"
+
+    @classmethod
+    def temp_roots(cls):
+        models_dir = Path(settings.MODELS_DIR)  # <kind>/<project>/.tmp-<run id>-...
+        return [(models_dir / "reward", 2), (models_dir / "safety", 2)]
+
+    @classmethod
+    def temp_owner(cls, path, final_name):
+        return int(final_name) if final_name.isdigit() else None
+
     # Not a column: which trainer the job is in ("reward", then "safety"), for its events.
     phase = "reward"
 

@@ -38,12 +38,19 @@ def fetchone(sql: str, params: dict) -> tuple | None:
 
 
 def fetchone_atomic(statements: list[tuple[str, dict]], *, durable: bool = True) -> tuple | None:
-    """Run `statements` in order in one transaction and return the first row of the last one.
+    """Run `statements` in order in one transaction and return the first row of the last one
+    (see `fetchrows_atomic`)."""
+    return fetchrows_atomic(statements, durable=durable)[-1]
+
+
+def fetchrows_atomic(statements: list[tuple[str, dict]], *, durable: bool = True) -> list[tuple | None]:
+    """Run `statements` in order in one transaction and return each one's first row (or None).
 
     They go to the server together (psycopg's pipeline mode), with the BEGIN and the COMMIT:
     one network round trip instead of one per statement. The server still runs them one after
     another, each with its own snapshot (READ COMMITTED), so a statement that waits for a
-    lock sees what the lock holder committed. Inside the caller's transaction (an atomic
+    lock sees what the lock holder committed, and each sees what the ones before it wrote. If
+    one fails, nothing of the transaction is kept. Inside the caller's transaction (an atomic
     block) they run in it and the caller commits.
 
     `durable=False` commits without waiting for the WAL flush (synchronous_commit off for this
@@ -55,6 +62,7 @@ def fetchone_atomic(statements: list[tuple[str, dict]], *, durable: bool = True)
     raw = connection.connection
     # One cursor per statement: in a pipeline a cursor keeps every result it was given.
     cursors = [psycopg.Cursor(raw) for _ in statements]
+    setting = psycopg.Cursor(raw)
     try:
         with connection.wrap_database_errors:
             with raw.pipeline():
@@ -64,14 +72,13 @@ def fetchone_atomic(statements: list[tuple[str, dict]], *, durable: bool = True)
                 else:
                     with raw.transaction():
                         if not durable:
-                            cursors[0].execute("SET LOCAL synchronous_commit TO OFF")
+                            setting.execute("SET LOCAL synchronous_commit TO OFF")
                         for cur, (sql, params) in zip(cursors, statements, strict=True):
                             cur.execute(sql, params, prepare=True)
-            last = cursors[-1]
-            row = last.fetchone() if last.description else None
+            rows = [cur.fetchone() if cur.description else None for cur in cursors]
     finally:
-        for cur in cursors:
+        for cur in [setting, *cursors]:
             cur.close()
     for sql, params in statements:
         _log(sql, params, started)
-    return row
+    return rows

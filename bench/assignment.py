@@ -678,6 +678,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int(os.environ.get("WEB_CONCURRENCY") or 2),
         help="server worker processes (default $WEB_CONCURRENCY or 2, as the Procfile)",
     )
+    parser.add_argument(
+        "--compare-asgi",
+        action="store_true",
+        help="run the HTTP phases twice: first against a server with HOT_PATH_ASGI=0 (Django's own ASGI "
+        "handler for every request; phases marked 'stock'), then as configured",
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.pairs = args.pairs or (3_000 if args.quick else 10_000)
@@ -790,6 +796,14 @@ def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_
                 report(results, run_fresh(args=args, raters=raters, concurrency=c))
     server = None
     http_plan = [(k, c) for k, c in plan if k in HTTP_KINDS]
+    if http_plan and args.compare_asgi:
+        stock: list[PhaseResult] = []
+        run_http_phases(
+            http_plan, projects, tokens, args, {**env, "HOT_PATH_ASGI": "0"}, stock, profile=False
+        )
+        for r in stock:
+            r.phase += " stock"
+        results += stock
     if http_plan:
         server = run_http_phases(http_plan, projects, tokens, args, env, results)
     return summary(results, server)
@@ -862,7 +876,14 @@ def run_local_phase(kind: str, c: int, project, raters: list, args, bench_url: s
 
 
 def run_http_phases(
-    http_plan: list[tuple[str, int]], projects: dict, tokens: list[str], args, env: dict, results: list
+    http_plan: list[tuple[str, int]],
+    projects: dict,
+    tokens: list[str],
+    args,
+    env: dict,
+    results: list,
+    *,
+    profile: bool = True,
 ) -> tuple[float, str]:
     """The HTTP phases against one server; returns (its RSS in MiB at the end, its description)."""
     log_path = REPO_ROOT / "var" / "bench-assignment-server.log"
@@ -888,7 +909,7 @@ def run_http_phases(
                     "concurrency": c,
                     "rate": args.rate,
                 }
-                profiling = args.profile and kind == profile_at and repeat == 0
+                profiling = profile and args.profile and kind == profile_at and repeat == 0
                 with profile_server(server, args.seconds, enabled=profiling):
                     raw = run_client(cfg, server=server, db_name=args.db_name)
                 if "error" in raw:

@@ -62,22 +62,32 @@ def fetchrows_atomic(statements: list[tuple[str, dict]], *, durable: bool = True
     raw = connection.connection
     # One cursor per statement: in a pipeline a cursor keeps every result it was given.
     cursors = [psycopg.Cursor(raw) for _ in statements]
-    setting = psycopg.Cursor(raw)
+    control = psycopg.Cursor(raw)
+    own = not connection.in_atomic_block
     try:
         with connection.wrap_database_errors:
+            # BEGIN and COMMIT go as plain statements, so the whole transaction is one batch with
+            # one Sync at the end: one round trip. (psycopg's `transaction()` in a pipeline syncs
+            # after BEGIN and again before COMMIT: three round trips, each a wait for the
+            # backend to be scheduled on a busy machine.)
             with raw.pipeline():
-                if connection.in_atomic_block:
-                    for cur, (sql, params) in zip(cursors, statements, strict=True):
-                        cur.execute(sql, params, prepare=True)
-                else:
-                    with raw.transaction():
-                        if not durable:
-                            setting.execute("SET LOCAL synchronous_commit TO OFF")
-                        for cur, (sql, params) in zip(cursors, statements, strict=True):
-                            cur.execute(sql, params, prepare=True)
+                if own:
+                    control.execute("BEGIN")
+                    if not durable:
+                        control.execute("SET LOCAL synchronous_commit TO OFF")
+                for cur, (sql, params) in zip(cursors, statements, strict=True):
+                    cur.execute(sql, params, prepare=True)
+                if own:
+                    control.execute("COMMIT")
             rows = [cur.fetchone() if cur.description else None for cur in cursors]
+    except BaseException:
+        # A failed statement makes the server skip the rest of the batch (COMMIT included)
+        # and leaves the transaction aborted: end it, so the connection is usable again.
+        if own and raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and not raw.closed:
+            raw.execute("ROLLBACK")
+        raise
     finally:
-        for cur in [setting, *cursors]:
+        for cur in [control, *cursors]:
             cur.close()
     for sql, params in statements:
         _log(sql, params, started)

@@ -89,7 +89,7 @@ class PhaseResult:
     db_cpu_s: float | None = None  # the PostgreSQL backends serving the benchmark database
     client_cpu_s: float | None = None  # the HTTP load generator
     max_start_lag_ms: float | None = None  # open loop: how late the client started a cycle
-    profiled: bool = False  # py-spy sampled the server during this run (--profile)
+    profiled: str = ""  # the file of py-spy's samples of the server during this run (--profile)
 
     def add(self, other: PhaseResult) -> None:
         """Count in what one thread of the phase measured."""
@@ -799,7 +799,7 @@ def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_
     if http_plan and args.compare_asgi:
         stock: list[PhaseResult] = []
         run_http_phases(
-            http_plan, projects, tokens, args, {**env, "HOT_PATH_ASGI": "0"}, stock, profile=False
+            http_plan, projects, tokens, args, {**env, "HOT_PATH_ASGI": "0"}, stock, profile="-stock"
         )
         for r in stock:
             r.phase += " stock"
@@ -883,7 +883,7 @@ def run_http_phases(
     env: dict,
     results: list,
     *,
-    profile: bool = True,
+    profile: str = "",
 ) -> tuple[float, str]:
     """The HTTP phases against one server; returns (its RSS in MiB at the end, its description)."""
     log_path = REPO_ROOT / "var" / "bench-assignment-server.log"
@@ -909,15 +909,16 @@ def run_http_phases(
                     "concurrency": c,
                     "rate": args.rate,
                 }
-                profiling = profile and args.profile and kind == profile_at and repeat == 0
-                with profile_server(server, args.seconds, enabled=profiling):
+                profiling = args.profile and kind == profile_at and repeat == 0
+                path = PROFILE_PATH.with_name(f"{PROFILE_PATH.stem}{profile}.txt")
+                with profile_server(server, args.seconds, path=path, enabled=profiling):
                     raw = run_client(cfg, server=server, db_name=args.db_name)
                 if "error" in raw:
                     print(f"  {kind}: the API answered with an error, HTTP phases skipped: {raw['error']}")
                     print(f"  (server log: {log_path})")
                     return server.rss_mb(), server.description
                 report(results, http_result(kind, c, raw, args.rate))
-                results[-1].profiled = profiling
+                results[-1].profiled = str(path) if profiling else ""
         return server.rss_mb(), server.description
 
 
@@ -993,19 +994,20 @@ def profile_split(raw_path: Path) -> dict[str, int]:
 class profile_server:  # noqa: N801 - a context manager used like a function
     """py-spy records the server's processes (the workers are its subprocesses) for `seconds`."""
 
-    def __init__(self, server: AsgiServer, seconds: float, *, enabled: bool) -> None:
-        self.server, self.seconds, self.enabled, self.proc = server, seconds, enabled, None
+    def __init__(self, server: AsgiServer, seconds: float, *, path: Path, enabled: bool) -> None:
+        self.server, self.seconds, self.path, self.enabled, self.proc = server, seconds, path, enabled, None
 
     def __enter__(self):
         spy = Path(sys.executable).parent / "py-spy"
         if self.enabled and not spy.exists():
             print("  --profile: py-spy is not installed (requirements.txt, dev); not profiled")
         elif self.enabled:
-            PROFILE_PATH.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.unlink(missing_ok=True)
             self.proc = subprocess.Popen(
                 [str(spy), "record", "--pid", str(self.server.proc.pid), "--subprocesses", "--nonblocking", "--gil",
-                 "--format", "raw", "--rate", "200", "--duration", str(max(1, int(self.seconds))),
-                 "--output", str(PROFILE_PATH)],
+                 "--format", "raw", "--rate", "500", "--duration", str(max(1, int(self.seconds))),
+                 "--output", str(self.path)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         return self
@@ -1016,28 +1018,21 @@ class profile_server:  # noqa: N801 - a context manager used like a function
 
 
 def print_profile(results: list[PhaseResult]) -> None:
-    """The profile's split of the server's CPU, in % and in ms per cycle of the profiled run."""
-    if not PROFILE_PATH.exists():
-        return
-    counts = profile_split(PROFILE_PATH)
-    total = sum(counts.values())
-    profiled = next((r for r in results if r.profiled), None)
-    per_cycle = 1000 * profiled.app_cpu_s / profiled.cycles if profiled and profiled.cycles else math.nan
-    rows = [
-        [name, f"{100 * n / total:.1f}", fmt(per_cycle * n / total, 2)]
-        for name, n in sorted(counts.items(), key=lambda kv: -kv[1])
-    ]
-    if profiled and profiled.db_cpu_s is not None and profiled.cycles:
-        rows.append(
-            [
-                "PostgreSQL backends (from /proc, not sampled)",
-                "-",
-                fmt(1000 * profiled.db_cpu_s / profiled.cycles, 2),
-            ]
-        )
-    print(f"\nserver CPU by where it was spent: py-spy, {total} samples of {profiled.phase if profiled else '?'} "
-          f"(the ms split that run's server CPU per cycle)")  # fmt: skip
-    print_table(["bucket", "% of server samples", "server CPU ms / cycle"], rows)
+    """Each profile's split of the server's CPU, in % and in ms per cycle of the profiled run."""
+    for profiled in (r for r in results if r.profiled and Path(r.profiled).exists()):
+        counts = profile_split(Path(profiled.profiled))
+        total = sum(counts.values()) or 1
+        per_cycle = 1000 * profiled.app_cpu_s / profiled.cycles if profiled.cycles else math.nan
+        rows = [
+            [name, f"{100 * n / total:.1f}", fmt(per_cycle * n / total, 2)]
+            for name, n in sorted(counts.items(), key=lambda kv: -kv[1])
+        ]
+        if profiled.db_cpu_s is not None and profiled.cycles:
+            db = fmt(1000 * profiled.db_cpu_s / profiled.cycles, 2)
+            rows.append(["PostgreSQL backends (from /proc, not sampled)", "-", db])
+        print(f"\nserver CPU by where it was spent: py-spy --gil, {total} samples of {profiled.phase} "
+              f"(first run; the ms split that run's server CPU per cycle)")  # fmt: skip
+        print_table(["bucket", "% of server samples", "server CPU ms / cycle"], rows)
 
 
 # --------------------------------------------------------------------------------------------

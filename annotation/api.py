@@ -18,6 +18,7 @@ from annotation.serializers import (
     LeaseSerializer,
     PreferenceInSerializer,
     PreferenceSerializer,
+    PreferenceWithNextSerializer,
     ProgressSerializer,
     ProjectSerializer,
     SkipInSerializer,
@@ -64,23 +65,43 @@ class NextView(RatingAPIView):
         return Response(LeaseSerializer(lease).data)
 
 
+_FLAG = {"": False, "0": False, "false": False, "1": True, "true": True}
+
+
 class PreferenceSubmitView(RatingAPIView):
     @extend_schema(
         operation_id="preference_submit",
         request=PreferenceInSerializer,
+        parameters=[
+            OpenApiParameter(
+                "next",
+                bool,
+                description="Also lease the next pair of this comparison's project and return it as "
+                "`next` (what `comparison_next` would answer; null: nothing left): a rating cycle in "
+                "one request. On an error (e.g. 409 no lease) the pair is still leased; `comparison_next` "
+                "gives it back.",
+            )
+        ],
         responses={
-            201: PreferenceSerializer,
-            200: OpenApiResponse(PreferenceSerializer, description="Replay: the vote stored earlier."),
+            201: PreferenceWithNextSerializer,
+            200: OpenApiResponse(
+                PreferenceWithNextSerializer, description="Replay: the vote stored earlier."
+            ),
             **errors_with(ErrorCode.NO_LEASE),
         },
     )
     def post(self, request, comparison_id: int):
         vote = preference_in_parse(request.data)  # = PreferenceInSerializer's validated data
-        result = preference_submit(rater=request.user, comparison_id=comparison_id, **vote)
-        return Response(
-            PreferenceSerializer(result.preference).data,
-            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        then_next = _FLAG.get(request.query_params.get("next", "").lower())
+        if then_next is None:
+            raise ValidationError({"next": ["true or false."]})
+        result = preference_submit(
+            rater=request.user, comparison_id=comparison_id, then_next=then_next, **vote
         )
+        body = PreferenceSerializer(result.preference).data
+        if then_next:
+            body["next"] = LeaseSerializer(result.next_lease).data if result.next_lease else None
+        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 
 class SkipView(RatingAPIView):

@@ -19,8 +19,10 @@ from django.db import connection
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from psycopg.types.json import set_json_loads
 
 from annotation.exporters.filters import ExportFilters
+from annotation.exporters.kinds import json_loads
 from annotation.exporters.sql import (
     export_raw_count_sql,
     export_rows_expected,
@@ -226,6 +228,7 @@ class ExportSnapshotReader:
         conn = psycopg.connect(**self._params, autocommit=False)
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
+        set_json_loads(json_loads, conn)  # annotation.exporters.kinds: msgspec, same values
         return conn
 
     def __enter__(self) -> "ExportSnapshotReader":

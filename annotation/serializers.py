@@ -198,6 +198,14 @@ class PreferenceSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class PreferenceWithNextSerializer(PreferenceSerializer):
+    """A stored vote; with `?next=true` also the next pair (the one-request rating cycle)."""
+
+    next = LeaseSerializer(
+        required=False, allow_null=True, help_text="Only with ?next=true: the next lease, or null if none."
+    )
+
+
 class SkipInSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=500, allow_blank=True, required=False, default="")
 

@@ -134,9 +134,10 @@ def seed(url: str, *, comparisons: int) -> int:
         )
         conn.execute(
             """INSERT INTO annotation_comparison (project_id, prompt_id, response_a_id, response_b_id,
-                   votes_needed, votes_count, priority, round_id, gold_choice, metadata, created_at)
+                   votes_needed, votes_count, priority, round_id, gold_choice, metadata, content_key,
+                   created_at)
                SELECT %(p)s, r.prompt_id, min(r.id), max(r.id), %(k)s, %(k)s, 0, 1 + r.prompt_id %% 3,
-                      CASE WHEN r.prompt_id %% 50 = 0 THEN 'a' ELSE '' END, '{}', now()
+                      CASE WHEN r.prompt_id %% 50 = 0 THEN 'a' ELSE '' END, '{}', '', now()
                FROM annotation_response r JOIN annotation_prompt p ON p.id = r.prompt_id
                WHERE p.project_id = %(p)s
                GROUP BY r.prompt_id ORDER BY r.prompt_id""",

@@ -87,6 +87,10 @@ ROOT_URLCONF = "config.urls"
 # variable): one Python process runs one request's Python at a time, so one per core.
 WEB_CONCURRENCY = int(os.environ.get("WEB_CONCURRENCY") or 2)
 ASGI_APPLICATION = "config.asgi.application"
+# The rating API's next / submit under ASGI: one thread hand-off per request on a pool of
+# HOT_PATH_THREADS threads per process instead of Django's several (config/hot_asgi.py).
+HOT_PATH_ASGI = env_bool("HOT_PATH_ASGI", True)
+HOT_PATH_THREADS = int(os.environ.get("HOT_PATH_THREADS") or 4)
 WSGI_APPLICATION = None
 
 TEMPLATES = [

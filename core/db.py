@@ -38,12 +38,19 @@ def fetchone(sql: str, params: dict) -> tuple | None:
 
 
 def fetchone_atomic(statements: list[tuple[str, dict]], *, durable: bool = True) -> tuple | None:
-    """Run `statements` in order in one transaction and return the first row of the last one.
+    """Run `statements` in order in one transaction and return the first row of the last one
+    (see `fetchrows_atomic`)."""
+    return fetchrows_atomic(statements, durable=durable)[-1]
+
+
+def fetchrows_atomic(statements: list[tuple[str, dict]], *, durable: bool = True) -> list[tuple | None]:
+    """Run `statements` in order in one transaction and return each one's first row (or None).
 
     They go to the server together (psycopg's pipeline mode), with the BEGIN and the COMMIT:
     one network round trip instead of one per statement. The server still runs them one after
     another, each with its own snapshot (READ COMMITTED), so a statement that waits for a
-    lock sees what the lock holder committed. Inside the caller's transaction (an atomic
+    lock sees what the lock holder committed, and each sees what the ones before it wrote. If
+    one fails, nothing of the transaction is kept. Inside the caller's transaction (an atomic
     block) they run in it and the caller commits.
 
     `durable=False` commits without waiting for the WAL flush (synchronous_commit off for this
@@ -55,23 +62,33 @@ def fetchone_atomic(statements: list[tuple[str, dict]], *, durable: bool = True)
     raw = connection.connection
     # One cursor per statement: in a pipeline a cursor keeps every result it was given.
     cursors = [psycopg.Cursor(raw) for _ in statements]
+    control = psycopg.Cursor(raw)
+    own = not connection.in_atomic_block
     try:
         with connection.wrap_database_errors:
+            # BEGIN and COMMIT go as plain statements, so the whole transaction is one batch with
+            # one Sync at the end: one round trip. (psycopg's `transaction()` in a pipeline syncs
+            # after BEGIN and again before COMMIT: three round trips, each a wait for the
+            # backend to be scheduled on a busy machine.)
             with raw.pipeline():
-                if connection.in_atomic_block:
-                    for cur, (sql, params) in zip(cursors, statements, strict=True):
-                        cur.execute(sql, params, prepare=True)
-                else:
-                    with raw.transaction():
-                        if not durable:
-                            cursors[0].execute("SET LOCAL synchronous_commit TO OFF")
-                        for cur, (sql, params) in zip(cursors, statements, strict=True):
-                            cur.execute(sql, params, prepare=True)
-            last = cursors[-1]
-            row = last.fetchone() if last.description else None
+                if own:
+                    control.execute("BEGIN")
+                    if not durable:
+                        control.execute("SET LOCAL synchronous_commit TO OFF")
+                for cur, (sql, params) in zip(cursors, statements, strict=True):
+                    cur.execute(sql, params, prepare=True)
+                if own:
+                    control.execute("COMMIT")
+            rows = [cur.fetchone() if cur.description else None for cur in cursors]
+    except BaseException:
+        # A failed statement makes the server skip the rest of the batch (COMMIT included)
+        # and leaves the transaction aborted: end it, so the connection is usable again.
+        if own and raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and not raw.closed:
+            raw.execute("ROLLBACK")
+        raise
     finally:
-        for cur in cursors:
+        for cur in [control, *cursors]:
             cur.close()
     for sql, params in statements:
         _log(sql, params, started)
-    return row
+    return rows

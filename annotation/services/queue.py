@@ -27,7 +27,7 @@ from annotation.models import (
     Response,
     Skip,
 )
-from core.db import fetchone, fetchone_atomic
+from core.db import fetchone, fetchone_atomic, fetchrows_atomic
 from core.errors import ErrorCode, NoLease, NotFound, ServiceError
 from core.events import event_send_on_commit, project_group
 from core.locks import LockNamespace
@@ -208,6 +208,7 @@ def assignment_next(*, rater: AbstractBaseUser, project: Project | int) -> Lease
 class SubmitResult:
     preference: Preference
     created: bool
+    next_lease: Lease | None = None  # with then_next: the rater's next pair in the vote's project
 
 
 _CHOICES = {c.value for c in Preference.Choice}
@@ -290,12 +291,15 @@ def preference_submit(
     client_ms: int | None = None,
     idempotency_key: str,
     source: str = Preference.Source.RATER,
+    then_next: bool = False,
 ) -> SubmitResult:
     """Record one vote. Idempotent by key: a retry returns the first result and writes nothing.
 
     A second key on a pair the rater already voted on also returns the first vote. `source` is
     "rater" for people and "judge" for judges (training.services.judges), which vote through
-    this same path under their own accounts.
+    this same path under their own accounts. With `then_next`, the call also does what
+    `assignment_next` would do right after it in the pair's project, in the same transaction
+    and round trip (`_submit_then_next`), and returns that lease as `next_lease`.
     """
     if source not in _SOURCES:
         raise ServiceError("A vote through the queue comes from a rater or a judge.", code=ErrorCode.INVALID)
@@ -329,15 +333,48 @@ def preference_submit(
         if field.attname not in _FROM_SLOT:
             value = values[field.attname] if field.attname in values else field.get_default()
             params[field.attname] = field.get_db_prep_save(value, connection)
-    row = fetchone(_SUBMIT_SQL, params)
+    lease = None
+    if then_next:
+        row, lease = _submit_then_next(rater, params)
+    else:
+        row = fetchone(_SUBMIT_SQL, params)
     if row is not None:
         project_id, completed = row[0], row[1]
         event_send_on_commit(
             group=project_group(project_id),
             payload={"kind": "vote", "comparison_completed": completed, "rater": rater.pk},
         )
-        return SubmitResult(_from_row(Preference, row[2:]), created=True)
-    return _submit_refused(rater=rater, comparison_id=comparison_id, idempotency_key=idempotency_key)
+        return SubmitResult(_from_row(Preference, row[2:]), created=True, next_lease=lease)
+    earlier = _submit_refused(rater=rater, comparison_id=comparison_id, idempotency_key=idempotency_key)
+    return SubmitResult(earlier.preference, created=False, next_lease=lease)
+
+
+# The one-request rating cycle: `next` in the project of the pair just voted on, as a variant of
+# the lease statement that finds the project from the comparison (everything else in it is the
+# same text, so a condition added to _NEXT_SQL holds here too; refer to the project in it as
+# `(SELECT id FROM project)`, not as a parameter).
+_PROJECT_BY_ID = "FROM annotation_project WHERE id = %(project)s"
+_CYCLE_NEXT_SQL = _NEXT_SQL.replace(
+    _PROJECT_BY_ID,
+    "FROM annotation_project WHERE id = "
+    "(SELECT project_id FROM annotation_comparison WHERE id = %(comparison_id)s)",
+    1,
+)
+assert _CYCLE_NEXT_SQL != _NEXT_SQL, "the lease statement no longer selects its project by id"
+
+
+def _submit_then_next(rater: AbstractBaseUser, params: dict) -> tuple[tuple | None, Lease | None]:
+    """Vote and next lease in one durable transaction, one pipeline: the rater lock first (as
+    `next` takes it: no deadlock with a second tab), the vote, then the lease statement, which
+    sees the slot just closed. A refused vote (replay, no lease) still takes the lease a `next`
+    right after would have; the rater's next `next` gives it back (renewed)."""
+    lock = {"ns": int(LockNamespace.RATER), "rater": rater.pk}
+    lease_params = {"rater": rater.pk, "now": params["now"], "left": random.choice("ab")}
+    lease_params["comparison_id"] = params["comparison_id"]
+    _, vote, leased = fetchrows_atomic(
+        [(_LOCK_PLAN_SQL, lock), (_SUBMIT_SQL, params), (_CYCLE_NEXT_SQL, lease_params)]
+    )
+    return vote, (_lease_from_row(leased) if leased is not None else None)
 
 
 def _submit_refused(*, rater: AbstractBaseUser, comparison_id: int, idempotency_key: str) -> SubmitResult:

@@ -39,7 +39,7 @@ class ExportForm(forms.Form):
     )
     min_votes = forms.IntegerField(required=False, min_value=1, initial=1)
     min_agreement = forms.FloatField(required=False, min_value=0, max_value=1, initial=0)
-    gold = forms.ChoiceField(choices=[(t, t) for t in TRISTATE], initial="include")
+    gold = forms.ChoiceField(choices=[(t, t) for t in TRISTATE], initial="exclude")
     unsafe = forms.ChoiceField(choices=[(t, t) for t in TRISTATE], initial="include")
     voters = forms.ChoiceField(
         choices=[(v, v) for v in VOTERS], initial="all", required=False,

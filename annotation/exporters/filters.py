@@ -31,7 +31,8 @@ class ExportFilters:
                   page, in the API and on the command line alike (`parse_time`).
     min_votes     comparisons with at least this many (filtered) votes
     min_agreement comparisons whose majority choice has at least this share of their votes
-    gold          gold items included, excluded or only
+    gold          gold items included, excluded (the default: gold pairs are rater-quality
+                  checks, not data, unless asked) or only
     unsafe        comparisons where any vote flagged a response unsafe: included, excluded or only
     voters        all | human | judge: whose votes count (VOTERS)
     texts         raw and per-comparison rows embed the prompt and both response texts (False:
@@ -47,7 +48,7 @@ class ExportFilters:
     until: dt.datetime | None = None
     min_votes: int = 1
     min_agreement: float = 0.0
-    gold: str = INCLUDE
+    gold: str = EXCLUDE
     unsafe: str = INCLUDE
     voters: str = "all"
     texts: bool = True
@@ -129,9 +130,9 @@ def _parse_rounds(value) -> tuple[int, ...]:
     return tuple(rounds)
 
 
-def _parse_tristate(name: str, value) -> str:
+def _parse_tristate(name: str, value, default: str = INCLUDE) -> str:
     if value in (None, ""):
-        return INCLUDE
+        return default
     if value is True:
         return ONLY
     if value is False:
@@ -211,7 +212,7 @@ def parse_filters(data: dict | None) -> ExportFilters:
         until=until,
         min_votes=min_votes,
         min_agreement=round(min_agreement, 4),
-        gold=_parse_tristate("gold", data.get("gold")),
+        gold=_parse_tristate("gold", data.get("gold"), EXCLUDE),
         unsafe=_parse_tristate("unsafe", data.get("unsafe")),
         voters=_parse_choice("voters", data.get("voters"), VOTERS),
         texts=_parse_bool("texts", data.get("texts"), True),

@@ -81,7 +81,8 @@ def comparisons_create(
     round_id: int | None = None,
     votes_needed: int | None = None,
 ) -> list[Comparison]:
-    """Create comparisons with their responses and exactly k open rating slots each."""
+    """Create comparisons with their responses and exactly k open rating slots each (gold pairs
+    none: annotation.services.gold hands them out, one rater at a time)."""
     k = votes_needed or project.overlap
     comparisons: list[Comparison] = []
     responses: list[Response] = []
@@ -99,7 +100,7 @@ def comparisons_create(
                 prompt=prompts[digests[i]],
                 response_a=responses[2 * i],
                 response_b=responses[2 * i + 1],
-                votes_needed=k,
+                votes_needed=0 if spec.gold_choice else k,  # gold: slots only by gold mixing
                 priority=spec.priority,
                 gold_choice=spec.gold_choice,
                 metadata=spec.metadata,

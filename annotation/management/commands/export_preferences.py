@@ -35,7 +35,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--min-votes", type=int, default=1)
         parser.add_argument("--min-agreement", type=float, default=0.0)
-        parser.add_argument("--gold", choices=TRISTATE, default="include")
+        parser.add_argument("--gold", choices=TRISTATE, default="exclude")
         parser.add_argument("--unsafe", choices=TRISTATE, default="include")
         parser.add_argument("--voters", choices=VOTERS, default="all", help="Whose votes (default all).")
         parser.add_argument(

@@ -261,7 +261,10 @@ VOTE_FLOOR_MS = int(os.environ.get("VOTE_FLOOR_MS", "1000"))
 # Rater quality: how often beat refreshes trust and states of the projects being rated.
 QUALITY_REFRESH_S = int(os.environ.get("QUALITY_REFRESH_S", "60"))
 CELERY_BEAT_SCHEDULE = {
-    "rater-quality": {"task": "annotation.tasks.quality_refresh_all_task", "schedule": float(QUALITY_REFRESH_S)}
+    "rater-quality": {
+        "task": "annotation.tasks.quality_refresh_all_task",
+        "schedule": float(QUALITY_REFRESH_S),
+    }
 }
 # Soft time limits of the long Celery jobs (the hard limit is 5 minutes later).
 REWARD_JOB_TIME_LIMIT_S = int(os.environ.get("REWARD_JOB_TIME_LIMIT_S", str(6 * 3600)))

@@ -41,6 +41,9 @@ class ExportFilters:
                   side is decided by a seeded hash of its content, so no prompt is on both
                   sides and a prompt keeps its side as data is added
     seed          the split's seed
+    min_trust     people's votes count only when their rater's trust (annotation.quality) is at
+                  least this (0: every vote); judges' and imported votes are kept. Raw rows
+                  carry each rater's trust and state as they were when the export ran
     """
 
     rounds: tuple[int, ...] = ()
@@ -54,6 +57,7 @@ class ExportFilters:
     texts: bool = True
     test_fraction: float = 0.0
     seed: int = 0
+    min_trust: float = 0.0
 
     @property
     def split(self) -> bool:
@@ -78,6 +82,7 @@ class ExportFilters:
             "texts": self.texts,
             "test_fraction": self.test_fraction,
             "seed": self.seed,
+            "min_trust": self.min_trust,
         }
 
 
@@ -180,7 +185,7 @@ def _parse_choice(name: str, value, choices: tuple[str, ...]) -> str:
 
 KNOWN = (
     "rounds", "since", "until", "min_votes", "min_agreement", "gold", "unsafe", "voters", "texts",
-    "test_fraction", "seed",
+    "test_fraction", "seed", "min_trust",
 )  # fmt: skip
 
 
@@ -202,6 +207,9 @@ def parse_filters(data: dict | None) -> ExportFilters:
     )
     if not 0 <= test_fraction < 1:
         raise FilterError("test_fraction: expected a number in [0, 1) (the share of prompts held out)")
+    min_trust = _parse_number("min_trust", data.get("min_trust"), float, 0.0, between)
+    if not 0 <= min_trust <= 1:
+        raise FilterError(f"min_trust: expected {between}")
     since = parse_time("since", data.get("since"), end_of_day=False)
     until = parse_time("until", data.get("until"), end_of_day=True)
     if since and until and until <= since:
@@ -218,6 +226,7 @@ def parse_filters(data: dict | None) -> ExportFilters:
         texts=_parse_bool("texts", data.get("texts"), True),
         test_fraction=round(test_fraction, 4),
         seed=_parse_number("seed", data.get("seed"), int, 0, "a whole number"),
+        min_trust=round(min_trust, 4),
     )
 
 

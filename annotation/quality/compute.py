@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 from annotation.quality.stats import (
+    CHOICES,
     binomial_test,
     cohen_kappa,
     krippendorff_alpha,
     loo_agreement,
+    majority,
     ordinal_level,
     reading_ms,
     vote_entropy,
@@ -95,6 +97,7 @@ class ProjectQuality:
     alpha_ordinal: float
     alpha_nominal: float
     entropy: dict[Hashable, float]  # per comparison with 2+ votes
+    agreement: dict[Hashable, float]  # per comparison with 2+ votes: share of its majority choice
     kappas: list[tuple[Hashable, Hashable, int, float]]  # (rater, rater, shared items, kappa)
     human_left: int = 0
     human_sided: int = 0
@@ -162,6 +165,9 @@ def project_quality(votes: Sequence[VoteRecord], *, speed: Speed | None = None) 
         ([ordinal_level(v.choice, v.strength) for v in g] for g in human_groups), metric="ordinal"
     )
     entropy = {cid: vote_entropy(v.choice for v in g) for cid, g in groups.items() if len(g) >= 2}
+    agreement = {
+        cid: majority([sum(1 for v in groups[cid] if v.choice == c) for c in CHOICES])[1] for cid in entropy
+    }
     kappas = _kappas(votes)
     per_rater_kappa: dict = defaultdict(list)
     for r1, r2, _, kappa in kappas:
@@ -190,6 +196,7 @@ def project_quality(votes: Sequence[VoteRecord], *, speed: Speed | None = None) 
         alpha_ordinal=alpha_ordinal,
         alpha_nominal=alpha_nominal,
         entropy=entropy,
+        agreement=agreement,
         kappas=kappas,
         human_left=left,
         human_sided=sided,

@@ -54,7 +54,9 @@ def speed_of(project: Project) -> Speed:
 
 def thresholds_of(project: Project) -> Thresholds:
     return Thresholds(
-        review_below=project.trust_review, pause_below=project.trust_pause, min_votes=project.quality_min_votes
+        review_below=project.trust_review,
+        pause_below=project.trust_pause,
+        min_votes=project.quality_min_votes,
     )
 
 
@@ -64,8 +66,15 @@ def vote_records(*, project_id: int) -> list[VoteRecord]:
         rows = cur.fetchall()
     return [
         VoteRecord(
-            rater=r[0], comparison=r[1], choice=r[2], strength=r[3], shown_left=r[4], server_ms=r[5],
-            chars=int(r[6] or 0), gold=r[7], human=r[8],
+            rater=r[0],
+            comparison=r[1],
+            choice=r[2],
+            strength=r[3],
+            shown_left=r[4],
+            server_ms=r[5],
+            chars=int(r[6] or 0),
+            gold=r[7],
+            human=r[8],
         )  # fmt: skip
         for r in rows
     ]
@@ -77,7 +86,9 @@ def _downsample(points: list[int]) -> list[float]:
         return [float(p) for p in points]
     size = len(points) / HISTORY_POINTS
     return [
-        round(sum(points[int(i * size) : int((i + 1) * size)]) / max(1, int((i + 1) * size) - int(i * size)), 3)
+        round(
+            sum(points[int(i * size) : int((i + 1) * size)]) / max(1, int((i + 1) * size) - int(i * size)), 3
+        )
         for i in range(HISTORY_POINTS)
     ]
 
@@ -164,7 +175,9 @@ def quality_refresh_all(*, since_minutes: int = 60) -> int:
     """Refresh every project with a vote in the last `since_minutes` (the beat task)."""
     since = timezone.now() - timedelta(minutes=since_minutes)
     ids = list(
-        Project.objects.filter(comparisons__preferences__created_at__gte=since).values_list("pk", flat=True).distinct()
+        Project.objects.filter(comparisons__preferences__created_at__gte=since)
+        .values_list("pk", flat=True)
+        .distinct()
     )
     for project in Project.objects.filter(pk__in=ids):
         quality_refresh(project=project)

@@ -104,7 +104,9 @@ def comparison_gold_set(*, comparison_id: int, choice: str) -> Comparison:
     if comparison is None:
         raise ServiceError("No such comparison.", code=ErrorCode.NOT_FOUND)
     Assignment.objects.filter(comparison=comparison, state=Assignment.State.OPEN).delete()
-    kept = list(Assignment.objects.filter(comparison=comparison).order_by("slot").values_list("pk", flat=True))
+    kept = list(
+        Assignment.objects.filter(comparison=comparison).order_by("slot").values_list("pk", flat=True)
+    )
     for number, pk in enumerate(kept):  # renumber 0..n-1 so the next gold slot is votes_needed
         Assignment.objects.filter(pk=pk).update(slot=10_000 + number)
     for number, pk in enumerate(kept):

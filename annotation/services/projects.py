@@ -4,7 +4,12 @@ from django.db import transaction
 
 from annotation.models import Project
 
-EDITABLE_FIELDS = ("name", "slug", "guidelines", "overlap", "lease_seconds")
+EDITABLE_FIELDS = (
+    "name", "slug", "guidelines", "overlap", "lease_seconds",
+    # rater quality (annotation.quality)
+    "gold_every", "reading_cps", "too_fast_fraction", "trust_review", "trust_pause", "quality_min_votes",
+    "vote_floor_ms",
+)  # fmt: skip
 
 
 @transaction.atomic

@@ -226,6 +226,11 @@ def test_a_vote_faster_than_the_floor_is_refused_and_time_on_task_is_the_servers
         leased_at=lease.assignment.leased_at - __import__("datetime").timedelta(seconds=61)
     )
     vote = preference_submit(
-        rater=rater, comparison_id=lease.comparison.pk, choice="a", strength=1, idempotency_key="k2", client_ms=5
+        rater=rater,
+        comparison_id=lease.comparison.pk,
+        choice="a",
+        strength=1,
+        idempotency_key="k2",
+        client_ms=5,
     ).preference
     assert vote.lease_ms >= 61_000 and vote.client_ms == 5

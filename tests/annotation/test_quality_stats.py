@@ -69,7 +69,9 @@ def test_binomial_test_by_hand():
 
 
 def test_entropy_majority_and_leave_one_out():
-    assert vote_entropy(["a", "a", "b"]) == pytest.approx(-(2 / 3) * math.log2(2 / 3) - (1 / 3) * math.log2(1 / 3))
+    assert vote_entropy(["a", "a", "b"]) == pytest.approx(
+        -(2 / 3) * math.log2(2 / 3) - (1 / 3) * math.log2(1 / 3)
+    )
     assert vote_entropy(["a", "a"]) == 0.0
     assert majority([2, 1, 0, 0]) == ("a", pytest.approx(2 / 3))
     assert majority([1, 1, 0, 0])[0] is None
@@ -87,8 +89,12 @@ def test_ordinal_scale_and_reading_time():
 
 
 def test_trust_separates_the_kinds_of_rater():
-    careful = trust_score(Evidence(gold_right=2, gold_n=2, agree=16, agree_n=20, timed_n=30, left=15, sided_n=30))
-    random_ = trust_score(Evidence(gold_right=1, gold_n=2, agree=9, agree_n=20, timed_n=30, left=14, sided_n=30))
+    careful = trust_score(
+        Evidence(gold_right=2, gold_n=2, agree=16, agree_n=20, timed_n=30, left=15, sided_n=30)
+    )
+    random_ = trust_score(
+        Evidence(gold_right=1, gold_n=2, agree=9, agree_n=20, timed_n=30, left=14, sided_n=30)
+    )
     left = trust_score(Evidence(agree=10, agree_n=20, timed_n=30, left=30, sided_n=30))
     fast = trust_score(Evidence(agree=12, agree_n=20, fast=25, timed_n=30, left=15, sided_n=30))
     assert careful.value > 0.95

@@ -48,6 +48,9 @@ class Command(BaseCommand):
             help="Share of prompts in a prompt-disjoint test split (a `split` column); 0: none.",
         )  # fmt: skip
         parser.add_argument("--seed", type=int, default=0, help="Seed of the split.")
+        parser.add_argument(
+            "--min-trust", type=float, default=0.0, help="People's votes from raters with this trust or more."
+        )
         parser.add_argument("--user", help="Username to record as the export's author.")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
@@ -64,6 +67,7 @@ class Command(BaseCommand):
             "until": options["until"],
             "min_votes": options["min_votes"],
             "min_agreement": options["min_agreement"],
+            "min_trust": options["min_trust"],
             "gold": options["gold"],
             "unsafe": options["unsafe"],
             "voters": options["voters"],

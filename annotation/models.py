@@ -135,7 +135,11 @@ class Comparison(models.Model):
                 name="comparison_gold_choice_valid",
             ),
         ]
-        indexes = [models.Index(fields=["project", "created_at"])]
+        indexes = [
+            models.Index(fields=["project", "created_at"]),
+            # Gold pairs of a project (annotation.services.gold).
+            models.Index(fields=["project"], condition=~Q(gold_choice=""), name="comparison_gold_idx"),
+        ]
 
 
 class Assignment(models.Model):

@@ -1,6 +1,6 @@
 """Rater-quality benchmark (issue 12): simulated raters through the real queue on HH-RLHF.
 
-    .venv/bin/python bench/raters.py            # 900 pairs to rate, 60 gold, 512 held out
+    .venv/bin/python bench/raters.py            # 720 pairs to rate, 60 gold, 512 held out
     .venv/bin/python bench/raters.py --quick    # smoke run: 300 pairs, small reward models
 
 40 seeded raters vote through `assignment_next` / `preference_submit` (k = 3, one gold pair in
@@ -97,11 +97,15 @@ def _seconds(sim: SimRater, chars: int, cps: float, rng: random.Random) -> float
     return reading * sim.speed * rng.lognormvariate(0, 0.25)
 
 
-def simulate(*, project, raters: list[SimRater], truth: dict, chars: dict, seed: int, refresh: bool) -> int:
-    """Every rater votes until the queue has nothing for them; returns votes cast."""
+def simulate(
+    *, project, raters: list[SimRater], truth: dict, chars: dict, seed: int, refresh: bool, refused: list
+) -> int:
+    """Every rater votes until the queue has nothing for them; returns votes cast. A vote under
+    the project's floor is refused (409 too_fast, counted in `refused[0]`) and cast again later."""
     from annotation.models import Assignment
     from annotation.quality.service import quality_refresh
     from annotation.services.queue import assignment_next, preference_submit
+    from core.errors import ErrorCode, ServiceError
 
     rng = random.Random(seed)
     live = list(raters)
@@ -116,13 +120,21 @@ def simulate(*, project, raters: list[SimRater], truth: dict, chars: dict, seed:
             cid = lease.comparison.pk
             choice = _choice(sim, truth[cid], lease.assignment.left, rng)
             seconds = _seconds(sim, chars[cid], project.reading_cps, rng)
-            Assignment.objects.filter(pk=lease.assignment.pk).update(
-                leased_at=lease.assignment.leased_at - timedelta(seconds=seconds)
-            )
-            preference_submit(
-                rater=sim.user, comparison_id=cid, choice=choice, strength=rng.choice((1, 2, 2, 3)),
-                idempotency_key=f"{sim.user.pk}-{cid}", client_ms=int(seconds * 1000),
-            )  # fmt: skip
+            for attempt in (0, 1):
+                Assignment.objects.filter(pk=lease.assignment.pk).update(
+                    leased_at=lease.assignment.leased_at - timedelta(seconds=seconds)
+                )
+                try:
+                    preference_submit(
+                        rater=sim.user, comparison_id=cid, choice=choice, strength=rng.choice((1, 2, 2, 3)),
+                        idempotency_key=f"{sim.user.pk}-{cid}", client_ms=int(seconds * 1000),
+                    )  # fmt: skip
+                    break
+                except ServiceError as err:  # under the project's floor: the rater waits, then votes
+                    if err.code != ErrorCode.TOO_FAST or attempt:
+                        raise
+                    refused[0] += 1
+                    seconds = project.vote_floor_ms / 1000 + 0.5
             sim.votes += 1
             cast += 1
             if refresh and cast % REFRESH_EVERY == 0:
@@ -246,10 +258,13 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    n_pool, n_gold, n_test = (300, 40, 256) if args.quick else (900, 60, 512)
-    budget = {"max_length": 128, "batch_size": 16, "epochs": 1, "threads": args.threads}
-    if args.quick:
-        budget["max_steps"] = 20
+    n_pool, n_gold, n_test = (300, 40, 256) if args.quick else (720, 60, 512)
+    # The same small budget for the three reward models (a loaded 2-core machine): the product's
+    # trainer and backbone (MiniLM), 64 tokens from the end of each text, 8 pairs a step.
+    budget = {
+        "max_length": 64, "batch_size": 8, "epochs": 1, "max_steps": 10 if args.quick else 40,
+        "threads": args.threads, "eval_batch_size": 64,
+    }  # fmt: skip
 
     with bench_database(args.database_url, "bench_raters") as url:
         os.environ["DATABASE_URL"] = url
@@ -290,9 +305,11 @@ def run(args, n_pool: int, n_gold: int, n_test: int, budget: dict) -> None:
 
     started = time.perf_counter()
     on, on_raters, on_truth, on_chars = setup_project("quality-on", pool, gold, quality=True, seed=args.seed)
+    refused = [0]
     on_votes = simulate(
-        project=on, raters=on_raters, truth=on_truth, chars=on_chars, seed=args.seed, refresh=True
-    )
+        project=on, raters=on_raters, truth=on_truth, chars=on_chars, seed=args.seed, refresh=True,
+        refused=refused,
+    )  # fmt: skip
     on_seconds = time.perf_counter() - started
     det = detection(on_raters)
     quality = project_quality(vote_records(project_id=on.pk), speed=speed_of(on))
@@ -302,8 +319,9 @@ def run(args, n_pool: int, n_gold: int, n_test: int, budget: dict) -> None:
         "quality-off", pool, gold, quality=False, seed=args.seed
     )
     off_votes = simulate(
-        project=off, raters=off_raters, truth=off_truth, chars=off_chars, seed=args.seed, refresh=False
-    )
+        project=off, raters=off_raters, truth=off_truth, chars=off_chars, seed=args.seed, refresh=False,
+        refused=refused,
+    )  # fmt: skip
     quality_refresh(project=off)  # trust of every rater over the whole stream (states: never paused)
     off_seconds = time.perf_counter() - started
     excluded = set(untrusted_raters(project_id=off.pk, min_trust=MIN_TRUST))

@@ -110,6 +110,10 @@ def comparisons_create(
         )
     Comparison.objects.bulk_create(comparisons, batch_size=2000)
     slots_create(comparisons=comparisons)
+    if any(spec.gold_choice for spec in specs):
+        from annotation.services.gold import gold_rate_forget
+
+        gold_rate_forget(project.pk)
     return comparisons
 
 

@@ -25,15 +25,28 @@ _RATE_TTL_S = 30.0
 _rates: dict[int, tuple[float, int]] = {}  # project id -> (read at, gold_every)
 
 
+_RATE_SQL = """
+SELECT CASE WHEN EXISTS (SELECT 1 FROM annotation_comparison c
+                         WHERE c.project_id = %(p)s AND c.gold_choice <> '') THEN gold_every ELSE 0 END
+FROM annotation_project WHERE id = %(p)s
+"""
+
+
 def _gold_every(project_id: int) -> int:
-    """The project's gold rate, read at most every 30 s per process (the hot path pays one
-    random draw, not a query)."""
+    """The project's gold rate (0 while it has no gold pair), read at most every 30 s per
+    process: the hot path pays one random draw, not a query."""
     now = time.monotonic()
     cached = _rates.get(project_id)
     if cached is None or now - cached[0] > _RATE_TTL_S:
-        row = fetchone("SELECT gold_every FROM annotation_project WHERE id = %(p)s", {"p": project_id})
+        row = fetchone(_RATE_SQL, {"p": project_id})
         _rates[project_id] = cached = (now, row[0] if row else 0)
     return cached[1]
+
+
+def gold_rate_forget(project_id: int) -> None:
+    """Drop this process's cached rate (a project just got gold pairs; other processes see
+    them within _RATE_TTL_S)."""
+    _rates.pop(project_id, None)
 
 
 def gold_due(project_id: int) -> bool:
@@ -114,4 +127,5 @@ def comparison_gold_set(*, comparison_id: int, choice: str) -> Comparison:
     comparison.gold_choice = choice
     comparison.votes_needed = len(kept)
     comparison.save(update_fields=["gold_choice", "votes_needed"])
+    gold_rate_forget(comparison.project_id)
     return comparison

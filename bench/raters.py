@@ -342,7 +342,8 @@ def run(args, n_pool: int, n_gold: int, n_test: int, budget: dict) -> None:
             ]
         )  # fmt: skip
     print(
-        f"quality on: {on_votes} votes in {on_seconds:.0f} s; quality off: {off_votes} votes in {off_seconds:.0f} s"
+        f"quality on: {on_votes} votes in {on_seconds:.0f} s; quality off: {off_votes} votes in {off_seconds:.0f} s;"
+        f" {refused[0]} votes refused as too fast (under the project's floor) and cast again later"
     )
     print_table(
         ["kind", "raters", "paused", "votes p50", "votes to pause p50", "trust p50", "left out (off run)"],

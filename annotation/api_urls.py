@@ -5,10 +5,13 @@ from rest_framework.authtoken.views import obtain_auth_token
 
 import core.validation  # noqa: F401 - registers the <id:...> path converter
 from annotation import api
+from annotation.quality import api as quality_api
 
 project_api = [
     path("next/", api.NextView.as_view(), name="api-next"),
     path("progress/", api.ProgressView.as_view(), name="api-progress"),
+    path("raters/quality/", quality_api.RaterQualityView.as_view(), name="api-raters-quality"),
+    path("raters/<int:rater_id>/state/", quality_api.RaterStateView.as_view(), name="api-rater-state"),
 ]
 comparison_api = [
     path("preference/", api.PreferenceSubmitView.as_view(), name="api-preference"),

@@ -47,7 +47,7 @@ class ExportForm(forms.Form):
     )
     min_votes = forms.IntegerField(required=False, min_value=1, initial=1)
     min_agreement = forms.FloatField(required=False, min_value=0, max_value=1, initial=0)
-    gold = forms.ChoiceField(choices=[(t, t) for t in TRISTATE], initial="include")
+    gold = forms.ChoiceField(choices=[(t, t) for t in TRISTATE], initial="exclude")
     unsafe = forms.ChoiceField(choices=[(t, t) for t in TRISTATE], initial="include")
     voters = forms.ChoiceField(
         choices=[(v, v) for v in VOTERS], initial="all", required=False,
@@ -62,6 +62,10 @@ class ExportForm(forms.Form):
         help_text="Share of prompts in a test split (0: no split column).",
     )  # fmt: skip
     seed = forms.IntegerField(required=False, initial=0, help_text="Seed of the split.")
+    min_trust = forms.FloatField(
+        required=False, min_value=0, max_value=1, initial=0,
+        help_text="People's votes only from raters with at least this trust (0: all).",
+    )  # fmt: skip
 
     def filters(self) -> dict:
         data = self.cleaned_data
@@ -77,6 +81,7 @@ class ExportForm(forms.Form):
             "texts": data.get("texts") or "true",
             "test_fraction": data.get("test_fraction") or 0,
             "seed": data.get("seed") or 0,
+            "min_trust": data.get("min_trust") or 0,
         }
 
 

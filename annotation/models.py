@@ -18,6 +18,10 @@ def new_secret() -> str:
     return secrets.token_hex(32)
 
 
+def default_vote_floor_ms() -> int:
+    return settings.VOTE_FLOOR_MS
+
+
 class Project(models.Model):
     name = models.CharField(max_length=200, unique=True)
     slug = models.SlugField(max_length=100, unique=True)
@@ -29,6 +33,17 @@ class Project(models.Model):
     # Secret used to pseudonymise rater ids in exports (stable per project).
     export_secret = models.CharField(max_length=64, default=new_secret, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Rater quality (annotation.quality): one gold pair in `gold_every` leases (0: none); the
+    # reading-time model (characters per second; a vote under `too_fast_fraction` of the reading
+    # time is too fast); the trust thresholds of the states; and the server time on task under
+    # which a person's vote is refused outright (0: never).
+    gold_every = models.PositiveSmallIntegerField(default=20, db_default=20)
+    reading_cps = models.FloatField(default=25.0, db_default=25.0)
+    too_fast_fraction = models.FloatField(default=0.5, db_default=0.5)
+    trust_review = models.FloatField(default=0.5, db_default=0.5)
+    trust_pause = models.FloatField(default=0.05, db_default=0.05)
+    quality_min_votes = models.PositiveSmallIntegerField(default=10, db_default=10)
+    vote_floor_ms = models.PositiveIntegerField(default=default_vote_floor_ms, db_default=1000)
 
     class Meta:
         constraints = [
@@ -124,7 +139,11 @@ class Comparison(models.Model):
                 name="comparison_gold_choice_valid",
             ),
         ]
-        indexes = [models.Index(fields=["project", "created_at"])]
+        indexes = [
+            models.Index(fields=["project", "created_at"]),
+            # Gold pairs of a project (annotation.services.gold).
+            models.Index(fields=["project"], condition=~Q(gold_choice=""), name="comparison_gold_idx"),
+        ]
 
 
 class Assignment(models.Model):
@@ -363,3 +382,52 @@ class Export(Job):
             "row_count": self.row_count,
             "sha256": self.sha256,
         }
+
+
+class RaterState(models.Model):
+    """A rater's quality and state in one project (annotation.quality.service keeps it).
+
+    active → review (trust under the project's `trust_review`: still rating) → paused (under
+    `trust_pause`: the queue gives no new pairs, checked in the lease statement). Paused is
+    sticky; ops can set any state with a reason, which pins it against the automatic update
+    until they unpin it."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        REVIEW = "review", "Under review"
+        PAUSED = "paused", "Paused"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    state = models.CharField(max_length=8, choices=State.choices, default=State.ACTIVE)
+    trust = models.FloatField(default=1.0)
+    likeliest = models.CharField(max_length=16, blank=True)
+    votes = models.PositiveIntegerField(default=0)
+    numbers = models.JSONField(default=dict, blank=True)  # RaterQuality.as_dict()
+    history = models.JSONField(default=list, blank=True)  # agreement per scored vote (sparkline)
+    reason = models.CharField(max_length=500, blank=True)  # shown to the rater
+    pinned = models.BooleanField(default=False)  # set by ops: the automatic update leaves it
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "rater"], name="rater_state_unique"),
+            models.CheckConstraint(
+                condition=Q(state__in=["active", "review", "paused"]), name="rater_state_valid"
+            ),
+        ]
+
+
+class RaterStateChange(models.Model):
+    """Every change of a rater's state: automatic (by = NULL) or by ops, with its reason."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    old_state = models.CharField(max_length=8)
+    new_state = models.CharField(max_length=8)
+    trust = models.FloatField()
+    reason = models.CharField(max_length=500)
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    at = models.DateTimeField(auto_now_add=True)

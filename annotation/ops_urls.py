@@ -3,11 +3,13 @@
 from django.urls import include, path
 
 from annotation import ops_views
+from annotation.quality import views as quality_views
 
 project_pages = [
     path("edit/", ops_views.project_edit, name="ops-project-edit"),
     path("import/", ops_views.project_import, name="ops-project-import"),
     path("prompts/", ops_views.project_prompts_import, name="ops-project-prompts"),
+    path("raters/", quality_views.raters_page, name="ops-project-raters"),
 ]
 
 urlpatterns = [

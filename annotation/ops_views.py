@@ -14,7 +14,7 @@ from annotation import selectors
 from annotation.models import Project
 from annotation.services.imports import FIELDS, comparisons_import
 from annotation.services.jsonl import import_lines
-from annotation.services.projects import EDITABLE_FIELDS, project_create, project_update
+from annotation.services.projects import EDITABLE_FIELDS, QUALITY_FIELDS, project_create, project_update
 from annotation.services.prompt_imports import FIELDS as PROMPT_FIELDS
 from annotation.services.prompt_imports import prompts_import
 from core import roles
@@ -39,6 +39,19 @@ class ProjectForm(forms.ModelForm):
         initial=300,
         help_text="Seconds a rater holds a pair before it may go to someone else.",
     )
+
+    def clean(self):
+        """Rater-quality settings left empty keep what the project has (its defaults when new)."""
+        data = super().clean()
+        for name in QUALITY_FIELDS:
+            if data.get(name) is None:
+                data[name] = getattr(self.instance, name)
+        return data
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in QUALITY_FIELDS:
+            self.fields[name].required = False
 
     class Meta:
         model = Project

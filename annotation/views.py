@@ -29,6 +29,7 @@ from annotation.forms import (
     stored_side,
 )
 from annotation.models import Comparison, Preference, Project, Response
+from annotation.quality.selectors import my_quality
 from annotation.selectors import (
     comparison_in_project,
     preference_of,
@@ -190,6 +191,7 @@ def _pair_context(
         "skip_reason": skip_reason,
         "notice": notice,
         "progress": progress_for(rater=request.user, project=project),
+        "my_quality": my_quality(rater_id=request.user.pk, project_id=project.pk),
         "oob": _wants_partial(request),
     }
 

@@ -292,6 +292,17 @@ EXPORTS_DIR = Path(os.environ.get("EXPORTS_DIR", VAR_DIR / "exports"))
 EXPORT_SYNC_MAX_ROWS = int(os.environ.get("EXPORT_SYNC_MAX_ROWS", "50000"))
 # A rater may change a vote for this long after casting it (a recorded revision, not a new vote).
 PREFERENCE_REVISE_SECONDS = int(os.environ.get("PREFERENCE_REVISE_SECONDS", "120"))
+# A new project's floor on a person's time on task (server clock, lease to submit): a vote
+# faster than this is refused with "too_fast" (issue 15, 5d). 0 switches it off.
+VOTE_FLOOR_MS = int(os.environ.get("VOTE_FLOOR_MS", "1000"))
+# Rater quality: how often beat refreshes trust and states of the projects being rated.
+QUALITY_REFRESH_S = int(os.environ.get("QUALITY_REFRESH_S", "60"))
+CELERY_BEAT_SCHEDULE = {
+    "rater-quality": {
+        "task": "annotation.tasks.quality_refresh_all_task",
+        "schedule": float(QUALITY_REFRESH_S),
+    }
+}
 # Soft time limits of the long Celery jobs (the hard limit is 5 minutes later).
 REWARD_JOB_TIME_LIMIT_S = int(os.environ.get("REWARD_JOB_TIME_LIMIT_S", str(6 * 3600)))
 ROUND_JOB_TIME_LIMIT_S = int(os.environ.get("ROUND_JOB_TIME_LIMIT_S", str(12 * 3600)))

@@ -61,6 +61,7 @@ class ErrorCode(StrEnum):
     POLICY_MISSING = "policy_missing", 409
     POLICY_HASH = "policy_hash", 409
     ARTEFACT = "artefact", 409
+    TOO_FAST = "too_fast", 409  # a vote under the project's floor of time on task
 
     def __str__(self) -> str:
         return self.value

@@ -27,6 +27,7 @@ class LockNamespace(IntEnum):
     ROUND = 7_005  # session: the worker running a round
     JUDGE_RUN = 7_006  # session: the worker running a judge run
     EVALUATION = 7_007  # session: the worker writing an evaluation
+    QUALITY = 7_008  # xact: one rater-quality refresh per project at a time
 
 
 def xact_lock(namespace: LockNamespace, key: int) -> None:

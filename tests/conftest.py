@@ -12,6 +12,13 @@ from tests.support import pair_specs
 _counter = itertools.count()
 
 
+@pytest.fixture(autouse=True)
+def _vote_floor_off(settings):
+    """Tests vote right after the lease: new projects get no floor on time on task unless a test
+    sets one (tests/annotation/test_quality_queue.py does)."""
+    settings.VOTE_FLOOR_MS = 0
+
+
 @pytest.fixture
 def make_user(db):
     def make(

@@ -37,12 +37,29 @@ def snapshot_choices(*, include_ties: bool, include_both_bad: bool) -> tuple[str
     return STRICT_CHOICES + (("tie",) if include_ties else ()) + (("both_bad",) if include_both_bad else ())
 
 
-def _snapshot_queryset(*, project: Project, cutoff_id: int, choices: tuple[str, ...]) -> QuerySet:
-    """Votes a reward model may train on: never those on held-out evaluation prompts."""
-    return (
+def _snapshot_queryset(
+    *, project: Project, cutoff_id: int, choices: tuple[str, ...], exclude_raters=()
+) -> QuerySet:
+    """Votes a reward model may train on: never those on held-out evaluation prompts, nor
+    people's votes of the raters a trust filter left out."""
+    qs = (
         Preference.objects.filter(comparison__project=project, pk__lte=cutoff_id, choice__in=choices)
         .exclude(comparison__prompt__purpose=Prompt.Purpose.EVAL)
         .order_by("pk")
+    )
+    if exclude_raters:
+        qs = qs.exclude(rater_id__in=list(exclude_raters), source=Preference.Source.RATER)
+    return qs
+
+
+def untrusted_raters(*, project_id: int, min_trust: float) -> list[int]:
+    """Raters of the project whose trust (annotation.quality) is under `min_trust`."""
+    from annotation.models import RaterState
+
+    return sorted(
+        RaterState.objects.filter(project_id=project_id, trust__lt=min_trust).values_list(
+            "rater_id", flat=True
+        )
     )
 
 
@@ -59,10 +76,13 @@ def preference_cutoff(*, project: Project) -> int:
 
 
 def preference_snapshot(
-    *, project: Project, cutoff_id: int, choices: tuple[str, ...], with_rows: bool = False
+    *, project: Project, cutoff_id: int, choices: tuple[str, ...], with_rows: bool = False, exclude_raters=()
 ) -> Snapshot:
-    """Ids, counts and hash of the snapshot; with `with_rows`, the texts the trainer needs too."""
-    qs = _snapshot_queryset(project=project, cutoff_id=cutoff_id, choices=choices)
+    """Ids, counts and hash of the snapshot; with `with_rows`, the texts the trainer needs too.
+    `exclude_raters`: people whose votes a trust filter leaves out (counted as `excluded_raters`)."""
+    qs = _snapshot_queryset(
+        project=project, cutoff_id=cutoff_id, choices=choices, exclude_raters=exclude_raters
+    )
     if with_rows:
         rows = list(
             qs.values(
@@ -88,6 +108,8 @@ def preference_snapshot(
     for _, choice, _ in triples:
         counts[choice] += 1
     counts["total"] = len(triples)
+    if exclude_raters:
+        counts["excluded_raters"] = len(exclude_raters)
     counts["comparisons"] = (
         len({r["comparison_id"] for r in rows})
         if with_rows

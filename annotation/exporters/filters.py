@@ -31,7 +31,8 @@ class ExportFilters:
                   page, in the API and on the command line alike (`parse_time`).
     min_votes     comparisons with at least this many (filtered) votes
     min_agreement comparisons whose majority choice has at least this share of their votes
-    gold          gold items included, excluded or only
+    gold          gold items included, excluded (the default: gold pairs are rater-quality
+                  checks, not data, unless asked) or only
     unsafe        comparisons where any vote flagged a response unsafe: included, excluded or only
     voters        all | human | judge: whose votes count (VOTERS)
     texts         raw and per-comparison rows embed the prompt and both response texts (False:
@@ -40,6 +41,9 @@ class ExportFilters:
                   side is decided by a seeded hash of its content, so no prompt is on both
                   sides and a prompt keeps its side as data is added
     seed          the split's seed
+    min_trust     people's votes count only when their rater's trust (annotation.quality) is at
+                  least this (0: every vote); judges' and imported votes are kept. Raw rows
+                  carry each rater's trust and state as they were when the export ran
     """
 
     rounds: tuple[int, ...] = ()
@@ -47,12 +51,13 @@ class ExportFilters:
     until: dt.datetime | None = None
     min_votes: int = 1
     min_agreement: float = 0.0
-    gold: str = INCLUDE
+    gold: str = EXCLUDE
     unsafe: str = INCLUDE
     voters: str = "all"
     texts: bool = True
     test_fraction: float = 0.0
     seed: int = 0
+    min_trust: float = 0.0
 
     @property
     def split(self) -> bool:
@@ -77,6 +82,7 @@ class ExportFilters:
             "texts": self.texts,
             "test_fraction": self.test_fraction,
             "seed": self.seed,
+            "min_trust": self.min_trust,
         }
 
 
@@ -136,9 +142,9 @@ def _parse_rounds(value) -> tuple[int, ...]:
     return tuple(rounds)
 
 
-def _parse_tristate(name: str, value) -> str:
+def _parse_tristate(name: str, value, default: str = INCLUDE) -> str:
     if value in (None, ""):
-        return INCLUDE
+        return default
     if value is True:
         return ONLY
     if value is False:
@@ -192,7 +198,7 @@ def _parse_choice(name: str, value, choices: tuple[str, ...]) -> str:
 
 KNOWN = (
     "rounds", "since", "until", "min_votes", "min_agreement", "gold", "unsafe", "voters", "texts",
-    "test_fraction", "seed",
+    "test_fraction", "seed", "min_trust",
 )  # fmt: skip
 
 
@@ -214,6 +220,9 @@ def parse_filters(data: dict | None) -> ExportFilters:
     )
     if not 0 <= test_fraction < 1:
         raise FilterError("test_fraction: expected a number in [0, 1) (the share of prompts held out)")
+    min_trust = _parse_number("min_trust", data.get("min_trust"), float, 0.0, between)
+    if not 0 <= min_trust <= 1:
+        raise FilterError(f"min_trust: expected {between}")
     since = parse_time("since", data.get("since"), end_of_day=False)
     until = parse_time("until", data.get("until"), end_of_day=True)
     if since and until and until <= since:
@@ -224,12 +233,13 @@ def parse_filters(data: dict | None) -> ExportFilters:
         until=until,
         min_votes=min_votes,
         min_agreement=round(min_agreement, 4),
-        gold=_parse_tristate("gold", data.get("gold")),
+        gold=_parse_tristate("gold", data.get("gold"), EXCLUDE),
         unsafe=_parse_tristate("unsafe", data.get("unsafe")),
         voters=_parse_choice("voters", data.get("voters"), VOTERS),
         texts=_parse_bool("texts", data.get("texts"), True),
         test_fraction=round(test_fraction, 4),
         seed=_parse_number("seed", data.get("seed"), int, 0, "a whole number"),
+        min_trust=round(min_trust, 4),
     )
 
 

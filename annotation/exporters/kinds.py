@@ -195,6 +195,9 @@ round_id               int64      The RLHF round that produced the comparison (n
 response_a_checkpoint  int64      Policy checkpoint that wrote response A (null: not a policy).
 response_b_checkpoint  int64      Policy checkpoint that wrote response B.
 gold_choice            string     Expected answer when the comparison is a gold item, else empty.
+rater_trust            float64    The rater's trust when the export ran (annotation.quality; null
+                                  for accounts with no quality row: judges, imports, new raters).
+rater_state            string     The rater's state then: active, review or paused (null likewise).
 created_at             timestamp  When the vote was cast (UTC).
 updated_at             timestamp  When the vote row last changed (UTC).
 """,

@@ -33,6 +33,12 @@ def vote_conditions(filters: ExportFilters, params: dict) -> str:
         params["until"] = filters.until
     if _VOTERS[filters.voters]:
         conds.append(_VOTERS[filters.voters])
+    if filters.min_trust > 0:  # rater quality: people's votes from trusted raters only
+        conds.append(
+            "(p.source <> 'rater' OR coalesce((SELECT rs.trust FROM annotation_raterstate rs"
+            " WHERE rs.project_id = c.project_id AND rs.rater_id = p.rater_id), 1) >= %(min_trust)s)"
+        )
+        params["min_trust"] = filters.min_trust
     if filters.gold == "exclude":
         conds.append("c.gold_choice = ''")
     elif filters.gold == "only":
@@ -132,6 +138,9 @@ _RAW_COLUMNS = [
     ("response_a_checkpoint", "ra.policy_checkpoint_id"),
     ("response_b_checkpoint", "rb.policy_checkpoint_id"),
     ("gold_choice", "c.gold_choice"),
+    # Rater quality when the export ran (NULL for votes of accounts with no quality row).
+    ("rater_trust", "rs.trust"),
+    ("rater_state", "rs.state"),
     ("created_at", "p.created_at"),
     ("updated_at", "p.updated_at"),
 ]
@@ -177,7 +186,7 @@ _COMPARISON_COLUMNS = [
     ("last_vote_at", "s.last_vote_at"),
 ]
 
-_NUMERIC_COLUMNS = {"margin", "agreement", "mean_strength"}  # sent as float8
+_NUMERIC_COLUMNS = {"margin", "agreement", "mean_strength", "rater_trust"}  # sent as float8
 _SPLIT = "split"  # the split column's expression comes from split_expression()
 
 
@@ -227,6 +236,7 @@ def export_sql(*, kind: str, filters: ExportFilters, project_id: int, raters=Non
         JOIN annotation_comparison c ON c.id = p.comparison_id {joins}
         JOIN unnest(%(rater_ids)s::bigint[], %(rater_pseudonyms)s::text[]) AS r(id, pseudonym)
              ON r.id = p.rater_id
+        LEFT JOIN annotation_raterstate rs ON rs.project_id = c.project_id AND rs.rater_id = p.rater_id
         WHERE {vote_conditions(filters, params)} {keep}"""
         order = [("comparison_id", "p.comparison_id"), ("vote_id", "p.id")]
     else:

@@ -18,8 +18,9 @@ from operator import countOf, itemgetter, or_
 
 from annotation.exporters.filters import ExportFilters
 from annotation.exporters.sql import VOTER_KINDS, raw_column_index
+from annotation.quality import stats as quality_stats
+from annotation.quality.stats import CHOICES as _CHOICES
 
-_CHOICES = ("a", "b", "tie", "both_bad")
 _FOUR = Decimal("0.0001")
 
 
@@ -174,7 +175,7 @@ class RawVoteStats:
             votes, top = sum(counts), max(counts)
             for i, count in enumerate(counts):
                 choice_votes[i] += count * n
-            winner = _CHOICES[counts.index(top)] if counts.count(top) == 1 else None
+            winner, _ = quality_stats.majority(counts)  # the one definition of a majority
             majority[winner] += n
             if split == "test":
                 test_comparisons += n

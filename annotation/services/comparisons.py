@@ -81,7 +81,8 @@ def comparisons_create(
     round_id: int | None = None,
     votes_needed: int | None = None,
 ) -> list[Comparison]:
-    """Create comparisons with their responses and exactly k open assignments each."""
+    """Create comparisons with their responses and exactly k open assignments each (gold pairs
+    none: annotation.services.gold hands them out, one rater at a time)."""
     k = votes_needed or project.overlap
     comparisons: list[Comparison] = []
     responses: list[Response] = []
@@ -99,7 +100,7 @@ def comparisons_create(
                 prompt=prompts[digests[i]],
                 response_a=responses[2 * i],
                 response_b=responses[2 * i + 1],
-                votes_needed=k,
+                votes_needed=0 if spec.gold_choice else k,  # gold: assignments only by gold mixing
                 priority=spec.priority,
                 gold_choice=spec.gold_choice,
                 metadata=spec.metadata,
@@ -109,6 +110,10 @@ def comparisons_create(
         )
     Comparison.objects.bulk_create(comparisons, batch_size=2000)
     assignments_create(comparisons=comparisons)
+    if any(spec.gold_choice for spec in specs):
+        from annotation.services.gold import gold_rate_forget
+
+        gold_rate_forget(project.pk)
     return comparisons
 
 

@@ -107,6 +107,12 @@ def _user_ensure(*, username: str, role: str, password: str) -> DemoLogin:
 
 
 @transaction.atomic
+def demo_gold(index: int) -> bool:
+    """Every fourth demo pair is a gold pair (mixed into raters' streams to check them, with no
+    slots of its own); the others are ordinary pairs. All gold answers still seed the votes."""
+    return index % 4 == 3
+
+
 def demo_seed(*, password: str = DEFAULT_PASSWORD) -> DemoSeedResult:
     """Create the demo project, its pairs and the demo users; a second run changes nothing."""
     project = Project.objects.filter(slug=DEMO_SLUG).first()
@@ -126,9 +132,9 @@ def demo_seed(*, password: str = DEFAULT_PASSWORD) -> DemoSeedResult:
             response_a=a,
             response_b=b,
             metadata={"demo_id": demo_id, "topic": topic},
-            gold_choice=gold,
+            gold_choice=gold if demo_gold(index) else "",
         )
-        for demo_id, topic, messages, a, b, gold in PAIRS
+        for index, (demo_id, topic, messages, a, b, gold) in enumerate(PAIRS)
         if demo_id not in present
     ]
     created = comparisons_create(project=project, specs=specs) if specs else []

@@ -4,15 +4,24 @@ from django.db import transaction
 
 from annotation.models import Project
 
-EDITABLE_FIELDS = ("name", "slug", "guidelines", "overlap", "lease_seconds")
+# Rater quality (annotation.quality): gold rate, reading-time model, trust thresholds, floor.
+QUALITY_FIELDS = (
+    "gold_every", "reading_cps", "too_fast_fraction", "trust_review", "trust_pause", "quality_min_votes",
+    "vote_floor_ms",
+)  # fmt: skip
+EDITABLE_FIELDS = ("name", "slug", "guidelines", "overlap", "lease_seconds", *QUALITY_FIELDS)
 
 
 @transaction.atomic
 def project_create(
-    *, name: str, slug: str, guidelines: str = "", overlap: int = 3, lease_seconds: int = 300
+    *, name: str, slug: str, guidelines: str = "", overlap: int = 3, lease_seconds: int = 300, **quality
 ) -> Project:
+    """A new project; `quality` may set any of QUALITY_FIELDS (else the model's defaults)."""
+    unknown = set(quality) - set(QUALITY_FIELDS)
+    if unknown:
+        raise TypeError(f"project_create() has no setting {', '.join(sorted(unknown))}")
     project = Project(
-        name=name, slug=slug, guidelines=guidelines, overlap=overlap, lease_seconds=lease_seconds
+        name=name, slug=slug, guidelines=guidelines, overlap=overlap, lease_seconds=lease_seconds, **quality
     )
     project.full_clean()
     project.save()

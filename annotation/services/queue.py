@@ -27,6 +27,7 @@ from annotation.models import (
     Response,
     Skip,
 )
+from annotation.services.gold import gold_lease
 from core.db import fetchone, fetchone_atomic, fetchrows_atomic
 from core.errors import ErrorCode, NoLease, NotFound, ServiceError
 from core.events import event_send_on_commit, project_group
@@ -99,6 +100,9 @@ _HELD_COLUMNS = ", ".join(
     else f'a."{c}"'
     for c in _ASSIGNMENT_COLUMNS
 )
+# Rater quality: the rater is paused in this project (annotation.models.RaterState).
+PAUSED_SQL = """SELECT 1 FROM annotation_raterstate rs
+                      WHERE rs.project_id = %(project)s AND rs.rater_id = %(rater)s AND rs.state = 'paused'"""
 _NEXT_SQL = f"""
 WITH project AS (
     SELECT id, CAST(%(now)s AS timestamptz) + lease_seconds * interval '1 second' AS expires
@@ -120,6 +124,10 @@ WITH project AS (
                       WHERE t.comparison_id = a.comparison_id AND t.rater_id = %(rater)s)
       AND NOT EXISTS (SELECT 1 FROM annotation_skip k
                       WHERE k.comparison_id = a.comparison_id AND k.rater_id = %(rater)s)
+      -- Rater quality: a paused rater gets no new pair. Checked here, in the lease statement
+      -- and after the rater lock, which a pause also takes (annotation.quality.service), so a
+      -- pause and a lease never cross.
+      AND NOT EXISTS ({PAUSED_SQL})
     ORDER BY a.priority DESC, a.comparison_id, a.slot
     LIMIT 1
     FOR UPDATE OF a SKIP LOCKED
@@ -193,10 +201,10 @@ def assignment_next(*, rater: AbstractBaseUser, project: Project | int) -> Lease
     # call of the same rater just committed and gives that back instead of a second pair.
     # Not durable: a lease lost in a database crash only sends its pair back to the queue
     # (the rater's vote then gets "no lease"); votes are committed durably.
-    row = fetchone_atomic(
-        [(_LOCK_PLAN_SQL, {"ns": int(LockNamespace.RATER), "rater": rater.pk}), (_NEXT_SQL, params)],
-        durable=False,
-    )
+    lock = (_LOCK_PLAN_SQL, {"ns": int(LockNamespace.RATER), "rater": rater.pk})
+    row = gold_lease(lock=lock, params=params)  # rater quality: now and then a gold pair
+    if row is None:
+        row = fetchone_atomic([lock, (_NEXT_SQL, params)], durable=False)
     if row is not None:
         return _lease_from_row(row)
     if not Project.objects.filter(pk=project_id).exists():
@@ -238,10 +246,15 @@ def _param(field) -> str:
 #            decide, also against a concurrent retry: ON CONFLICT waits for it);
 #   closed   the slot is done and the pair counts one vote more, only if the vote went in.
 # No vote row back means: no lease, or a replay; `preference_submit` then looks at the rows.
+VOTE_FLOOR_SQL = """%(source)s <> 'rater' OR leased_at <= %(now)s - interval '1 millisecond' *
+           (SELECT vote_floor_ms FROM annotation_project pj WHERE pj.id = annotation_assignment.project_id)"""
 _SUBMIT_SQL = f"""
 WITH slot AS (
     SELECT id, "left", leased_at FROM annotation_assignment
     WHERE comparison_id = %(comparison_id)s AND rater_id = %(rater_id)s AND state = 'leased'
+      -- Speed check (issue 15, 5d): a person's vote needs the project's floor of server time on
+      -- task (lease to now); faster, no row: `_submit_refused` answers "too_fast".
+      AND ({VOTE_FLOOR_SQL})
     FOR UPDATE
 ), vote AS (
     INSERT INTO annotation_preference ({", ".join(f'"{f.column}"' for f in _PREFERENCE_FIELDS)})
@@ -392,6 +405,13 @@ def _submit_refused(*, rater: AbstractBaseUser, comparison_id: int, idempotency_
         return SubmitResult(Preference.objects.get(pk=earlier_id), created=False)
     if not Comparison.objects.filter(pk=comparison_id).exists():
         raise NotFound("No such comparison.", code=ErrorCode.NOT_FOUND)
+    if Assignment.objects.filter(
+        comparison_id=comparison_id, rater_id=rater.pk, state=Assignment.State.LEASED
+    ).exists():  # the lease is there: the vote came faster than the project's floor
+        raise ServiceError(
+            "That was faster than the pair can be read. Read both responses, then vote.",
+            code=ErrorCode.TOO_FAST,
+        )
     raise NoLease(
         "You hold no lease on this pair: it may have expired and gone to another rater. Load the next pair.",
         code=ErrorCode.NO_LEASE,

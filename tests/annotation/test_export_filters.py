@@ -51,16 +51,17 @@ def _ids(settings, project, filters, kind="comparisons"):
 @pytest.mark.parametrize(
     ("filters", "expected"),
     [
-        ({}, {"r1_a", "r1_b", "r2_a", "r2_b", "gold"}),
+        ({}, {"r1_a", "r1_b", "r2_a", "r2_b"}),  # gold pairs are checks, not data, unless asked
+        ({"gold": "include"}, {"r1_a", "r1_b", "r2_a", "r2_b", "gold"}),
         ({"rounds": [1]}, {"r1_a", "r1_b"}),
         ({"rounds": "2, 1"}, {"r1_a", "r1_b", "r2_a", "r2_b"}),
         ({"min_votes": 2}, {"r1_a", "r1_b", "r2_b"}),
         ({"min_votes": 3}, {"r1_a", "r1_b"}),
-        ({"min_agreement": 0.6667}, {"r1_a", "r1_b", "r2_a", "gold"}),
-        ({"min_agreement": 0.7}, {"r1_a", "r2_a", "gold"}),
+        ({"min_agreement": 0.6667, "gold": "include"}, {"r1_a", "r1_b", "r2_a", "gold"}),
+        ({"min_agreement": 0.7, "gold": "include"}, {"r1_a", "r2_a", "gold"}),
         ({"gold": "exclude"}, {"r1_a", "r1_b", "r2_a", "r2_b"}),
         ({"gold": "only"}, {"gold"}),
-        ({"unsafe": "exclude"}, {"r1_a", "r1_b", "r2_b", "gold"}),
+        ({"unsafe": "exclude", "gold": "include"}, {"r1_a", "r1_b", "r2_b", "gold"}),
         ({"unsafe": "only"}, {"r2_a"}),
         ({"rounds": [1, 2], "min_votes": 2, "min_agreement": 0.6}, {"r1_a", "r1_b"}),
     ],
@@ -74,12 +75,18 @@ def test_comparison_filters(world, settings, filters, expected):
 def test_date_range_filters_votes_and_the_aggregates_built_on_them(world, settings):
     project, ids, days = world
     rows = read_rows(
-        settings, run_export(project, "raw", "jsonl", {"since": "2025-03-02", "until": "2025-03-02"})
+        settings,
+        run_export(
+            project, "raw", "jsonl", {"since": "2025-03-02", "until": "2025-03-02", "gold": "include"}
+        ),
     )
     assert {row["vote_id"] for row in rows} == {pk for pk, day in days.items() if day == DAY2}
     # Only the day-2 votes count: r1_b is then 1 a + 1 b (no majority), so TRL keeps r1_a and gold.
     trl = _ids(
-        settings, project, {"since": "2025-03-02T00:00:00Z", "until": "2025-03-03T00:00:00Z"}, kind="trl"
+        settings,
+        project,
+        {"since": "2025-03-02T00:00:00Z", "until": "2025-03-03T00:00:00Z", "gold": "include"},
+        kind="trl",
     )
     assert trl == {ids["r1_a"], ids["gold"]}
     later = read_rows(settings, run_export(project, "raw", "parquet", {"since": DAY3.isoformat()}))

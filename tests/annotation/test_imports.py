@@ -48,16 +48,17 @@ def test_good_file_imports_every_line_with_its_fields(make_project):
     lines = jsonl(GOOD[0], "", "   ", GOOD[1], GOOD[2]).encode().splitlines(keepends=True)
     report = comparisons_import(project=project, lines=lines)
     assert report.ok and report.errors == []
-    assert (report.lines, report.imported, report.assignments) == (3, 3, 6)
+    # The gold line gets no assignments of its own (gold mixing hands it out): 2 pairs x k = 2.
+    assert (report.lines, report.imported, report.assignments) == (3, 3, 4)
 
     assert Prompt.objects.filter(project=project).count() == 2
     assert Response.objects.filter(prompt__project=project).count() == 6
-    assert Assignment.objects.filter(project=project, state="open").count() == 6
+    assert Assignment.objects.filter(project=project, state="open").count() == 4
     chat = Comparison.objects.select_related("prompt", "response_a", "response_b").get(priority=5)
     assert chat.prompt.messages == GOOD[1]["messages"]
     assert (chat.response_a.text, chat.response_b.text) == ("Why did the chicken…", "No.")
     assert chat.metadata == {"source": "pilot", "batch": 7} and chat.gold_choice == "a"
-    assert chat.votes_needed == 2
+    assert chat.votes_needed == 0  # gold
     plain = Comparison.objects.filter(project=project, priority=0).select_related("prompt").first()
     assert plain.prompt.messages == [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -156,7 +157,7 @@ def test_command_imports_by_slug_or_id_and_prints_summary(make_project, jsonl_fi
     project = make_project(overlap=3)
     out = io.StringIO()
     call_command("import_comparisons", jsonl_file(*GOOD), "--project", project.slug, stdout=out)
-    assert f"Imported 3 comparisons into {project.slug} (9 assignments" in out.getvalue()
+    assert f"Imported 3 comparisons into {project.slug} (6 assignments" in out.getvalue()  # one is gold
     new = {**GOOD[0], "response_b": "Nice."}
     call_command("import_comparisons", jsonl_file(new), "--project", str(project.pk), stdout=out)
     assert Comparison.objects.filter(project=project).count() == 4
@@ -268,7 +269,7 @@ def test_reimporting_a_line_skips_it_as_a_duplicate_and_reports_it(
         (4, "same pair as line 2"),
     ]
     assert Comparison.objects.filter(project=project).count() == 4
-    assert Assignment.objects.filter(project=project).count() == 8
+    assert Assignment.objects.filter(project=project).count() == 6  # the gold pair has none
     # Different metadata, priority or gold does not make a new pair; swapped responses do.
     swapped = {**GOOD[0], "response_a": GOOD[0]["response_b"], "response_b": GOOD[0]["response_a"]}
     moved = {**GOOD[1], "priority": 9, "metadata": {}}

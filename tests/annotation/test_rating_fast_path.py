@@ -118,14 +118,18 @@ def test_revoking_the_role_or_the_account_counts_on_the_next_request(make_user, 
 def test_token_next_and_submit_query_counts(make_user, make_project, django_assert_num_queries):
     project = make_project(pairs=3)
     client = token_client(make_user("rater"))
-    # next: the token with the role (1), the rater lock + the lease statement (2).
-    with django_assert_num_queries(3):
+    # next: the token with the role (1), the project's gold rate (1: read at most every 30 s per
+    # process, annotation.services.gold), the rater lock + the lease statement (2).
+    with django_assert_num_queries(4):
         lease = client.post(f"/api/projects/{project.pk}/next/").json()
     # submit: the token with the role (1), the vote statement (1).
     body = {"choice": "a", "strength": 2, "idempotency_key": uuid.uuid4().hex}
     with django_assert_num_queries(2):
         r = client.post(f"/api/comparisons/{lease['comparison_id']}/preference/", body, format="json")
     assert r.status_code == 201
+    # The next pair: the gold rate is cached.
+    with django_assert_num_queries(3):
+        client.post(f"/api/projects/{project.pk}/next/").json()
 
 
 # --- serializers -------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from annotation.models import Assignment, Comparison, Project, Prompt, Response
-from annotation.services.demo import PAIRS
+from annotation.services.demo import PAIRS, demo_gold
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +37,9 @@ def test_seed_is_idempotent_and_prints_the_logins(monkeypatch):
     project = Project.objects.get(slug="demo-helpful-harmless")
     assert project.name == "Demo: helpful and harmless" and project.overlap == 3
     assert project.guidelines.startswith("# ") and "## Safety flags" in project.guidelines
-    assert first["comparisons"] == len(PAIRS) >= 20 and first["slots"] == 3 * len(PAIRS)
+    gold = sum(1 for i in range(len(PAIRS)) if demo_gold(i))
+    assert first["comparisons"] == len(PAIRS) >= 20 and first["slots"] == 3 * (len(PAIRS) - gold)
+    assert Comparison.objects.exclude(gold_choice="").count() == gold > 0
     # The gold answers also go in once as imported votes (a round needs a reward model).
     assert first["gold_votes"] == sum(1 for *_, gold in PAIRS if gold in ("a", "b")) > 0
     assert first["projects"] == 1 and first["users"] == 6

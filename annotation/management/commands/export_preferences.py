@@ -15,7 +15,8 @@ from annotation.services.exports import export_copy_to, export_create, export_fo
 
 # The options that are export filters under the same name (plus --no-texts, the `texts` filter).
 FILTER_OPTIONS = (
-    "rounds", "since", "until", "min_votes", "min_agreement", "gold", "unsafe", "voters", "test_fraction", "seed"
+    "rounds", "since", "until", "min_votes", "min_agreement", "min_trust", "gold", "unsafe", "voters", "test_fraction",
+    "seed",
 )  # fmt: skip
 
 
@@ -43,7 +44,7 @@ class Command(ProjectCommand):
         )
         parser.add_argument("--min-votes", type=int, default=1)
         parser.add_argument("--min-agreement", type=float, default=0.0)
-        parser.add_argument("--gold", choices=TRISTATE, default="include")
+        parser.add_argument("--gold", choices=TRISTATE, default="exclude")
         parser.add_argument("--unsafe", choices=TRISTATE, default="include")
         parser.add_argument("--voters", choices=VOTERS, default="all", help="Whose votes (default all).")
         parser.add_argument(
@@ -56,6 +57,9 @@ class Command(ProjectCommand):
             help="Share of prompts in a prompt-disjoint test split (a `split` column); 0: none.",
         )  # fmt: skip
         parser.add_argument("--seed", type=int, default=0, help="Seed of the split.")
+        parser.add_argument(
+            "--min-trust", type=float, default=0.0, help="People's votes from raters with this trust or more."
+        )
         parser.add_argument("--user", help="Username to record as the export's author.")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 

@@ -38,6 +38,10 @@ CONFIG_OVERRIDES: dict[str, tuple[type, float | None, float | None]] = {
     # the active model (in accuracy, on the same pairs) a candidate may be.
     "gate_min_pairs": (int, 1, 10**7),
     "gate_margin": (float, 0.0, 0.5),
+    # Rater quality: people's votes only from raters with at least this trust (0: all). Resolved
+    # into the raters left out when the run is queued (`exclude_raters`, in its config and
+    # snapshot counts), so the run trains on the same votes however trust moves later.
+    "min_trust": (float, 0.0, 1.0),
 }
 MODE_OVERRIDES = {
     "tie_mode": ("drop", "equal"),

@@ -11,7 +11,7 @@ from annotation.models import Project
 from core.errors import ErrorCode, NotFound, ServiceError
 from core.jobs import job_cancel, job_event_on_commit
 from training.models import RewardModel
-from training.selectors import preference_cutoff, preference_snapshot
+from training.selectors import preference_cutoff, preference_snapshot, untrusted_raters
 
 from .config import choices_for, default_backbone, overrides_clean
 
@@ -38,7 +38,14 @@ def reward_model_run_create(
     Project.objects.select_for_update().filter(pk=project.pk).first()  # serialise version numbers
     version = (RewardModel.objects.filter(project=project).aggregate(m=Max("version"))["m"] or 0) + 1
     cutoff = preference_cutoff(project=project)
-    snapshot = preference_snapshot(project=project, cutoff_id=cutoff, choices=choices_for(config))
+    if config.get("min_trust"):
+        config["exclude_raters"] = untrusted_raters(project_id=project.pk, min_trust=config["min_trust"])
+    snapshot = preference_snapshot(
+        project=project,
+        cutoff_id=cutoff,
+        choices=choices_for(config),
+        exclude_raters=config.get("exclude_raters", ()),
+    )
     if snapshot.counts.get("a", 0) + snapshot.counts.get("b", 0) == 0:
         raise ServiceError(
             "This project has no A/B preferences yet: there is nothing to train a reward model on.",

@@ -16,7 +16,11 @@ def snapshot_records(run: RewardModel, config):
         include_ties=config.tie_mode != "drop", include_both_bad=config.both_bad_mode != "drop"
     )
     snapshot = preference_snapshot(
-        project=run.project, cutoff_id=run.snapshot_cutoff_id, choices=choices, with_rows=True
+        project=run.project,
+        cutoff_id=run.snapshot_cutoff_id,
+        choices=choices,
+        with_rows=True,
+        exclude_raters=(run.config or {}).get("exclude_raters", ()),
     )
     if snapshot.sha256 != run.snapshot_sha256:
         raise TrainingError(

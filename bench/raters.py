@@ -1,0 +1,381 @@
+"""Rater-quality benchmark (issue 12): simulated raters through the real queue on HH-RLHF.
+
+    .venv/bin/python bench/raters.py            # 720 pairs to rate, 60 gold, 512 held out
+    .venv/bin/python bench/raters.py --quick    # smoke run: 300 pairs, small reward models
+
+40 seeded raters vote through `assignment_next` / `preference_submit` (k = 3, one gold pair in
+20) on the HH-RLHF harmless test pairs, with each pair's real label as the truth (its A/B sides
+drawn at random): 28 careful (right 85 % of the time, human reading speed), 4 random clickers,
+4 always-left, 4 too fast (right 60 %, three times faster than the reading time). A simulated
+rater's time on task is written into their lease (leased_at moved back by the simulated
+seconds) before they submit, so the server's own time on task is what the speed check reads.
+Trust and states are refreshed by `quality_refresh` every 40 votes, as the beat task would.
+
+Two runs over the same pairs and raters:
+  quality on   gold mixed in, automatic pausing: detection (precision / recall of paused
+               raters among the 12 bad ones, votes cast until paused), alpha.
+  quality off  gold mixed in, no pausing (the baseline: every rater votes to the end). Three reward
+               models with the same small budget are trained on its votes and scored on 512
+               held-out pairs (prompt-disjoint): (a) careful raters' votes only, (b) all votes,
+               (c) the votes the product's trust filter keeps (`min_trust` 0.5, the reward-run
+               setting: raters under it left out).
+
+Last line: `bench raters: flag_precision=<p> flag_recall=<r> votes_to_flag_p50=<v>
+rm_acc_clean=<a> rm_acc_all=<b> rm_acc_trusted=<c>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench.common import DEFAULT_DATABASE_URL, bench_database, fmt, print_table  # noqa: E402
+
+DATA = REPO_ROOT / "tests" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+KINDS = (("careful", 28), ("random", 4), ("left", 4), ("too_fast", 4))
+BAD = {"random", "left", "too_fast"}
+REFRESH_EVERY = 40
+MIN_TRUST = 0.5
+
+
+@dataclass
+class SimRater:
+    user: object
+    kind: str
+    speed: float  # this rater's own pace, a factor on the reading time
+    votes: int = 0
+    paused_at: int | None = None
+
+
+def load_hh(seed: int) -> list[dict]:
+    from annotation.formats import split_hh_pair
+
+    out = []
+    with gzip.open(DATA, "rt") as fh:
+        for line in fh:
+            row = json.loads(line)
+            try:
+                messages, chosen, rejected = split_hh_pair(row["chosen"], row["rejected"])
+            except ValueError:
+                continue
+            if chosen.strip() and rejected.strip() and chosen != rejected:
+                out.append({"messages": messages, "chosen": chosen, "rejected": rejected})
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def _choice(sim: SimRater, truth: str, left: str, rng: random.Random) -> str:
+    wrong = "b" if truth == "a" else "a"
+    if sim.kind == "careful":
+        return truth if rng.random() < 0.85 else wrong
+    if sim.kind == "too_fast":
+        return truth if rng.random() < 0.60 else wrong
+    if sim.kind == "left":
+        return left
+    return rng.choice("ab")
+
+
+def _seconds(sim: SimRater, chars: int, cps: float, rng: random.Random) -> float:
+    reading = chars / cps
+    if sim.kind == "too_fast":
+        return reading / 3 * rng.lognormvariate(0, 0.15)
+    return reading * sim.speed * rng.lognormvariate(0, 0.25)
+
+
+def simulate(
+    *, project, raters: list[SimRater], truth: dict, chars: dict, seed: int, refresh: bool, refused: list
+) -> int:
+    """Every rater votes until the queue has nothing for them; returns votes cast. A vote under
+    the project's floor is refused (409 too_fast, counted in `refused[0]`) and cast again later."""
+    from annotation.models import Assignment
+    from annotation.quality.service import quality_refresh
+    from annotation.services.queue import assignment_next, preference_submit
+    from core.errors import ErrorCode, ServiceError
+
+    rng = random.Random(seed)
+    live = list(raters)
+    cast = 0
+    while live:
+        rng.shuffle(live)
+        for sim in list(live):
+            lease = assignment_next(rater=sim.user, project=project)
+            if lease is None:
+                live.remove(sim)
+                continue
+            cid = lease.comparison.pk
+            choice = _choice(sim, truth[cid], lease.assignment.left, rng)
+            seconds = _seconds(sim, chars[cid], project.reading_cps, rng)
+            for attempt in (0, 1):
+                Assignment.objects.filter(pk=lease.assignment.pk).update(
+                    leased_at=lease.assignment.leased_at - timedelta(seconds=seconds)
+                )
+                try:
+                    preference_submit(
+                        rater=sim.user, comparison_id=cid, choice=choice, strength=rng.choice((1, 2, 2, 3)),
+                        idempotency_key=f"{sim.user.pk}-{cid}", client_ms=int(seconds * 1000),
+                    )  # fmt: skip
+                    break
+                except ServiceError as err:  # under the project's floor: the rater waits, then votes
+                    if err.code != ErrorCode.TOO_FAST or attempt:
+                        raise
+                    refused[0] += 1
+                    seconds = project.vote_floor_ms / 1000 + 0.5
+            sim.votes += 1
+            cast += 1
+            if refresh and cast % REFRESH_EVERY == 0:
+                _refresh(project, raters, quality_refresh)
+    if refresh:
+        _refresh(project, raters, quality_refresh)
+    return cast
+
+
+def _refresh(project, raters, quality_refresh) -> None:
+    from annotation.models import RaterState
+
+    quality_refresh(project=project)
+    paused = set(
+        RaterState.objects.filter(project=project, state="paused").values_list("rater_id", flat=True)
+    )
+    for sim in raters:
+        if sim.user.pk in paused and sim.paused_at is None:
+            sim.paused_at = sim.votes
+
+
+def setup_project(name: str, pairs: list[dict], gold: list[dict], *, quality: bool, seed: int):
+    from django.contrib.auth.models import Group, User
+
+    from annotation.models import Project
+    from annotation.services.comparisons import ComparisonSpec, comparisons_create
+    from core.roles import role_groups_ensure
+
+    rng = random.Random(seed)
+    project = Project.objects.create(
+        name=name, slug=name, overlap=3, lease_seconds=600,
+        gold_every=20, trust_pause=0.05 if quality else 0.0,
+    )  # fmt: skip
+    truth, chars, specs = {}, {}, []
+    for i, p in enumerate(pairs + gold):
+        a_is_chosen = rng.random() < 0.5
+        a, b = (p["chosen"], p["rejected"]) if a_is_chosen else (p["rejected"], p["chosen"])
+        is_gold = i >= len(pairs)
+        specs.append(
+            ComparisonSpec(
+                messages=p["messages"],
+                response_a=a,
+                response_b=b,
+                gold_choice=("a" if a_is_chosen else "b") if is_gold else "",
+            )  # fmt: skip
+        )
+    comparisons = comparisons_create(project=project, specs=specs)
+    # The truth of each pair: the side its chosen text was put on.
+    source = pairs + gold
+    for c, spec, p in zip(comparisons, specs, source, strict=False):
+        truth[c.pk] = "a" if spec.response_a == p["chosen"] else "b"
+        chars[c.pk] = sum(len(m["content"]) for m in p["messages"]) + len(p["chosen"]) + len(p["rejected"])
+    role_groups_ensure()
+    group = Group.objects.get(name="rater")
+    raters = []
+    n = 0
+    for kind, count in KINDS:
+        for _ in range(count):
+            user = User.objects.create_user(username=f"{name}-{kind}-{n}")
+            user.groups.add(group)
+            raters.append(SimRater(user=user, kind=kind, speed=rng.uniform(0.8, 1.3)))
+            n += 1
+    return project, raters, truth, chars
+
+
+def train_and_score(votes, test_pairs, *, budget: dict, out: Path, label: str) -> float:
+    from training.ml.reward import RewardConfig, train_reward_model
+
+    config = RewardConfig(heldout_fraction=0.0, seed=0, **budget)
+    result = train_reward_model(votes, config, out / label, eval_pairs=test_pairs)
+    return float(result.metrics["heldout_accuracy"])
+
+
+def vote_pairs(project, keep) -> list:
+    """One PreferencePair per A/B vote on a non-gold pair whose rater `keep` admits."""
+    from annotation.models import Preference
+    from training.ml.records import PreferencePair
+
+    out = []
+    rows = Preference.objects.filter(comparison__project=project, comparison__gold_choice="").select_related(
+        "comparison__prompt", "comparison__response_a", "comparison__response_b"
+    )
+    for v in rows.order_by("pk"):
+        if not keep(v.rater_id):
+            continue
+        c = v.comparison
+        a, b = c.response_a.text, c.response_b.text
+        chosen, rejected = (a, b) if v.choice == "a" else (b, a)
+        out.append(
+            PreferencePair(
+                prompt=c.prompt.messages,
+                chosen=chosen,
+                rejected=rejected,
+                strength=v.strength,
+                pair_id=str(v.pk),
+                group=f"prompt-{c.prompt_id}",
+            )  # fmt: skip
+        )
+    return out
+
+
+def detection(raters: list[SimRater]) -> dict:
+    flagged = [s for s in raters if s.paused_at is not None]
+    bad = [s for s in raters if s.kind in BAD]
+    true_flags = [s for s in flagged if s.kind in BAD]
+    return {
+        "precision": len(true_flags) / len(flagged) if flagged else float("nan"),
+        "recall": len(true_flags) / len(bad),
+        "votes_to_flag_p50": statistics.median(s.paused_at for s in true_flags)
+        if true_flags
+        else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    n_pool, n_gold, n_test = (300, 40, 256) if args.quick else (720, 60, 512)
+    # The same small budget for the three reward models (a loaded 2-core machine): the product's
+    # trainer and backbone (MiniLM), 64 tokens from the end of each text, 8 pairs a step.
+    budget = {
+        "max_length": 64, "batch_size": 8, "epochs": 1, "max_steps": 10 if args.quick else 40,
+        "threads": args.threads, "eval_batch_size": 64,
+    }  # fmt: skip
+
+    with bench_database(args.database_url, "bench_raters") as url:
+        os.environ["DATABASE_URL"] = url
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        os.environ.setdefault("LOG_LEVEL", "WARNING")
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0, interactive=False)
+        run(args, n_pool, n_gold, n_test, budget)
+        from django.db import connections
+
+        connections.close_all()
+
+
+def run(args, n_pool: int, n_gold: int, n_test: int, budget: dict) -> None:
+    from annotation.models import RaterState
+    from annotation.quality.compute import project_quality
+    from annotation.quality.service import quality_refresh, speed_of, vote_records
+    from training.ml.records import PreferencePair, prompt_group
+    from training.selectors import untrusted_raters
+
+    pairs = load_hh(args.seed)
+    # Held-out pairs first, prompt-disjoint from everything rated.
+    test, groups = [], set()
+    for p in pairs:
+        if len(test) < n_test:
+            test.append(p)
+            groups.add(prompt_group(p["messages"]))
+    rest = [p for p in pairs[n_test:] if prompt_group(p["messages"]) not in groups]
+    pool, gold = rest[:n_pool], rest[n_pool : n_pool + n_gold]
+    test_pairs = [
+        PreferencePair(prompt=p["messages"], chosen=p["chosen"], rejected=p["rejected"], pair_id=str(i))
+        for i, p in enumerate(test)
+    ]
+
+    started = time.perf_counter()
+    on, on_raters, on_truth, on_chars = setup_project("quality-on", pool, gold, quality=True, seed=args.seed)
+    refused = [0]
+    on_votes = simulate(
+        project=on, raters=on_raters, truth=on_truth, chars=on_chars, seed=args.seed, refresh=True,
+        refused=refused,
+    )  # fmt: skip
+    on_seconds = time.perf_counter() - started
+    det = detection(on_raters)
+    quality = project_quality(vote_records(project_id=on.pk), speed=speed_of(on))
+
+    started = time.perf_counter()
+    off, off_raters, off_truth, off_chars = setup_project(
+        "quality-off", pool, gold, quality=False, seed=args.seed
+    )
+    off_votes = simulate(
+        project=off, raters=off_raters, truth=off_truth, chars=off_chars, seed=args.seed, refresh=False,
+        refused=refused,
+    )  # fmt: skip
+    quality_refresh(project=off)  # trust of every rater over the whole stream (states: never paused)
+    off_seconds = time.perf_counter() - started
+    excluded = set(untrusted_raters(project_id=off.pk, min_trust=MIN_TRUST))
+    careful = {s.user.pk for s in off_raters if s.kind == "careful"}
+
+    rows = []
+    for kind, _ in KINDS:
+        sims = [s for s in on_raters if s.kind == kind]
+        paused = [s for s in sims if s.paused_at is not None]
+        states = RaterState.objects.filter(project=on, rater__in=[s.user for s in sims])
+        trusts = [s.trust for s in states]
+        rows.append(
+            [
+                kind, len(sims), len(paused), fmt(statistics.median([s.votes for s in sims]), 0),
+                fmt(statistics.median([s.paused_at for s in paused]), 0) if paused else "-",
+                fmt(statistics.median(trusts), 3) if trusts else "-",
+                sum(1 for s in off_raters if s.kind == kind and s.user.pk in excluded),
+            ]
+        )  # fmt: skip
+    print(
+        f"quality on: {on_votes} votes in {on_seconds:.0f} s; quality off: {off_votes} votes in {off_seconds:.0f} s;"
+        f" {refused[0]} votes refused as too fast (under the project's floor) and cast again later"
+    )
+    print_table(
+        ["kind", "raters", "paused", "votes p50", "votes to pause p50", "trust p50", "left out (off run)"],
+        rows,
+    )
+    print(
+        f"alpha ordinal {quality.alpha_ordinal:.3f}, nominal {quality.alpha_nominal:.3f} (quality-on run, "
+        f"people's votes); detection precision {det['precision']:.3f} recall {det['recall']:.3f}"
+    )
+
+    sets = {
+        "clean": vote_pairs(off, lambda r: r in careful),
+        "all": vote_pairs(off, lambda r: True),
+        "trusted": vote_pairs(off, lambda r: r not in excluded),
+    }
+    acc = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, votes in sets.items():
+            t0 = time.perf_counter()
+            acc[label] = train_and_score(votes, test_pairs, budget=budget, out=Path(tmp), label=label)
+            print(f"reward model on {label:8s}: {len(votes):5d} votes, held-out accuracy {acc[label]:.4f} "
+                  f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    print(
+        f"trusted − all = {100 * (acc['trusted'] - acc['all']):+.1f} points; "
+        f"trusted − clean = {100 * (acc['trusted'] - acc['clean']):+.1f} points (baseline: all votes, same run)"
+    )
+    print(
+        f"bench raters: flag_precision={det['precision']:.3f} flag_recall={det['recall']:.3f} "
+        f"votes_to_flag_p50={det['votes_to_flag_p50']:.0f} rm_acc_clean={acc['clean']:.4f} "
+        f"rm_acc_all={acc['all']:.4f} rm_acc_trusted={acc['trusted']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

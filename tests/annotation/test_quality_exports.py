@@ -1,0 +1,70 @@
+"""Trust downstream: raw exports carry each rater's trust and state, exports and reward-model
+runs can keep only trusted raters' votes (recorded in the spec, the card and the snapshot), and
+gold pairs are left out of exports unless asked."""
+
+from annotation.models import RaterState
+from tests.annotation.test_export_support import EXPORT_DB, pairs, read_rows, run_export, vote
+
+
+def _setup(project, make_user):
+    trusted, untrusted = make_user(), make_user()
+    RaterState.objects.create(project=project, rater=trusted, trust=0.97, state="active")
+    RaterState.objects.create(project=project, rater=untrusted, trust=0.02, state="paused")
+    (c1, c2) = pairs(project, 2)
+    (gold,) = pairs(project, 1, gold_choice="a", prefix="gold")
+    vote(c1, trusted, "a")
+    vote(c1, untrusted, "b")
+    vote(c2, untrusted, "b")
+    vote(gold, trusted, "a")
+    return trusted, untrusted, (c1, c2, gold)
+
+
+@EXPORT_DB
+def test_raw_votes_carry_trust_and_gold_is_left_out_by_default(make_project, make_user, settings):
+    project = make_project()
+    _, _, (c1, c2, gold) = _setup(project, make_user)
+    export = run_export(project, "raw", "jsonl")
+    rows = read_rows(settings, export)
+    assert {r["comparison_id"] for r in rows} == {c1.pk, c2.pk}  # gold: not data unless asked
+    assert sorted((r["rater_trust"], r["rater_state"]) for r in rows) == [
+        (0.02, "paused"), (0.02, "paused"), (0.97, "active"),
+    ]  # fmt: skip
+    asked = read_rows(settings, run_export(project, "raw", "jsonl", {"gold": "include"}))
+    assert gold.pk in {r["comparison_id"] for r in asked}
+
+
+@EXPORT_DB
+def test_min_trust_keeps_trusted_votes_and_is_recorded(make_project, make_user, settings):
+    project = make_project()
+    trusted, _, (c1, c2, _gold) = _setup(project, make_user)
+    export = run_export(project, "raw", "jsonl", {"min_trust": 0.5})
+    rows = read_rows(settings, export)
+    assert [(r["comparison_id"], r["rater_trust"]) for r in rows] == [(c1.pk, 0.97)]
+    assert export.filters["min_trust"] == 0.5
+    assert '"min_trust": 0.5' in export.card
+    # TRL pairs: c1's majority is now A (the untrusted B vote is gone), c2 has no trusted vote.
+    trl = read_rows(settings, run_export(project, "trl", "jsonl", {"min_trust": 0.5}))
+    assert [r["comparison_id"] for r in trl] == [c1.pk]
+    every = read_rows(settings, run_export(project, "trl", "jsonl"))
+    assert [r["comparison_id"] for r in every] == [c2.pk]  # c1 is 1-1: no majority
+
+
+def test_reward_run_with_min_trust_records_who_it_left_out(make_project, make_user):
+    from training.selectors import preference_snapshot
+    from training.services.reward_models.lifecycle import reward_model_run_create
+
+    project = make_project()
+    trusted, untrusted, (c1, c2, gold) = _setup(project, make_user)
+    run = reward_model_run_create(project=project, config_overrides={"min_trust": 0.5}, enqueue=False)
+    assert run.config["exclude_raters"] == [untrusted.pk]
+    assert run.snapshot_counts["excluded_raters"] == 1
+    assert run.snapshot_counts["total"] == 2  # the trusted rater's two votes
+    plain = reward_model_run_create(project=project, enqueue=False)
+    assert plain.snapshot_counts["total"] == 4
+    # The run's snapshot stays what it was queued on, however trust moves afterwards.
+    RaterState.objects.filter(rater=untrusted).update(trust=0.99)
+    again = preference_snapshot(
+        project=project, cutoff_id=run.snapshot_cutoff_id, choices=("a", "b"),
+        exclude_raters=run.config["exclude_raters"],
+    )  # fmt: skip
+    assert again.sha256 == run.snapshot_sha256

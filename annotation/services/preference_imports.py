@@ -147,15 +147,20 @@ def _pair_from_line(raw: bytes | str, number: int, parse) -> ParsedPair | None:
     return ParsedPair(number, messages, chosen, rejected, pair_key(messages, chosen, rejected))
 
 
-def parse_preference_lines(
-    lines: Iterable[bytes | str], fmt: str
-) -> tuple[list[ParsedPair], list[LineError], int]:
-    """(pairs, errors, non-blank line count). Pure: reads nothing but `lines`."""
+def _line_parser(fmt: str):
+    """The parser of one line of a dataset layout (refused: an unknown layout)."""
     if fmt not in DATASET_FORMATS:
         raise ServiceError(
             f"Unknown format {fmt!r}; use one of {', '.join(DATASET_FORMATS)}.", code=ErrorCode.FORMAT
         )
-    parse = _parse_hh if fmt == "hh" else _parse_trl
+    return _parse_hh if fmt == "hh" else _parse_trl
+
+
+def parse_preference_lines(
+    lines: Iterable[bytes | str], fmt: str
+) -> tuple[list[ParsedPair], list[LineError], int]:
+    """(pairs, errors, non-blank line count). Pure: reads nothing but `lines`."""
+    parse = _line_parser(fmt)
     tally = ImportReport()
     pairs = [
         pair
@@ -203,9 +208,7 @@ def preferences_import(
     whatever the file's size. Any bad line: PreferenceImportInvalid with every bad line, and
     nothing is written.
     """
-    if fmt not in FORMATS:
-        raise ServiceError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.", code=ErrorCode.FORMAT)
-    parse = _parse_hh if fmt == "hh" else _parse_trl
+    parse = _line_parser(fmt)
     report = ImportReport()
     first_line: dict[str, int] = {}
     user = None

@@ -20,9 +20,11 @@ urlpatterns = [
     # A logged-in user who comes back to the login form (Back from the first page) is sent on.
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include("accounts.urls")),  # the user's API tokens
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),
     # Each include is one module with its own owner; see DESIGN.md for the layout.
+    path("api/auth/", include("accounts.api_urls")),  # tokens: issue, list, revoke
     path("api/", include("annotation.api_urls")),  # rating API: next / submit / skip / progress
     path("api/exports/", include("annotation.export_api_urls")),  # dataset exports (REST)
     path("api/training/", include("training.api_urls")),  # reward models, rounds (REST)

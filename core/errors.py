@@ -59,6 +59,9 @@ class ErrorCode(StrEnum):
     POLICY_MISSING = "policy_missing", 409
     POLICY_HASH = "policy_hash", 409
     ARTEFACT = "artefact", 409
+    # 429: too many requests (accounts/throttles.py: DRF's "throttled"; accounts/lockout.py).
+    THROTTLED = "throttled", 429
+    LOCKED_OUT = "locked_out", 429
 
     def __str__(self) -> str:
         return self.value

@@ -1,4 +1,5 @@
 import itertools
+import uuid
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -8,6 +9,15 @@ from annotation.services.comparisons import ComparisonSpec, comparisons_create
 from core.roles import role_groups_ensure
 
 _counter = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _cache_of_its_own(settings):
+    """Each test starts with an empty cache (throttle counters, cached progress) without
+    flushing the shared Redis database (the Celery broker lives there): its own key prefix."""
+    settings.CACHES = {
+        name: {**config, "KEY_PREFIX": f"test-{uuid.uuid4().hex}"} for name, config in settings.CACHES.items()
+    }
 
 
 @pytest.fixture

@@ -112,3 +112,12 @@ def test_progress_is_cached_right_and_throttled(settings, make_user, make_projec
     assert {k: after[k] for k in exact()} == exact() and after["team_rated_today"] == 1
     refused = api.get(url)
     assert refused.status_code == 429 and refused.json()["code"] == "throttled"
+
+
+def test_logging_into_ones_own_account_does_not_clear_an_addresses_failures(limits, make_user):
+    guesser = make_user("rater")
+    addr = "10.5.5.5"
+    for i in range(4):  # a different account each time: only the address's count grows
+        assert login(f"victim{i}", "wrong-guess", addr=addr).status_code == 200
+    assert login(guesser.username, PASSWORD, addr=addr).status_code == 302  # their own account
+    assert login("victim9", "wrong-guess", addr=addr).status_code == 429  # still the 5th

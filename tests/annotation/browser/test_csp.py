@@ -32,6 +32,7 @@ def test_pages_load_with_no_csp_violation(asgi_server, orm, make_user, make_proj
         (f"/training/projects/{project.pk}/rounds/", "main"),
         (f"/training/projects/{project.pk}/leaderboard/", "main"),
         (f"/training/projects/{project.pk}/judges/", "main"),
+        ("/accounts/tokens/", "main form"),
         ("/api/docs/", ".swagger-ui .info"),  # Swagger UI rendered the schema: its scripts ran
     ]
     with _logged_in_page(asgi_server, user) as page:

@@ -13,6 +13,7 @@ from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
+from accounts.throttles import ProgressThrottle, RatingThrottle
 from annotation import selectors
 from annotation.models import Project
 from annotation.serializers import (
@@ -34,6 +35,7 @@ from core.validation import id_from
 
 class RatingAPIView(ApiView):
     permission_classes = [CanRate]
+    throttle_classes = [RatingThrottle]  # a human ceiling per rater (accounts/throttles.py)
 
 
 # --- views --------------------------------------------------------------------------------
@@ -119,10 +121,14 @@ class SkipView(RatingAPIView):
 
 
 class ProgressView(RatingAPIView):
+    throttle_classes = [ProgressThrottle]
+
     @extend_schema(operation_id="project_progress", responses={200: ProgressSerializer, **ERRORS})
     def get(self, request, project_id: int):
         project = get_object_or_404(Project, pk=project_id)
-        return Response(ProgressSerializer(selectors.progress_for(rater=request.user, project=project)).data)
+        return Response(
+            ProgressSerializer(selectors.progress_cached(rater=request.user, project=project)).data
+        )
 
 
 class NewestFirst(CursorPagination):

@@ -1,7 +1,6 @@
 """The rating REST API (mounted at /api/)."""
 
 from django.urls import include, path
-from rest_framework.authtoken.views import obtain_auth_token
 
 import core.validation  # noqa: F401 - registers the <id:...> path converter
 from annotation import api
@@ -19,7 +18,6 @@ comparison_api = [
 ]
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
     path("projects/", api.ProjectListView.as_view(), name="api-projects"),
     path("projects/<id:project_id>/", include(project_api)),
     path("comparisons/<id:comparison_id>/", include(comparison_api)),

@@ -6,7 +6,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from itertools import islice
 
@@ -15,6 +15,7 @@ import psycopg.rows
 import psycopg.sql
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
@@ -72,6 +73,22 @@ def progress_for(*, rater, project: Project) -> Progress:
         total=counts["total"],
         left_for_you=left,
     )
+
+
+def progress_cached(*, rater, project: Project) -> Progress:
+    """`progress_for`, at most PROGRESS_CACHE_SECONDS old, per project and rater: what the
+    progress API answers (its COUNTs run over the whole project; a client polling it, or many
+    at once, would otherwise repeat them for every request). Pages call `progress_for`."""
+    ttl = settings.PROGRESS_CACHE_SECONDS
+    if ttl <= 0:
+        return progress_for(rater=rater, project=project)
+    key = f"progress:{project.pk}:{rater.pk}"
+    hit = cache.get(key)
+    if hit is not None:
+        return Progress(**hit)
+    progress = progress_for(rater=rater, project=project)
+    cache.set(key, asdict(progress), ttl)
+    return progress
 
 
 def preference_revisable(*, rater, project: Project) -> Preference | None:

@@ -404,9 +404,11 @@ def project_seed(*, name: str, pairs: int, overlap: int, prompts: int = 250, bat
 
 
 def raters_create(n: int) -> list:
-    """n rater accounts with API tokens. Unusable passwords: no PBKDF2 anywhere in the run."""
+    """n rater accounts, each with an API token (its secret in `user.api_token`). Unusable
+    passwords: no PBKDF2 anywhere in the run."""
     from django.contrib.auth.models import Group, User
-    from rest_framework.authtoken.models import Token
+
+    from accounts.tokens import token_issue
 
     group = Group.objects.get(name="rater")
     users = User.objects.bulk_create(
@@ -415,9 +417,11 @@ def raters_create(n: int) -> list:
     User.groups.through.objects.bulk_create(
         [User.groups.through(user_id=u.pk, group_id=group.pk) for u in users]
     )
-    for user in users:
-        Token.objects.create(user=user)
-    return list(User.objects.filter(pk__in=[u.pk for u in users]).order_by("pk"))
+    raw = {user.pk: token_issue(user=user).raw for user in users}
+    raters = list(User.objects.filter(pk__in=[u.pk for u in users]).order_by("pk"))
+    for rater in raters:
+        rater.api_token = raw[rater.pk]
+    return raters
 
 
 # --------------------------------------------------------------------------------------------
@@ -771,10 +775,8 @@ def report(results: list[PhaseResult], result: PhaseResult) -> None:
 
 
 def run_phases(args: argparse.Namespace, env: dict[str, str], bench_url: str, t_setup: float) -> int:
-    from rest_framework.authtoken.models import Token
-
     raters = raters_create(args.raters)
-    tokens = [Token.objects.get(user=r).key for r in raters]
+    tokens = [r.api_token for r in raters]
     plan = phase_plan(args)
     projects = {
         (kind, c): project_seed(name=f"bench-{kind}-{c}", pairs=args.pairs, overlap=args.overlap)

@@ -1,4 +1,7 @@
-"""Middleware that only shapes how Django runs the rest of the stack under ASGI."""
+"""Middleware that shapes how Django runs the rest of the stack under ASGI, and the CSP header."""
+
+import csp.middleware
+from django.core.exceptions import DisallowedHost
 
 
 class SyncMiddlewareChain:
@@ -25,3 +28,20 @@ class SyncMiddlewareChain:
 
     def __call__(self, request):
         return self.get_response(request)
+
+
+class CSPMiddleware(csp.middleware.CSPMiddleware):
+    """django-csp's middleware (policy in settings.CONTENT_SECURITY_POLICY), plus the live
+    websocket: `connect-src 'self'` covers ws:/wss: of the same host only in browsers that
+    follow CSP level 3, so the request's own host is named with both schemes."""
+
+    def get_policy_parts(self, request, response, report_only=False):
+        parts = super().get_policy_parts(request, response, report_only)
+        try:
+            host = request.get_host()
+        except DisallowedHost:  # the 400 for a foreign Host header: no origin to add
+            return parts
+        update = dict(parts.update or {})
+        update["connect-src"] = [*update.get("connect-src", []), f"ws://{host}", f"wss://{host}"]
+        parts.update = update
+        return parts

@@ -2,6 +2,7 @@
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -46,6 +47,23 @@ SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000")) if 
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Content-Security-Policy on every response (django-csp; config.middleware.CSPMiddleware adds the
+# live websocket's ws:// and wss:// origin of the request's own host to connect-src). No inline
+# script or style anywhere: every script is a file under static/.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 INSTALLED_APPS = [
     "daphne",
@@ -60,16 +78,20 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from our own static files, pinned, no CDN
     "django_htmx",
+    "csp",
+    "axes",  # login lockouts per account and per address (accounts/lockout.py)
     "channels",
     "django_celery_beat",
     "channels_postgres",  # the channel layer when no REDIS_URL is set
     "core",
+    "accounts",
     "annotation",
     "training",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -78,6 +100,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # turns a lockout into its 429 (accounts/lockout.py)
     # Last: keeps the stack above in one sync thread under ASGI (see config/middleware.py).
     "config.middleware.SyncMiddlewareChain",
 ]
@@ -181,6 +204,19 @@ if REDIS_URL:
         "unacked_restore_throttle": 1,
     }
 
+# The cache holds throttle counters and the progress API's short-lived answers: Redis when
+# REDIS_URL is set (shared by every web process), else each process's own memory.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "cache"),
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -200,8 +236,31 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = False
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "accounts.validators.UsernameInPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes watches every authenticate() (login form, admin, POST /api/auth/token/): after
+# LOGIN_FAILURE_LIMIT wrong passwords for one account, or from one address, logins of that
+# account / from that address are refused for LOGIN_LOCKOUT_MINUTES without checking the
+# password (no PBKDF2 work for a guesser). Its backend grants no permission (core.permissions).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "10"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own: per account, per address
+# A success does not wipe the failures (else a guesser with one account of their own would log
+# into it between guesses to reset their address's count); they lapse after the cool-off.
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+# API tokens (accounts/tokens.py): lifetime, how many a user keeps, how often a use is written.
+API_TOKEN_TTL_DAYS = int(os.environ.get("API_TOKEN_TTL_DAYS", "30"))
+API_TOKENS_PER_USER = int(os.environ.get("API_TOKENS_PER_USER", "20"))
+API_TOKEN_TOUCH_SECONDS = 60
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -257,7 +316,15 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "EXCEPTION_HANDLER": "core.api.exception_handler",
+    # Per-user rates of the throttled API views (accounts/throttles.py); an empty value turns
+    # one off (bench/ drives the rating API faster than any person).
+    "DEFAULT_THROTTLE_RATES": {
+        "rating": os.environ.get("RATING_THROTTLE_RATE", "120/min") or None,
+        "progress": os.environ.get("PROGRESS_THROTTLE_RATE", "30/min") or None,
+    },
 }
+# GET /api/projects/<id>/progress/ answers from the cache for this long (per project and rater).
+PROGRESS_CACHE_SECONDS = int(os.environ.get("PROGRESS_CACHE_SECONDS", "5"))
 SPECTACULAR_SETTINGS = {
     "TITLE": "RLHF preference platform API",
     "VERSION": "1.0.0",
@@ -327,6 +394,8 @@ LOGGING = {
         "django.channels.server": {"level": "WARNING"},
         # An event for a page nobody has open is normal (the seed sends many): not a warning.
         "channels_postgres.database": {"level": "ERROR"},
+        # django-axes logs every failed login at INFO; a lockout is a WARNING (one line).
+        "axes": {"level": "WARNING"},
     },
 }
 

@@ -62,6 +62,9 @@ class ErrorCode(StrEnum):
     POLICY_HASH = "policy_hash", 409
     ARTEFACT = "artefact", 409
     TOO_FAST = "too_fast", 409  # a vote under the project's floor of time on task
+    # 429: too many requests (accounts/throttles.py: DRF's "throttled"; accounts/lockout.py).
+    THROTTLED = "throttled", 429
+    LOCKED_OUT = "locked_out", 429
 
     def __str__(self) -> str:
         return self.value

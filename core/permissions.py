@@ -31,8 +31,9 @@ from django.utils.translation import gettext_lazy as _
 from django_htmx.http import HttpResponseClientRedirect
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
-from rest_framework.authtoken.models import Token
 
+from accounts.models import ApiToken
+from accounts.tokens import token_digest, token_refusal, token_touch
 from core import roles
 from core.db import fetchone
 
@@ -40,11 +41,16 @@ ROLE_PERMS = (roles.RATE, roles.READ_DATA, roles.OPERATE)
 _ATTR = "_annotation_role_perms"  # frozenset of ROLE_PERMS held, cached on the user object
 
 
+# Backends that only refuse logins (django-axes' lockout check) and answer no permission.
+_NO_PERMISSION_BACKENDS = {"axes.backends.AxesStandaloneBackend"}
+
+
 def _fast_path_applies() -> bool:
     """Only Django's ModelBackend with Django's User: then one query answers exactly what
     `has_perm` would (active superusers hold everything; inactive users nothing)."""
-    return list(settings.AUTHENTICATION_BACKENDS) == ["django.contrib.auth.backends.ModelBackend"] and (
-        settings.AUTH_USER_MODEL == "auth.User"
+    backends = [b for b in settings.AUTHENTICATION_BACKENDS if b not in _NO_PERMISSION_BACKENDS]
+    return (
+        backends == ["django.contrib.auth.backends.ModelBackend"] and settings.AUTH_USER_MODEL == "auth.User"
     )
 
 
@@ -69,11 +75,11 @@ def _role_perms_sql(user_id_sql: str) -> str:
 
 _ROLE_PERMS_SQL = f"SELECT {_role_perms_sql('%(user)s')}"
 _USER_COLUMNS = [f.column for f in User._meta.concrete_fields]
-_TOKEN_COLUMNS = [f.column for f in Token._meta.concrete_fields]
+_TOKEN_COLUMNS = [f.column for f in ApiToken._meta.concrete_fields]
 _TOKEN_SQL = f"""
 SELECT {", ".join(f'u."{c}"' for c in _USER_COLUMNS)}, {", ".join(f't."{c}"' for c in _TOKEN_COLUMNS)},
        {_role_perms_sql("u.id")}
-FROM {Token._meta.db_table} t JOIN {User._meta.db_table} u ON u.id = t.user_id
+FROM {ApiToken._meta.db_table} t JOIN {User._meta.db_table} u ON u.id = t.user_id
 WHERE t.key = %(key)s
 """
 
@@ -106,22 +112,34 @@ def role_perms(user) -> frozenset[str]:
 
 
 class RoleTokenAuthentication(TokenAuthentication):
-    """DRF's token authentication (same header, same errors, same 401 challenge), finding the
+    """DRF's token authentication (same header, same errors, same 401 challenge) on our
+    `accounts.ApiToken` (kept as a SHA-256, expiring, ended by a password change), finding the
     token, its user and the user's role permissions in one statement."""
 
+    model = ApiToken
+
     def authenticate_credentials(self, key):
-        if not _fast_path_applies() or self.get_model() is not Token:
-            return super().authenticate_credentials(key)
-        row = fetchone(_TOKEN_SQL, {"key": key, "role_perms": list(ROLE_PERMS)})
-        if row is None:
-            raise exceptions.AuthenticationFailed(_("Invalid token."))
-        n = len(_USER_COLUMNS)
-        user = User.from_db(connection.alias, None, row[:n])
-        token = Token.from_db(connection.alias, None, row[n : n + len(_TOKEN_COLUMNS)])
+        digest = token_digest(key)
+        if _fast_path_applies():
+            row = fetchone(_TOKEN_SQL, {"key": digest, "role_perms": list(ROLE_PERMS)})
+            if row is None:
+                raise exceptions.AuthenticationFailed(_("Invalid token."))
+            n = len(_USER_COLUMNS)
+            user = User.from_db(connection.alias, None, row[:n])
+            token = ApiToken.from_db(connection.alias, None, row[n : n + len(_TOKEN_COLUMNS)])
+            setattr(user, _ATTR, _held(user, row[-1]))
+        else:
+            token = ApiToken.objects.select_related("user").filter(key=digest).first()
+            if token is None:
+                raise exceptions.AuthenticationFailed(_("Invalid token."))
+            user = token.user
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
+        refusal = token_refusal(token, user)
+        if refusal:
+            raise exceptions.AuthenticationFailed(refusal)
         token.user = user
-        setattr(user, _ATTR, _held(user, row[-1]))
+        token_touch(token)
         return (user, token)
 
 

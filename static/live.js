@@ -1,5 +1,6 @@
 // The one live client: the project's websocket, and what its events change on the page.
-// Loaded on every page (after htmx); it does nothing on a page without a [data-ws] element.
+// Loaded on every page (after htmx); it does nothing on a page without a [data-ws] element
+// (and, at the end, submits the form of a changed <select data-autosubmit>).
 //
 // The page declares what it wants with data attributes; no page has its own socket code:
 //   data-ws="/ws/projects/<id>/"   the socket to open (one per distinct path on the page).
@@ -177,3 +178,10 @@
   if (paths.size) showState("connecting");
   paths.forEach(connect);
 })();
+
+// A <select data-autosubmit> submits its form when it changes (the CSP allows no inline
+// onchange="..." handler, so pages declare it and this does it).
+document.addEventListener("change", (event) => {
+  const el = event.target;
+  if (el instanceof HTMLSelectElement && el.hasAttribute("data-autosubmit") && el.form) el.form.requestSubmit();
+});

@@ -1,4 +1,5 @@
 import itertools
+import uuid
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -17,6 +18,15 @@ def _vote_floor_off(settings):
     """Tests vote right after the lease: new projects get no floor on time on task unless a test
     sets one (tests/annotation/test_quality_queue.py does)."""
     settings.VOTE_FLOOR_MS = 0
+
+
+@pytest.fixture(autouse=True)
+def _cache_of_its_own(settings):
+    """Each test starts with an empty cache (throttle counters, cached progress) without
+    flushing the shared Redis database (the Celery broker lives there): its own key prefix."""
+    settings.CACHES = {
+        name: {**config, "KEY_PREFIX": f"test-{uuid.uuid4().hex}"} for name, config in settings.CACHES.items()
+    }
 
 
 @pytest.fixture

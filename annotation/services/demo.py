@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from annotation.demo_data import GUIDELINES, PAIRS, PROMPT_POOL
@@ -24,6 +26,7 @@ from annotation.services.comparisons import ComparisonSpec, comparisons_create
 from annotation.services.preference_imports import preferences_import
 from annotation.services.projects import project_create
 from annotation.services.prompt_imports import prompts_import
+from core.errors import ServiceError
 
 __all__ = [
     "DEFAULT_PASSWORD",
@@ -106,15 +109,25 @@ def _user_ensure(*, username: str, role: str, password: str) -> DemoLogin:
     return DemoLogin(username=username, role=role, password=password, created=created)
 
 
-@transaction.atomic
 def demo_gold(index: int) -> bool:
     """Every fourth demo pair is a gold pair (mixed into raters' streams to check them, with no
     slots of its own); the others are ordinary pairs. All gold answers still seed the votes."""
     return index % 4 == 3
 
 
-def demo_seed(*, password: str = DEFAULT_PASSWORD) -> DemoSeedResult:
-    """Create the demo project, its pairs and the demo users; a second run changes nothing."""
+@transaction.atomic
+def demo_seed(*, password: str = DEFAULT_PASSWORD, with_admin: bool = False) -> DemoSeedResult:
+    """Create the demo project, its pairs and the demo users; a second run changes nothing.
+    The superuser `admin` only when asked (`with_admin`): a published password on a superuser
+    is the first thing anyone tries. The password must pass AUTH_PASSWORD_VALIDATORS for every
+    demo user (ServiceError otherwise)."""
+    users = [(u, r) for u, r in DEMO_USERS if with_admin or r != "staff"]
+    user_model = get_user_model()
+    for username, _ in users:
+        try:
+            validate_password(password, user_model(username=username))
+        except ValidationError as exc:
+            raise ServiceError(f"Demo password refused for {username}: {' '.join(exc.messages)}") from exc
     project = Project.objects.filter(slug=DEMO_SLUG).first()
     project_created = project is None
     if project is None:
@@ -138,7 +151,7 @@ def demo_seed(*, password: str = DEFAULT_PASSWORD) -> DemoSeedResult:
         if demo_id not in present
     ]
     created = comparisons_create(project=project, specs=specs) if specs else []
-    logins = [_user_ensure(username=u, role=r, password=password) for u, r in DEMO_USERS]
+    logins = [_user_ensure(username=u, role=r, password=password) for u, r in users]
     return DemoSeedResult(
         project=project,
         project_created=project_created,

@@ -2,7 +2,8 @@ import io
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
+from django.http import HttpRequest
 from django.test import Client
 
 from annotation.models import Assignment, Comparison, Project, Prompt, Response
@@ -31,6 +32,7 @@ def counts():
 @pytest.mark.django_db
 def test_seed_is_idempotent_and_prints_the_logins(monkeypatch):
     monkeypatch.setenv("DEMO_PASSWORD", "s3cret-demo")
+    monkeypatch.setenv("DEMO_ADMIN", "1")  # the superuser is opt-in
     out = io.StringIO()
     call_command("seed_demo", stdout=out)
     first = counts()
@@ -72,7 +74,7 @@ def test_demo_content_is_varied():
 
 @pytest.mark.django_db
 def test_seeded_logins_work_with_their_roles():
-    call_command("seed_demo", "--password", "pw-for-demo", stdout=io.StringIO())
+    call_command("seed_demo", "--password", "pw-for-demo", "--with-admin", stdout=io.StringIO())
     project = Project.objects.get(slug="demo-helpful-harmless")
     expected = {
         # username: (/ops/, /admin/, API next)
@@ -83,8 +85,20 @@ def test_seeded_logins_work_with_their_roles():
     }
     for username, (ops, admin, rate) in expected.items():
         client = Client()
-        assert client.login(username=username, password="pw-for-demo"), username
+        assert client.login(request=HttpRequest(), username=username, password="pw-for-demo"), username
         assert client.get("/ops/").status_code == ops, username
         assert client.get("/admin/").status_code == admin, username
         assert client.post(f"/api/projects/{project.pk}/next/").status_code == rate, username
-    assert not Client().login(username="rater1", password="demo-pass-123")
+    assert not Client().login(request=HttpRequest(), username="rater1", password="demo-pass-123")
+
+
+@pytest.mark.django_db
+def test_the_demo_superuser_is_opt_in_and_the_password_must_pass_the_validators(monkeypatch):
+    monkeypatch.delenv("DEMO_ADMIN", raising=False)
+    call_command("seed_demo", stdout=io.StringIO())
+    assert not User.objects.filter(username="admin").exists()
+    assert not User.objects.filter(is_superuser=True).exists()
+    assert User.objects.filter(username="rater1").exists()
+    for weak in ("password", "12345678", "rater1rater1"):
+        with pytest.raises(CommandError, match="Demo password refused"):
+            call_command("seed_demo", "--password", weak, stdout=io.StringIO())

@@ -2,9 +2,10 @@
 
 import os
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from annotation.services.demo import DEFAULT_PASSWORD, demo_seed
+from core.errors import ServiceError
 
 ROLE_LABELS = {"staff": "staff, superuser"}
 START_PAGES = {"rater": "/", "researcher": "/exports/", "ops": "/ops/", "staff": "/admin/"}
@@ -13,16 +14,26 @@ START_PAGES = {"rater": "/", "researcher": "/exports/", "ops": "/ops/", "staff":
 class Command(BaseCommand):
     help = (
         "Create the demo project 'Demo: helpful and harmless' with its pairs and the users "
-        "rater1-3, researcher1, ops1 and admin. Running it again changes nothing. The password "
-        "comes from --password, else $DEMO_PASSWORD, else a fixed demo default."
+        "rater1-3, researcher1 and ops1 (and the superuser admin with --with-admin or "
+        "DEMO_ADMIN=1). Running it again changes nothing. The password comes from --password, else "
+        "$DEMO_PASSWORD, else a fixed demo default; it must pass the password validators."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--password", default=None, help="Password for every demo user.")
+        parser.add_argument(
+            "--with-admin",
+            action="store_true",
+            default=os.environ.get("DEMO_ADMIN", "").lower() in {"1", "true", "yes", "on"},
+            help="Also create the superuser 'admin' with the demo password (default: $DEMO_ADMIN, off).",
+        )
 
-    def handle(self, *args, password: str | None, **options):
+    def handle(self, *args, password: str | None, with_admin: bool, **options):
         password = password or os.environ.get("DEMO_PASSWORD") or DEFAULT_PASSWORD
-        result = demo_seed(password=password)
+        try:
+            result = demo_seed(password=password, with_admin=with_admin)
+        except ServiceError as exc:
+            raise CommandError(exc.message) from exc
         project = result.project
         verb = "Created" if result.project_created else "Found"
         self.stdout.write(f"{verb} project {project.name!r} (slug {project.slug}, id {project.pk}).")

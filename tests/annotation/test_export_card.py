@@ -83,7 +83,8 @@ def test_a_bare_until_date_means_the_end_of_that_day_on_the_page_the_api_and_the
     assert export.filters["until"] == "2025-03-03T00:00:00+00:00"
     api = APIClient()
     api.force_authenticate(researcher)
-    body = {"project": project.pk, "kind": "raw", "format": "jsonl", "filters": {"until": "2025-03-02"}}
+    filters = {"until": "2025-03-02", "gold": "include"}
+    body = {"project": project.pk, "kind": "raw", "format": "jsonl", "filters": filters}
     assert api.post("/api/exports/", body, format="json").data["filters"] == export.filters | {"since": None}
     out = io.StringIO()
     call_command(

@@ -130,13 +130,15 @@ def bench_database(admin_url: str, name: str, *, keep: bool = False, recreate: b
 def bench_env(database_url: str, redis_url: str, channels_prefix: str, **extra: str) -> dict[str, str]:
     """The environment of a benchmark's Django processes: its own database, Redis and channel
     prefix, no debug, warnings only. The per-rater API throttles stay in the path (their cost
-    is measured) at a rate no simulated rater reaches."""
+    is measured) at a rate no simulated rater reaches, and simulated raters that vote at once
+    are not refused as too fast (no floor on time on task) unless a bench asks for one."""
     return {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "CHANNELS_PREFIX": channels_prefix,
         "RATING_THROTTLE_RATE": "1000000/min",
         "PROGRESS_THROTTLE_RATE": "1000000/min",
+        "VOTE_FLOOR_MS": "0",
         **extra,
         "DJANGO_DEBUG": "0",
         "LOG_LEVEL": "WARNING",

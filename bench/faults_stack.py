@@ -47,6 +47,7 @@ class Stack:
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "CHANNELS_PREFIX": "bench-faults",
+            "VOTE_FLOOR_MS": "0",  # simulated think times are random; the books count every ack
             "VAR_DIR": str(root / "var"),
             "EXPORTS_DIR": str(self.exports_dir),
             "MODELS_DIR": str(self.models_dir),

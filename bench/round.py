@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["DATABASE_URL"] = prepare_database(base_url)
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/8")  # channel layer for live events
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    os.environ.setdefault("VOTE_FLOOR_MS", "0")  # simulated votes come at once
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     models_dir = Path(tempfile.mkdtemp(prefix="bench-round-models-"))
     from training.ml.smollm import default_policy_dir

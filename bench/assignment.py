@@ -896,7 +896,9 @@ def run_http_phases(
         # that out of the first phase's numbers.
         import httpx
 
-        httpx.get(f"{server.base_url}/api/projects/", headers={"Authorization": f"Token {tokens[0]}"})
+        httpx.get(
+            f"{server.base_url}/api/projects/", headers={"Authorization": f"Token {tokens[0]}"}, timeout=120
+        )
         profile_at = next((k for k, _ in reversed(http_plan) if k.startswith("open")), None)
         for kind, c in http_plan:
             for repeat in range(args.repeats):

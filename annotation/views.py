@@ -42,11 +42,10 @@ from annotation.services.queue import (
     Lease,
     assignment_next,
     assignment_skip,
-    preference_revise,
     preference_submit,
-    revise_window_text,
 )
 from annotation.services.responses import responses_render
+from annotation.services.revisions import preference_revise, revise_window_text
 from core.errors import ServiceError
 from core.permissions import role_perms, role_required
 from core.roles import OPERATE, RATE, READ_DATA

@@ -47,6 +47,24 @@ def gold_rate_forget(project_id: int) -> None:
     """Drop this process's cached rate (a project just got gold pairs; other processes see
     them within _RATE_TTL_S)."""
     _rates.pop(project_id, None)
+    _any[0] = float("-inf")
+
+
+_ANY_SQL = "SELECT EXISTS (SELECT 1 FROM annotation_comparison WHERE gold_choice <> '')"
+_any: list = [float("-inf"), False]  # (read at, whether any project has a gold pair)
+
+
+def gold_due_after(comparison_id: int) -> int | None:
+    """The one-request cycle (a vote, then the next lease): the project of the pair voted on
+    when a gold lease is due there, else None. While no project has gold pairs (read at most
+    every 30 s per process) it costs no query; else one primary-key read."""
+    now = time.monotonic()
+    if now - _any[0] > _RATE_TTL_S:
+        _any[:] = [now, bool(fetchone(_ANY_SQL, {})[0])]
+    if not _any[1]:
+        return None
+    row = fetchone("SELECT project_id FROM annotation_comparison WHERE id = %(c)s", {"c": comparison_id})
+    return row[0] if row is not None and gold_due(row[0]) else None
 
 
 def gold_due(project_id: int) -> bool:
@@ -99,11 +117,9 @@ FROM leased s {_LOAD_JOINS}
 
 
 def gold_lease(*, lock: tuple[str, dict], params: dict) -> tuple | None:
-    """When a gold pair is due, lease one to the rater (after `lock`, the rater lock, in one
-    transaction) and return the lease row in `assignment_next`'s shape; else None, and the
-    normal queue decides."""
-    if not gold_due(params["project"]):
-        return None
+    """Lease a gold pair to the rater (after `lock`, the rater lock, in one transaction) and
+    return the lease row in `assignment_next`'s shape; None when none is left for them, and
+    the normal queue decides. The caller draws whether one is due (`gold_due`)."""
     return fetchone_atomic([lock, (_gold_sql(), params)], durable=False)
 
 

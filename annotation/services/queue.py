@@ -10,9 +10,8 @@ comparison: k distinct raters per pair, enforced by the database.
 import random
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
@@ -21,13 +20,12 @@ from annotation.models import (
     Assignment,
     Comparison,
     Preference,
-    PreferenceRevision,
     Project,
     Prompt,
     Response,
     Skip,
 )
-from annotation.services.gold import gold_lease
+from annotation.services.gold import gold_due, gold_due_after, gold_lease
 from core.db import fetchone, fetchone_atomic, fetchrows_atomic
 from core.errors import ErrorCode, NoLease, NotFound, ServiceError
 from core.events import event_send_on_commit, project_group
@@ -101,8 +99,10 @@ _HELD_COLUMNS = ", ".join(
     for c in _ASSIGNMENT_COLUMNS
 )
 # Rater quality: the rater is paused in this project (annotation.models.RaterState).
+# Refers to the statement's `project` CTE: the one-request cycle's variant passes no project id.
 PAUSED_SQL = """SELECT 1 FROM annotation_raterstate rs
-                      WHERE rs.project_id = %(project)s AND rs.rater_id = %(rater)s AND rs.state = 'paused'"""
+                      WHERE rs.project_id = (SELECT id FROM project) AND rs.rater_id = %(rater)s
+                        AND rs.state = 'paused'"""
 _NEXT_SQL = f"""
 WITH project AS (
     SELECT id, CAST(%(now)s AS timestamptz) + lease_seconds * interval '1 second' AS expires
@@ -201,15 +201,31 @@ def assignment_next(*, rater: AbstractBaseUser, project: Project | int) -> Lease
     # call of the same rater just committed and gives that back instead of a second pair.
     # Not durable: a lease lost in a database crash only sends its pair back to the queue
     # (the rater's vote then gets "no lease"); votes are committed durably.
-    lock = (_LOCK_PLAN_SQL, {"ns": int(LockNamespace.RATER), "rater": rater.pk})
-    row = gold_lease(lock=lock, params=params)  # rater quality: now and then a gold pair
-    if row is None:
-        row = fetchone_atomic([lock, (_NEXT_SQL, params)], durable=False)
-    if row is not None:
-        return _lease_from_row(row)
+    lease = _lease_gold_or_next(rater, project_id, gold=gold_due(project_id), params=params)
+    if lease is not None:
+        return lease
     if not Project.objects.filter(pk=project_id).exists():
         raise NotFound("No such project.", code=ErrorCode.NOT_FOUND)
     return None
+
+
+def _lease_gold_or_next(
+    rater: AbstractBaseUser, project_id: int, *, gold: bool = True, params: dict | None = None
+) -> Lease | None:
+    """A gold pair when `gold` (rater quality: now and then), else (or when none is left) the
+    best eligible assignment: the rater lock, then the statement, in one transaction."""
+    if params is None:
+        params = {
+            "project": project_id,
+            "rater": rater.pk,
+            "now": timezone.now(),
+            "left": random.choice("ab"),
+        }
+    lock = (_LOCK_PLAN_SQL, {"ns": int(LockNamespace.RATER), "rater": rater.pk})
+    row = gold_lease(lock=lock, params=params) if gold else None
+    if row is None:
+        row = fetchone_atomic([lock, (_NEXT_SQL, params)], durable=False)
+    return _lease_from_row(row) if row is not None else None
 
 
 @dataclass(frozen=True)
@@ -347,10 +363,13 @@ def preference_submit(
             value = values[field.attname] if field.attname in values else field.get_default()
             params[field.attname] = field.get_db_prep_save(value, connection)
     lease = None
-    if then_next:
+    gold_project = gold_due_after(comparison_id) if then_next else None
+    if then_next and gold_project is None:
         row, lease = _submit_then_next(rater, params)
     else:
         row = fetchone(_SUBMIT_SQL, params)
+        if gold_project is not None:  # a gold pair is due: the vote, then the gold lease
+            lease = _lease_gold_or_next(rater, gold_project)
     if row is not None:
         project_id, completed = row[0], row[1]
         event_send_on_commit(
@@ -459,60 +478,3 @@ def _vote_values(
             flag, category, side.upper()
         )
     return values
-
-
-def revise_window_text(seconds: int) -> str:
-    if seconds % 60 == 0:
-        minutes = seconds // 60
-        return f"{minutes} minute{'s' if minutes != 1 else ''}"
-    return f"{seconds} seconds"
-
-
-@transaction.atomic
-def preference_revise(
-    *,
-    rater: AbstractBaseUser,
-    preference_id: int,
-    choice: str,
-    strength: int | None = None,
-    rationale: str = "",
-    unsafe_a: bool = False,
-    unsafe_a_category: str = "",
-    unsafe_b: bool = False,
-    unsafe_b_category: str = "",
-) -> Preference:
-    """Change one of the rater's own votes within PREFERENCE_REVISE_SECONDS of casting it.
-
-    The vote is changed in place (still one vote per rater and pair; the pair's count does not
-    move) and what it was is kept as a PreferenceRevision. The window runs from when the vote was
-    cast, so changing it again does not extend it. Raises NotFound for a vote that is not the
-    rater's own, and REVISE_WINDOW (409) once the window has passed.
-    """
-    values = _vote_values(
-        choice=choice,
-        strength=strength,
-        rationale=rationale,
-        unsafe={"a": (unsafe_a, unsafe_a_category), "b": (unsafe_b, unsafe_b_category)},
-    )
-    vote = (
-        Preference.objects.select_for_update()
-        .filter(pk=preference_id, rater=rater, source=Preference.Source.RATER)
-        .first()
-    )
-    if vote is None:
-        raise NotFound("You have no such vote.", code=ErrorCode.NOT_FOUND)
-    window = settings.PREFERENCE_REVISE_SECONDS
-    now = timezone.now()
-    if now - vote.created_at > timedelta(seconds=window):
-        raise ServiceError(
-            f"A vote can be changed for {revise_window_text(window)} after it is cast; "
-            "the time to change this one has passed.",
-            code=ErrorCode.REVISE_WINDOW,
-        )
-    PreferenceRevision.objects.create(
-        preference=vote, revised_at=now, **{f: getattr(vote, f) for f in PreferenceRevision.VOTE_FIELDS}
-    )
-    for field, value in values.items():
-        setattr(vote, field, value)
-    vote.save(update_fields=[*values, "updated_at"])
-    return vote

@@ -115,6 +115,36 @@ def test_a_gold_pair_looks_like_any_other_in_the_page(make_project, make_user, c
     assert "gold" not in pages[0][1].lower()
 
 
+def test_gold_is_mixed_in_at_the_project_rate_in_the_one_request_cycle_too(make_project, make_user):
+    project = make_project(pairs=120, overlap=1, gold_every=5)
+    gold_ids = {c.pk for c in _gold(project, 60)}
+    rater = make_user()
+    random.seed(12)
+    lease, golds = assignment_next(rater=rater, project=project), 0
+    for _ in range(100):
+        result = preference_submit(
+            rater=rater, comparison_id=lease.comparison.pk, choice="a", strength=1,
+            idempotency_key=uuid.uuid4().hex, then_next=True,
+        )  # fmt: skip
+        assert result.created
+        lease = result.next_lease
+        golds += lease.comparison.pk in gold_ids
+    assert 8 <= golds <= 32  # Binomial(100, 1/5), three standard deviations
+
+
+def test_a_paused_rater_gets_no_next_pair_from_the_one_request_cycle(make_project, make_user):
+    project = make_project(pairs=3, overlap=1, gold_every=0)
+    rater = make_user()
+    lease = assignment_next(rater=rater, project=project)
+    # Paused while holding a lease (as a refresh in another process could leave it for a moment).
+    RaterState.objects.update_or_create(project=project, rater=rater, defaults={"state": "paused"})
+    result = preference_submit(
+        rater=rater, comparison_id=lease.comparison.pk, choice="a", strength=1,
+        idempotency_key=uuid.uuid4().hex, then_next=True,
+    )  # fmt: skip
+    assert result.created and result.next_lease is None
+
+
 def test_a_paused_rater_gets_no_pair_and_their_lease_goes_back(make_project, make_user):
     project = make_project(pairs=3, overlap=1, gold_every=0)
     rater, ops = make_user(), make_user("ops")

@@ -199,7 +199,7 @@ def test_sixteen_raters_on_separate_connections_get_exact_overlap(make_project, 
 @pytest.mark.django_db
 def test_revise_changes_the_vote_in_place_and_records_what_it_was(make_project, make_user):
     from annotation.models import PreferenceRevision
-    from annotation.services.queue import preference_revise
+    from annotation.services.revisions import preference_revise
 
     project = make_project(pairs=2, overlap=1)
     rater, lease = new_lease(make_user, project)
@@ -237,7 +237,7 @@ def test_revise_is_refused_outside_the_window_for_others_and_for_bad_values(
     make_project, make_user, settings
 ):
     from annotation.models import PreferenceRevision
-    from annotation.services.queue import preference_revise
+    from annotation.services.revisions import preference_revise
 
     settings.PREFERENCE_REVISE_SECONDS = 120
     project = make_project(pairs=1, overlap=2)

@@ -52,3 +52,18 @@ def test_reasons_name_the_threshold_and_the_first_match():
     assert blocked_reasons(toxicity=0.0, threshold=0.5, text="hello", patterns=patterns) == "blocklist: hello"
     long = blocklist_parse("x" * 400)
     assert len(blocked_reasons(toxicity=1.0, threshold=0.5, text="x" * 400, patterns=long)) == 300
+
+
+def test_beside_a_learned_harm_model_lexical_profanity_is_only_a_floor_of_the_hard_filter():
+    from training.ml.blocklist import PROFANITY_FLOOR
+
+    none = blocklist_parse("")
+    # A low calibrated p(unsafe) but a text the lexical prior is sure is profane: still blocked.
+    assert blocked_reasons(toxicity=0.1, threshold=0.5, text="x", patterns=none, profanity=0.95) == (
+        f"profanity 0.95 ≥ {PROFANITY_FLOOR:g}"
+    )
+    # Below the floor the lexical score decides nothing (p(unsafe) is the harm model's).
+    assert blocked_reasons(toxicity=0.1, threshold=0.5, text="x", patterns=none, profanity=0.8) == ""
+    assert blocked_reasons(toxicity=0.6, threshold=0.5, text="x", patterns=none, profanity=0.8) == (
+        "toxicity 0.60 > 0.5"
+    )

@@ -297,7 +297,7 @@ def test_a_round_run_with_a_gate_ends_awaiting_and_keeps_the_parent_current():
 def tiny_policy(tmp_path_factory):
     from training.ml.tiny import save_tiny_policy
 
-    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy"))
+    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy", ends_after=4))
 
 
 @pytest.mark.django_db

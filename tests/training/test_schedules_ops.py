@@ -29,7 +29,7 @@ from .rounds_helpers import configure, round_project
 def tiny_policy(tmp_path_factory):
     from training.ml.tiny import save_tiny_policy
 
-    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy"))
+    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy", ends_after=4))
 
 
 @pytest.fixture

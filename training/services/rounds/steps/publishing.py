@@ -5,6 +5,8 @@ Which two candidates make the pair is `training.ml.pair_selection.choose_pair`."
 
 from __future__ import annotations
 
+import random
+
 from django.db import transaction
 
 from annotation.models import Comparison
@@ -21,7 +23,15 @@ from training.services.rounds.steps.scoring import candidate_stats, candidates_s
 
 
 def _record(c: RoundCandidate) -> Candidate:
-    return Candidate(c.pk, c.response.text, c.shaped_reward, c.candidate_index, c.blocked)
+    return Candidate(
+        c.pk,
+        c.response.text,
+        c.shaped_reward,
+        c.candidate_index,
+        c.blocked,
+        c.finish_reason == "length",
+        c.reward,
+    )
 
 
 def _new_policy_candidates(r: RLHFRound, rep: RoundReporter, todo: list[int]) -> None:
@@ -62,6 +72,7 @@ def _pair_publish(r: RLHFRound, pid: int, choice: PairChoice, rows: dict[int, Ro
             candidate_a=a,
             candidate_b=b,
             reward_gap=gap,
+            reason=choice.reason[:500],
         )
 
 
@@ -83,12 +94,19 @@ def step_publishing(r: RLHFRound, rep: RoundReporter) -> None:
         rows[c.pk] = c
         cands.setdefault((c.prompt_id, c.generation), []).append(_record(c))
     strategy = r.config.get("strategy", "new_vs_old")
+    explore = float(r.config.get("explore_rate", 0.1))
     done = len(targets) - len(todo)
     rep.progress("publishing", done, len(targets), phase="pairs", force=True)
     created = 0
     for pid in todo:
         rep.check()
-        choice = choose_pair(strategy, cands.get((pid, "old"), []), cands.get((pid, "new"), []))
+        choice = choose_pair(
+            strategy,
+            cands.get((pid, "old"), []),
+            cands.get((pid, "new"), []),
+            explore=explore,
+            rng=random.Random(f"{r.seed}:{pid}"),
+        )
         done += 1
         if choice is None:
             continue

@@ -17,21 +17,10 @@ from training.ml.round_metrics import new_policy_metrics
 from training.models import RLHFRound, RoundCandidate, RoundPair
 from training.services.rounds.backends import http_backend_configured
 from training.services.rounds.progress import RoundReporter, RoundStepError
+from training.services.rounds.steps.batches import candidate_record
 from training.services.rounds.steps.filtering import candidates_filter
 from training.services.rounds.steps.generating import candidates_generate
 from training.services.rounds.steps.scoring import candidate_stats, candidates_score
-
-
-def _record(c: RoundCandidate) -> Candidate:
-    return Candidate(
-        c.pk,
-        c.response.text,
-        c.shaped_reward,
-        c.candidate_index,
-        c.blocked,
-        c.finish_reason == "length",
-        c.reward,
-    )
 
 
 def _new_policy_candidates(r: RLHFRound, rep: RoundReporter, todo: list[int]) -> None:
@@ -92,7 +81,7 @@ def step_publishing(r: RLHFRound, rep: RoundReporter) -> None:
     cands: dict[tuple[int, str], list[Candidate]] = {}
     for c in RoundCandidate.objects.filter(round=r, prompt_id__in=todo).select_related("response"):
         rows[c.pk] = c
-        cands.setdefault((c.prompt_id, c.generation), []).append(_record(c))
+        cands.setdefault((c.prompt_id, c.generation), []).append(candidate_record(c))
     strategy = r.config.get("strategy", "new_vs_old")
     explore = float(r.config.get("explore_rate", 0.1))
     done = len(targets) - len(todo)

@@ -21,6 +21,7 @@ from training.services.policies import (
 )
 from training.services.rounds.backends import backend_cache_clear
 from training.services.rounds.progress import RoundReporter, RoundStepError
+from training.services.rounds.steps.batches import candidate_record
 
 
 def rater_flagged_responses(project_id: int) -> set[int]:
@@ -95,16 +96,7 @@ def _reward_pairs(r: RLHFRound) -> tuple[list, int]:
     messages: dict[int, list] = {}
     for c in RoundCandidate.objects.filter(round=r, generation="old").select_related("response", "prompt"):
         messages[c.prompt_id] = c.prompt.messages
-        by_prompt.setdefault(c.prompt_id, []).append(
-            Candidate(
-                c.pk,
-                c.response.text,
-                c.shaped_reward,
-                c.candidate_index,
-                c.blocked,
-                c.finish_reason == "length",
-            )
-        )
+        by_prompt.setdefault(c.prompt_id, []).append(candidate_record(c))
     synthetic, none_complete = [], 0
     for pid in r.prompt_ids:
         group = by_prompt.get(pid, [])

@@ -91,6 +91,7 @@ def preference_snapshot(
                 "strength",
                 "unsafe_a",
                 "unsafe_b",
+                "source",
                 "comparison_id",
                 "comparison__prompt_id",
                 "comparison__prompt__messages",

@@ -70,6 +70,14 @@ def tiny_policy(tmp_path_factory):
     return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy"))
 
 
+@pytest.fixture(scope="session")
+def tiny_ending_policy(tmp_path_factory):
+    """The tiny policy that ends about half its responses before 10 tokens (rounds' tests)."""
+    from training.ml.tiny import save_tiny_policy
+
+    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-ending-policy", ends_after=4))
+
+
 @pytest.fixture
 def tiny(settings, tmp_path, tiny_policy, tiny_backbone):
     """Settings for rounds with the tiny policy and backbone; no model kept from earlier tests."""

@@ -25,7 +25,7 @@ FAST_ROUND = {
     "prompts_per_round": 6,
     "n": 3,
     "temperature": 1.0,
-    "max_new_tokens": 10,
+    "max_new_tokens": 10,  # the tiny policy ends about half its responses before 10 (ends_after)
     "budget": 4,
     "blocklist": "/[0-9]/",
     "toxicity_threshold": 0.99,

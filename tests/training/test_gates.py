@@ -293,6 +293,12 @@ def test_a_round_run_with_a_gate_ends_awaiting_and_keeps_the_parent_current():
     assert r.gate["rule"] == "human_votes" and r.gate["passed"] is None
 
 
+@pytest.fixture(scope="session")
+def tiny_policy(tiny_ending_policy):
+    """Rounds here use the tiny policy that ends some of its responses (truncation both ways)."""
+    return tiny_ending_policy
+
+
 @pytest.mark.django_db
 def test_a_round_whose_new_reward_model_the_gate_blocks_fails_at_the_reward_step_and_says_why(
     settings, tmp_path, tiny_policy, tiny_backbone

@@ -319,6 +319,15 @@ def test_enough_flags_train_the_safety_classifier_in_the_same_job(make_project, 
     assert run.safety_source == "learned", run.safety_metrics
     assert run.safety_metrics["flagged"] == MIN_FLAGGED_EXAMPLES + 4
     assert run.safety_sha256 == dir_sha256(run.safety_path)
+    # The harm model: flags plus the imported (harmlessness) pairs, Platt-calibrated on held-out
+    # prompts, its ECE and AUC stored with the run and the scaling in the hashed folder.
+    m = run.safety_metrics
+    assert m["harm_pairs"] == MIN_FLAGGED_EXAMPLES + 4 and m["train_harm_pairs"] > 0
+    assert set(m["calibration"]["platt"]) == {"a", "b"} and m["heldout_ece"] is not None
+    assert m["heldout_auc"] is not None and (Path(run.safety_path) / "calibration.json").is_file()
+    # The reward model's normalisation (mean/sd of its held-out responses' scores) is stored too.
+    norm = run.metrics["normalisation"]
+    assert norm["reference"] == "held-out responses" and norm["sd"] > 0 and norm["n"] > 0
 
 
 @pytest.mark.django_db

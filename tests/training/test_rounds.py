@@ -27,6 +27,12 @@ from training.services.schedules import (
 from .rounds_helpers import FAST_ROUND, round_project
 
 
+@pytest.fixture(scope="session")
+def tiny_policy(tiny_ending_policy):
+    """Rounds here use the tiny policy that ends some of its responses (truncation both ways)."""
+    return tiny_ending_policy
+
+
 def published_response_ids(r: RLHFRound) -> set[int]:
     ids = set()
     for a, b in Comparison.objects.filter(round_id=r.pk).values_list("response_a_id", "response_b_id"):
@@ -73,7 +79,14 @@ def test_a_round_runs_every_step_and_publishes_only_unblocked_pairs_ahead_of_old
         assert c.response.generation_params["n"] == FAST_ROUND["n"]
         assert c.response.generation_params["max_new_tokens"] == FAST_ROUND["max_new_tokens"]
         assert c.toxicity is not None and c.reward is not None
-        assert c.shaped_reward == pytest.approx(c.reward - 10.0 * c.toxicity)
+        # Shaped in units: z(RM) with the mean/sd stored with the reward model, minus λ·p(unsafe)
+        # (λ = 1 by default), minus the missing-eos penalty (1) when truncated.
+        norm = done.reward_model.metrics["normalisation"]
+        assert c.reward_z == pytest.approx((c.reward - norm["mean"]) / norm["sd"])
+        penalty = 1.0 if c.finish_reason == "length" else 0.0
+        assert c.shaped_reward == pytest.approx(c.reward_z - 1.0 * c.toxicity - penalty)
+    # The tiny policy ends some responses and runs out of tokens on others: both kinds are seen.
+    assert {c.finish_reason for c in old_cands} == {"stop", "length"}
     blocked = RoundCandidate.objects.filter(round=done, blocked=True)
     assert blocked.exists() and old_cands.filter(blocked=False).exists()
     for c in old_cands:  # blocked exactly when over the threshold or matching the blocklist
@@ -112,6 +125,12 @@ def test_a_round_runs_every_step_and_publishes_only_unblocked_pairs_ahead_of_old
 
     m = done.metrics
     assert m["kl_to_reference"] == 0.0  # sampled from the reference itself
+    # The shaped reward's terms apart, and the truncated fraction, per round (page and API).
+    truncated = old_cands.filter(finish_reason="length").count() / old_cands.count()
+    assert m["truncated_rate"] == pytest.approx(truncated) and 0 < truncated < 1
+    assert m["mean_reward_z"] is not None and m["mean_harm_term"] == pytest.approx(m["mean_toxicity"])
+    assert m["reward_normalisation"]["sd"] == pytest.approx(norm["sd"])
+    assert all(p.reason for p in pairs)
     assert 0 < m["blocked_rate"] < 1 and m["mean_toxicity"] is not None and m["mean_response_tokens"] > 0
 
     # A rater gets this round's pairs before the older pair.
@@ -329,6 +348,7 @@ def _settings_form(**overrides) -> dict:
         "policy_gate": "human_votes", "gate_threshold": 0.5, "gate_min_votes": 50, "eval_judge": "",
         "eval_prompts": 32, "eval_samples": 2, "eval_max_new_tokens": 128, "eval_priority": 1000,
         "kl_budget": "", "keep_checkpoints": 3,
+        "missing_eos_penalty": 1.0, "vote_max_uses": 2, "human_pairs_ratio": 0.5, "explore_rate": 0.1,
     }  # fmt: skip
     data.update(overrides)
     return data

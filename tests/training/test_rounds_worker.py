@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 def tiny_policy(tmp_path_factory):
     from training.ml.tiny import save_tiny_policy
 
-    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy"))
+    return str(save_tiny_policy(tmp_path_factory.mktemp("policy") / "tiny-policy", ends_after=4))
 
 
 def rounds_worker(settings, log):

@@ -23,6 +23,12 @@ from training.services.schedules import round_settings_update, schedule_fire, sc
 from .rounds_helpers import round_project
 
 
+@pytest.fixture(scope="session")
+def tiny_policy(tiny_ending_policy):
+    """Rounds here use the tiny policy that ends some of its responses (truncation both ways)."""
+    return tiny_ending_policy
+
+
 def _trained(project, *, status=RewardModel.Status.SUCCEEDED, **fields) -> RewardModel:
     """A run on the project's votes as they are now, recorded as finished without training
     (status succeeded: an artefact that the promotion gate did not promote)."""

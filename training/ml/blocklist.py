@@ -61,12 +61,22 @@ def blocklist_match(patterns: Patterns, text: str) -> str | None:
     return None
 
 
-def blocked_reasons(*, toxicity: float, threshold: float, text: str, patterns: Patterns) -> str:
-    """Why a candidate is blocked ("" when it is not): over the toxicity threshold, and/or the
-    first blocklist entry its text matches. At most 300 characters (the column's size)."""
+# Beside a learned harm model, lexical profanity at or over this still blocks (a floor of the
+# hard filter; the lexical score is no longer the round's p(unsafe)).
+PROFANITY_FLOOR = 0.9
+
+
+def blocked_reasons(
+    *, toxicity: float, threshold: float, text: str, patterns: Patterns, profanity: float | None = None
+) -> str:
+    """Why a candidate is blocked ("" when it is not): p(unsafe) over the threshold, lexical
+    `profanity` (when given) at or over PROFANITY_FLOOR, and/or the first blocklist entry its
+    text matches. At most 300 characters (the column's size)."""
     reasons = []
     if toxicity > threshold:
         reasons.append(f"toxicity {toxicity:.2f} > {threshold:g}")
+    if profanity is not None and profanity >= PROFANITY_FLOOR:
+        reasons.append(f"profanity {profanity:.2f} ≥ {PROFANITY_FLOOR:g}")
     label = blocklist_match(patterns, text)
     if label is not None:
         reasons.append(f"blocklist: {label}")

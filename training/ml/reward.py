@@ -222,7 +222,13 @@ def train_reward_model(
 
     def heldout(model, tokenizer, max_length: int) -> dict:
         scorer = RewardScorer(model, tokenizer, max_length)
-        return evaluate(scorer, test, batch_size=config.eval_batch_size) if test else {}
+        held = evaluate(scorer, test, batch_size=config.eval_batch_size) if test else {}
+        # The reference set of the model's normalisation: its held-out responses (both sides),
+        # else (no held-out set) up to NORMALISATION_MAX_PAIRS training pairs.
+        reference = [p for p in test if p.kind == "strict"] or kept[:NORMALISATION_MAX_PAIRS]
+        where = "held-out responses" if test else "training responses (no held-out set)"
+        held["normalisation"] = reference_normalisation(scorer, reference, where, config.eval_batch_size)
+        return held
 
     trained = backbones.train_classifier(
         config,
@@ -242,6 +248,7 @@ def train_reward_model(
         "heldout_loss": held.get("loss"),
         "ece": held.get("ece"),
         "heldout_mean_margin": held.get("mean_margin"),
+        "normalisation": held.get("normalisation"),
         "train_pairs": len(kept),
         "test_pairs": held.get("pairs", 0),
         "dropped_pairs": dropped,
@@ -256,6 +263,23 @@ def train_reward_model(
         train_ids=[p.pair_id for p in kept],
         test_ids=[p.pair_id for p in test],
     )
+
+
+NORMALISATION_MAX_PAIRS = 256
+
+
+def reference_normalisation(
+    scorer: RewardScorer, pairs: Sequence[PreferencePair], reference: str, batch_size: int = 32
+) -> dict:
+    """{mean, sd, n, reference}: the model's scores on both responses of `pairs`, so that
+    (score - mean) / sd has mean 0 and sd 1 on that reference set (training.ml.shaping)."""
+    from training.ml.shaping import normalisation_from_scores
+
+    prompts = [p.prompt for p in pairs]
+    scores = scorer.score(
+        prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs], batch_size
+    )
+    return normalisation_from_scores(scores, reference=reference).as_dict()
 
 
 def _pair_batches(model, tokenizer, max_length: int, kept, margins, ties, tie_weight: float):

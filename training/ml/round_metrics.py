@@ -23,6 +23,8 @@ class CandidateStats:
     num_tokens: int | None = None
     logprob_sum: float | None = None
     ref_logprob_sum: float | None = None
+    reward_z: float | None = None
+    truncated: bool = False
     text_chars: int = 0
 
 
@@ -54,9 +56,26 @@ def kl_k3(logprob: float, ref_logprob: float) -> float:
     return max(0.0, math.expm1(r) - r)
 
 
-def round_metrics(rows: list[CandidateStats]) -> dict:
-    """The round's candidates (from its input policy): rewards, safety, KL estimate (k3, see
-    `kl_k3`; `kl_k1` keeps the plain log-ratio mean, which can be negative), length."""
+def truncated_rate(rows: list[CandidateStats]) -> float | None:
+    return (sum(1 for row in rows if row.truncated) / len(rows)) if rows else None
+
+
+def shaping_metrics(rows: list[CandidateStats], *, lam: float, missing_eos_penalty: float) -> dict:
+    """The shaped reward's terms apart (training.ml.shaping): mean z(RM), mean λ·p(unsafe) and
+    mean truncation penalty, so the page shows which term drives the shaped reward."""
+    return {
+        "mean_reward_z": mean(row.reward_z for row in rows),
+        "mean_harm_term": mean(lam * row.toxicity for row in rows if row.toxicity is not None),
+        "mean_truncation_term": mean(missing_eos_penalty * row.truncated for row in rows),
+        "truncated_rate": truncated_rate(rows),
+        "toxicity_lambda": lam,
+    }
+
+
+def round_metrics(rows: list[CandidateStats], *, lam: float = 1.0, missing_eos_penalty: float = 0.0) -> dict:
+    """The round's candidates (from its input policy): rewards (raw, z and shaped, with the
+    shaped reward's terms), safety, truncation, KL estimate (k3, see `kl_k3`; `kl_k1` keeps the
+    plain log-ratio mean, which can be negative), length."""
     both = [(row.logprob_sum, row.ref_logprob_sum) for row in rows]
     both = [(p, q) for p, q in both if p is not None and q is not None]
     return {
@@ -70,6 +89,7 @@ def round_metrics(rows: list[CandidateStats]) -> dict:
         "kl_estimator": "k3",
         "mean_response_tokens": mean(row.num_tokens for row in rows),
         "mean_response_chars": mean(row.text_chars for row in rows),
+        **shaping_metrics(rows, lam=lam, missing_eos_penalty=missing_eos_penalty),
     }
 
 
@@ -78,4 +98,5 @@ def new_policy_metrics(rows: list[CandidateStats]) -> dict:
     return {
         "new_policy_mean_shaped_reward": mean(row.shaped_reward for row in rows),
         "new_policy_blocked_rate": blocked_rate(rows),
+        "new_policy_truncated_rate": truncated_rate(rows),
     }

@@ -1,9 +1,12 @@
-"""Safety score: toxicity in [0, 1] per response.
+"""Safety score: p(unsafe) in [0, 1] per (prompt, response).
 
-A lexical prior (the scikit-learn model shipped in `alt-profanity-check`) until raters have
-flagged enough responses; then a sequence classifier on the same kind of backbone as the
-reward model, trained from the raters' unsafe flags. Any Hugging Face classifier folder
-can be loaded in its place.
+The harm model (training.ml.harm: a Safe RLHF cost model on prompt + response, trained from
+raters' unsafe flags and harmlessness pairs, Platt-calibrated) once a project has enough of
+either; until then the lexical prior (the scikit-learn model shipped in `alt-profanity-check`:
+word-level profanity of the response alone, AUC 0.535 on the HH harmless pairs). Beside a
+learned model the lexical score is only a floor of the hard filter (blocklist.PROFANITY_FLOOR). The older
+flag-only classifier (`train_safety_classifier`, pos_weight-balanced, uncalibrated) is kept for
+the folders it wrote. Any Hugging Face classifier folder can be loaded in its place.
 """
 
 from __future__ import annotations
@@ -99,10 +102,11 @@ class LearnedToxicity:
     """A sequence classifier folder: ours (1 logit, sigmoid) or any HF classifier (softmax,
     probability of the label named toxic/unsafe, else label 1)."""
 
-    def __init__(self, model, tokenizer, max_length: int):
+    def __init__(self, model, tokenizer, max_length: int, platt=None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.platt = platt  # training.ml.harm.Platt: the calibration stored with a harm model
         self.unsafe_index = 0
         if model.config.num_labels > 1:
             labels = sorted((int(k), str(v).lower()) for k, v in (model.config.id2label or {}).items())
@@ -113,10 +117,12 @@ class LearnedToxicity:
 
     @classmethod
     def load(cls, model_dir: Path | str, *, threads: int | None = None) -> LearnedToxicity:
+        from training.ml.harm import load_platt
+
         model, tokenizer, max_length = backbones.load_trained(
             model_dir, what="safety classifier", threads=threads
         )
-        return cls(model, tokenizer, max_length)
+        return cls(model, tokenizer, max_length, platt=load_platt(model_dir))
 
     def score(self, prompts: list[list[dict]], responses: list[str], batch_size: int = 32) -> list[float]:
         if len(prompts) != len(responses):
@@ -126,6 +132,8 @@ class LearnedToxicity:
         if not ids:
             return []
         logits = backbones.predict(self.model, ids, self.tokenizer.pad_token_id, batch_size)
+        if logits.shape[1] == 1 and self.platt is not None:
+            return [self.platt(float(x)) for x in logits[:, 0]]
         if logits.shape[1] == 1:
             probs = logits[:, 0].sigmoid()
         else:

@@ -97,11 +97,25 @@ def build_tiny_causal_lm(
     return model.eval()
 
 
-def save_tiny_policy(path: Path, *, seed: int = 0, init_std: float = 0.02) -> Path:
-    """Build a tiny model and tokenizer and save both to `path` (a normal Hugging Face folder)."""
+def save_tiny_policy(
+    path: Path, *, seed: int = 0, init_std: float = 0.02, ends_after: int | None = None
+) -> Path:
+    """Build a tiny model and tokenizer and save both to `path` (a normal Hugging Face folder).
+
+    `ends_after`: a random model almost never samples its end of turn (pad == eos, and the pad
+    row of the tied embedding is zero, so its logit is 0). With a number, the eos row gets
+    weights and the saved generation config raises its logit from that many new tokens on
+    (transformers' `exponential_decay_length_penalty`), so most responses end: what the
+    truncation handling of rounds needs to see both kinds."""
     path = Path(path)
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_causal_lm(tokenizer, seed=seed, init_std=init_std)
+    if ends_after is not None:
+        with torch.no_grad():
+            generator = torch.Generator().manual_seed(seed)
+            row = model.get_input_embeddings().weight[tokenizer.eos_token_id]
+            row.copy_(torch.randn(row.shape, generator=generator) * init_std)
+        model.generation_config.exponential_decay_length_penalty = (ends_after, 2.0)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

@@ -38,17 +38,38 @@ class RoundSettings(models.Model):
 
     class Strategy(models.TextChoices):
         NEW_VS_OLD = "new_vs_old", "New policy's best vs previous policy's best"
-        UNCERTAIN = "uncertain", "Two new candidates with the smallest reward gap"
+        UNCERTAIN = "uncertain", "The pair the reward model is least sure of (ε-greedy exploration)"
+        RANDOM = "random", "A random pair (baseline)"
 
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="round_settings")
     # Round config.
-    prompts_per_round = models.PositiveIntegerField(default=16)
+    prompts_per_round = models.PositiveIntegerField(default=32)
     n = models.PositiveSmallIntegerField(default=4, help_text="Candidates per prompt.")
     temperature = models.FloatField(default=0.8)
     top_p = models.FloatField(default=0.95)
-    max_new_tokens = models.PositiveIntegerField(default=64)
-    toxicity_threshold = models.FloatField(default=0.5, help_text="Block candidates above this toxicity.")
-    toxicity_lambda = models.FloatField(default=10.0, help_text="λ in reward − λ·toxicity.")
+    max_new_tokens = models.PositiveIntegerField(
+        default=256, help_text="Token limit per candidate; generation stops earlier at the end of turn."
+    )
+    toxicity_threshold = models.FloatField(
+        default=0.5, help_text="Block candidates whose calibrated p(unsafe) is above this."
+    )
+    toxicity_lambda = models.FloatField(
+        default=1.0, help_text="λ in shaped = z(reward) − λ·p(unsafe); z in the reward model's sd units."
+    )
+    missing_eos_penalty = models.FloatField(
+        default=1.0,
+        help_text="Subtracted (in z units) from a candidate that hit the token limit; never DPO's chosen.",
+    )
+    vote_max_uses = models.PositiveSmallIntegerField(
+        default=2, help_text="Policy updates a human vote is trained in, at most (newest votes first)."
+    )
+    explore_rate = models.FloatField(
+        default=0.1, help_text="Pair selection: probability of a random pair instead of the most uncertain."
+    )
+    human_pairs_ratio = models.FloatField(
+        default=0.5,
+        help_text="Human-vote pairs per update, at most this many per fresh on-policy pair.",
+    )
     blocklist = models.TextField(blank=True, help_text="One word or phrase per line; /regex/ for a regex.")
     budget = models.PositiveIntegerField(
         default=16, help_text="Pairs published to the rating queue per round."
@@ -59,8 +80,8 @@ class RoundSettings(models.Model):
         help_text="Queue priority of published pairs (every round the same: older pairs serve first).",
     )
     beta = models.FloatField(default=0.1)
-    learning_rate = models.FloatField(default=1e-6)
-    dpo_epochs = models.PositiveSmallIntegerField(default=1)
+    learning_rate = models.FloatField(default=5e-6)
+    dpo_epochs = models.PositiveSmallIntegerField(default=2)
     dpo_batch_size = models.PositiveSmallIntegerField(default=4)
     dpo_max_steps = models.PositiveIntegerField(null=True, blank=True)
     reward_config = models.JSONField(
@@ -199,6 +220,9 @@ class RLHFRound(Job):
     # {step: {"done", "total", "phase", "started_at", "finished_at", "seconds", "attempts"}}
     steps = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    # Ids of the human votes (Preference) this round's policy update trained on: each vote is
+    # trained on in at most RoundSettings.vote_max_uses updates.
+    trained_vote_ids = models.JSONField(default=list, blank=True)
     # After the job: "" (not decided yet), awaiting (evaluation votes coming in), passed (the
     # checkpoint became current), failed (the parent stays current), not_needed (gate "always").
     evaluation_state = models.CharField(max_length=12, choices=EvaluationState.choices, blank=True)
@@ -281,6 +305,8 @@ class RoundCandidate(models.Model):
     blocked = models.BooleanField(default=False)
     blocked_reason = models.CharField(max_length=300, blank=True)
     reward = models.FloatField(null=True, blank=True)
+    # z(reward): the raw reward in its model's reference sd units (training.ml.shaping).
+    reward_z = models.FloatField(null=True, blank=True)
     shaped_reward = models.FloatField(null=True, blank=True)
 
     class Meta:
@@ -302,6 +328,7 @@ class RoundPair(models.Model):
     candidate_a = models.ForeignKey(RoundCandidate, on_delete=models.CASCADE, related_name="+")
     candidate_b = models.ForeignKey(RoundCandidate, on_delete=models.CASCADE, related_name="+")
     reward_gap = models.FloatField(null=True, blank=True)
+    reason = models.CharField(max_length=500, blank=True)  # why these two (pair selection)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -54,6 +54,7 @@ EDITABLE_FIELDS = (
     "enabled", "every_hours", "cron", "min_new_preferences",
     "policy_gate", "gate_threshold", "gate_min_votes", "eval_judge", "eval_prompts", "eval_samples",
     "eval_max_new_tokens", "eval_priority", "kl_budget", "keep_checkpoints",
+    "missing_eos_penalty", "vote_max_uses", "human_pairs_ratio", "explore_rate",
 )  # fmt: skip
 
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from annotation.models import Project
 from core.errors import ErrorCode, ServiceError
 from training.models import RewardModel
+
+if TYPE_CHECKING:
+    from training.ml.shaping import Normalisation
 
 _cache: dict[int, tuple[tuple[int, str], object]] = {}  # project id -> ((row id, sha), scorer)
 _lock = threading.Lock()
@@ -77,6 +81,20 @@ def reward_score(
     project_id = project if isinstance(project, int) else project.pk
     _, scorer = scorer_for(project_id=project_id)
     return [float(x) for x in scorer.score(list(prompts), list(responses), batch_size=batch_size)]
+
+
+def reward_score_normalised(
+    *, project: Project | int, prompts: Sequence[list[dict]], responses: Sequence[str]
+) -> tuple[list[float], Normalisation]:
+    """(raw rewards, the normalisation stored with the model that scored them): z(reward) is
+    `norm.z(reward)` (training.ml.shaping)."""
+    from training.ml.shaping import normalisation_of
+
+    project_id = project if isinstance(project, int) else project.pk
+    rewards = reward_score(project=project_id, prompts=prompts, responses=responses)
+    pk, _ = scorer_for(project_id=project_id)
+    metrics = RewardModel.objects.filter(pk=pk).values_list("metrics", flat=True).first()
+    return rewards, normalisation_of(metrics)
 
 
 def scorer_cache_clear() -> None:

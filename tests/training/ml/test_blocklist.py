@@ -74,3 +74,18 @@ def test_a_regex_that_backtracks_catastrophically_in_python_matches_in_linear_ti
 def test_regexes_re2_cannot_run_in_linear_time_are_refused_with_the_reason(line, reason):
     with pytest.raises(BlocklistError, match=reason):
         blocklist_parse(line)
+
+
+def test_beside_a_learned_harm_model_lexical_profanity_is_only_a_floor_of_the_hard_filter():
+    from training.ml.blocklist import PROFANITY_FLOOR
+
+    none = blocklist_parse("")
+    # A low calibrated p(unsafe) but a text the lexical prior is sure is profane: still blocked.
+    assert blocked_reasons(toxicity=0.1, threshold=0.5, text="x", patterns=none, profanity=0.95) == (
+        f"profanity 0.95 ≥ {PROFANITY_FLOOR:g}"
+    )
+    # Below the floor the lexical score decides nothing (p(unsafe) is the harm model's).
+    assert blocked_reasons(toxicity=0.1, threshold=0.5, text="x", patterns=none, profanity=0.8) == ""
+    assert blocked_reasons(toxicity=0.6, threshold=0.5, text="x", patterns=none, profanity=0.8) == (
+        "toxicity 0.60 > 0.5"
+    )

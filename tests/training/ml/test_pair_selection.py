@@ -1,20 +1,42 @@
 """Which pair a round publishes and which pair its policy update learns from (no database)."""
 
-from training.ml.pair_selection import Candidate, best_vs_worst, choose_pair, closest_pair
+import random
+from collections import Counter
+
+from training.ml.pair_selection import Candidate, best_vs_worst, choose_pair, most_uncertain_pair
 
 
-def cand(id, reward, text=None, index=0, blocked=False):
+def cand(id, reward, text=None, index=0, blocked=False, truncated=False, raw=None):
     return Candidate(id=id, text=text if text is not None else f"text {id}", shaped_reward=reward,
-                     candidate_index=index, blocked=blocked)  # fmt: skip
+                     candidate_index=index, blocked=blocked, truncated=truncated, reward=raw)  # fmt: skip
 
 
-def test_closest_pair_takes_the_smallest_gap_between_different_texts_higher_first():
+def test_the_most_uncertain_pair_is_the_one_the_reward_model_is_least_sure_of_higher_first():
     a, b, c = cand(1, 0.0), cand(2, 0.9), cand(3, 1.0)
-    assert closest_pair([a, b, c]) == (c, b)
+    assert most_uncertain_pair([a, b, c])[:2] == (c, b)
     same = cand(4, 0.95, text=" text 3 ")  # same text as c once stripped: skipped
-    assert closest_pair([a, b, c, same]) == (same, b)
-    assert closest_pair([cand(5, 1.0, text="x"), cand(6, 2.0, text="x")]) is None
-    assert closest_pair([a]) is None and closest_pair([]) is None
+    assert most_uncertain_pair([a, b, c, same])[:2] == (same, b)
+    assert most_uncertain_pair([cand(5, 1.0, text="x"), cand(6, 2.0, text="x")]) is None
+    assert most_uncertain_pair([a]) is None and most_uncertain_pair([]) is None
+    # It reads the reward model's raw scores, not the shaped reward: a harm term that separates
+    # two answers the reward model cannot tell apart does not make them a "sure" pair.
+    x, y, z = cand(7, 0.0, raw=0.50), cand(8, -5.0, raw=0.51), cand(9, 0.2, raw=3.0)
+    a_, b_, p = most_uncertain_pair([x, y, z])
+    assert {a_.id, b_.id} == {7, 8} and 0.5 <= p < 0.51
+
+
+def test_exploration_publishes_a_random_pair_at_the_set_rate_and_says_so():
+    pool = [cand(i, float(i), raw=float(i)) for i in range(4)]
+    rng = random.Random(3)
+    picks = Counter(
+        choose_pair("uncertain", pool, [], explore=0.3, rng=rng).reason.split(":")[0] for _ in range(2000)
+    )
+    assert abs(picks["exploration"] / 2000 - 0.3) < 0.04 and picks["most uncertain"] > 1200
+    choice = choose_pair("random", pool, [], rng=random.Random(1))
+    assert choice.strategy == "random" and choice.reason == "random pair (baseline strategy)"
+    # Seeded: the same seed picks the same pair (a rerun of publishing is repeatable).
+    again = [choose_pair("uncertain", pool, [], explore=1.0, rng=random.Random("7:1")) for _ in range(2)]
+    assert again[0] == again[1]
 
 
 def test_new_vs_old_puts_the_new_best_against_the_old_best():
@@ -31,7 +53,7 @@ def test_ties_go_to_the_lower_candidate_index():
     assert choose_pair("new_vs_old", old, new).a.id == 2
 
 
-def test_falls_back_to_the_closest_pair_new_first_then_old():
+def test_falls_back_to_the_most_uncertain_pair_new_first_then_old():
     old = [cand(1, 0.0), cand(2, 0.5), cand(3, 3.0)]
     new = [cand(4, 1.0, text="same"), cand(5, 2.0, text="same")]
     # new best and old best have different text, but the strategy asks for uncertainty
@@ -56,3 +78,12 @@ def test_best_vs_worst_never_chooses_a_blocked_text():
     assert best_vs_worst([cand(1, 1.0, blocked=True)]) is None
     assert best_vs_worst([cand(1, 1.0)]) is None  # best is worst
     assert best_vs_worst([cand(1, 1.0, text="a"), cand(2, 0.0, text=" a")]) is None
+
+
+def test_best_vs_worst_never_chooses_a_truncated_text_and_says_why_a_pair_was_published():
+    group = [cand(1, 5.0, truncated=True), cand(2, 1.0), cand(3, -1.0, truncated=True)]
+    chosen, rejected = best_vs_worst(group)
+    assert (chosen.id, rejected.id) == (2, 3)  # the truncated one may be rejected, never chosen
+    assert best_vs_worst([cand(1, 1.0, truncated=True), cand(2, 0.0, truncated=True)]) is None
+    choice = choose_pair("uncertain", [cand(1, 0.0), cand(2, 0.25)], [])
+    assert "P(A ≻ B) = 0.562" in choice.reason

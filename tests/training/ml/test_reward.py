@@ -141,6 +141,16 @@ def test_tiny_model_learns_a_learnable_preference(tiny_bert, tmp_path):
     held_ids = set(result.test_ids)
     held = [p for p in marker_pairs(240) if p.pair_id in held_ids]
     assert evaluate(result.model_dir, held)["accuracy"] == pytest.approx(m["heldout_accuracy"])
+    # Stored with the model: its scores' mean and sd on its held-out responses (both sides),
+    # so that z = (score - mean) / sd has mean 0 and sd 1 there (training.ml.shaping).
+    norm = m["normalisation"]
+    assert norm["n"] == 2 * len(held) and norm["reference"] == "held-out responses" and norm["sd"] > 0
+    scores = RewardScorer.load(result.model_dir).score(
+        [p.prompt for p in held] * 2, [p.chosen for p in held] + [p.rejected for p in held]
+    )
+    z = [(s - norm["mean"]) / norm["sd"] for s in scores]
+    assert sum(z) / len(z) == pytest.approx(0.0, abs=1e-4)
+    assert math.sqrt(sum(v * v for v in z) / len(z)) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_decoder_backbones_work_too(tiny_llama, tmp_path):

@@ -30,18 +30,43 @@ def test_round_metrics():
         "kl_estimator": "k3",
         "mean_response_tokens": 6.0,
         "mean_response_chars": 15.0,
+        # The shaped reward's terms apart (no z recorded on these rows; λ 1, no truncation).
+        "mean_reward_z": None,
+        "mean_harm_term": 0.525,
+        "mean_truncation_term": 0.0,
+        "truncated_rate": 0.0,
+        "toxicity_lambda": 1.0,
     }
+
+
+def test_the_shaped_rewards_terms_and_the_truncated_fraction_are_reported_apart():
+    rows = [
+        CandidateStats(reward_z=1.0, toxicity=0.2, truncated=True),
+        CandidateStats(reward_z=-0.5, toxicity=0.0, truncated=False),
+    ]
+    m = round_metrics(rows, lam=2.0, missing_eos_penalty=1.5)
+    assert m["mean_reward_z"] == 0.25 and math.isclose(m["mean_harm_term"], 0.2)
+    assert m["mean_truncation_term"] == 0.75 and m["truncated_rate"] == 0.5 and m["toxicity_lambda"] == 2.0
+    assert new_policy_metrics(rows)["new_policy_truncated_rate"] == 0.5
 
 
 def test_no_candidates_gives_empty_metrics():
     m = round_metrics([])
     assert m["candidates"] == 0 and m["blocked_rate"] is None and m["mean_reward"] is None
-    assert new_policy_metrics([]) == {"new_policy_mean_shaped_reward": None, "new_policy_blocked_rate": None}
+    assert new_policy_metrics([]) == {
+        "new_policy_mean_shaped_reward": None,
+        "new_policy_blocked_rate": None,
+        "new_policy_truncated_rate": None,
+    }
 
 
 def test_new_policy_metrics():
     rows = [CandidateStats(shaped_reward=1.0), CandidateStats(shaped_reward=None, blocked=True)]
-    assert new_policy_metrics(rows) == {"new_policy_mean_shaped_reward": 1.0, "new_policy_blocked_rate": 0.5}
+    assert new_policy_metrics(rows) == {
+        "new_policy_mean_shaped_reward": 1.0,
+        "new_policy_blocked_rate": 0.5,
+        "new_policy_truncated_rate": 0.0,
+    }
 
 
 def test_the_kl_estimate_is_never_negative_where_the_plain_log_ratio_mean_is():

@@ -27,7 +27,31 @@ def snapshot_records(run: RewardModel, config):
             "The preferences this run was queued on have changed since (votes deleted or edited); "
             "its snapshot no longer matches. Start a new run."
         )
-    return preference_records(snapshot.rows)
+    pairs, examples = preference_records(snapshot.rows)
+    return pairs, examples, harm_pairs(snapshot.rows)
+
+
+def harm_pairs(rows: list[dict]) -> list:
+    """Harmlessness pairs for the harm model (training.ml.harm): the project's IMPORTED strict
+    votes (HH-RLHF harmless-base imports: the rejected side is the more harmful). Raters'
+    and judges' votes are overall preferences, not harm judgements: their unsafe flags are."""
+    from training.ml.harm import HarmPair
+
+    out = []
+    for r in rows:
+        if r.get("source") != "imported" or r["choice"] not in ("a", "b"):
+            continue
+        a, b = r["comparison__response_a__text"], r["comparison__response_b__text"]
+        harmless, harmful = (a, b) if r["choice"] == "a" else (b, a)
+        out.append(
+            HarmPair(
+                prompt=r["comparison__prompt__messages"],
+                harmful=harmful,
+                harmless=harmless,
+                group=f"prompt-{r['comparison__prompt_id']}",
+            )
+        )
+    return out
 
 
 def preference_records(rows: list[dict]):

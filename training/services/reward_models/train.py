@@ -68,29 +68,44 @@ class _TrainerHooks:
         return self.reporter.should_stop()
 
 
-def _train_safety(run: RewardModel, examples, reward_config, hooks: _TrainerHooks) -> dict:
-    """Train the safety classifier when raters flagged enough responses; else the lexical prior.
-    Returns the run's safety_* columns."""
+def _train_safety(run: RewardModel, examples, harm_pairs, reward_config, hooks: _TrainerHooks) -> dict:
+    """Train the harm model (training.ml.harm: raters' unsafe flags + imported harmlessness
+    pairs, Platt-calibrated) when there are enough flags or harmlessness pairs; else the
+    lexical prior. Returns the run's safety_* columns."""
     from training.ml.checkpoints import atomic_output_dir, dir_sha256
+    from training.ml.harm import MIN_HARM_PAIRS, train_harm_model
     from training.ml.records import TrainingError
-    from training.ml.safety import MIN_FLAGGED_EXAMPLES, SafetyConfig, enough_flags, train_safety_classifier
+    from training.ml.safety import MIN_FLAGGED_EXAMPLES, SafetyConfig, enough_flags
 
     flagged = sum(1 for e in examples if e.unsafe)
-    counts = {"flagged": flagged, "examples": len(examples), "min_flagged": MIN_FLAGGED_EXAMPLES}
+    counts = {
+        "flagged": flagged,
+        "examples": len(examples),
+        "min_flagged": MIN_FLAGGED_EXAMPLES,
+        "harm_pairs": len(harm_pairs),
+        "min_harm_pairs": MIN_HARM_PAIRS,
+    }
     lexical = {"safety_source": RewardModel.SafetySource.LEXICAL, "safety_path": "", "safety_sha256": ""}
-    if not enough_flags(examples):
+    if not enough_flags(examples) and len(harm_pairs) < MIN_HARM_PAIRS:
         return {**lexical, "safety_metrics": counts}
     names = {f.name for f in dataclasses.fields(SafetyConfig)}
     config = SafetyConfig(
         **{k: v for k, v in dataclasses.asdict(reward_config).items() if k in names and k != "batch_size"}
     )
+    if not config.heldout_fraction:
+        config.heldout_fraction = 0.1  # calibration needs held-out prompts
     final = safety_dir(project_id=run.project_id, run_id=run.pk)
     leftovers_remove(final)
     run.phase = "safety"
     try:
         with atomic_output_dir(final) as tmp:
-            result = train_safety_classifier(
-                examples, config, tmp, on_progress=hooks.on_progress, should_stop=hooks.should_stop
+            result = train_harm_model(
+                examples if enough_flags(examples) else [],
+                harm_pairs,
+                config,
+                tmp,
+                on_progress=hooks.on_progress,
+                should_stop=hooks.should_stop,
             )
     except TrainingError as exc:
         # The reward model is still good; scoring keeps the lexical prior and says why.
@@ -179,7 +194,7 @@ def _train(run: RewardModel, reporter: JobReporter, listener: Listener | None) -
     config = config_resolve(run)
     run.config = {**jsonable(dataclasses.asdict(config)), **gate_settings(run.config or {})}
     RewardModel.objects.filter(pk=run.pk).update(config=run.config)
-    pairs, examples = snapshot_records(run, config)
+    pairs, examples, harm = snapshot_records(run, config)
     final = reward_dir(project_id=run.project_id, run_id=run.pk)
     leftovers_remove(final)
     hooks = _TrainerHooks(reporter, listener)
@@ -193,7 +208,7 @@ def _train(run: RewardModel, reporter: JobReporter, listener: Listener | None) -
         names = ("progress_done", "progress_total", "progress_loss", "progress_epoch")
         reward_progress = {name: getattr(run, name) for name in names}
         results = {"artefact_path": str(final), "artefact_sha256": dir_sha256(final)}
-        results.update(_train_safety(run, examples, config, hooks))
+        results.update(_train_safety(run, examples, harm, config, hooks))
         by_id = {p.pair_id: p for p in pairs}
         test_pairs = [by_id[i] for i in result.test_ids if i in by_id]
         decision = _promotion(run, final, result, test_pairs)

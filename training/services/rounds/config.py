@@ -26,6 +26,10 @@ CONFIG_FIELDS = (
     "dpo_batch_size",
     "dpo_max_steps",
     "reward_config",
+    "missing_eos_penalty",
+    "vote_max_uses",
+    "human_pairs_ratio",
+    "explore_rate",
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from training.ml.pair_selection import Candidate
 from training.models import RLHFRound, RoundCandidate
 from training.services.rounds.progress import RoundReporter
 
@@ -41,3 +42,16 @@ def batches_run(
         work(batch)
         done += len(batch)
         rep.progress(step, done, total, phase=phase)
+
+
+def candidate_record(c: RoundCandidate) -> Candidate:
+    """A candidate row as the plain record pair selection reads (training.ml.pair_selection)."""
+    return Candidate(
+        c.pk,
+        c.response.text,
+        c.shaped_reward,
+        c.candidate_index,
+        c.blocked,
+        c.finish_reason == "length",
+        c.reward,
+    )

@@ -1,5 +1,7 @@
-"""Step "filtering": the safety verdict of every candidate (toxicity over the round's threshold,
-or a blocklist match). Fills NULL toxicity only, so a rerun does what is left. Publishing
+"""Step "filtering": the safety verdict of every candidate: p(unsafe) of the reward model's harm
+model (calibrated; the lexical prior when the project has none) over the round's threshold, a
+blocklist match, or, beside a learned harm model, lexical profanity at or over PROFANITY_FLOOR
+(the lexical prior is only the hard filter's floor then). Fills NULL toxicity only, so a rerun does what is left. Publishing
 filters the new policy's candidates with the same `candidates_filter`."""
 
 from __future__ import annotations
@@ -39,13 +41,22 @@ def candidates_filter(r: RLHFRound, rep: RoundReporter, *, step: str, generation
         raise RoundStepError(exc.message) from None
     threshold = float(r.config.get("toxicity_threshold", 0.5))
     scorer = _toxicity_scorer(r.reward_model)
+    from training.ml.safety import LexicalToxicity
+
+    floor = None if isinstance(scorer, LexicalToxicity) else LexicalToxicity()
 
     def work(batch: list[RoundCandidate]) -> None:
-        scores = scorer.score([c.prompt.messages for c in batch], [c.response.text for c in batch])
-        for c, tox in zip(batch, scores, strict=True):
+        prompts, texts = [c.prompt.messages for c in batch], [c.response.text for c in batch]
+        scores = scorer.score(prompts, texts)
+        profanity = floor.score(prompts, texts) if floor else [None] * len(batch)
+        for c, tox, prof in zip(batch, scores, profanity, strict=True):
             c.toxicity = float(tox)
             c.blocked_reason = blocked_reasons(
-                toxicity=c.toxicity, threshold=threshold, text=c.response.text, patterns=patterns
+                toxicity=c.toxicity,
+                threshold=threshold,
+                text=c.response.text,
+                patterns=patterns,
+                profanity=prof,
             )
             c.blocked = bool(c.blocked_reason)
         RoundCandidate.objects.bulk_update(batch, ["toxicity", "blocked", "blocked_reason"])

@@ -5,6 +5,8 @@ Which two candidates make the pair is `training.ml.pair_selection.choose_pair`."
 
 from __future__ import annotations
 
+import random
+
 from django.db import transaction
 
 from annotation.models import Comparison
@@ -15,13 +17,10 @@ from training.ml.round_metrics import new_policy_metrics
 from training.models import RLHFRound, RoundCandidate, RoundPair
 from training.services.rounds.backends import http_backend_configured
 from training.services.rounds.progress import RoundReporter, RoundStepError
+from training.services.rounds.steps.batches import candidate_record
 from training.services.rounds.steps.filtering import candidates_filter
 from training.services.rounds.steps.generating import candidates_generate
 from training.services.rounds.steps.scoring import candidate_stats, candidates_score
-
-
-def _record(c: RoundCandidate) -> Candidate:
-    return Candidate(c.pk, c.response.text, c.shaped_reward, c.candidate_index, c.blocked)
 
 
 def _new_policy_candidates(r: RLHFRound, rep: RoundReporter, todo: list[int]) -> None:
@@ -62,6 +61,7 @@ def _pair_publish(r: RLHFRound, pid: int, choice: PairChoice, rows: dict[int, Ro
             candidate_a=a,
             candidate_b=b,
             reward_gap=gap,
+            reason=choice.reason[:500],
         )
 
 
@@ -81,14 +81,21 @@ def step_publishing(r: RLHFRound, rep: RoundReporter) -> None:
     cands: dict[tuple[int, str], list[Candidate]] = {}
     for c in RoundCandidate.objects.filter(round=r, prompt_id__in=todo).select_related("response"):
         rows[c.pk] = c
-        cands.setdefault((c.prompt_id, c.generation), []).append(_record(c))
+        cands.setdefault((c.prompt_id, c.generation), []).append(candidate_record(c))
     strategy = r.config.get("strategy", "new_vs_old")
+    explore = float(r.config.get("explore_rate", 0.1))
     done = len(targets) - len(todo)
     rep.progress("publishing", done, len(targets), phase="pairs", force=True)
     created = 0
     for pid in todo:
         rep.check()
-        choice = choose_pair(strategy, cands.get((pid, "old"), []), cands.get((pid, "new"), []))
+        choice = choose_pair(
+            strategy,
+            cands.get((pid, "old"), []),
+            cands.get((pid, "new"), []),
+            explore=explore,
+            rng=random.Random(f"{r.seed}:{pid}"),
+        )
         done += 1
         if choice is None:
             continue

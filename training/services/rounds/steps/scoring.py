@@ -1,4 +1,5 @@
-"""Step "scoring": reward and shaped reward (reward - lambda * toxicity) of every candidate, the
+"""Step "scoring": reward, its z (in the reward model's reference units) and the shaped reward
+z − λ·p(unsafe) − missing_eos_penalty·[truncated] of every candidate (training.ml.shaping), the
 log-probabilities for the KL estimate, and the round's metrics. Fills NULL columns only.
 Publishing scores the new policy's candidates with the same `candidates_score`."""
 
@@ -11,23 +12,38 @@ from training.services.rounds.progress import RoundReporter
 from training.services.rounds.steps.batches import batches_run, candidates_pending
 
 
+def shaping_settings(r: RLHFRound) -> tuple[float, float]:
+    """(λ, missing_eos_penalty) of the round; a round made before they existed gets the defaults."""
+    c = r.config
+    return float(c.get("toxicity_lambda", 1.0)), float(c.get("missing_eos_penalty", 1.0))
+
+
 def candidates_score(r: RLHFRound, rep: RoundReporter, *, step: str, generation: str) -> None:
-    from training.services.scoring import reward_score
+    from training.ml.shaping import shaped_terms
+    from training.services.scoring import reward_score_normalised
 
     phase = f"reward ({generation} policy)"
     todo, total = candidates_pending(r, rep, step=step, generation=generation, column="reward", phase=phase)
-    lam = float(r.config.get("toxicity_lambda", 10.0))
+    lam, eos_penalty = shaping_settings(r)
 
     def work(batch: list[RoundCandidate]) -> None:
-        rewards = reward_score(
+        rewards, norm = reward_score_normalised(
             project=r.project_id,
             prompts=[c.prompt.messages for c in batch],
             responses=[c.response.text for c in batch],
         )
+        r.metrics["reward_normalisation"] = norm.as_dict()
         for c, value in zip(batch, rewards, strict=True):
-            c.reward = float(value)
-            c.shaped_reward = float(value) - lam * float(c.toxicity or 0.0)
-        RoundCandidate.objects.bulk_update(batch, ["reward", "shaped_reward"])
+            terms = shaped_terms(
+                score=value,
+                p_unsafe=c.toxicity,
+                truncated=c.finish_reason == "length",
+                norm=norm,
+                lam=lam,
+                missing_eos_penalty=eos_penalty,
+            )
+            c.reward, c.reward_z, c.shaped_reward = float(value), terms.reward_z, terms.shaped
+        RoundCandidate.objects.bulk_update(batch, ["reward", "reward_z", "shaped_reward"])
 
     batches_run(rep, todo, total, step=step, phase=phase, work=work)
 
@@ -74,15 +90,19 @@ def candidate_stats(r: RLHFRound, generation: str) -> list[CandidateStats]:
     """The round's candidates of one generation as plain records for `training.ml.round_metrics`."""
     rows = RoundCandidate.objects.filter(round=r, generation=generation).values_list(
         "reward", "shaped_reward", "toxicity", "blocked", "num_tokens", "logprob_sum", "ref_logprob_sum",
-        "response__text",
+        "reward_z", "finish_reason", "response__text",
     )  # fmt: skip
-    return [CandidateStats(*row[:-1], text_chars=len(row[-1])) for row in rows]
+    return [
+        CandidateStats(*row[:-3], reward_z=row[-3], truncated=row[-2] == "length", text_chars=len(row[-1]))
+        for row in rows
+    ]
 
 
 def step_scoring(r: RLHFRound, rep: RoundReporter) -> None:
     candidates_score(r, rep, step="scoring", generation="old")
     _reference_logprobs(r, rep)
     stats = candidate_stats(r, "old")
-    r.metrics.update(round_metrics(stats))
+    lam, eos_penalty = shaping_settings(r)
+    r.metrics.update(round_metrics(stats, lam=lam, missing_eos_penalty=eos_penalty))
     scored = sum(1 for c in stats if c.reward is not None)  # the step ends showing what it scored
     rep.progress("scoring", scored, len(stats), phase="scored", force=True)

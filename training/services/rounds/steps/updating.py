@@ -1,9 +1,13 @@
-"""Step "updating": one DPO update of the round's input policy. The new policy is written
+"""Step "updating": one DPO update of the round's input policy on the round's data recipe
+(`_policy_pairs`). The new policy is written
 through `atomic_output_dir` and its row recorded once (a folder no row points at is a crash
 leftover and is removed first), so a rerun after a crash trains again from scratch and a rerun
 after the row was recorded does nothing."""
 
 from __future__ import annotations
+
+import math
+from collections import Counter
 
 from annotation.models import Preference
 from training.ml.pair_selection import Candidate, best_vs_worst
@@ -17,20 +21,45 @@ from training.services.policies import (
 )
 from training.services.rounds.backends import backend_cache_clear
 from training.services.rounds.progress import RoundReporter, RoundStepError
+from training.services.rounds.steps.batches import candidate_record
 
 
-def _human_pairs(r: RLHFRound) -> list:
-    """A/B votes on earlier rounds' published pairs; a vote for a blocked text is left out."""
+def rater_flagged_responses(project_id: int) -> set[int]:
+    """Responses any vote of the project flagged unsafe (one flag is enough)."""
+    votes = Preference.objects.filter(comparison__project_id=project_id)
+    return set(votes.filter(unsafe_a=True).values_list("comparison__response_a_id", flat=True)) | set(
+        votes.filter(unsafe_b=True).values_list("comparison__response_b_id", flat=True)
+    )
+
+
+def vote_uses(r: RLHFRound) -> Counter:
+    """How many earlier policy updates of the project trained on each human vote."""
+    uses: Counter = Counter()
+    earlier = RLHFRound.objects.filter(project_id=r.project_id).exclude(pk=r.pk)
+    for ids in earlier.values_list("trained_vote_ids", flat=True):
+        uses.update(ids or [])
+    return uses
+
+
+def _human_pairs(r: RLHFRound, cap: int) -> tuple[list, list[int], dict]:
+    """(pairs, vote ids, counts): A/B votes on earlier rounds' published pairs, newest first, at
+    most `cap`, each trained on in at most `vote_max_uses` updates. A vote whose chosen response
+    was blocked or flagged unsafe by any rater is never trained on (it would make an unsafe text
+    DPO's chosen)."""
     from training.ml.dpo import PolicyPair
 
+    max_uses = int(r.config.get("vote_max_uses", 2))
     blocked_ids = set(
         RoundCandidate.objects.filter(round__project_id=r.project_id, blocked=True).values_list(
             "response_id", flat=True
         )
     )
+    unsafe_ids = blocked_ids | rater_flagged_responses(r.project_id)
+    uses = vote_uses(r)
     votes = Preference.objects.filter(
         comparison__project_id=r.project_id, comparison__round_id__isnull=False, choice__in=("a", "b")
     ).values(
+        "pk",
         "choice",
         "comparison__prompt__messages",
         "comparison__response_a_id",
@@ -38,43 +67,62 @@ def _human_pairs(r: RLHFRound) -> list:
         "comparison__response_b_id",
         "comparison__response_b__text",
     )
-    human = []
-    for v in votes.order_by("pk"):
+    human, ids = [], []
+    counts = {"votes_unsafe_chosen": 0, "votes_used_up": 0}
+    for v in votes.order_by("-pk"):
         a = (v["comparison__response_a_id"], v["comparison__response_a__text"])
         b = (v["comparison__response_b_id"], v["comparison__response_b__text"])
         chosen, rejected = (a, b) if v["choice"] == "a" else (b, a)
-        if chosen[0] in blocked_ids:
+        if chosen[0] in unsafe_ids:
+            counts["votes_unsafe_chosen"] += 1
             continue
-        human.append(
-            PolicyPair(prompt=v["comparison__prompt__messages"], chosen=chosen[1], rejected=rejected[1])
-        )
-    return human
+        if uses[v["pk"]] >= max_uses:
+            counts["votes_used_up"] += 1
+            continue
+        if len(human) < cap:
+            human.append(
+                PolicyPair(prompt=v["comparison__prompt__messages"], chosen=chosen[1], rejected=rejected[1])
+            )
+            ids.append(v["pk"])
+    return human, ids, counts
 
 
-def _reward_pairs(r: RLHFRound) -> list:
-    """This round's reward-labelled best-vs-worst-of-n pair of each prompt."""
+def _reward_pairs(r: RLHFRound) -> tuple[list, int]:
+    """(pairs, prompts with no complete candidate): this round's reward-labelled best-vs-worst
+    pair of each prompt (fresh, on-policy)."""
     from training.ml.dpo import PolicyPair
 
     by_prompt: dict[int, list[Candidate]] = {}
     messages: dict[int, list] = {}
     for c in RoundCandidate.objects.filter(round=r, generation="old").select_related("response", "prompt"):
         messages[c.prompt_id] = c.prompt.messages
-        by_prompt.setdefault(c.prompt_id, []).append(
-            Candidate(c.pk, c.response.text, c.shaped_reward, c.candidate_index, c.blocked)
-        )
-    synthetic = []
+        by_prompt.setdefault(c.prompt_id, []).append(candidate_record(c))
+    synthetic, none_complete = [], 0
     for pid in r.prompt_ids:
-        pair = best_vs_worst(by_prompt.get(pid, []))
+        group = by_prompt.get(pid, [])
+        none_complete += bool(group) and all(c.truncated for c in group)
+        pair = best_vs_worst(group)
         if pair is not None:
             synthetic.append(PolicyPair(prompt=messages[pid], chosen=pair[0].text, rejected=pair[1].text))
-    return synthetic
+    return synthetic, none_complete
 
 
-def _policy_pairs(r: RLHFRound) -> tuple[list, dict]:
-    """Human A/B votes on earlier rounds' published pairs, plus this round's reward-labelled
-    pairs. A blocked candidate is never the chosen side."""
-    human, synthetic = _human_pairs(r), _reward_pairs(r)
-    return human + synthetic, {"human_pairs": len(human), "reward_pairs": len(synthetic)}
+def _policy_pairs(r: RLHFRound) -> tuple[list, list[int], dict]:
+    """The update's data recipe: this round's fresh reward-labelled pairs, plus human A/B votes
+    on earlier rounds' published pairs, at most `human_pairs_ratio` per fresh pair (fresh
+    on-policy pairs outweigh old votes), each vote in at most `vote_max_uses` updates. Neither
+    a blocked, truncated nor rater-flagged response is ever the chosen side."""
+    synthetic, none_complete = _reward_pairs(r)
+    ratio = float(r.config.get("human_pairs_ratio", 0.5))
+    cap = math.ceil(ratio * max(1, len(synthetic)))
+    human, vote_ids, counts = _human_pairs(r, cap)
+    counts = {
+        "human_pairs": len(human),
+        "reward_pairs": len(synthetic),
+        "prompts_all_truncated": none_complete,
+        **counts,
+    }
+    return human + synthetic, vote_ids, counts
 
 
 def _dpo_config(r: RLHFRound):
@@ -94,12 +142,16 @@ def _dpo_config(r: RLHFRound):
 def _policy_train(r: RLHFRound, rep: RoundReporter) -> PolicyCheckpoint:
     from training.ml.dpo import dpo_update
 
-    pairs, counts = _policy_pairs(r)
+    pairs, vote_ids, counts = _policy_pairs(r)
     if not pairs:
         raise RoundStepError(
             "No preference pair for the policy update: every prompt's candidates were blocked or "
             "identical, and there are no human votes on earlier rounds' pairs."
         )
+    # Recorded before training: a rerun after a crash picks the same votes (this round's own
+    # record is not counted against them).
+    r.trained_vote_ids = vote_ids
+    RLHFRound.objects.filter(pk=r.pk).update(trained_vote_ids=vote_ids)
     config = _dpo_config(r)
     final = policy_output_dir(project_id=r.project_id, round_id=r.pk)
     policy_leftovers_remove(final)

@@ -3,11 +3,13 @@
 from django.urls import include, path
 from rest_framework.authtoken.views import obtain_auth_token
 
-from annotation import api
+from annotation import api, member_views
 
 project_api = [
     path("next/", api.NextView.as_view(), name="api-next"),
     path("progress/", api.ProgressView.as_view(), name="api-progress"),
+    path("members/", member_views.MembersView.as_view(), name="api-project-members"),
+    path("members/<int:user_id>/", member_views.MemberView.as_view(), name="api-project-member"),
 ]
 comparison_api = [
     path("preference/", api.PreferenceSubmitView.as_view(), name="api-preference"),

@@ -2,12 +2,13 @@
 
 from django.urls import include, path
 
-from annotation import ops_views
+from annotation import member_views, ops_views
 
 project_pages = [
     path("edit/", ops_views.project_edit, name="ops-project-edit"),
     path("import/", ops_views.project_import, name="ops-project-import"),
     path("prompts/", ops_views.project_prompts_import, name="ops-project-prompts"),
+    path("members/", member_views.project_members_page, name="ops-project-members"),
 ]
 
 urlpatterns = [

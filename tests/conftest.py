@@ -5,22 +5,40 @@ from django.contrib.auth.models import Group, User
 
 from annotation.models import Project
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
-from core.roles import role_groups_ensure
+from annotation.services.members import project_members_add_all
+from core.roles import ROLE_PERMISSIONS, role_groups_ensure
 
 _counter = itertools.count()
+ALL = "all"  # make_user(projects=ALL) / make_project(members=ALL): the default, see below
+
+
+def role_users():
+    """Users in a role group (what the members migration makes members of every project)."""
+    return User.objects.filter(groups__name__in=list(ROLE_PERMISSIONS)).distinct()
 
 
 @pytest.fixture
 def make_user(db):
     def make(
-        role: str | None = "rater", *, username: str | None = None, password: str = "pw-test-123", **extra
+        role: str | None = "rater",
+        *,
+        username: str | None = None,
+        password: str = "pw-test-123",
+        projects=ALL,
+        **extra,
     ):
+        """A user with `role`, a member of `projects` (default: every project that exists now,
+        as the members migration did for existing installs; [] for none)."""
         name = username or f"{role or 'nobody'}{next(_counter)}"
         user = User.objects.create_user(username=name, password=password, **extra)
         if role:
             if not Group.objects.filter(name=role).exists():  # emptied by a transactional test's flush
                 role_groups_ensure()
             user.groups.add(Group.objects.get(name=role))
+        if projects is ALL:
+            projects = Project.objects.all() if role else []
+        for project in projects:
+            project_members_add_all(project=project, users=[user])
         return user
 
     return make
@@ -28,11 +46,13 @@ def make_user(db):
 
 @pytest.fixture
 def make_project(db):
-    def make(*, pairs: int = 0, overlap: int = 3, lease_seconds: int = 300, **extra) -> Project:
+    def make(*, pairs: int = 0, overlap: int = 3, lease_seconds: int = 300, members=ALL, **extra) -> Project:
+        """A project with `pairs` comparisons and `members` (default: every user with a role)."""
         n = next(_counter)
         project = Project.objects.create(
             name=f"Project {n}", slug=f"project-{n}", overlap=overlap, lease_seconds=lease_seconds, **extra
         )
+        project_members_add_all(project=project, users=role_users() if members is ALL else members)
         if pairs:
             comparisons_create(
                 project=project,

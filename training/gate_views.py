@@ -17,7 +17,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from annotation.models import Project
+from annotation.selectors import projects_for
 from core.api import errors_with
 from core.errors import ErrorCode
 from core.permissions import role_required
@@ -49,7 +49,7 @@ def round_gate_check_view(request, round_id: int):
 @require_POST
 @role_required(OPERATE)
 def policy_rollback_view(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     try:
         checkpoint = int(request.POST.get("checkpoint", ""))
     except ValueError:
@@ -68,7 +68,7 @@ def policy_rollback_view(request, project_id: int):
 @require_POST
 @role_required(OPERATE)
 def schedule_resume_view(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     action = partial(schedule_resume, project=project, by=request.user)
     return page_action(request, action, "Schedule resumed.", to=_rounds_url(project.pk))
 
@@ -109,7 +109,7 @@ class PolicyRollbackView(OpsApiView):
         responses={201: PolicyEventSerializer, **errors_with(ErrorCode.STATE)},
     )
     def post(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         data = RollbackSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         event = policy_rollback(

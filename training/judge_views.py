@@ -19,6 +19,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from annotation.models import Project
+from annotation.selectors import projects_for
 from core.api import ERRORS, errors_with
 from core.errors import ErrorCode
 from core.permissions import role_required
@@ -56,7 +57,7 @@ def _page(request, project: Project, form: JudgeRunForm, *, status: int = 200):
 @require_GET
 @role_required(OPERATE)
 def judges(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     if request.htmx:
         return render(request, "training/_judge_runs.html", _context(project))
     return _page(request, project, JudgeRunForm())
@@ -65,7 +66,7 @@ def judges(request, project_id: int):
 @require_POST
 @role_required(OPERATE)
 def judge_run_start(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     form = JudgeRunForm(request.POST)
     if not form.is_valid():
         return _page(request, project, form, status=400)
@@ -132,7 +133,7 @@ class JudgeRunListView(OpsApiView):
 
     @extend_schema(responses={200: JudgeRunSerializer(many=True), **ERRORS})
     def get(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         return Response(JudgeRunSerializer(selectors.judge_runs_for(project=project)[:200], many=True).data)
 
     @extend_schema(
@@ -140,7 +141,7 @@ class JudgeRunListView(OpsApiView):
         responses={201: JudgeRunSerializer, **errors_with(ErrorCode.RUNNING)},
     )
     def post(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         data = JudgeRunStartSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         run = judge_run_create(project=project, requested_by=request.user, **data.validated_data)

@@ -21,7 +21,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from annotation.models import Project
-from annotation.selectors import prompt_pool_counts
+from annotation.selectors import projects_for, prompt_pool_counts
 from core.api import ERRORS, errors_with
 from core.errors import ErrorCode, ServiceError
 from core.jobs import job_is_held
@@ -150,7 +150,7 @@ def _list_context(project: Project) -> dict:
 @require_GET
 @role_required(OPERATE)
 def rounds(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     context = _list_context(project)
     if request.htmx:
         return render(request, "training/_rounds.html", context)
@@ -173,7 +173,7 @@ def _policy_context(project: Project) -> dict:
 @require_POST
 @role_required(OPERATE)
 def round_settings_save(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     form = RoundSettingsForm(request.POST, instance=round_settings_get(project=project))
     if form.is_valid():
         try:
@@ -193,7 +193,7 @@ def round_settings_save(request, project_id: int):
 @require_POST
 @role_required(OPERATE)
 def round_start_view(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     try:
         r, created = round_start(project=project, requested_by=request.user)
     except ServiceError as exc:
@@ -281,7 +281,7 @@ class EvalPromptsForm(forms.Form):
 @require_POST
 @role_required(OPERATE)
 def eval_prompts_mark_view(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     form = EvalPromptsForm(request.POST)
     to = reverse("training:rounds", args=[project.pk])
     if not form.is_valid():
@@ -318,7 +318,7 @@ class RoundListView(OpsApiView):
 
     @extend_schema(responses={200: RoundSerializer(many=True), **ERRORS})
     def get(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         return Response(RoundSerializer(selectors.rounds_for(project=project)[:200], many=True).data)
 
     @extend_schema(
@@ -330,7 +330,7 @@ class RoundListView(OpsApiView):
         },
     )
     def post(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         r, created = round_start(project=project, requested_by=request.user)
         return Response(
             RoundSerializer(r).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
@@ -388,7 +388,7 @@ class RoundSettingsView(OpsApiView):
 
     @extend_schema(responses={200: RoundSettingsSerializer, **ERRORS})
     def get(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         return Response(RoundSettingsSerializer(round_settings_get(project=project)).data)
 
     @extend_schema(
@@ -396,7 +396,7 @@ class RoundSettingsView(OpsApiView):
         responses={200: RoundSettingsSerializer, **errors_with(ErrorCode.STATE)},
     )
     def patch(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         parsed = RoundSettingsSerializer(round_settings_get(project=project), data=request.data, partial=True)
         parsed.is_valid(raise_exception=True)
         row = round_settings_update(project=project, **parsed.validated_data)

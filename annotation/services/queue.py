@@ -27,9 +27,10 @@ from annotation.models import (
     Response,
     Skip,
 )
+from annotation.selectors import comparison_visible, project_visible, sees_all_projects
 from core.db import fetchone, fetchone_atomic
 from core.errors import ErrorCode, NoLease, NotFound, ServiceError
-from core.events import event_send_on_commit, project_group
+from core.events import Audience, event_send_on_commit, project_group
 from core.locks import LockNamespace
 
 # Serialises one rater's own queue calls (two tabs, a double click) inside a transaction.
@@ -103,6 +104,11 @@ _NEXT_SQL = f"""
 WITH project AS (
     SELECT id, CAST(%(now)s AS timestamptz) + lease_seconds * interval '1 second' AS expires
     FROM annotation_project WHERE id = %(project)s
+      -- Project membership (issue 15): a rater leases only in a project they are a member of;
+      -- ops and superusers (%(all_projects)s, annotation.selectors.sees_all_projects) in any.
+      -- No project row: no held lease, no pick, and `assignment_next` answers 404.
+      AND (%(all_projects)s OR EXISTS (SELECT 1 FROM annotation_projectmember m
+                                       WHERE m.project_id = %(project)s AND m.user_id = %(rater)s))
 ), held AS (
     SELECT id, expires_at FROM annotation_assignment
     WHERE project_id = (SELECT id FROM project) AND rater_id = %(rater)s AND state = 'leased'
@@ -188,6 +194,7 @@ def assignment_next(*, rater: AbstractBaseUser, project: Project | int) -> Lease
     project_id = project if isinstance(project, int) else project.pk
     now = timezone.now()
     params = {"project": project_id, "rater": rater.pk, "now": now, "left": random.choice("ab")}
+    params["all_projects"] = sees_all_projects(rater)  # membership, see _NEXT_SQL's project
     # One transaction, one round trip: the rater lock, then the statement. The statement runs
     # (takes its snapshot) only once the lock is granted, so it sees the lease a concurrent
     # call of the same rater just committed and gives that back instead of a second pair.
@@ -199,7 +206,7 @@ def assignment_next(*, rater: AbstractBaseUser, project: Project | int) -> Lease
     )
     if row is not None:
         return _lease_from_row(row)
-    if not Project.objects.filter(pk=project_id).exists():
+    if not project_visible(user=rater, project_id=project_id):  # missing, or not a member
         raise NotFound("No such project.", code=ErrorCode.NOT_FOUND)
     return None
 
@@ -333,8 +340,9 @@ def preference_submit(
     if row is not None:
         project_id, completed = row[0], row[1]
         event_send_on_commit(
-            group=project_group(project_id),
-            payload={"kind": "vote", "comparison_completed": completed, "rater": rater.pk},
+            # To every role's counters: a count, never who voted.
+            group=project_group(project_id, Audience.COUNTERS),
+            payload={"kind": "vote", "comparison_completed": completed},
         )
         return SubmitResult(_from_row(Preference, row[2:]), created=True)
     return _submit_refused(rater=rater, comparison_id=comparison_id, idempotency_key=idempotency_key)
@@ -353,7 +361,7 @@ def _submit_refused(*, rater: AbstractBaseUser, comparison_id: int, idempotency_
                 code=ErrorCode.IDEMPOTENCY_KEY,
             )
         return SubmitResult(Preference.objects.get(pk=earlier_id), created=False)
-    if not Comparison.objects.filter(pk=comparison_id).exists():
+    if not comparison_visible(user=rater, comparison_id=comparison_id):  # missing, or not a member
         raise NotFound("No such comparison.", code=ErrorCode.NOT_FOUND)
     raise NoLease(
         "You hold no lease on this pair: it may have expired and gone to another rater. Load the next pair.",
@@ -373,7 +381,7 @@ def assignment_skip(*, rater: AbstractBaseUser, comparison_id: int, reason: str)
         .first()
     )
     if slot is None:
-        if not Comparison.objects.filter(pk=comparison_id).exists():
+        if not comparison_visible(user=rater, comparison_id=comparison_id):
             raise NotFound("No such comparison.", code=ErrorCode.NOT_FOUND)
         raise NoLease("You hold no lease on this pair, so there is nothing to skip.", code=ErrorCode.NO_LEASE)
     slot.state = Assignment.State.OPEN

@@ -5,7 +5,7 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 
-from annotation.models import Assignment, Comparison, Project, Prompt, Response
+from annotation.models import Assignment, Comparison, Project, ProjectMember, Prompt, Response
 from annotation.services.demo import PAIRS
 
 
@@ -24,6 +24,7 @@ def counts():
         "slots": Assignment.objects.filter(comparison__metadata__has_key="demo_id").count(),
         "users": User.objects.filter(is_active=True).count(),
         "memberships": User.groups.through.objects.count(),
+        "project_members": sorted(ProjectMember.objects.values_list("project__slug", "user__username")),
         "passwords": sorted(User.objects.values_list("username", "password")),
     }
 
@@ -38,6 +39,8 @@ def test_seed_is_idempotent_and_prints_the_logins(monkeypatch):
     assert project.name == "Demo: helpful and harmless" and project.overlap == 3
     assert project.guidelines.startswith("# ") and "## Safety flags" in project.guidelines
     assert first["comparisons"] == len(PAIRS) >= 20 and first["slots"] == 3 * len(PAIRS)
+    members = {u for slug, u in first["project_members"] if slug == project.slug}
+    assert members == {"rater1", "rater2", "rater3", "researcher1", "ops1"}  # raters rate only their projects
     # The gold answers also go in once as imported votes (a round needs a reward model).
     assert first["gold_votes"] == sum(1 for *_, gold in PAIRS if gold in ("a", "b")) > 0
     assert first["projects"] == 1 and first["users"] == 6

@@ -2,6 +2,7 @@ import itertools
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.db import connection
 
 from annotation.models import Project
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
@@ -81,3 +82,22 @@ def database_as_migrated_afterwards(django_db_blocker):
     if hasattr(conn, "_test_serialized_contents"):
         with django_db_blocker.unblock():
             conn.creation.deserialize_db_from_string(conn._test_serialized_contents)
+
+
+@pytest.fixture(scope="session")
+def test_database(django_db_setup, django_db_blocker):
+    """pytest-django creates the test database only when some collected test asks for `db`;
+    these tests use committed data instead, so run on their own they create it here."""
+    settings_dict = connection.settings_dict
+    if settings_dict["NAME"] == settings_dict["TEST"]["NAME"]:
+        yield
+        return
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+        connection.close()
+        connection.close_pool()  # a pool opened on the server's default database
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=0)

@@ -7,7 +7,17 @@ edited on the ops pages (or here, by staff).
 
 from django.contrib import admin
 
-from annotation.models import Assignment, Comparison, Preference, Project, Prompt, Response, Skip
+from annotation.models import (
+    Assignment,
+    Comparison,
+    Preference,
+    Project,
+    ProjectMember,
+    Prompt,
+    Response,
+    Skip,
+)
+from annotation.services.members import project_member_remove
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -26,6 +36,26 @@ class ProjectAdmin(admin.ModelAdmin):
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     readonly_fields = ("created_at",)
+
+
+@admin.register(ProjectMember)
+class ProjectMemberAdmin(admin.ModelAdmin):
+    """Who may see which project (raters and researchers; ops see all). Removing goes through
+    the service, which also sends the pairs the user holds there back to the queue."""
+
+    list_display = ("user", "project", "added_by", "added_at")
+    list_filter = ("project",)
+    list_select_related = ("user", "project", "added_by")
+    search_fields = ("user__username", "project__name")
+    raw_id_fields = ("user", "added_by")
+    readonly_fields = ("added_at",)
+
+    def delete_model(self, request, obj):
+        project_member_remove(project=obj.project, user=obj.user)
+
+    def delete_queryset(self, request, queryset):
+        for member in queryset.select_related("project", "user"):
+            project_member_remove(project=member.project, user=member.user)
 
 
 @admin.register(Prompt)

@@ -15,7 +15,6 @@ from rest_framework.response import Response
 
 from accounts.throttles import ProgressThrottle, RatingThrottle
 from annotation import selectors
-from annotation.models import Project
 from annotation.serializers import (
     LeaseSerializer,
     PreferenceInSerializer,
@@ -125,7 +124,7 @@ class ProgressView(RatingAPIView):
 
     @extend_schema(operation_id="project_progress", responses={200: ProgressSerializer, **ERRORS})
     def get(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(selectors.projects_for(user=request.user), pk=project_id)
         return Response(
             ProgressSerializer(selectors.progress_cached(rater=request.user, project=project)).data
         )

@@ -3,7 +3,7 @@
 from django.urls import include, path
 
 import core.validation  # noqa: F401 - registers the <id:...> path converter
-from annotation import api
+from annotation import api, member_views
 from annotation.quality import api as quality_api
 
 project_api = [
@@ -11,6 +11,8 @@ project_api = [
     path("progress/", api.ProgressView.as_view(), name="api-progress"),
     path("raters/quality/", quality_api.RaterQualityView.as_view(), name="api-raters-quality"),
     path("raters/<int:rater_id>/state/", quality_api.RaterStateView.as_view(), name="api-rater-state"),
+    path("members/", member_views.MembersView.as_view(), name="api-project-members"),
+    path("members/<int:user_id>/", member_views.MemberView.as_view(), name="api-project-member"),
 ]
 comparison_api = [
     path("preference/", api.PreferenceSubmitView.as_view(), name="api-preference"),

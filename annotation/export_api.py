@@ -18,8 +18,8 @@ from rest_framework.response import Response
 
 from annotation.export_views import export_file_response
 from annotation.exporters import CONTENT_TYPES, FORMATS, KINDS
-from annotation.models import Export, Project
-from annotation.selectors import export_get, export_identical_to, exports_for
+from annotation.models import Export
+from annotation.selectors import export_get, export_identical_to, exports_for, projects_for
 from annotation.services.exports import export_cancel, export_request, export_run
 from core.api import ERRORS, ApiView, CanReadData
 from core.errors import ErrorCode, NotFound
@@ -88,8 +88,8 @@ class ExportListView(ExportAPIView):
         project = None
         project_id = id_from(request.query_params.get("project"), name="project")  # 400 if not an id
         if project_id is not None:
-            project = get_object_or_404(Project, pk=project_id)
-        return Response(ExportSerializer(exports_for(project=project), many=True).data)
+            project = get_object_or_404(projects_for(user=request.user), pk=project_id)
+        return Response(ExportSerializer(exports_for(user=request.user, project=project), many=True).data)
 
     @extend_schema(
         operation_id="exports_create",
@@ -103,7 +103,7 @@ class ExportListView(ExportAPIView):
     def post(self, request):
         data = ExportInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        project = get_object_or_404(Project, pk=data.validated_data["project"])
+        project = get_object_or_404(projects_for(user=request.user), pk=data.validated_data["project"])
         plan = export_request(
             project=project,
             kind=data.validated_data["kind"],
@@ -117,8 +117,9 @@ class ExportListView(ExportAPIView):
         return Response(ExportSerializer(plan.export).data, status=status.HTTP_202_ACCEPTED)
 
 
-def _export(export_id: int) -> Export:
-    export = export_get(export_id=export_id)
+def _export(request, export_id: int) -> Export:
+    """The export, 404 if it does not exist or belongs to a project the caller is no member of."""
+    export = export_get(user=request.user, export_id=export_id)
     if export is None:
         raise DRFNotFound("No such export.")
     return export
@@ -127,7 +128,7 @@ def _export(export_id: int) -> Export:
 class ExportDetailView(ExportAPIView):
     @extend_schema(operation_id="exports_get", responses={200: ExportDetailSerializer, **ERRORS})
     def get(self, request, export_id: int):
-        return Response(ExportDetailSerializer(_export(export_id)).data)
+        return Response(ExportDetailSerializer(_export(request, export_id)).data)
 
 
 class ExportCardView(ExportAPIView):
@@ -136,7 +137,7 @@ class ExportCardView(ExportAPIView):
         responses={(200, "text/markdown"): OpenApiTypes.STR, **ERRORS},
     )
     def get(self, request, export_id: int):
-        export = _export(export_id)
+        export = _export(request, export_id)
         if not export.card:
             raise NotFound("This export has no dataset card yet.", code=ErrorCode.NOT_READY)
         return HttpResponse(export.card, content_type="text/markdown; charset=utf-8")
@@ -149,11 +150,11 @@ class ExportDownloadView(ExportAPIView):
         responses={**{(200, ct): OpenApiTypes.BINARY for ct in CONTENT_TYPES.values()}, **ERRORS},
     )
     def get(self, request, export_id: int):
-        return export_file_response(_export(export_id))  # NotFound: 404
+        return export_file_response(_export(request, export_id))  # NotFound: 404
 
 
 class ExportCancelView(ExportAPIView):
     @extend_schema(operation_id="exports_cancel", request=None, responses={200: ExportSerializer, **ERRORS})
     def post(self, request, export_id: int):
-        _export(export_id)
+        _export(request, export_id)
         return Response(ExportSerializer(export_cancel(export_id=export_id, user=request.user)).data)

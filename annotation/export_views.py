@@ -23,7 +23,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from annotation.exporters import CONTENT_TYPES, FORMATS
 from annotation.exporters.filters import TRISTATE, VOTERS
 from annotation.models import Export, Project
-from annotation.selectors import export_get, export_identical_to, exports_for
+from annotation.selectors import export_get, export_identical_to, exports_for, projects_for
 from annotation.services.exports import export_cancel, export_data_path, export_request, export_stream
 from core.errors import NotFound, ServiceError
 from core.permissions import role_required
@@ -32,7 +32,7 @@ from core.validation import id_from
 
 
 class ExportForm(forms.Form):
-    project = forms.ModelChoiceField(queryset=Project.objects.order_by("name"))
+    project = forms.ModelChoiceField(queryset=Project.objects.none())
     kind = forms.ChoiceField(choices=Export.Kind.choices, initial="trl")
     format = forms.ChoiceField(choices=[(f, f) for f in FORMATS], initial="jsonl")
     rounds = forms.CharField(required=False, help_text="Round ids, comma separated (empty: all).")
@@ -66,6 +66,10 @@ class ExportForm(forms.Form):
         required=False, min_value=0, max_value=1, initial=0,
         help_text="People's votes only from raters with at least this trust (0: all).",
     )  # fmt: skip
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["project"].queryset = projects_for(user=user)  # the projects they are members of
 
     def filters(self) -> dict:
         data = self.cleaned_data
@@ -114,7 +118,7 @@ def download_name(export: Export) -> str:
 def exports_home(request: HttpRequest) -> HttpResponse:
     project = None
     if request.method == "POST":
-        form = ExportForm(request.POST)
+        form = ExportForm(request.POST, user=request.user)
         if form.is_valid():
             try:
                 plan = export_request(
@@ -142,18 +146,19 @@ def exports_home(request: HttpRequest) -> HttpResponse:
             project_id = id_from(request.GET.get("project"), name="project")
         except ServiceError as exc:
             return HttpResponseBadRequest(exc.message)
-        project = Project.objects.filter(pk=project_id).first() if project_id else None
-        form = ExportForm(initial={"project": project})
+        project = projects_for(user=request.user).filter(pk=project_id).first() if project_id else None
+        form = ExportForm(initial={"project": project}, user=request.user)
     return render(
         request,
         "exports/home.html",
-        {"form": form, "exports": exports_for(project=project), "project": project},
+        {"form": form, "exports": exports_for(user=request.user, project=project), "project": project},
         status=400 if request.method == "POST" else 200,
     )
 
 
-def _export_or_404(export_id: int) -> Export:
-    export = export_get(export_id=export_id)
+def _export_or_404(request, export_id: int) -> Export:
+    """The export, 404 if it does not exist or belongs to a project the user is no member of."""
+    export = export_get(user=request.user, export_id=export_id)
     if export is None:
         raise Http404("No such export.")
     return export
@@ -161,7 +166,7 @@ def _export_or_404(export_id: int) -> Export:
 
 @role_required(READ_DATA)
 def export_detail(request: HttpRequest, export_id: int) -> HttpResponse:
-    export = _export_or_404(export_id)
+    export = _export_or_404(request, export_id)
     template = "exports/_row.html" if request.htmx else "exports/detail.html"
     identical = export_identical_to(export=export, sha256=export.sha256) if export.sha256 else None
     return render(request, template, {"e": export, "detail": True, "identical_to": identical})
@@ -181,7 +186,7 @@ def export_file_response(export: Export) -> FileResponse:
 
 @role_required(READ_DATA)
 def export_download(request: HttpRequest, export_id: int) -> HttpResponse:
-    export = _export_or_404(export_id)
+    export = _export_or_404(request, export_id)
     try:
         return export_file_response(export)
     except NotFound as exc:
@@ -191,7 +196,7 @@ def export_download(request: HttpRequest, export_id: int) -> HttpResponse:
 @role_required(READ_DATA)
 @require_POST
 def export_cancel_view(request: HttpRequest, export_id: int) -> HttpResponse:
-    export = _export_or_404(export_id)
+    export = _export_or_404(request, export_id)
     try:
         export = export_cancel(export_id=export.pk, user=request.user)
     except ServiceError:

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from core.events import Audience
 from core.jobs import Job
 from core.locks import LockNamespace
 
@@ -58,6 +59,27 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ProjectMember(models.Model):
+    """A rater or researcher assigned to a project by ops (like an Argilla workspace or a Label
+    Studio project member). Raters and researchers see, rate and hear only the projects they are
+    members of; ops and superusers see every project (annotation.selectors.projects_for)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="project_memberships"
+    )
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="project_member_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project}"
 
 
 class Prompt(models.Model):
@@ -372,6 +394,8 @@ class Export(Job):
             ),
         ]
         indexes = [models.Index(fields=["project", "-created_at"], name="export_project_recent_idx")]
+
+    event_audience = Audience.RESEARCH
 
     def event_extra(self) -> dict:
         # "kind" is the event's (always "export"); the data's kind goes as "export_kind".

@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from annotation import ops_views
+from annotation import member_views, ops_views
 from annotation.quality import views as quality_views
 
 project_pages = [
@@ -10,6 +10,7 @@ project_pages = [
     path("import/", ops_views.project_import, name="ops-project-import"),
     path("prompts/", ops_views.project_prompts_import, name="ops-project-prompts"),
     path("raters/", quality_views.raters_page, name="ops-project-raters"),
+    path("members/", member_views.project_members_page, name="ops-project-members"),
 ]
 
 urlpatterns = [

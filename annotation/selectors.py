@@ -31,7 +31,18 @@ from annotation.exporters.sql import (
     export_sql,
     export_stats_sql,
 )
-from annotation.models import Assignment, Comparison, Export, Preference, Project, Prompt, Skip
+from annotation.models import (
+    Assignment,
+    Comparison,
+    Export,
+    Preference,
+    Project,
+    ProjectMember,
+    Prompt,
+    Skip,
+)
+from core import roles
+from core.permissions import role_perms
 
 
 @dataclass(frozen=True)
@@ -114,8 +125,38 @@ def preference_of(*, rater, preference_id: int) -> Preference | None:
     )
 
 
+def sees_all_projects(user) -> bool:
+    """Ops and (active) superusers see every project; raters and researchers only the projects
+    they are members of (ProjectMember)."""
+    return roles.OPERATE in role_perms(user)
+
+
 def projects_for(*, user):
-    return Project.objects.order_by("name")
+    """The projects `user` may see: all for ops and superusers, their own for everyone else."""
+    projects = Project.objects.order_by("name")
+    if user is None or not user.is_authenticated:
+        return projects.none()
+    if sees_all_projects(user):
+        return projects
+    return projects.filter(members__user=user)
+
+
+def project_visible(*, user, project_id: int) -> bool:
+    return projects_for(user=user).filter(pk=project_id).exists()
+
+
+def comparison_visible(*, user, comparison_id: int) -> bool:
+    return Comparison.objects.filter(pk=comparison_id, project__in=projects_for(user=user)).exists()
+
+
+def project_members(*, project: Project):
+    """A project's members with their roles' groups, by username."""
+    return (
+        ProjectMember.objects.filter(project=project)
+        .select_related("user", "added_by")
+        .prefetch_related("user__groups")
+        .order_by("user__username")
+    )
 
 
 def project_by_ref(ref: str) -> Project | None:
@@ -183,15 +224,22 @@ def export_rater_pseudonym(*, secret: str, rater_id: int) -> str:
     return digest[:16]
 
 
-def exports_for(*, project: Project | None = None, limit: int = 50):
-    qs = Export.objects.select_related("project", "created_by").order_by("-created_at", "-id")
+def _exports_seen_by(user):
+    exports = Export.objects.select_related("project", "created_by")
+    return exports if sees_all_projects(user) else exports.filter(project__in=projects_for(user=user))
+
+
+def exports_for(*, user, project: Project | None = None, limit: int = 50):
+    """The newest exports of the projects `user` may see (of `project` only, if given)."""
+    qs = _exports_seen_by(user).order_by("-created_at", "-id")
     if project is not None:
         qs = qs.filter(project=project)
     return qs[:limit]
 
 
-def export_get(*, export_id: int) -> Export | None:
-    return Export.objects.select_related("project", "created_by").filter(pk=export_id).first()
+def export_get(*, user, export_id: int) -> Export | None:
+    """The export, if it belongs to a project `user` may see."""
+    return _exports_seen_by(user).filter(pk=export_id).first()
 
 
 def export_identical_to(*, export: Export, sha256: str) -> Export | None:

@@ -379,12 +379,22 @@ _FILLER = (
 )
 
 
+def bench_members_add(project) -> None:
+    """The bench raters are members of the project (raters rate only their projects)."""
+    from django.contrib.auth.models import User
+
+    from annotation.services.members import project_members_add_all
+
+    project_members_add_all(project=project, users=User.objects.filter(username__startswith="bench-rater-"))
+
+
 def project_seed(*, name: str, pairs: int, overlap: int, prompts: int = 250, batch: int = 5_000):
     """A fresh project with `pairs` comparisons of `overlap` slots each, made by the service."""
     from annotation.models import Project
     from annotation.services.comparisons import ComparisonSpec, comparisons_create
 
     project = Project.objects.create(name=name, slug=name, overlap=overlap, lease_seconds=300)
+    bench_members_add(project)
     for start in range(0, pairs, batch):
         specs = [
             ComparisonSpec(
@@ -830,6 +840,7 @@ def run_fresh(*, args: argparse.Namespace, raters: list, concurrency: int) -> Ph
         project = Project.objects.create(
             name=f"bench-fresh-{n}", slug=f"bench-fresh-{n}", overlap=args.overlap, lease_seconds=300
         )
+        bench_members_add(project)
         lines = (
             json.dumps(
                 {

@@ -19,6 +19,7 @@ import atexit
 import logging
 import os
 import threading
+from enum import StrEnum
 
 from channels.layers import get_channel_layer
 from django.db import transaction
@@ -28,8 +29,22 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 10_000  # events queued but not yet sent; beyond this new ones are dropped
 
 
-def project_group(project_id: int) -> str:
-    return f"project.{project_id}"
+class Audience(StrEnum):
+    """Who hears a project's events: each event goes to one audience's group, and a socket joins
+    the groups its user's roles allow (annotation/consumers.py), for projects they may see.
+
+    counters  every role: votes and comparisons added, counts only (never a voter's id)
+    research  researchers and ops (`annotation.read_data`): export jobs
+    ops       ops (`annotation.operate`): reward-model runs, rounds, evaluations, judge runs
+    """
+
+    COUNTERS = "counters"
+    RESEARCH = "research"
+    OPS = "ops"
+
+
+def project_group(project_id: int, audience: Audience) -> str:
+    return f"project.{project_id}.{audience}"
 
 
 class _Sender:

@@ -49,7 +49,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.errors import ErrorCode, NotFound, ServiceError
-from core.events import event_send_now, event_send_on_commit, project_group
+from core.events import Audience, event_send_now, event_send_on_commit, project_group
 from core.files import path_remove, temp_entries
 from core.locks import LockNamespace, job_lock, job_lock_held
 
@@ -124,8 +124,11 @@ class Job(models.Model):
             return 0
         return max(0, min(100, int(100 * self.progress_done / self.progress_total)))
 
+    # Who hears this kind of job's events (core.events.Audience); exports go to researchers.
+    event_audience = Audience.OPS
+
     def event_group(self) -> str:
-        return project_group(self.project_id)
+        return project_group(self.project_id, self.event_audience)
 
     def event_extra(self) -> dict:
         """Keys this kind of job adds to its events (override)."""

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from rest_framework import serializers
 
-from annotation.models import Project
+from annotation.selectors import projects_for
 from core.errors import ErrorCode
 from core.permissions import role_required
 from core.roles import OPERATE
@@ -52,7 +52,7 @@ def round_gate_check_view(request, round_id: int):
 @require_POST
 @role_required(OPERATE)
 def policy_rollback_view(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     try:
         checkpoint = int(request.POST.get("checkpoint", ""))
     except ValueError:
@@ -71,7 +71,7 @@ def policy_rollback_view(request, project_id: int):
 @require_POST
 @role_required(OPERATE)
 def schedule_resume_view(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     action = partial(schedule_resume, project=project, by=request.user)
     return page_action(request, action, "Schedule resumed.", to=_rounds_url(project.pk))
 

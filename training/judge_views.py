@@ -19,6 +19,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from annotation.models import Project
+from annotation.selectors import projects_for
 from core.api import ERRORS
 from core.errors import ErrorCode
 from core.permissions import role_required
@@ -64,7 +65,7 @@ def _page(request, project: Project, form: JudgeRunForm, *, status: int = 200):
 @require_GET
 @role_required(OPERATE)
 def judges(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     if request.htmx:
         return render(request, "training/_judge_runs.html", _context(project))
     return _page(request, project, JudgeRunForm())
@@ -73,7 +74,7 @@ def judges(request, project_id: int):
 @require_POST
 @role_required(OPERATE)
 def judge_run_start(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     form = JudgeRunForm(request.POST)
     if not form.is_valid():
         return _page(request, project, form, status=400)

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 
-from annotation.models import Project
+from annotation.selectors import projects_for
 from core.api import ERRORS, ApiView, CanReadData
 from core.errors import ServiceError
 from core.permissions import role_required
@@ -24,7 +24,7 @@ from training import evaluation_selectors as selectors
 @require_GET
 @role_required(READ_DATA)
 def leaderboard(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     kinds = selectors.voter_kinds(project_id=project.pk)
     error = ""
     try:
@@ -51,7 +51,7 @@ class LeaderboardView(ApiView):
         responses={200: dict, **ERRORS},
     )
     def get(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         voters = selectors.voters_parse(request.query_params.get("voters"))
         board = selectors.leaderboard_table(project_id=project.pk, voters=voters)
         board.pop("plot", None)

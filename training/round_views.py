@@ -21,7 +21,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from annotation.models import Project
-from annotation.selectors import prompt_pool_counts
+from annotation.selectors import projects_for, prompt_pool_counts
 from core import safejson
 from core.api import ERRORS, errors_with
 from core.errors import ErrorCode, ServiceError
@@ -158,7 +158,7 @@ def _list_context(project: Project) -> dict:
 @require_GET
 @role_required(OPERATE)
 def rounds(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     context = _list_context(project)
     if request.htmx:
         return render(request, "training/_rounds.html", context)
@@ -181,7 +181,7 @@ def _policy_context(project: Project) -> dict:
 @require_POST
 @role_required(OPERATE)
 def round_settings_save(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     form = RoundSettingsForm(request.POST, instance=round_settings_get(project=project))
     if form.is_valid():
         try:
@@ -201,7 +201,7 @@ def round_settings_save(request, project_id: int):
 @require_POST
 @role_required(OPERATE)
 def round_start_view(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     try:
         r, created = round_start(project=project, requested_by=request.user)
     except ServiceError as exc:
@@ -289,7 +289,7 @@ class EvalPromptsForm(forms.Form):
 @require_POST
 @role_required(OPERATE)
 def eval_prompts_mark_view(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     form = EvalPromptsForm(request.POST)
     to = reverse("training:rounds", args=[project.pk])
     if not form.is_valid():
@@ -340,7 +340,7 @@ class RoundListView(ProjectRowsView):
         },
     )
     def post(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         r, created = round_start(project=project, requested_by=request.user)
         return Response(
             RoundSerializer(r).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
@@ -398,7 +398,7 @@ class RoundSettingsView(OpsApiView):
 
     @extend_schema(responses={200: RoundSettingsSerializer, **ERRORS})
     def get(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         return Response(RoundSettingsSerializer(round_settings_get(project=project)).data)
 
     @extend_schema(
@@ -406,7 +406,7 @@ class RoundSettingsView(OpsApiView):
         responses={200: RoundSettingsSerializer, **errors_with(ErrorCode.STATE)},
     )
     def patch(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         parsed = RoundSettingsSerializer(round_settings_get(project=project), data=request.data, partial=True)
         parsed.is_valid(raise_exception=True)
         row = round_settings_update(project=project, **parsed.validated_data)

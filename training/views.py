@@ -19,6 +19,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from annotation.models import Project
+from annotation.selectors import projects_for
 from core.api import ERRORS, ApiView, CanOperate, errors_with
 from core.errors import ErrorCode, ServiceError
 from core.permissions import role_required
@@ -90,7 +91,7 @@ def index(request):
 @require_GET
 @role_required(OPERATE)
 def reward_models(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     context = _runs_context(project)
     if request.htmx:
         return render(request, "training/_runs.html", context)
@@ -102,7 +103,7 @@ def reward_models(request, project_id: int):
 @require_POST
 @role_required(OPERATE)
 def reward_model_start(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
+    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
     form = RunStartForm(request.POST)
     if not form.is_valid():
         context = _runs_context(project)
@@ -194,7 +195,7 @@ class ProjectRowsView(OpsApiView):
         raise NotImplementedError
 
     def get(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         return Response(self.serializer_class(self.rows(project), many=True).data)
 
 
@@ -210,7 +211,7 @@ class ProjectCreateView(OpsApiView):
         raise NotImplementedError
 
     def post(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         parsed = self.input_class(data=request.data)
         parsed.is_valid(raise_exception=True)
         row = self.create(request, project, parsed.validated_data)

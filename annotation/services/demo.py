@@ -23,6 +23,7 @@ from django.db import transaction
 from annotation.demo_data import GUIDELINES, PAIRS, PROMPT_POOL
 from annotation.models import Comparison, Project
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from annotation.services.members import project_members_add_all
 from annotation.services.preference_imports import preferences_import
 from annotation.services.projects import project_create
 from annotation.services.prompt_imports import prompts_import
@@ -152,6 +153,9 @@ def demo_seed(*, password: str = DEFAULT_PASSWORD, with_admin: bool = False) -> 
     ]
     created = comparisons_create(project=project, specs=specs) if specs else []
     logins = [_user_ensure(username=u, role=r, password=password) for u, r in users]
+    # The demo raters and researcher are members of the demo project (ops see every project).
+    members = get_user_model().objects.filter(username__in=[u for u, r in users if r != "staff"])
+    project_members_add_all(project=project, users=members)
     return DemoSeedResult(
         project=project,
         project_created=project_created,

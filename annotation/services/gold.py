@@ -74,7 +74,13 @@ def gold_due(project_id: int) -> bool:
 
 @cache
 def _gold_sql() -> str:
-    from annotation.services.queue import _ASSIGNMENT_COLUMNS, _LOAD_COLUMNS, _LOAD_JOINS, PAUSED_SQL
+    from annotation.services.queue import (
+        _ASSIGNMENT_COLUMNS,
+        _LOAD_COLUMNS,
+        _LOAD_JOINS,
+        MEMBER_SQL,
+        PAUSED_SQL,
+    )
 
     returning = ", ".join(f'a."{c}"' for c in _ASSIGNMENT_COLUMNS)
     # gold    a gold pair of the project the rater has neither held nor skipped, while they hold
@@ -85,10 +91,10 @@ def _gold_sql() -> str:
     return f"""
 WITH project AS (
     SELECT id, CAST(%(now)s AS timestamptz) + lease_seconds * interval '1 second' AS expires
-    FROM annotation_project WHERE id = %(project)s
+    FROM annotation_project WHERE id = %(project)s AND {MEMBER_SQL}
 ), gold AS (
     SELECT c.id FROM annotation_comparison c
-    WHERE c.project_id = %(project)s AND c.gold_choice <> ''
+    WHERE c.project_id = (SELECT id FROM project) AND c.gold_choice <> ''
       AND NOT EXISTS (SELECT 1 FROM annotation_assignment h
                       WHERE h.project_id = %(project)s AND h.rater_id = %(rater)s AND h.state = 'leased')
       AND NOT EXISTS ({PAUSED_SQL})

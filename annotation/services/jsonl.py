@@ -24,7 +24,7 @@ from annotation.formats import FormatError, normalise_messages
 from annotation.models import Project
 from core import safejson
 from core.errors import ErrorCode, ServiceError
-from core.events import event_send_on_commit, project_group
+from core.events import Audience, event_send_on_commit, project_group
 
 T = TypeVar("T")
 
@@ -146,7 +146,8 @@ def lines_import(
             report.imported = report.assignments = 0
         elif report.imported:
             event_send_on_commit(
-                group=project_group(project.pk), payload={"kind": added_event, "count": report.imported}
+                group=project_group(project.pk, Audience.COUNTERS),
+                payload={"kind": added_event, "count": report.imported},
             )
     return report
 

@@ -25,10 +25,11 @@ from annotation.models import (
     Response,
     Skip,
 )
+from annotation.selectors import comparison_visible, project_visible, sees_all_projects
 from annotation.services.gold import gold_due, gold_due_after, gold_lease
 from core.db import fetchone, fetchone_atomic, fetchrows_atomic
 from core.errors import ErrorCode, NoLease, NotFound, ServiceError
-from core.events import event_send_on_commit, project_group
+from core.events import Audience, event_send_on_commit, project_group
 from core.locks import LockNamespace
 
 # Serialises one rater's own queue calls (two tabs, a double click) inside a transaction.
@@ -103,10 +104,17 @@ _HELD_COLUMNS = ", ".join(
 PAUSED_SQL = """SELECT 1 FROM annotation_raterstate rs
                       WHERE rs.project_id = (SELECT id FROM project) AND rs.rater_id = %(rater)s
                         AND rs.state = 'paused'"""
+# Refers to the row of annotation_project being read (the `project` CTE of the lease statements).
+MEMBER_SQL = """(%(all_projects)s OR EXISTS (SELECT 1 FROM annotation_projectmember m
+                                       WHERE m.project_id = annotation_project.id AND m.user_id = %(rater)s))"""
 _NEXT_SQL = f"""
 WITH project AS (
     SELECT id, CAST(%(now)s AS timestamptz) + lease_seconds * interval '1 second' AS expires
     FROM annotation_project WHERE id = %(project)s
+      -- Project membership (issue 15): a rater leases only in a project they are a member of;
+      -- ops and superusers (%(all_projects)s, annotation.selectors.sees_all_projects) in any.
+      -- No project row: no held lease, no pick, and `assignment_next` answers 404.
+      AND {MEMBER_SQL}
 ), held AS (
     SELECT id, expires_at FROM annotation_assignment
     WHERE project_id = (SELECT id FROM project) AND rater_id = %(rater)s AND state = 'leased'
@@ -196,6 +204,7 @@ def assignment_next(*, rater: AbstractBaseUser, project: Project | int) -> Lease
     project_id = project if isinstance(project, int) else project.pk
     now = timezone.now()
     params = {"project": project_id, "rater": rater.pk, "now": now, "left": random.choice("ab")}
+    params["all_projects"] = sees_all_projects(rater)  # membership, see _NEXT_SQL's project
     # One transaction, one round trip: the rater lock, then the statement. The statement runs
     # (takes its snapshot) only once the lock is granted, so it sees the lease a concurrent
     # call of the same rater just committed and gives that back instead of a second pair.
@@ -204,7 +213,7 @@ def assignment_next(*, rater: AbstractBaseUser, project: Project | int) -> Lease
     lease = _lease_gold_or_next(rater, project_id, gold=gold_due(project_id), params=params)
     if lease is not None:
         return lease
-    if not Project.objects.filter(pk=project_id).exists():
+    if not project_visible(user=rater, project_id=project_id):  # missing, or not a member
         raise NotFound("No such project.", code=ErrorCode.NOT_FOUND)
     return None
 
@@ -220,6 +229,7 @@ def _lease_gold_or_next(
             "rater": rater.pk,
             "now": timezone.now(),
             "left": random.choice("ab"),
+            "all_projects": sees_all_projects(rater),
         }
     lock = (_LOCK_PLAN_SQL, {"ns": int(LockNamespace.RATER), "rater": rater.pk})
     row = gold_lease(lock=lock, params=params) if gold else None
@@ -373,8 +383,9 @@ def preference_submit(
     if row is not None:
         project_id, completed = row[0], row[1]
         event_send_on_commit(
-            group=project_group(project_id),
-            payload={"kind": "vote", "comparison_completed": completed, "rater": rater.pk},
+            # To every role's counters: a count, never who voted.
+            group=project_group(project_id, Audience.COUNTERS),
+            payload={"kind": "vote", "comparison_completed": completed},
         )
         return SubmitResult(_from_row(Preference, row[2:]), created=True, next_lease=lease)
     earlier = _submit_refused(rater=rater, comparison_id=comparison_id, idempotency_key=idempotency_key)
@@ -403,6 +414,7 @@ def _submit_then_next(rater: AbstractBaseUser, params: dict) -> tuple[tuple | No
     lock = {"ns": int(LockNamespace.RATER), "rater": rater.pk}
     lease_params = {"rater": rater.pk, "now": params["now"], "left": random.choice("ab")}
     lease_params["comparison_id"] = params["comparison_id"]
+    lease_params["all_projects"] = sees_all_projects(rater)
     _, vote, leased = fetchrows_atomic(
         [(_LOCK_PLAN_SQL, lock), (_SUBMIT_SQL, params), (_CYCLE_NEXT_SQL, lease_params)]
     )
@@ -422,7 +434,7 @@ def _submit_refused(*, rater: AbstractBaseUser, comparison_id: int, idempotency_
                 code=ErrorCode.IDEMPOTENCY_KEY,
             )
         return SubmitResult(Preference.objects.get(pk=earlier_id), created=False)
-    if not Comparison.objects.filter(pk=comparison_id).exists():
+    if not comparison_visible(user=rater, comparison_id=comparison_id):  # missing, or not a member
         raise NotFound("No such comparison.", code=ErrorCode.NOT_FOUND)
     if Assignment.objects.filter(
         comparison_id=comparison_id, rater_id=rater.pk, state=Assignment.State.LEASED
@@ -449,7 +461,7 @@ def assignment_skip(*, rater: AbstractBaseUser, comparison_id: int, reason: str)
         .first()
     )
     if slot is None:
-        if not Comparison.objects.filter(pk=comparison_id).exists():
+        if not comparison_visible(user=rater, comparison_id=comparison_id):
             raise NotFound("No such comparison.", code=ErrorCode.NOT_FOUND)
         raise NoLease("You hold no lease on this pair, so there is nothing to skip.", code=ErrorCode.NO_LEASE)
     slot.state = Assignment.State.OPEN

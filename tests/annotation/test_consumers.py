@@ -13,8 +13,13 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
 
+from annotation.models import Export
+from annotation.services.members import project_member_remove
 from annotation.services.queue import assignment_next, preference_submit
 from config.asgi import application
+from core.events import events_flush
+from core.jobs import job_event_now
+from training.models import RewardModel
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
 # Serialized rollback: each test starts from the database as migrated (role groups included),
@@ -68,7 +73,7 @@ def test_a_vote_by_another_rater_reaches_a_connected_rater(make_user, make_proje
         try:
             await sync_to_async(vote)()
             message = await ws.receive_json_from(timeout=5)
-            assert message == {"kind": "vote", "comparison_completed": False, "rater": voter.pk}
+            assert message == {"kind": "vote", "comparison_completed": False}  # a count, not who
         finally:
             await ws.disconnect()
 
@@ -99,5 +104,79 @@ def test_unknown_project_is_refused(make_user):
 
     async def scenario():
         await assert_denied(communicator(987654, cookie))
+
+    asyncio.run(scenario())
+
+
+async def assert_silent(ws: WebsocketCommunicator) -> None:
+    assert await ws.receive_nothing(timeout=0.5)
+
+
+@TRANSACTIONAL
+def test_each_audience_hears_only_its_events(make_user, make_project):
+    """Raters hear counters (no voter id), researchers exports too, ops runs and rounds too."""
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"), "needs REDIS_URL"
+    project = make_project(pairs=2, overlap=2)
+    users = {role: make_user(role) for role in ("rater", "researcher", "ops")}
+    voter = make_user("rater")
+    export = Export.objects.create(project=project, kind="raw", format="jsonl")
+    run = RewardModel.objects.create(project=project, version=1, backbone="/models/x", status="running")
+
+    def events():
+        lease = assignment_next(rater=voter, project=project)
+        preference_submit(
+            rater=voter, comparison_id=lease.comparison.pk, choice="tie", idempotency_key=uuid.uuid4().hex
+        )
+        job_event_now(export)
+        job_event_now(run)
+        assert events_flush(5)
+
+    cookies = {role: session_cookie(user) for role, user in users.items()}
+
+    async def scenario():
+        sockets = {role: communicator(project.pk, cookie) for role, cookie in cookies.items()}
+        try:
+            for ws in sockets.values():
+                assert (await ws.connect(timeout=5))[0]
+            await sync_to_async(events)()
+            heard = {}
+            for role, ws in sockets.items():
+                heard[role] = [(await ws.receive_json_from(timeout=5))["kind"] for _ in range(len(heard) + 1)]
+                await assert_silent(ws)
+            assert heard == {
+                "rater": ["vote"],
+                "researcher": ["vote", "export"],
+                "ops": ["vote", "export", "reward_run"],
+            }
+        finally:
+            for ws in sockets.values():
+                await ws.disconnect()
+
+    asyncio.run(scenario())
+
+
+@TRANSACTIONAL
+def test_only_members_and_ops_may_listen_to_a_project(make_user, make_project):
+    """Role AND membership on connect: a rater or researcher of another project is refused with
+    4403; ops see every project; a removed member is refused on their next connection."""
+    project, other = make_project(pairs=1, members=[]), make_project(pairs=1, members=[])
+    outsiders = [make_user("rater", projects=[other]), make_user("researcher", projects=[other])]
+    member = make_user("rater", projects=[project])
+    ops = make_user("ops", projects=[])
+    outsiders, member_cookie, ops_cookie = (
+        [session_cookie(u) for u in outsiders],
+        *map(session_cookie, (member, ops)),
+    )
+
+    async def scenario():
+        for cookie in outsiders:
+            await assert_denied(communicator(project.pk, cookie))
+        for cookie in (member_cookie, ops_cookie):
+            ws = communicator(project.pk, cookie)
+            assert (await ws.connect(timeout=5))[0]
+            await assert_silent(ws)
+            await ws.disconnect()
+        await sync_to_async(project_member_remove)(project=project, user=member)
+        await assert_denied(communicator(project.pk, member_cookie))
 
     asyncio.run(scenario())

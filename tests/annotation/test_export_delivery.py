@@ -16,7 +16,7 @@ from annotation.services import exports as export_service
 from annotation.services.exports import export_cancel, export_create, export_run, export_stream
 from config.celery import app as celery_app
 from core.errors import ServiceError
-from core.events import project_group
+from core.events import Audience, project_group
 from tests.annotation.test_export_support import EXPORT_DB, data_path, pairs, read_rows, sha256_file, vote
 
 FORM = {
@@ -51,7 +51,7 @@ def eager_celery():
 def _listen(project_id):
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(project_group(project_id), channel)
+    async_to_sync(layer.group_add)(project_group(project_id, Audience.RESEARCH), channel)
 
     async def drain():
         out = []

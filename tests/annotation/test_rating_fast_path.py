@@ -31,7 +31,7 @@ from annotation.serializers import (
 )
 from annotation.services.queue import assignment_next, preference_submit
 from core.errors import ServiceError
-from core.events import event_send_on_commit, events_flush, project_group
+from core.events import Audience, event_send_on_commit, events_flush, project_group
 from core.permissions import ROLE_PERMS, role_perms
 from tests.support import run_on_connections
 
@@ -87,7 +87,7 @@ def test_token_calls_need_a_valid_token_an_active_account_and_the_rater_role(mak
 
     assert token_client(make_user("researcher")).post(url).status_code == 403
     assert token_client(make_user(None, is_superuser=True)).post(url).status_code == 200
-    direct = make_user(None)
+    direct = make_user(None, projects=[project])  # no role: no membership unless given
     direct.user_permissions.add(Permission.objects.get(codename="rate"))
     assert token_client(direct).post(url).status_code == 200
 
@@ -297,7 +297,7 @@ class Listener:
 def test_events_arrive_in_order_only_after_commit():
     from django.db import transaction
 
-    group = project_group(10_000 + uuid.uuid4().int % 1_000_000)
+    group = project_group(10_000 + uuid.uuid4().int % 1_000_000, Audience.COUNTERS)
     listener = Listener(group)
     try:
         with transaction.atomic():

@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 from django.http import HttpRequest
 from django.test import Client
 
-from annotation.models import Assignment, Comparison, Project, Prompt, Response
+from annotation.models import Assignment, Comparison, Project, ProjectMember, Prompt, Response
 from annotation.services.demo import PAIRS, demo_gold
 
 
@@ -25,6 +25,7 @@ def counts():
         "slots": Assignment.objects.filter(comparison__metadata__has_key="demo_id").count(),
         "users": User.objects.filter(is_active=True).count(),
         "memberships": User.groups.through.objects.count(),
+        "project_members": sorted(ProjectMember.objects.values_list("project__slug", "user__username")),
         "passwords": sorted(User.objects.values_list("username", "password")),
     }
 
@@ -42,6 +43,8 @@ def test_seed_is_idempotent_and_prints_the_logins(monkeypatch):
     gold = sum(1 for i in range(len(PAIRS)) if demo_gold(i))
     assert first["comparisons"] == len(PAIRS) >= 20 and first["slots"] == 3 * (len(PAIRS) - gold)
     assert Comparison.objects.exclude(gold_choice="").count() == gold > 0
+    members = {u for slug, u in first["project_members"] if slug == project.slug}
+    assert members == {"rater1", "rater2", "rater3", "researcher1", "ops1"}  # raters rate only their projects
     # The gold answers also go in once as imported votes (a round needs a reward model).
     assert first["gold_votes"] == sum(1 for *_, gold in PAIRS if gold in ("a", "b")) > 0
     assert first["projects"] == 1 and first["users"] == 6

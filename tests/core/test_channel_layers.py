@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from config.asgi import application
 from config.channel_layers import postgres_layer, redis_layer
-from core.events import project_group
+from core.events import Audience, project_group
 from tests.annotation.test_consumers import session_cookie
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
@@ -117,7 +117,8 @@ def hold_idle_socket(make_user, make_project, layer: dict, hold_s: float) -> Non
                         ws.future.result()
                         pytest.fail("the consumer stopped while idle")
                 await get_channel_layer().group_send(
-                    project_group(project.pk), {"type": "event.message", "payload": {"kind": "ping"}}
+                    project_group(project.pk, Audience.COUNTERS),
+                    {"type": "event.message", "payload": {"kind": "ping"}},
                 )
                 assert await ws.receive_json_from(timeout=10) == {"kind": "ping"}
             finally:

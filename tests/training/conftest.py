@@ -13,25 +13,6 @@ from annotation.models import Project
 from training.models import PolicyEvent, RLHFRound, RoundCandidate
 
 
-@pytest.fixture(scope="session")
-def test_database(django_db_setup, django_db_blocker):
-    """pytest-django creates the test database only when some collected test asks for `db`;
-    these tests use committed data instead, so run on their own they create it here."""
-    settings_dict = connection.settings_dict
-    if settings_dict["NAME"] == settings_dict["TEST"]["NAME"]:
-        yield
-        return
-    from django.test.utils import setup_databases, teardown_databases
-
-    with django_db_blocker.unblock():
-        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
-        connection.close()
-        connection.close_pool()  # a pool opened on the server's default database
-    yield
-    with django_db_blocker.unblock():
-        teardown_databases(config, verbosity=0)
-
-
 @pytest.fixture
 def committed_db(test_database, django_db_blocker):
     """The test database in autocommit; afterwards, delete the projects and users made here."""

@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 
 from annotation.models import Project, Prompt, Response
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from annotation.services.members import project_members_add_all
 from annotation.services.queue import assignment_next, preference_submit
 from training.models import Evaluation, EvaluationPair, PolicyCheckpoint, RLHFRound, RoundCandidate
 from training.services.schedules import round_settings_update
@@ -71,8 +72,12 @@ def ended_round(
     return r
 
 
-def voter(username: str | None = None):
-    return get_user_model().objects.create_user(username=username or f"voter-{uuid.uuid4().hex[:8]}")
+def voter(username: str | None = None, *, project: Project | None = None):
+    """A voting account for the queue service (which checks no role), a member of `project`."""
+    user = get_user_model().objects.create_user(username=username or f"voter-{uuid.uuid4().hex[:8]}")
+    if project is not None:
+        project_members_add_all(project=project, users=[user])
+    return user
 
 
 def evaluation_votes(
@@ -106,6 +111,7 @@ def evaluation_votes(
             checkpoint_b=opponent,
         )  # fmt: skip
     rater = rater or voter()
+    project_members_add_all(project=project, users=[rater])
     for i in range(wins + losses):
         lease = assignment_next(rater=rater, project=project)
         preference_submit(

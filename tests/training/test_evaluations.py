@@ -225,7 +225,7 @@ def test_an_evaluation_runs_in_a_real_worker_and_its_pairs_reach_the_queue(
         assert done.status == "succeeded", done.error
         assert EvaluationPair.objects.filter(evaluation=ev).count() == 6
         assert done.metrics["kl"]["value"] > 0
-        lease = assignment_next(rater=rater_create(), project=project)
+        lease = assignment_next(rater=rater_create(project), project=project)
         assert lease.comparison.priority == 777 and lease.comparison.metadata["evaluation"] == ev.pk
     finally:
         worker.stop()

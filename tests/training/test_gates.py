@@ -41,7 +41,7 @@ def train(project, backbone, **overrides):
 
 def vote_all(project, choice: str) -> None:
     """One rater votes `choice` on every comparison the queue still has for them."""
-    rater = voter()
+    rater = voter(project=project)
     while (lease := assignment_next(rater=rater, project=project)) is not None:
         preference_submit(
             rater=rater, comparison_id=lease.comparison.pk, choice=choice, strength=1,

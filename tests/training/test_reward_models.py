@@ -12,7 +12,7 @@ from annotation.models import Comparison, Preference
 from annotation.services.preference_imports import preferences_import
 from annotation.services.queue import assignment_next, preference_submit
 from core.errors import ServiceError
-from core.events import project_group
+from core.events import Audience, project_group
 from tests.paths import HH_FILE
 from training.ml.checkpoints import TEMP_PREFIX, dir_sha256
 from training.models import RewardModel
@@ -131,7 +131,7 @@ def test_success_records_metrics_and_an_artefact_whose_hash_matches_and_pushes_p
     import_pairs(project, 24)
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(project_group(project.pk), channel)
+    async_to_sync(layer.group_add)(project_group(project.pk, Audience.OPS), channel)
 
     run = train(project, tiny_backbone)
     assert run.status == "succeeded", run.error

@@ -23,6 +23,7 @@ from django.db import connection
 
 from annotation.models import Comparison, Response
 from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from annotation.services.members import project_members_add_all
 from annotation.services.queue import assignment_next
 from core.locks import LockNamespace
 from training.models import RLHFRound, RoundCandidate, RoundPair
@@ -60,13 +61,15 @@ def wait_for(predicate, timeout, worker, what):
     return wait_for_worker(predicate, timeout, worker, what, poll=0.1)
 
 
-def rater_create():
-    """A committed user to rate through the queue service (which checks no role). The conftest's
-    make_user would wrap the test in a transaction, and the role groups may be gone when an
-    earlier transactional test flushed the database."""
-    return get_user_model().objects.create_user(
+def rater_create(project):
+    """A committed user to rate through the queue service (which checks no role), a member of
+    `project`. The conftest's make_user would wrap the test in a transaction, and the role
+    groups may be gone when an earlier transactional test flushed the database."""
+    user = get_user_model().objects.create_user(
         username=f"rater-{uuid.uuid4().hex[:8]}", password="pw-test-123"
     )
+    project_members_add_all(project=project, users=[user])
+    return user
 
 
 def lock_held(round_id: int) -> bool:
@@ -117,7 +120,7 @@ def test_rounds_through_a_worker_end_to_end_and_a_killed_round_resumes_without_d
             RoundCandidate.objects.filter(round=r1, blocked=True).values_list("response_id", flat=True)
         )
         assert blocked1 and not blocked1 & published_ids(r1.pk)
-        rater = rater_create()
+        rater = rater_create(project)
         assert assignment_next(rater=rater, project=project).comparison.round_id == r1.pk
 
         # Round 2 from round 1's policy, with a longer update; the worker dies inside it.
@@ -171,7 +174,7 @@ def test_rounds_through_a_worker_end_to_end_and_a_killed_round_resumes_without_d
     # Every round publishes at the configured priority; within it the older round's unrated
     # pairs serve first (a new round does not bury them), then round 2's, then the older pair.
     assert {c.priority for c in Comparison.objects.filter(round_id=r2.pk)} == {100}
-    other = rater_create()
+    other = rater_create(project)
     assert assignment_next(rater=other, project=project).comparison.round_id == r1.pk
     assert Comparison.objects.get(pk=older.pk).priority < 100
 

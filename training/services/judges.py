@@ -29,6 +29,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from annotation.models import Preference, Project
+from annotation.services.members import project_members_add_all
 from annotation.services.queue import assignment_next, assignment_skip, preference_submit
 from core.errors import ErrorCode, NoLease, NotFound, ServiceError
 from core.jobs import UNFINISHED, Job, JobReporter, job_cancel, job_event_on_commit, job_finish, job_run
@@ -369,6 +370,7 @@ def _turn(run: JudgeRun, voter, backend, reporter: JobReporter, tally: dict) -> 
 def _run_body(run: JudgeRun, reporter: JobReporter):
     judge = judge_get(run.judge_id)
     voters = judge_voters(judge, run.raters)
+    project_members_add_all(project=run.project, users=voters)  # ops started it: its voters rate here
     backends = [judge_backend(judge, rater_index=i) for i in range(len(voters))]
     tally = {"votes": _cast_before(run, voters), "skipped": run.metrics.get("skipped", 0)}
     started = time.monotonic()

@@ -219,7 +219,7 @@ def test_a_job_event_moves_the_progress_bar_and_a_status_change_refreshes_the_ro
     table from the server (htmx)."""
     from playwright.sync_api import expect
 
-    from core.events import event_send_now, events_flush, project_group
+    from core.events import Audience, event_send_now, events_flush, project_group
     from training.models import RewardModel
 
     if not settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):
@@ -239,7 +239,7 @@ def test_a_job_event_moves_the_progress_bar_and_a_status_change_refreshes_the_ro
             "cancel_requested": False,
             "error": "",
         }  # core.jobs.job_payload's shape
-        event_send_now(group=project_group(project.pk), payload=payload)
+        event_send_now(group=project_group(project.pk, Audience.OPS), payload=payload)
         assert events_flush(5)
 
     with _logged_in_page(asgi_server, ops) as page:

@@ -13,7 +13,7 @@ from django.db import transaction
 from annotation.models import Comparison, Prompt, Response
 from annotation.services.comparisons import assignments_create
 from core.errors import ErrorCode, ServiceError
-from core.events import event_send_on_commit, project_group
+from core.events import Audience, event_send_on_commit, project_group
 from core.jobs import JobFailed, JobReporter, job_run
 from training.ml.blocklist import blocked_reasons
 from training.ml.round_metrics import kl_k3
@@ -194,7 +194,8 @@ class _Run:
             self._pairs_write(todo[start : start + PUBLISH_CHUNK])
         if todo:
             event_send_on_commit(
-                group=project_group(ev.project_id), payload={"kind": "comparisons_added", "count": len(todo)}
+                group=project_group(ev.project_id, Audience.COUNTERS),
+                payload={"kind": "comparisons_added", "count": len(todo)},
             )
         return len(todo)
 

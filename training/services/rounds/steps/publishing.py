@@ -11,7 +11,7 @@ from django.db import transaction
 
 from annotation.models import Comparison
 from annotation.services.comparisons import assignments_create
-from core.events import event_send_on_commit, project_group
+from core.events import Audience, event_send_on_commit, project_group
 from training.ml.pair_selection import Candidate, PairChoice, choose_pair
 from training.ml.round_metrics import new_policy_metrics
 from training.models import RLHFRound, RoundCandidate, RoundPair
@@ -106,5 +106,6 @@ def step_publishing(r: RLHFRound, rep: RoundReporter) -> None:
     r.metrics.update(new_policy_metrics(candidate_stats(r, "new")))
     if created:
         event_send_on_commit(
-            group=project_group(r.project_id), payload={"kind": "comparisons_added", "count": created}
+            group=project_group(r.project_id, Audience.COUNTERS),
+            payload={"kind": "comparisons_added", "count": created},
         )

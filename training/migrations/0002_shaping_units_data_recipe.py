@@ -33,7 +33,7 @@ def defaults_backward(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('training', '0007_ops_ticks_retention'),
+        ('training', '0001_squashed_0007'),
     ]
 
     operations = [

@@ -99,8 +99,8 @@ def django_setup(stack: Stack) -> None:
 
 def seed(stack: Stack, *, raters: int, pairs: int, data_votes: int, reward_votes: int) -> dict:
     from django.contrib.auth.models import Group, User
-    from rest_framework.authtoken.models import Token
 
+    from accounts.tokens import token_issue
     from annotation.models import Project
     from annotation.services.comparisons import ComparisonSpec, comparisons_create
     from annotation.services.preference_imports import preferences_import
@@ -108,7 +108,7 @@ def seed(stack: Stack, *, raters: int, pairs: int, data_votes: int, reward_votes
     def user(name: str, role: str) -> tuple[str, str]:
         u = User.objects.create_user(username=name, password=f"{name}-Bench-pw-9")
         u.groups.add(Group.objects.get(name=role))
-        return name, Token.objects.create(user=u).key
+        return name, token_issue(user=u).raw
 
     rating = Project.objects.create(name="Bench rating", slug="bench-rating", overlap=3, lease_seconds=120)
     comparisons_create(

@@ -240,7 +240,7 @@ def test_a_vote_faster_than_the_floor_is_refused_and_time_on_task_is_the_servers
     make_project, make_user, settings
 ):
     project = make_project(pairs=2, overlap=2, vote_floor_ms=60_000, gold_every=0)
-    rater, judge = make_user(), make_user(None)
+    rater, judge = make_user(), make_user(None, projects=[project])  # a judge account is a member
     lease = assignment_next(rater=rater, project=project)
     with pytest.raises(ServiceError) as err:
         preference_submit(

@@ -40,7 +40,7 @@ def test_seed_is_idempotent_and_prints_the_logins(monkeypatch):
     project = Project.objects.get(slug="demo-helpful-harmless")
     assert project.name == "Demo: helpful and harmless" and project.overlap == 3
     assert project.guidelines.startswith("# ") and "## Safety flags" in project.guidelines
-    gold = sum(1 for i in range(len(PAIRS)) if demo_gold(i))
+    gold = sum(1 for i, pair in enumerate(PAIRS) if demo_gold(i) and pair[5])  # pairs with an answer
     assert first["comparisons"] == len(PAIRS) >= 20 and first["slots"] == 3 * (len(PAIRS) - gold)
     assert Comparison.objects.exclude(gold_choice="").count() == gold > 0
     members = {u for slug, u in first["project_members"] if slug == project.slug}

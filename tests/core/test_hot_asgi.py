@@ -9,8 +9,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 from django.core.handlers.asgi import ASGIHandler
-from rest_framework.authtoken.models import Token
 
+from accounts.tokens import token_issue
 from annotation.models import Assignment, Preference
 from config.hot_asgi import HOT_PATHS, HotPathASGIHandler
 
@@ -61,7 +61,7 @@ def call(app, path, **kw):
 @pytest.fixture
 def raters(make_user):
     users = [make_user("rater") for _ in range(2)]
-    return [(u, Token.objects.create(user=u).key) for u in users]
+    return [(u, token_issue(user=u).raw) for u in users]
 
 
 def _vote() -> dict:

@@ -103,7 +103,7 @@ def test_counted_while_streaming_equals_the_aggregate_query(mixed, filters):
 
 @EXPORT_DB
 def test_raw_card_numbers_come_from_the_rows_written(mixed, settings):
-    export = run_export(mixed, "raw", "jsonl", {"min_votes": 2})
+    export = run_export(mixed, "raw", "jsonl", {"min_votes": 2, "gold": "include"})
     rows = read_rows(settings, export)
     comparisons = {r["comparison_id"] for r in rows}
     assert export.row_count == len(rows) == 30  # the votes of comparisons with 2+ votes

@@ -63,6 +63,7 @@ READER = Access(frozenset({READ}), scoped=True)
 READER_ANY_PROJECT = Access(frozenset({READ}))  # lists, filtered to the caller's projects
 OPS_ONLY = Access(frozenset({OPS}))
 ANYONE_WITH_A_ROLE = Access(ANY_ROLE)
+SIGNED_IN = Access(None)  # any signed-in user, their own tokens only (tests/accounts/test_tokens.py)
 
 # Who may use each route (its pattern as the URL configuration spells it, prefixes joined).
 ACCESS = {
@@ -70,6 +71,12 @@ ACCESS = {
     "/accounts/login/": OPEN,
     "/accounts/logout/": OPEN,
     "/api/auth/token/": OPEN,
+    "/accounts/tokens/": SIGNED_IN,
+    "/accounts/tokens/<int:token_id>/revoke/": SIGNED_IN,
+    "/api/auth/tokens/": SIGNED_IN,
+    "/api/auth/tokens/<int:token_id>/": SIGNED_IN,
+    # Rater quality: researchers and ops read it; ops change a rater's state.
+    "/api/projects/<int:project_id>/raters/quality/": READER,
     "/favicon.ico": OPEN,
     "/api/schema/": ANYONE_WITH_A_ROLE,
     "/api/docs/": ANYONE_WITH_A_ROLE,
@@ -104,6 +111,8 @@ ACCESS = {
         route: OPS_ONLY
         for route in (
             "/api/projects/<int:project_id>/members/",
+            "/api/projects/<int:project_id>/raters/<int:rater_id>/state/",
+            "/ops/projects/<int:pk>/raters/",
             "/api/projects/<int:project_id>/members/<int:user_id>/",
             "/api/training/projects/<int:project_id>/reward-models/",
             "/api/training/projects/<int:project_id>/rounds/",
@@ -177,7 +186,7 @@ def is_api(route: str) -> bool:
 def url_routes(patterns=None, prefix: str = "/"):
     """Every route of the URL configuration as its pattern; the admin as one route."""
     for entry in get_resolver().url_patterns if patterns is None else patterns:
-        route = prefix + str(entry.pattern)
+        route = prefix + str(entry.pattern).replace("<id:", "<int:")  # core.validation's ids
         if isinstance(entry, URLResolver) and route != "/admin/":
             yield from url_routes(entry.url_patterns, route)
         else:

@@ -8,7 +8,7 @@ from core.tasks import task
 
 
 def test_every_code_carries_one_status():
-    assert {code.status for code in ErrorCode} <= {400, 403, 404, 409, 429}
+    assert {code.status for code in ErrorCode} <= {400, 403, 404, 409, 413, 429}
     assert ServiceError("x", code="not_found").status == 404  # a string converts to its member
     assert NotFound("x").code is ErrorCode.NOT_FOUND
     assert ServiceError("x").code is ErrorCode.INVALID

@@ -240,7 +240,12 @@ CELLS = list(_cells())
 @pytest.fixture(scope="module")
 def world(test_database, django_db_blocker, tmp_path_factory, make_world_users):
     exports_dir = tmp_path_factory.mktemp("exports")
-    with django_db_blocker.unblock(), override_settings(EXPORTS_DIR=exports_dir), transaction.atomic():
+    # Simulated votes come right after their lease: no floor on time on task for this world.
+    with (
+        django_db_blocker.unblock(),
+        override_settings(EXPORTS_DIR=exports_dir, VOTE_FLOOR_MS=0),
+        transaction.atomic(),
+    ):
         yield make_world(exports_dir, make_world_users)
         transaction.set_rollback(True)
 

@@ -22,7 +22,7 @@ from .test_worker import committed_project, run_lock_held
 from .workers import Worker, wait_for
 
 CONFIG = {
-    "epochs": 8,
+    "epochs": 30,  # long enough that the worker is still training when it is killed
     "batch_size": 2,
     "max_length": 48,
     "threads": 1,

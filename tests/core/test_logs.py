@@ -8,6 +8,17 @@ import pytest
 from core.logs import OneLine
 
 
+@pytest.fixture(autouse=True)
+def _fresh_windows():
+    """The configured filters count per process: earlier tests' 403s must not have used up this
+    test's burst (the result would depend on the order tests run in)."""
+    for logger in [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]:
+        for holder in (logger, *getattr(logger, "handlers", ())):
+            for found in getattr(holder, "filters", ()):
+                if isinstance(found, OneLine):
+                    found._windows.clear()
+
+
 def _records(caplog, name):
     return [r for r in caplog.records if r.name == name]
 

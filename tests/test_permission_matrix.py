@@ -315,6 +315,7 @@ def make_world(exports_dir: Path, make_user) -> dict:
         "judge_run_id": judge_run.pk,
         "round_id": r.pk,
         "user_id": users["rater"].pk,
+        "rater_id": users["rater"].pk,
     }
     sessions = {}
     for role, user in users.items():  # signed in once, for the whole module

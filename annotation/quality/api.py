@@ -6,10 +6,9 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_seriali
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from annotation.models import Project
 from annotation.quality.selectors import quality_panel, raters_rows
 from annotation.quality.service import rater_state_override
-from annotation.selectors import export_rater_pseudonym
+from annotation.selectors import export_rater_pseudonym, projects_for
 from core import roles
 from core.api import ERRORS, ApiView, CanOperate, CanReadData
 from core.permissions import role_perms
@@ -79,7 +78,7 @@ class RaterQualityView(ApiView):
         },
     )
     def get(self, request, project_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         ops = roles.OPERATE in role_perms(request.user)
         panel = quality_panel(project=project)
         raters = []
@@ -115,7 +114,7 @@ class RaterStateView(ApiView):
         responses={200: OpenApiResponse(description="The rater's state as set."), **ERRORS},
     )
     def post(self, request, project_id: int, rater_id: int):
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
         data = _OverrideIn(data=request.data)
         data.is_valid(raise_exception=True)
         state = rater_state_override(

@@ -1,4 +1,5 @@
 import asyncio
+import gc
 import io
 import json
 import threading
@@ -165,16 +166,18 @@ def test_job_is_idempotent_and_honours_cancellation(data, make_user, settings, m
     running = export_create(
         project=project, kind="raw", fmt="jsonl", filters={}, user=researcher, delivery="job"
     )
-    seen = []
+    seen, paused = [], []
 
     def cancel_midway(done, expected):
         seen.append(done)
+        paused.append(not gc.isenabled())  # core.gcpause: the job streams with the collector paused
         if done and len(seen) == 2:
             export_cancel(export_id=running.pk, user=researcher)
 
     result = export_run(export_id=running.pk, on_progress=cancel_midway, progress_every_s=0)
     assert result.status == Export.Status.CANCELLED and result.sha256 == ""
     assert max(seen) < 18
+    assert all(paused) and gc.isenabled()  # paused while streaming, restored after the cancel
     folder = Path(settings.EXPORTS_DIR) / str(project.pk) / str(running.pk)
     assert list(folder.iterdir()) == []
 

@@ -101,7 +101,7 @@ def seed(stack: Stack, *, raters: int, pairs: int, data_votes: int, reward_votes
     from django.contrib.auth.models import Group, User
 
     from accounts.tokens import token_issue
-    from annotation.models import Project
+    from annotation.models import Project, ProjectMember
     from annotation.services.comparisons import ComparisonSpec, comparisons_create
     from annotation.services.preference_imports import preferences_import
 
@@ -132,11 +132,21 @@ def seed(stack: Stack, *, raters: int, pairs: int, data_votes: int, reward_votes
     preferences_import(project=reward, lines=lines[:reward_votes], fmt="trl")
     probe = Project.objects.create(name="Bench probe", slug="bench-probe", overlap=1)
     preferences_import(project=probe, lines=lines[:5], fmt="trl")
-    return {
+    seeded = {
         "rating": rating.pk, "data": data.pk, "probe": probe.pk, "reward": reward.pk,
         "raters": [user(f"bench-r{i}", "rater") for i in range(raters)],
         "ops": user("bench-ops", "ops")[1], "researcher": user("bench-researcher", "researcher")[1],
     }  # fmt: skip
+    # Raters and researchers see only their projects (issue 15): the raters are members of the
+    # rating project, the researcher of every project (the bad-input checks go through its
+    # exports; a non-member would get 404s and test nothing). Ops see every project.
+    members = [
+        ProjectMember(project=rating, user=User.objects.get(username=name)) for name, _ in seeded["raters"]
+    ]
+    researcher = User.objects.get(username="bench-researcher")
+    members += [ProjectMember(project=p, user=researcher) for p in (rating, data, reward, probe)]
+    ProjectMember.objects.bulk_create(members)
+    return seeded
 
 
 # --- faults ---------------------------------------------------------------------------------

@@ -121,3 +121,57 @@ def test_logging_into_ones_own_account_does_not_clear_an_addresses_failures(limi
         assert login(f"victim{i}", "wrong-guess", addr=addr).status_code == 200
     assert login(guesser.username, PASSWORD, addr=addr).status_code == 302  # their own account
     assert login("victim9", "wrong-guess", addr=addr).status_code == 429  # still the 5th
+
+
+def test_the_sliding_window_weighs_the_previous_window_and_counts_only_what_it_lets_through(settings):
+    """accounts.throttles: one Lua call on Redis; the previous fixed window counts by the share
+    of it the sliding window still covers; refused requests add nothing."""
+    from accounts.throttles import _script
+
+    location = settings.CACHES["default"]["LOCATION"]
+    import redis
+
+    client = redis.Redis.from_url(location)
+    prefix = f"test-sw-{uuid.uuid4().hex}"
+    current, previous = f"{prefix}:2", f"{prefix}:1"
+    client.set(previous, 10, ex=60)
+    script = _script(location)
+    answers = [script(keys=[current, previous], args=[10, "0.5", 60])[0] for _ in range(8)]
+    # 10 * 0.5 + n + 1 <= 10 lets 5 through (n = 0..4), then -1: refused, not counted
+    assert answers == [1, 2, 3, 4, 5, -1, -1, -1]
+    assert int(client.get(current)) == 5 and 0 < client.ttl(current) <= 60
+    assert script(keys=[current, previous], args=[10, "0.0", 60])[0] == 6  # the old window slid out
+    client.delete(current, previous)
+
+
+def test_retry_after_is_when_one_more_request_fits():
+    from accounts.throttles import sliding_window_wait
+
+    # this window full (5 of 5), 20 s into a 60 s window: 40 s to the next one, then the old
+    # count must weigh at most 4/5, i.e. 12 s more
+    assert sliding_window_wait(limit=5, duration=60, current=5, previous=0, into_window=20) == pytest.approx(
+        52
+    )
+    # 2 now, 6 in the previous window, limit 5: weight must fall to (5 - 2 - 1) / 6 = 1/3,
+    # i.e. 40 s into the window; 10 s in now: 30 s
+    assert sliding_window_wait(limit=5, duration=60, current=2, previous=6, into_window=10) == pytest.approx(
+        30
+    )
+    assert (
+        sliding_window_wait(limit=5, duration=60, current=1, previous=4, into_window=59) == 1.0
+    )  # at least 1 s
+
+
+def test_the_rating_throttle_lets_requests_through_while_redis_is_down(settings, make_user, make_project):
+    """Fail open: a throttle must not turn a Redis outage into refused votes."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # nothing listens there once closed
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{dead}/0"}}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"rating": "1/min"}}
+    project = make_project(pairs=3, overlap=1)
+    api = APIClient()
+    api.force_authenticate(make_user("rater"))
+    assert [api.post(f"/api/projects/{project.pk}/next/").status_code for _ in range(3)] == [200, 200, 200]

@@ -48,6 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import lean_http  # noqa: E402
 from bench.common import (  # noqa: E402
     REPO_ROOT,
     SERVERS,
@@ -194,7 +195,7 @@ async def _post(client, stats: _Stats, what: str, url: str, **kw):
 
     try:
         return await client.post(url, **kw)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, lean_http.HTTPError) as exc:
         stats.errors += 1
         stats.error_sample = stats.error_sample or f"{what}: {exc!r}"
         return None
@@ -247,7 +248,11 @@ async def _cycle(
 
 
 def _client(cfg: dict, connections: int):
-    """The load generator's HTTP client: `connections` keep-alive connections to the server."""
+    """The load generator's HTTP client: `connections` keep-alive connections to the server;
+    bench/lean_http.py unless `--http-client httpx` (the client before; it costs the shared
+    CPUs more per cycle)."""
+    if cfg.get("http_client", "lean") == "lean":
+        return lean_http.LeanClient(cfg["base_url"], connections)
     import httpx
 
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
@@ -331,7 +336,9 @@ async def _open_loop(cfg: dict) -> dict:
 def client_main() -> None:
     cfg = json.load(sys.stdin)
     runner = _open_loop if cfg["mode"] == "open" else _closed_loop
-    json.dump(asyncio.run(runner(cfg)), sys.stdout)
+    import uvloop  # as the server runs (uvicorn[standard])
+
+    json.dump(uvloop.run(runner(cfg)), sys.stdout)
 
 
 def run_client(cfg: dict, *, server: AsgiServer, db_name: str) -> dict:
@@ -698,6 +705,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run the HTTP phases twice: first against a server with HOT_PATH_ASGI=0 (Django's own ASGI "
         "handler for every request; phases marked 'stock'), then as configured",
     )
+    parser.add_argument(
+        "--http-client",
+        choices=("lean", "httpx"),
+        default="lean",
+        help="the load generator's HTTP client: bench/lean_http.py (default) or httpx (the one before)",
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.pairs = args.pairs or (3_000 if args.quick else 10_000)
@@ -923,6 +936,7 @@ def run_http_phases(
                     "one_request": kind.endswith("1"),
                     "concurrency": c,
                     "rate": args.rate,
+                    "http_client": args.http_client,
                 }
                 profiling = args.profile and kind == profile_at and repeat == 0
                 path = PROFILE_PATH.with_name(f"{PROFILE_PATH.stem}{profile}.txt")

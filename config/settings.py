@@ -364,11 +364,12 @@ PREFERENCE_REVISE_SECONDS = int(os.environ.get("PREFERENCE_REVISE_SECONDS", "120
 VOTE_FLOOR_MS = int(os.environ.get("VOTE_FLOOR_MS", "1000"))
 # Rater quality: how often beat refreshes trust and states of the projects being rated.
 QUALITY_REFRESH_S = int(os.environ.get("QUALITY_REFRESH_S", "60"))
-CELERY_BEAT_SCHEDULE = {
-    "rater-quality": {
-        "task": "annotation.tasks.quality_refresh_all_task",
-        "schedule": float(QUALITY_REFRESH_S),
-    }
+# Added to the schedule above (jobs-maintenance), never in place of it: a second assignment
+# once dropped the jobs' reclaim, and a killed worker's job waited out the broker's visibility
+# timeout (tests/core/test_job_reclaim.py checks both entries).
+CELERY_BEAT_SCHEDULE["rater-quality"] = {
+    "task": "annotation.tasks.quality_refresh_all_task",
+    "schedule": float(QUALITY_REFRESH_S),
 }
 # Soft time limits of the long Celery jobs (the hard limit is 5 minutes later).
 REWARD_JOB_TIME_LIMIT_S = int(os.environ.get("REWARD_JOB_TIME_LIMIT_S", str(6 * 3600)))

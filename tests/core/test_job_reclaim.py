@@ -51,3 +51,15 @@ def test_a_running_body_beats_even_when_it_reports_nothing(make_project, setting
 
     assert job_run(Export, export.pk, body).status == JobStatus.SUCCEEDED
     assert seen[1] - seen[0] >= timedelta(seconds=1)
+
+
+def test_beat_runs_the_jobs_maintenance_beside_every_other_periodic_task():
+    """The reclaim is only as good as its schedule: each app adds its periodic tasks to
+    CELERY_BEAT_SCHEDULE, and none may replace another's (a later assignment once dropped
+    jobs-maintenance, so a killed worker's job waited out the broker's visibility timeout)."""
+    from config.celery import app
+
+    schedule = app.conf.beat_schedule
+    assert schedule["jobs-maintenance"]["task"] == "core.tasks.jobs_maintenance_task"
+    assert schedule["jobs-maintenance"]["schedule"] <= app.conf.get("JOB_STALE_S", 15)
+    assert schedule["rater-quality"]["task"] == "annotation.tasks.quality_refresh_all_task"

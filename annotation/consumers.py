@@ -2,7 +2,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from annotation.selectors import project_visible
-from core.events import Audience, project_group
+from core.events import Audience, project_group, user_group
 from core.permissions import role_perms
 from core.roles import OPERATE, RATE, READ_DATA
 
@@ -28,7 +28,8 @@ class ProjectEventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self):
         project_id = self.scope["url_route"]["kwargs"]["project_id"]
-        audiences = await self._audiences(self.scope.get("user"), project_id)
+        user = self.scope.get("user")
+        audiences = await self._audiences(user, project_id)
         if not audiences:
             # Accept, then close with 4403: a socket closed before it is accepted is an HTTP 403
             # on the handshake, which a browser reports as close code 1006 (a network drop), and
@@ -36,7 +37,9 @@ class ProjectEventsConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_DENIED)
             return
-        self.groups_joined = sorted(project_group(project_id, a) for a in audiences)
+        self.project_id = project_id
+        # The user's own group too: an ended membership closes this socket (access_revoked).
+        self.groups_joined = [*sorted(project_group(project_id, a) for a in audiences), user_group(user.pk)]
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
@@ -47,6 +50,16 @@ class ProjectEventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def event_message(self, event):
         await self.send_json(event["payload"])
+
+    async def access_revoked(self, event):
+        """The user's membership of this project ended (annotation.services.members): leave
+        its groups at once and close with 4403, which static/live.js does not retry."""
+        if event.get("project_id") != self.project_id:
+            return
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.groups_joined = []
+        await self.close(code=CLOSE_DENIED)
 
     @database_sync_to_async
     def _audiences(self, user, project_id) -> set[Audience]:

@@ -185,8 +185,9 @@ def prompt_pool_counts(*, project: Project) -> dict:
 
 
 def preferences_of(*, rater, project_id: int | None = None):
-    """The rater's own votes (the API never lists anyone else's)."""
-    votes = Preference.objects.filter(rater=rater)
+    """The rater's own votes (the API never lists anyone else's), in the projects they may still
+    see: a former member no longer reads a project's votes, their own included."""
+    votes = Preference.objects.filter(rater=rater, comparison__project__in=projects_for(user=rater))
     if project_id is not None:
         votes = votes.filter(comparison__project_id=project_id)
     return votes

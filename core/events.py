@@ -47,6 +47,12 @@ def project_group(project_id: int, audience: Audience) -> str:
     return f"project.{project_id}.{audience}"
 
 
+def user_group(user_id: int) -> str:
+    """Every live socket of one user joins this group: how an ended membership reaches sockets
+    opened while it lasted (annotation/consumers.py closes them)."""
+    return f"user.{user_id}"
+
+
 class _Sender:
     """One daemon thread running an asyncio loop that sends queued events one after another
     (FIFO, so a job's "succeeded" never overtakes its last progress event).
@@ -151,6 +157,13 @@ def events_flush(timeout: float = 5.0) -> bool:
 def event_send_on_commit(*, group: str, payload: dict) -> None:
     """Send `payload` to `group` once the current transaction commits (at once outside one)."""
     transaction.on_commit(lambda: event_send_now(group=group, payload=payload))
+
+
+def access_revoked_on_commit(*, user_id: int, project_id: int) -> None:
+    """Once the transaction commits, close `user_id`'s open sockets on `project_id` (4403)."""
+    transaction.on_commit(
+        lambda: _sender.send(user_group(user_id), {"type": "access.revoked", "project_id": project_id})
+    )
 
 
 def event_send_now(*, group: str, payload: dict) -> None:

@@ -8,6 +8,7 @@ from django.db import transaction
 from annotation.models import Assignment, Project, ProjectMember
 from annotation.services.queue import _lock_rater
 from core.errors import ErrorCode, NotFound, ServiceError
+from core.events import access_revoked_on_commit
 from core.permissions import role_perms
 
 
@@ -50,10 +51,13 @@ def project_member_remove(*, project: Project, user) -> bool:
     The pairs they hold there go back to the queue, so a vote on one is refused (no lease). The
     rater lock (the one `assignment_next` takes first) orders this with their queue calls: a
     `next` either ran before and its lease is released here, or runs after and finds no
-    membership."""
+    membership. Sockets the user opened on the project while a member are closed (4403) once
+    this commits."""
     _lock_rater(user.pk)
     deleted, _ = ProjectMember.objects.filter(project=project, user=user).delete()
     Assignment.objects.filter(project=project, rater=user, state=Assignment.State.LEASED).update(
         state=Assignment.State.OPEN, rater=None, leased_at=None, expires_at=None
     )
+    if deleted:
+        access_revoked_on_commit(user_id=user.pk, project_id=project.pk)  # its open sockets close
     return bool(deleted)

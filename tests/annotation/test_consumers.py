@@ -180,3 +180,35 @@ def test_only_members_and_ops_may_listen_to_a_project(make_user, make_project):
         await assert_denied(communicator(project.pk, member_cookie))
 
     asyncio.run(scenario())
+
+
+@TRANSACTIONAL
+def test_a_socket_opened_while_a_member_closes_when_the_membership_ends(make_user, make_project):
+    """Checked on connect is not enough: a rater removed from a project stops hearing it at once
+    (4403 on the open socket), while their socket on another project stays open."""
+    project, other = make_project(pairs=2, overlap=2, members=[]), make_project(pairs=1, members=[])
+    member = make_user("rater", projects=[project, other])
+    voter = make_user("rater", projects=[project])
+    cookie = session_cookie(member)
+
+    def vote():
+        lease = assignment_next(rater=voter, project=project)
+        preference_submit(
+            rater=voter, comparison_id=lease.comparison.pk, choice="tie", idempotency_key=uuid.uuid4().hex
+        )
+        events_flush()
+
+    async def scenario():
+        ws, elsewhere = communicator(project.pk, cookie), communicator(other.pk, cookie)
+        assert (await ws.connect(timeout=5))[0] and (await elsewhere.connect(timeout=5))[0]
+        try:
+            await sync_to_async(project_member_remove)(project=project, user=member)
+            await sync_to_async(events_flush)()
+            assert await ws.receive_output(timeout=5) == {"type": "websocket.close", "code": 4403}
+            await sync_to_async(vote)()
+            await assert_silent(elsewhere)  # the other project's socket is still open, and quiet
+        finally:
+            await ws.disconnect()
+            await elsewhere.disconnect()
+
+    asyncio.run(scenario())

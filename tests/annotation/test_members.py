@@ -94,6 +94,20 @@ def test_removing_a_member_sends_their_pair_back_and_refuses_their_vote(two_proj
 
 
 @pytest.mark.django_db
+def test_a_former_member_no_longer_lists_their_votes_there(two_projects):
+    mine, _, rater, _ = two_projects
+    client = client_for(rater)
+    comparison_id = client.post(f"/api/projects/{mine.pk}/next/").json()["comparison_id"]
+    assert vote(client, comparison_id).status_code == 201
+    assert [v["comparison_id"] for v in client.get("/api/preferences/mine/").json()["results"]] == [
+        comparison_id
+    ]
+    project_member_remove(project=mine, user=rater)
+    assert client.get("/api/preferences/mine/").json()["results"] == []
+    assert client.get(f"/api/preferences/mine/?project={mine.pk}").json()["results"] == []
+
+
+@pytest.mark.django_db
 def test_a_researcher_sees_and_exports_only_their_projects(two_projects, make_user):
     mine, theirs, _, researcher = two_projects
     ops = make_user("ops", projects=[])

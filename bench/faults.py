@@ -338,6 +338,17 @@ class Faults:
         return result
 
 
+FAULT_NAMES = (
+    "pg_restart",
+    "pg_kill",
+    "redis_down",
+    "web_kill",
+    "worker_kill_reward",
+    "worker_kill_export",
+    "disk_full",
+)
+
+
 def throughput(books: Books, start: float, end: float) -> float:
     with books.lock:
         n = sum(1 for t in books.ack_times if start <= t < end)
@@ -371,6 +382,13 @@ def main() -> None:
     parser.add_argument("--reward-epochs", type=int, default=4)
     parser.add_argument("--reward-votes", type=int, default=300, help="votes the reward-model run trains on")
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder (logs) afterwards")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated faults to inject (default all): "
+        + ",".join(FAULT_NAMES)
+        + "; bad inputs and fuzzing run only with --fuzz-cases > 0",
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="bench-faults-"))
@@ -410,8 +428,8 @@ def main() -> None:
         time.sleep(baseline_s)  # the first half warms up (raters log in, workers import)
         baseline = throughput(books, started + baseline_s / 2, time.monotonic())
         results = []
-        for inject in (faults.pg_restart, faults.pg_kill, faults.redis_down, faults.web_kill,
-                       faults.worker_kill_reward, faults.worker_kill_export, faults.disk_full):  # fmt: skip
+        chosen = [n for n in FAULT_NAMES if not args.only or n in args.only.split(",")]
+        for inject in (getattr(faults, name) for name in chosen):
             begin = time.monotonic()
             print(f"  fault: {inject.__name__} ...", flush=True)
             try:
@@ -432,11 +450,14 @@ def main() -> None:
         for t in threads:
             t.join(timeout=150)
         votes = books_check(books, stack)
-        bad = guarded(bad_inputs_run, stack, seeded, empty={"rows": [], "cases": 0, "server_errors": 0})
-        fuzz = guarded(
-            fuzz_run, stack, seeded, total_cases=args.fuzz_cases,
-            empty={"rows": [], "failures": [], "cases": 0, "server_errors": 0},
-        )  # fmt: skip
+        no_bad = {"rows": [], "cases": 0, "server_errors": 0}
+        bad = guarded(bad_inputs_run, stack, seeded, empty=no_bad) if args.fuzz_cases else no_bad
+        no_fuzz = {"rows": [], "failures": [], "cases": 0, "server_errors": 0}
+        fuzz = (
+            guarded(fuzz_run, stack, seeded, total_cases=args.fuzz_cases, empty=no_fuzz)
+            if args.fuzz_cases
+            else no_fuzz
+        )
     finally:
         stop.set()
         stack.stop()

@@ -72,6 +72,19 @@ def _script(location: str):
     return found[1]
 
 
+_last_warning = 0.0
+WARN_EVERY_S = 10.0
+
+
+def _warn_unavailable(scope: str, exc: Exception) -> None:
+    """One warning line per WARN_EVERY_S per process while Redis is down, not one per request."""
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning >= WARN_EVERY_S:
+        _last_warning = now
+        log.warning("throttle %s not applied: Redis unavailable (%s)", scope, type(exc).__name__)
+
+
 def sliding_window_wait(
     *, limit: int, duration: int, current: int, previous: int, into_window: float
 ) -> float:
@@ -122,7 +135,7 @@ class RecordedUserRateThrottle(UserRateThrottle):
         except redis.RedisError as exc:
             # Fail open: votes go to PostgreSQL, and a throttle must not make rating unavailable
             # while Redis is down (bench/faults.py's "Redis down" fault).
-            log.warning("throttle %s not applied: Redis unavailable (%s)", self.scope, type(exc).__name__)
+            _warn_unavailable(self.scope, exc)
             return True
         return result >= 0
 

@@ -39,7 +39,7 @@ class Books:
     sent: set = field(default_factory=set)  # (rater username, idempotency key)
     acked: set = field(default_factory=set)
     ack_times: list = field(default_factory=list)  # monotonic time of every ack
-    refused: dict = field(default_factory=dict)  # status -> count (4xx answers to a vote)
+    refused: dict = field(default_factory=dict)  # "status code" -> count (4xx answers to a vote)
     errors: int = 0  # 5xx answers and network errors (each retried with the same key)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -79,7 +79,11 @@ def rater_loop(base_url: str, username: str, token: str, project_id: int, books:
                         books.acked.add((username, key))
                         books.ack_times.append(time.monotonic())
                     else:
-                        books.refused[answer.status_code] = books.refused.get(answer.status_code, 0) + 1
+                        try:
+                            why = f"{answer.status_code} {answer.json().get('code', '')}".strip()
+                        except ValueError:
+                            why = str(answer.status_code)
+                        books.refused[why] = books.refused.get(why, 0) + 1
                 break
             with books.lock:
                 books.errors += 1

@@ -13,18 +13,19 @@ from rest_framework.test import APIClient
 from annotation.services.comparisons import ComparisonSpec
 
 
-def pair_spec(prompt: str, response_a: str, response_b: str) -> ComparisonSpec:
-    """A comparison of two responses to a one-turn user prompt."""
+def pair_spec(prompt: str, response_a: str, response_b: str, **extra) -> ComparisonSpec:
+    """A comparison of two responses to a one-turn user prompt (`extra`: more ComparisonSpec
+    fields, e.g. gold_choice)."""
     return ComparisonSpec(
-        messages=[{"role": "user", "content": prompt}], response_a=response_a, response_b=response_b
+        messages=[{"role": "user", "content": prompt}], response_a=response_a, response_b=response_b, **extra
     )
 
 
 def pair_specs(
-    n: int, *, prompt: str = "Question {i}?", a: str = "Answer A to {i}", b: str = "Answer B to {i}"
+    n: int, *, prompt: str = "Question {i}?", a: str = "Answer A to {i}", b: str = "Answer B to {i}", **extra
 ) -> list[ComparisonSpec]:
-    """`n` pair specs; `{i}` in the templates is the pair's number."""
-    return [pair_spec(prompt.format(i=i), a.format(i=i), b.format(i=i)) for i in range(n)]
+    """`n` pair specs; `{i}` in the templates is the pair's number; `extra` as for pair_spec."""
+    return [pair_spec(prompt.format(i=i), a.format(i=i), b.format(i=i), **extra) for i in range(n)]
 
 
 def run_on_connections(work: Callable, items: Iterable, *, timeout: float) -> list[BaseException]:

@@ -6,11 +6,6 @@ from rest_framework.test import APIClient
 from annotation.models import Assignment, Comparison, Preference, Skip
 
 
-@pytest.fixture(autouse=True)
-def fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def api(make_user):
     def make(role="rater", **kw):

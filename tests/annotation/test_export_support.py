@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from annotation.models import Comparison, Export, Preference
-from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from annotation.services.comparisons import comparisons_create
 from annotation.services.exports import export_create, export_run
+from tests.support import pair_specs
 
 EXPORT_DB = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -35,15 +36,13 @@ def vote(comparison, rater, choice, strength=None, **extra) -> Preference:
 
 
 def pairs(project, n, *, round_id=None, gold_choice="", prefix="Q") -> list[Comparison]:
-    specs = [
-        ComparisonSpec(
-            messages=[{"role": "user", "content": f"{prefix} {i} of round {round_id}?"}],
-            response_a=f"Answer A to {prefix} {i}",
-            response_b=f"Answer B to {prefix} {i}",
-            gold_choice=gold_choice,
-        )
-        for i in range(n)
-    ]
+    specs = pair_specs(
+        n,
+        prompt=f"{prefix} {{i}} of round {round_id}?",
+        a=f"Answer A to {prefix} {{i}}",
+        b=f"Answer B to {prefix} {{i}}",
+        gold_choice=gold_choice,
+    )
     return comparisons_create(project=project, specs=specs, round_id=round_id, votes_needed=5)
 
 

@@ -13,11 +13,6 @@ from annotation.models import Assignment, Comparison, Prompt, Response
 from annotation.services.imports import comparisons_import
 
 
-@pytest.fixture(autouse=True)
-def fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def jsonl(*rows) -> str:
     return "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n"
 

@@ -15,11 +15,6 @@ from annotation.services.queue import assignment_next
 from core.errors import NotFound
 
 
-@pytest.fixture(autouse=True)
-def fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def client_for(user) -> Client:
     client = Client()
     client.force_login(user)

@@ -18,11 +18,6 @@ from core.api import ApiView
 ROLES = ["anonymous", "rater", "researcher", "ops", "staff"]
 
 
-@pytest.fixture(autouse=True)
-def fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def world(make_user, make_project):
     project = make_project(pairs=3)

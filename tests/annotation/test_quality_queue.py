@@ -11,31 +11,24 @@ from django.db import connection, transaction
 
 from annotation.models import Assignment, Comparison, Preference, RaterState, RaterStateChange
 from annotation.quality.service import quality_refresh, rater_state_override
-from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from annotation.services.comparisons import comparisons_create
 from annotation.services.gold import comparison_gold_set
 from annotation.services.queue import assignment_next, preference_submit
 from core.errors import ErrorCode, ServiceError
+from tests.support import pair_specs
 
 
 def _gold(project, n, choice="a"):
-    return comparisons_create(
-        project=project,
-        specs=[
-            ComparisonSpec(
-                messages=[{"role": "user", "content": f"Gold question {i}?"}],
-                response_a=f"Gold answer A {i}",
-                response_b=f"Gold answer B {i}",
-                gold_choice=choice,
-            )
-            for i in range(n)
-        ],
+    specs = pair_specs(
+        n, prompt="Gold question {i}?", a="Gold answer A {i}", b="Gold answer B {i}", gold_choice=choice
     )
+    return comparisons_create(project=project, specs=specs)
 
 
-def _vote(rater, lease, choice="a", source="rater"):
+def _vote(rater, lease, choice="a", source="rater", **extra):
     return preference_submit(
         rater=rater, comparison_id=lease.comparison.pk, choice=choice, strength=1 if choice in "ab" else None,
-        idempotency_key=uuid.uuid4().hex, source=source,
+        idempotency_key=uuid.uuid4().hex, source=source, **extra,
     )  # fmt: skip
 
 
@@ -243,10 +236,7 @@ def test_a_vote_faster_than_the_floor_is_refused_and_time_on_task_is_the_servers
     rater, judge = make_user(), make_user(None, projects=[project])  # a judge account is a member
     lease = assignment_next(rater=rater, project=project)
     with pytest.raises(ServiceError) as err:
-        preference_submit(
-            rater=rater, comparison_id=lease.comparison.pk, choice="a", strength=1,
-            idempotency_key="k1", client_ms=45_000,
-        )  # fmt: skip
+        _vote(rater, lease, client_ms=45_000)
     assert err.value.code == ErrorCode.TOO_FAST and err.value.code.status == 409
     assert not Preference.objects.exists()
     # Judges (programs) are not held to a person's reading speed.
@@ -255,12 +245,5 @@ def test_a_vote_faster_than_the_floor_is_refused_and_time_on_task_is_the_servers
     Assignment.objects.filter(pk=lease.assignment.pk).update(
         leased_at=lease.assignment.leased_at - __import__("datetime").timedelta(seconds=61)
     )
-    vote = preference_submit(
-        rater=rater,
-        comparison_id=lease.comparison.pk,
-        choice="a",
-        strength=1,
-        idempotency_key="k2",
-        client_ms=5,
-    ).preference
+    vote = _vote(rater, lease, client_ms=5).preference
     assert vote.lease_ms >= 61_000 and vote.client_ms == 5

@@ -4,18 +4,8 @@ import math
 
 import pytest
 
+from annotation.quality import stats
 from annotation.quality.compute import Speed, VoteRecord, project_quality
-from annotation.quality.stats import (
-    binomial_test,
-    cohen_kappa,
-    krippendorff_alpha,
-    loo_agreement,
-    majority,
-    ordinal_level,
-    reading_ms,
-    vote_entropy,
-    wilson_interval,
-)
 from annotation.quality.trust import PAUSED, REVIEW, Evidence, Thresholds, state_decide, trust_score
 
 # Krippendorff (2011), "Computing Krippendorff's alpha-reliability", the worked example:
@@ -28,17 +18,17 @@ _K2011 = [
 
 
 def test_krippendorff_alpha_matches_the_published_example():
-    assert krippendorff_alpha(_K2011, metric="nominal") == pytest.approx(0.743, abs=5e-4)
-    assert krippendorff_alpha(_K2011, metric="ordinal") == pytest.approx(0.815, abs=5e-4)
+    assert stats.krippendorff_alpha(_K2011, metric="nominal") == pytest.approx(0.743, abs=5e-4)
+    assert stats.krippendorff_alpha(_K2011, metric="ordinal") == pytest.approx(0.815, abs=5e-4)
 
 
 def test_krippendorff_alpha_small_case_by_hand():
     # Units (a, a), (a, b), (b, b): coincidences o_aa = 2, o_ab = o_ba = 1, o_bb = 2; n_a = n_b = 3,
     # n = 6. D_o = 2/6; D_e = 2·3·3 / (6·5) = 0.6; alpha = 1 − (1/3)/0.6 = 4/9.
-    assert krippendorff_alpha([["a", "a"], ["a", "b"], ["b", "b"]]) == pytest.approx(4 / 9)
+    assert stats.krippendorff_alpha([["a", "a"], ["a", "b"], ["b", "b"]]) == pytest.approx(4 / 9)
     # Perfect agreement with variation: 1; a single unit or one value only: nothing to compare.
-    assert krippendorff_alpha([["a", "a"], ["b", "b"]]) == pytest.approx(1.0)
-    assert math.isnan(krippendorff_alpha([["a", "a"], ["a"]]))
+    assert stats.krippendorff_alpha([["a", "a"], ["b", "b"]]) == pytest.approx(1.0)
+    assert math.isnan(stats.krippendorff_alpha([["a", "a"], ["a"]]))
 
 
 def test_cohen_kappa_by_hand():
@@ -46,26 +36,26 @@ def test_cohen_kappa_by_hand():
     # rater 2 30 times: p_e = 0.5·0.6 + 0.5·0.4 = 0.5; kappa = (0.7 − 0.5)/(1 − 0.5) = 0.4.
     first = ["y"] * 25 + ["n"] * 25
     second = ["y"] * 20 + ["n"] * 5 + ["y"] * 10 + ["n"] * 15
-    assert cohen_kappa(first, second) == pytest.approx(0.4)
-    assert cohen_kappa(["a", "b"], ["a", "b"]) == pytest.approx(1.0)
+    assert stats.cohen_kappa(first, second) == pytest.approx(0.4)
+    assert stats.cohen_kappa(["a", "b"], ["a", "b"]) == pytest.approx(1.0)
 
 
 def test_wilson_interval_by_hand():
     # 8 of 10, z = 1.96: centre (0.8 + 0.19208)/1.38415 = 0.71676; half-width
     # 1.96·sqrt(0.016 + 0.0009604)/1.38415 = 0.22615 -> (0.4902, 0.9433).
-    est = wilson_interval(8, 10)
+    est = stats.wilson_interval(8, 10)
     assert est.low == pytest.approx(0.4902, abs=1e-4)
     assert est.high == pytest.approx(0.9433, abs=1e-4)
 
 
 def test_binomial_test_by_hand():
     # 9 of 10 under 1/2: P(X <= 1) + P(X >= 9) = 2·(1 + 10)/1024.
-    assert binomial_test(9, 10) == pytest.approx(22 / 1024)
-    assert binomial_test(5, 10) == pytest.approx(1.0)
-    assert binomial_test(10, 10) == pytest.approx(2 / 1024)
+    assert stats.binomial_test(9, 10) == pytest.approx(22 / 1024)
+    assert stats.binomial_test(5, 10) == pytest.approx(1.0)
+    assert stats.binomial_test(10, 10) == pytest.approx(2 / 1024)
     # Asymmetric p: 0 of 5 under 0.2 is the likeliest outcome besides 1 of 5 (0.32768 vs 0.4096):
     # every outcome with pmf <= 0.32768 counts: 1 − 0.4096.
-    assert binomial_test(0, 5, 0.2) == pytest.approx(1 - 0.4096)
+    assert stats.binomial_test(0, 5, 0.2) == pytest.approx(1 - 0.4096)
 
 
 def test_binomial_test_on_a_big_project():
@@ -78,21 +68,37 @@ def test_binomial_test_on_a_big_project():
 
 
 def test_entropy_majority_and_leave_one_out():
-    assert vote_entropy(["a", "a", "b"]) == pytest.approx(
+    assert stats.vote_entropy(["a", "a", "b"]) == pytest.approx(
         -(2 / 3) * math.log2(2 / 3) - (1 / 3) * math.log2(1 / 3)
     )
-    assert vote_entropy(["a", "a"]) == 0.0
-    assert majority([2, 1, 0, 0]) == ("a", pytest.approx(2 / 3))
-    assert majority([1, 1, 0, 0])[0] is None
+    assert stats.vote_entropy(["a", "a"]) == 0.0
+    assert stats.majority([2, 1, 0, 0]) == ("a", pytest.approx(2 / 3))
+    assert stats.majority([1, 1, 0, 0])[0] is None
     # r3 is alone against (a, a): disagrees; r1's others are (a, b): no majority.
-    assert loo_agreement([("r1", "a"), ("r2", "a"), ("r3", "b")]) == {"r1": None, "r2": None, "r3": False}
-    assert loo_agreement([("r1", "a"), ("r2", "a"), ("r3", "a")]) == {"r1": True, "r2": True, "r3": True}
+    assert stats.loo_agreement([("r1", "a"), ("r2", "a"), ("r3", "b")]) == {
+        "r1": None,
+        "r2": None,
+        "r3": False,
+    }
+    assert stats.loo_agreement([("r1", "a"), ("r2", "a"), ("r3", "a")]) == {
+        "r1": True,
+        "r2": True,
+        "r3": True,
+    }
 
 
 def test_ordinal_scale_and_reading_time():
-    assert [ordinal_level("a", 3), ordinal_level("a", 1), ordinal_level("tie", None)] == [-2, -1, 0]
-    assert [ordinal_level("b", 1), ordinal_level("b", 2), ordinal_level("both_bad", None)] == [1, 2, None]
-    assert reading_ms(500, 25.0) == pytest.approx(20_000)
+    assert [stats.ordinal_level("a", 3), stats.ordinal_level("a", 1), stats.ordinal_level("tie", None)] == [
+        -2,
+        -1,
+        0,
+    ]
+    assert [
+        stats.ordinal_level("b", 1),
+        stats.ordinal_level("b", 2),
+        stats.ordinal_level("both_bad", None),
+    ] == [1, 2, None]
+    assert stats.reading_ms(500, 25.0) == pytest.approx(20_000)
     assert Speed(chars_per_second=25, too_fast_fraction=0.5).too_fast(9_000, 500) is True
     assert Speed(chars_per_second=25, too_fast_fraction=0.5).too_fast(11_000, 500) is False
 

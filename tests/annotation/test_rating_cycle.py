@@ -16,11 +16,6 @@ from annotation.models import Assignment, Comparison, Preference
 from annotation.services.queue import assignment_next, preference_submit
 
 
-@pytest.fixture(autouse=True)
-def fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _client(user) -> APIClient:
     client = APIClient()
     client.force_authenticate(user)

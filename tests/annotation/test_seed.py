@@ -10,11 +10,6 @@ from annotation.models import Assignment, Comparison, Project, ProjectMember, Pr
 from annotation.services.demo import PAIRS, demo_gold
 
 
-@pytest.fixture(autouse=True)
-def fast_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def counts():
     return {
         "projects": Project.objects.count(),

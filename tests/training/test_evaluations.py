@@ -208,7 +208,7 @@ def test_an_evaluation_runs_in_a_real_worker_and_its_pairs_reach_the_queue(
     from annotation.services.queue import assignment_next
 
     from .test_rounds_worker import rater_create, rounds_worker
-    from .workers import wait_for
+    from .workers import wait_finished
 
     redis.Redis.from_url(settings.REDIS_URL).flushdb()  # this run's own Redis db: no stale jobs
     configure_fresh(settings, tmp_path, tiny_policy, tiny_backbone)
@@ -216,12 +216,7 @@ def test_an_evaluation_runs_in_a_real_worker_and_its_pairs_reach_the_queue(
     worker = rounds_worker(settings, tmp_path / "worker.log")
     try:
         ev = evaluation_create(project=project, challenger=changed, opponent=base, seed=9)  # on commit
-
-        def finished():
-            row = Evaluation.objects.get(pk=ev.pk)
-            return row if row.is_finished else None
-
-        done = wait_for(finished, 300, worker, "the evaluation to finish")
+        done = wait_finished(ev, worker, "the evaluation to finish")
         assert done.status == "succeeded", done.error
         assert EvaluationPair.objects.filter(evaluation=ev).count() == 6
         assert done.metrics["kl"]["value"] > 0

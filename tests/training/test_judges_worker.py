@@ -21,7 +21,7 @@ from training.models import Judge, JudgeRun
 from training.services.judges import judge_create, judge_run_cancel, judge_run_create
 
 from .test_judges import tiny_reward_model
-from .workers import Worker, advisory_lock_held, wait_for
+from .workers import Worker, advisory_lock_held, wait_finished, wait_for
 
 _names = itertools.count()
 
@@ -52,11 +52,6 @@ def judges(committed_db, tiny_backbone):
         Judge.objects.filter(pk=base.pk).delete()
 
 
-def finished(run_id: int):
-    row = JudgeRun.objects.get(pk=run_id)
-    return row.is_finished and row
-
-
 @pytest.mark.skipif(not django_settings.REDIS_URL, reason="needs REDIS_URL (a Redis broker)")
 def test_simulated_raters_rate_the_queue_in_a_worker_and_a_cancel_stops_them(judges, tmp_path):
     redis.Redis.from_url(django_settings.REDIS_URL).flushdb()  # this test's own Redis db
@@ -64,7 +59,7 @@ def test_simulated_raters_rate_the_queue_in_a_worker_and_a_cancel_stops_them(jud
     worker = Worker(tmp_path / "worker.log", env={})
     try:
         run = judge_run_create(project=project, judge=judges, raters=3, votes=1000)  # enqueued on commit
-        done = wait_for(lambda: finished(run.pk), 240, worker, "the judge run to finish")
+        done = wait_finished(run, worker, "the judge run to finish", 240)
         assert done.status == "succeeded", done.error
         assert done.attempts == 1 and done.metrics["votes"] == 24 == done.progress_done
         assert "nothing left" in done.metrics["ended"]
@@ -79,7 +74,7 @@ def test_simulated_raters_rate_the_queue_in_a_worker_and_a_cancel_stops_them(jud
         long = judge_run_create(project=big, judge=judges, raters=1, votes=600)
         wait_for(lambda: JudgeRun.objects.get(pk=long.pk).progress_done > 0, 120, worker, "the first votes")
         judge_run_cancel(run_id=long.pk)
-        stopped = wait_for(lambda: finished(long.pk), 60, worker, "the cancelled run to stop")
+        stopped = wait_finished(long, worker, "the cancelled run to stop", 60)
     finally:
         worker.stop()
     assert stopped.status == "cancelled"

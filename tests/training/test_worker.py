@@ -35,7 +35,7 @@ from training.services.reward_models import (
 )
 from training.tasks import train_reward_model_task
 
-from .workers import Worker, advisory_lock_held, wait_for
+from .workers import Worker, advisory_lock_held, wait_finished, wait_for
 
 _names = itertools.count()
 
@@ -104,12 +104,7 @@ def test_sigkill_mid_training_leaves_no_artefact_and_the_retried_job_succeeds(
     second = Worker(tmp_path / "worker2.log", env={"MODELS_DIR": str(models)})
     try:
         train_reward_model_task.delay(run.pk)  # the retry (a broker redelivers after its visibility timeout)
-
-        def finished():
-            row = RewardModel.objects.get(pk=run.pk)
-            return row.is_finished and row
-
-        done = wait_for(finished, 300, second, "the retried run to finish")
+        done = wait_finished(run, second, "the retried run to finish")
     finally:
         second.stop()
 

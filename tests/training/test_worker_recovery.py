@@ -19,7 +19,7 @@ from training.models import RewardModel
 from training.services.reward_models import reward_dir, reward_model_run_create
 
 from .test_worker import committed_project, run_lock_held
-from .workers import Worker, wait_for
+from .workers import Worker, wait_finished, wait_for
 
 CONFIG = {
     "epochs": 30,  # long enough that the worker is still training when it is killed
@@ -81,12 +81,7 @@ def test_a_job_whose_worker_was_killed_is_reclaimed_and_its_leftovers_swept(
         assert reclaimed == [("reward_run", run.pk)]
         assert time.monotonic() - killed_at < 60
         assert not leftovers[0].exists() or not run_lock_held(run.pk)
-
-        def finished():
-            row = RewardModel.objects.get(pk=run.pk)
-            return row.is_finished and row
-
-        done = wait_for(finished, 300, second, "the reclaimed run to finish")
+        done = wait_finished(run, second, "the reclaimed run to finish")
     finally:
         second.stop()
 

@@ -92,6 +92,16 @@ def wait_for(predicate, timeout: float, worker: Worker, what: str, *, poll: floa
     pytest.fail(f"timed out waiting for {what}:\n{worker.tail()}")
 
 
+def wait_finished(job, worker: Worker, what: str, timeout: float = 300):
+    """Wait until `job` (a row of a core.jobs.Job model) has finished in `worker`: its row, fresh."""
+
+    def finished():
+        row = type(job).objects.get(pk=job.pk)
+        return row if row.is_finished else None
+
+    return wait_for(finished, timeout, worker, what)
+
+
 def advisory_lock_held(namespace: int, key: int) -> bool:
     """Whether any session holds pg_advisory_lock(namespace, key) (a live worker's job lock)."""
     with connection.cursor() as cur:

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from rest_framework import serializers
 
-from annotation.selectors import projects_for
+from annotation.models import Project
 from core.errors import ErrorCode
 from core.permissions import role_required
 from core.roles import OPERATE
@@ -28,6 +28,7 @@ from training.views import (
     ProjectCreateView,
     action_schema,
     page_action,
+    project_page,
     project_schema,
 )
 
@@ -49,10 +50,8 @@ def round_gate_check_view(request, round_id: int):
     )
 
 
-@require_POST
-@role_required(OPERATE)
-def policy_rollback_view(request, project_id: int):
-    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
+@project_page("POST")
+def policy_rollback_view(request, project: Project):
     try:
         checkpoint = int(request.POST.get("checkpoint", ""))
     except ValueError:
@@ -68,10 +67,8 @@ def policy_rollback_view(request, project_id: int):
     return page_action(request, action, done, to=_rounds_url(project.pk))
 
 
-@require_POST
-@role_required(OPERATE)
-def schedule_resume_view(request, project_id: int):
-    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
+@project_page("POST")
+def schedule_resume_view(request, project: Project):
     action = partial(schedule_resume, project=project, by=request.user)
     return page_action(request, action, "Schedule resumed.", to=_rounds_url(project.pk))
 

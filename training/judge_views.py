@@ -13,13 +13,12 @@ from functools import partial
 from django import forms
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
 from annotation.models import Project
-from annotation.selectors import projects_for
 from core.api import ERRORS
 from core.errors import ErrorCode
 from core.permissions import role_required
@@ -34,6 +33,7 @@ from training.views import (
     ProjectRowsView,
     action_schema,
     page_action,
+    project_page,
     project_schema,
 )
 
@@ -62,19 +62,15 @@ def _page(request, project: Project, form: JudgeRunForm, *, status: int = 200):
     return render(request, "training/judges.html", context, status=status)
 
 
-@require_GET
-@role_required(OPERATE)
-def judges(request, project_id: int):
-    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
+@project_page("GET")
+def judges(request, project: Project):
     if request.htmx:
         return render(request, "training/_judge_runs.html", _context(project))
     return _page(request, project, JudgeRunForm())
 
 
-@require_POST
-@role_required(OPERATE)
-def judge_run_start(request, project_id: int):
-    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
+@project_page("POST")
+def judge_run_start(request, project: Project):
     form = JudgeRunForm(request.POST)
     if not form.is_valid():
         return _page(request, project, form, status=400)

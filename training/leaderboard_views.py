@@ -9,22 +9,20 @@ call one selector, render.
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 
+from annotation.models import Project
 from annotation.selectors import projects_for
 from core.api import ERRORS, ApiView, CanReadData
 from core.errors import ServiceError
-from core.permissions import role_required
 from core.roles import READ_DATA
 from training import evaluation_selectors as selectors
+from training.views import project_page
 
 
-@require_GET
-@role_required(READ_DATA)
-def leaderboard(request, project_id: int):
-    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
+@project_page("GET", READ_DATA)
+def leaderboard(request, project: Project):
     kinds = selectors.voter_kinds(project_id=project.pk)
     error = ""
     try:

@@ -1,19 +1,19 @@
 """Ops pages and REST API for reward-model runs. Thin: parse, call one service, render.
 
 Pages (server-rendered, htmx partial for the runs table) and the API share one permission:
-`annotation.operate`. `page_action` and `ObjectActionView` are also the shape of the round
-pages' and API's actions (training/round_views.py).
+`annotation.operate`. `project_page`, `page_action` and `ObjectActionView` are also the shape
+of the other training pages' and API's (judges, gates, leaderboard, rounds).
 """
 
 from collections.abc import Callable
-from functools import partial
+from functools import partial, wraps
 
 from django import forms
 from django.contrib import messages
 from django.db.models import Model
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -59,6 +59,23 @@ class RunStartForm(forms.Form):
         return {k: v for k, v in self.cleaned_data.items() if v not in (None, "")}
 
 
+def project_page(method: str, perm: str = OPERATE):
+    """A page of one project: only `method` (405 for others), `perm` (role_required: the login
+    page for anonymous visitors, 403 without it), and the view gets the project (one the user
+    sees, else 404) in place of the URL's `project_id`."""
+
+    def decorate(view: Callable) -> Callable:
+        @require_http_methods([method])
+        @role_required(perm)
+        @wraps(view)
+        def page(request, project_id: int, **kwargs):
+            return view(request, get_object_or_404(projects_for(user=request.user), pk=project_id), **kwargs)
+
+        return page
+
+    return decorate
+
+
 def page_action(request, action: Callable, done: str | Callable, *, to: str):
     """Run one service action from an ops page, then go to `to`: a refusal becomes an error
     message, success the message `done` (a text, or a function of what the action returned)."""
@@ -88,10 +105,8 @@ def index(request):
     return render(request, "training/index.html", {"rows": selectors.projects_with_reward_summary()})
 
 
-@require_GET
-@role_required(OPERATE)
-def reward_models(request, project_id: int):
-    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
+@project_page("GET")
+def reward_models(request, project: Project):
     context = _runs_context(project)
     if request.htmx:
         return render(request, "training/_runs.html", context)
@@ -100,10 +115,8 @@ def reward_models(request, project_id: int):
     return render(request, "training/reward_models.html", context)
 
 
-@require_POST
-@role_required(OPERATE)
-def reward_model_start(request, project_id: int):
-    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
+@project_page("POST")
+def reward_model_start(request, project: Project):
     form = RunStartForm(request.POST)
     if not form.is_valid():
         context = _runs_context(project)

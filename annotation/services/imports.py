@@ -77,13 +77,6 @@ def comparisons_import(
     `progress_every` lines for a console or progress bar.
     """
     report = jsonl.ImportReport()
-    first_line: dict[str, int] = {}
-
-    def keep(number: int, item: tuple[int, ComparisonSpec]) -> bool:
-        first = first_line.setdefault(item[1].content_key, number)
-        if first != number:
-            report.duplicates.append((number, f"same pair as line {first}"))
-        return first == number
 
     def write(items: list[tuple[int, ComparisonSpec]]) -> None:
         keys = [spec.content_key for _, spec in items]
@@ -106,7 +99,7 @@ def comparisons_import(
         report=report,
         batch_size=batch_size,
         added_event="comparisons_added",
-        keep=keep,
+        keep=jsonl.first_in_file(report, lambda item: item[1].content_key, "pair"),
         lock_project=True,
         on_progress=on_progress,
         progress_every=progress_every,

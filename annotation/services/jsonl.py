@@ -108,6 +108,20 @@ class Batch:
         self.items.clear()
 
 
+def first_in_file(report: ImportReport, key: Callable[[T], str], what: str) -> Callable[[int, T], bool]:
+    """A `keep` for `lines_import`: the first line of each `key(item)`; a later line with the
+    same key is passed over and reported as a duplicate ("same <what> as line N")."""
+    first_line: dict[str, int] = {}
+
+    def keep(number: int, item: T) -> bool:
+        first = first_line.setdefault(key(item), number)
+        if first != number:
+            report.duplicates.append((number, f"same {what} as line {first}"))
+        return first == number
+
+    return keep
+
+
 def lines_import(
     *,
     project: Project,

@@ -42,6 +42,7 @@ from annotation.services.comparisons import ComparisonSpec, comparisons_create, 
 from annotation.services.jsonl import (
     ImportReport,
     LineError,
+    first_in_file,
     json_object_from_line,
     lines_import,
     open_jsonl,
@@ -210,14 +211,7 @@ def preferences_import(
     """
     parse = _line_parser(fmt)
     report = ImportReport()
-    first_line: dict[str, int] = {}
     user = None
-
-    def keep(number: int, pair: ParsedPair) -> bool:
-        first = first_line.setdefault(pair.key, number)
-        if first != number:
-            report.duplicates.append((number, f"same pair as line {first}"))
-        return first == number
 
     def write(pairs: list[ParsedPair]) -> None:
         nonlocal user
@@ -245,7 +239,7 @@ def preferences_import(
             report=report,
             batch_size=batch_size,
             added_event="comparisons_added",
-            keep=keep,
+            keep=first_in_file(report, lambda pair: pair.key, "pair"),
         )
     if report.errors:
         raise PreferenceImportInvalid(report.errors, report.lines)

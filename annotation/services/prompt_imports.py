@@ -83,13 +83,6 @@ def prompts_import(
             code=ErrorCode.INVALID,
         )
     report = jsonl.ImportReport()
-    seen: dict[str, int] = {}  # digest -> first line
-
-    def first_in_file(number: int, parsed: PromptLine) -> bool:
-        first = seen.setdefault(parsed.digest, number)
-        if first != number:
-            report.duplicates.append((number, f"same prompt as line {first}"))
-        return first == number
 
     def write(batch: list[PromptLine]) -> None:
         existing = set(
@@ -124,7 +117,7 @@ def prompts_import(
         report=report,
         batch_size=BATCH_SIZE,
         added_event="prompts_added",
-        keep=first_in_file,
+        keep=jsonl.first_in_file(report, lambda parsed: parsed.digest, "prompt"),
         lock_project=True,  # one import at a time
         on_progress=on_progress,
         progress_every=progress_every,

@@ -351,7 +351,9 @@ def job_run(
     run). `cancel_errors` end the job as cancelled (besides JobCancelled); `user_errors`
     (besides JobFailed and ServiceError) fail it with their message alone; any other exception
     fails it with its type and message and is logged with its traceback. `on_error(job, exc)`
-    may return extra columns to record with a failure (e.g. the step that failed).
+    may return extra columns to record with a failure (e.g. the step that failed). A job stopped
+    by its soft time limit fails with that limit in its message: `time_limit_s`, or without it
+    the limit of the Celery task running it (set in one place, `core.tasks.task`).
     """
     from celery.exceptions import SoftTimeLimitExceeded
 
@@ -371,7 +373,8 @@ def job_run(
         except BaseException as exc:
             extra = on_error(job, exc) if on_error else {}
             if isinstance(exc, SoftTimeLimitExceeded):
-                message = f"The job ran past its time limit ({time_limit_s} s) and was stopped."
+                limit = time_limit_s or _task_soft_time_limit()
+                message = f"The job ran past its time limit ({limit} s) and was stopped."
             elif isinstance(exc, (JobFailed, ServiceError, *user_errors)):
                 message = getattr(exc, "message", None) or str(exc)
             elif isinstance(exc, Exception):
@@ -384,6 +387,17 @@ def job_run(
         if job.status == JobStatus.RUNNING and result is not LEAVE_RUNNING:
             job_finish(job, JobStatus.SUCCEEDED)
         return job
+
+
+def _task_soft_time_limit() -> int | None:
+    """The soft time limit of the Celery task running now (one given to this call, else the
+    task's own); None outside a task."""
+    from celery import current_task
+
+    if not current_task:
+        return None
+    _, soft = current_task.request.timelimit or (None, None)
+    return soft or current_task.soft_time_limit
 
 
 # --- heartbeat, reclaim, leftovers -------------------------------------------------------------

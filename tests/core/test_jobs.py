@@ -87,6 +87,27 @@ def test_cancel_errors_end_the_job_cancelled(job):
     assert job_run(Export, job.pk, body, cancel_errors=(StopNow,)).status == JobStatus.CANCELLED
 
 
+def test_a_job_stopped_by_its_time_limit_says_the_limit(job, make_project):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from core.tasks import task
+
+    def too_long(j, rep):
+        raise SoftTimeLimitExceeded()
+
+    @task(time_limit_s=60)
+    def sample_job_task(job_id: int) -> None:
+        job_run(Export, job_id, too_long)  # the limit is the task's: the caller does not repeat it
+
+    sample_job_task.apply(args=(job.pk,))  # run as the task, in this process
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert job.error == "The job ran past its time limit (60 s) and was stopped."
+    given = Export.objects.create(project=make_project(), kind="raw", format="jsonl")
+    failed = job_run(Export, given.pk, too_long, time_limit_s=30)  # outside a task: the caller's
+    assert failed.error == "The job ran past its time limit (30 s) and was stopped."
+
+
 def test_a_job_another_worker_holds_is_left_to_it(job, other_worker):
     other_worker(job.pk)
     ran = []

@@ -400,11 +400,4 @@ def judge_run_execute(*, run_id: int, listener: Callable | None = None) -> Judge
     """Run a judge run to its end (the Celery task's, or `simulate_raters --sync`'s, one call).
     Safe to run twice: a rerun continues where the first stopped. `listener(done, total)` sees
     every progress step (a console bar)."""
-    return job_run(
-        JudgeRun,
-        run_id,
-        _run_body,
-        user_errors=(JudgeError,),
-        time_limit_s=JOB_SOFT_TIME_LIMIT_S,
-        listener=listener,
-    )
+    return job_run(JudgeRun, run_id, _run_body, user_errors=(JudgeError,), listener=listener)

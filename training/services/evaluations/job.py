@@ -42,7 +42,6 @@ def evaluation_run(*, evaluation_id: int, listener: Callable | None = None) -> E
         body,
         cancel_errors=(GenerationCancelled,),
         user_errors=(GenerationError,),
-        time_limit_s=JOB_SOFT_TIME_LIMIT_S,
         listener=listener,
     )
     if ev is not None and ev.status == Evaluation.Status.SUCCEEDED:

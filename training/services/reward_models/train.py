@@ -244,10 +244,5 @@ def reward_model_train(*, run_id: int, on_progress: Listener | None = None) -> R
             ) from None
 
     return job_run(
-        RewardModel,
-        run_id,
-        body,
-        cancel_errors=(TrainingCancelled,),
-        user_errors=(TrainingError,),
-        time_limit_s=JOB_SOFT_TIME_LIMIT_S,
+        RewardModel, run_id, body, cancel_errors=(TrainingCancelled,), user_errors=(TrainingError,)
     )

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 from functools import partial
 
-from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from django.views.decorators.http import require_POST
 from rest_framework import serializers
 
 from annotation.models import Project
 from core.errors import ErrorCode
-from core.permissions import role_required
-from core.roles import OPERATE
 from training.models import PolicyEvent, RLHFRound
 from training.services.gates import round_gate_check
 from training.services.policies import policy_rollback
@@ -30,6 +26,7 @@ from training.views import (
     page_action,
     project_page,
     project_schema,
+    row_action,
 )
 
 
@@ -37,11 +34,8 @@ def _rounds_url(project_id: int) -> str:
     return reverse("training:rounds", args=[project_id])
 
 
-@require_POST
-@role_required(OPERATE)
-def round_gate_check_view(request, round_id: int):
-    r = get_object_or_404(RLHFRound, pk=round_id)
-
+@row_action(RLHFRound, "round_id")
+def round_gate_check_view(request, r: RLHFRound):
     def done(checked: RLHFRound) -> str:
         return f"Gate of round {checked.number}: {(checked.gate or {}).get('reason') or 'no gate yet'}"
 

@@ -13,7 +13,6 @@ from functools import partial
 from django import forms
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -21,8 +20,6 @@ from rest_framework.response import Response
 from annotation.models import Project
 from core.api import ERRORS
 from core.errors import ErrorCode
-from core.permissions import role_required
-from core.roles import OPERATE
 from training import judge_selectors as selectors
 from training.models import Judge, JudgeRun
 from training.services.judges import MAX_RATERS, MAX_VOTES, judge_run_cancel, judge_run_create
@@ -35,6 +32,7 @@ from training.views import (
     page_action,
     project_page,
     project_schema,
+    row_action,
 )
 
 
@@ -78,10 +76,8 @@ def judge_run_start(request, project: Project):
     return page_action(request, action, "Queued judge run {0.pk}.".format, to=_page_url(project.pk))
 
 
-@require_POST
-@role_required(OPERATE)
-def judge_run_cancel_view(request, run_id: int):
-    run = get_object_or_404(JudgeRun, pk=run_id)
+@row_action(JudgeRun, "run_id")
+def judge_run_cancel_view(request, run: JudgeRun):
     action = partial(judge_run_cancel, run_id=run.pk)
     return page_action(request, action, f"Cancelling judge run {run.pk}.", to=_page_url(run.project_id))
 

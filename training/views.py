@@ -10,10 +10,11 @@ from functools import partial, wraps
 
 from django import forms
 from django.contrib import messages
-from django.db.models import Model
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -59,21 +60,31 @@ class RunStartForm(forms.Form):
         return {k: v for k, v in self.cleaned_data.items() if v not in (None, "")}
 
 
-def project_page(method: str, perm: str = OPERATE):
-    """A page of one project: only `method` (405 for others), `perm` (role_required: the login
-    page for anonymous visitors, 403 without it), and the view gets the project (one the user
-    sees, else 404) in place of the URL's `project_id`."""
+def _row_page(method: str, perm: str, lookup: str, rows: Callable[[HttpRequest], QuerySet]):
+    """A page of one row: only `method` (405 for others), `perm` (role_required: the login page
+    for anonymous visitors, 403 without it), and the view gets the row of `rows(request)` whose
+    id is the URL's `lookup` (404 without one) in place of that id."""
 
     def decorate(view: Callable) -> Callable:
         @require_http_methods([method])
         @role_required(perm)
         @wraps(view)
-        def page(request, project_id: int, **kwargs):
-            return view(request, get_object_or_404(projects_for(user=request.user), pk=project_id), **kwargs)
+        def page(request, **kwargs):
+            return view(request, get_object_or_404(rows(request), pk=kwargs[lookup]))
 
         return page
 
     return decorate
+
+
+def project_page(method: str, perm: str = OPERATE):
+    """A page of one project the user may see (`_row_page`; URL keyword `project_id`)."""
+    return _row_page(method, perm, "project_id", lambda request: projects_for(user=request.user))
+
+
+def row_action(model: type[Model], lookup: str):
+    """An ops page's POST action on one row of `model` (`_row_page`; URL keyword `lookup`)."""
+    return _row_page("POST", OPERATE, lookup, lambda request: model.objects.all())
 
 
 def page_action(request, action: Callable, done: str | Callable, *, to: str):
@@ -129,18 +140,14 @@ def reward_model_start(request, project: Project):
     return page_action(request, action, queued, to=_runs_url(project.pk))
 
 
-@require_POST
-@role_required(OPERATE)
-def reward_model_cancel_view(request, run_id: int):
-    run = get_object_or_404(RewardModel, pk=run_id)
+@row_action(RewardModel, "run_id")
+def reward_model_cancel_view(request, run: RewardModel):
     action = partial(reward_model_cancel, run_id=run.pk)
     return page_action(request, action, f"Cancelling v{run.version}.", to=_runs_url(run.project_id))
 
 
-@require_POST
-@role_required(OPERATE)
-def reward_model_promote_view(request, run_id: int):
-    run = get_object_or_404(RewardModel, pk=run_id)
+@row_action(RewardModel, "run_id")
+def reward_model_promote_view(request, run: RewardModel):
     action = partial(reward_model_promote, run_id=run.pk, promoted_by=request.user)
     done = f"v{run.version} is now the active reward model."
     return page_action(request, action, done, to=_runs_url(run.project_id))

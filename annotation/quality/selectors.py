@@ -68,6 +68,11 @@ def _last_active(project: Project) -> dict:
     )
 
 
+# A rate with no evidence yet (a state an override created before the first refresh): the
+# Wilson interval over no trials, the same shape as computed rates (the API schema's).
+NO_EVIDENCE = {"value": None, "low": 0.0, "high": 1.0, "n": 0}
+
+
 def raters_rows(*, project: Project, sort: str = "trust", descending: bool = False) -> list[dict]:
     """One row per rater of the project with their figures, sorted by `sort`."""
     names = dict(get_user_model().objects.values_list("pk", "username"))
@@ -80,10 +85,10 @@ def raters_rows(*, project: Project, sort: str = "trust", descending: bool = Fal
                 "rater_id": s.rater_id,
                 "rater": names.get(s.rater_id, str(s.rater_id)),
                 "votes": s.votes,
-                "gold": n.get("gold") or {},
-                "agreement": n.get("agreement") or {},
-                "too_fast": n.get("too_fast") or {},
-                "left": n.get("left") or {},
+                "gold": n.get("gold") or NO_EVIDENCE,
+                "agreement": n.get("agreement") or NO_EVIDENCE,
+                "too_fast": n.get("too_fast") or NO_EVIDENCE,
+                "left": n.get("left") or NO_EVIDENCE,
                 "left_p": n.get("left_p"),
                 "kappa_mean": n.get("kappa_mean"),
                 "trust": s.trust,

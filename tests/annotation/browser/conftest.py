@@ -102,3 +102,9 @@ def orm():
     yield call
     call(lambda: connection.close())  # the worker thread's own connection
     pool.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def fast_hasher():
+    """Not here (it overrides tests/annotation/conftest.py's): the server under test is another
+    process, with the real password hashers, and must verify the passwords these tests set."""

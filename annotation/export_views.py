@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotation.exporters import CONTENT_TYPES, FORMATS
-from annotation.exporters.filters import TRISTATE, VOTERS
+from annotation.exporters.filters import TRISTATE, VOTERS, WEIGHTS
 from annotation.models import Export, Project
 from annotation.selectors import export_get, export_identical_to, exports_for, projects_for
 from annotation.services.exports import export_cancel, export_data_path, export_request, export_stream
@@ -66,6 +66,10 @@ class ExportForm(forms.Form):
         required=False, min_value=0, max_value=1, initial=0,
         help_text="People's votes only from raters with at least this trust (0: all).",
     )  # fmt: skip
+    weights = forms.ChoiceField(
+        choices=[(w, w) for w in WEIGHTS], initial="none", required=False,
+        help_text="Raw and TRL rows: trust adds a weight column (each vote: its rater's trust).",
+    )  # fmt: skip
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
@@ -86,6 +90,7 @@ class ExportForm(forms.Form):
             "test_fraction": data.get("test_fraction") or 0,
             "seed": data.get("seed") or 0,
             "min_trust": data.get("min_trust") or 0,
+            "weights": data.get("weights") or "none",
         }
 
 

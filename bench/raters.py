@@ -1,7 +1,7 @@
 """Rater-quality benchmark (issue 12): simulated raters through the real queue on HH-RLHF.
 
     .venv/bin/python bench/raters.py            # 720 pairs to rate, 60 gold, 512 held out
-    .venv/bin/python bench/raters.py --quick    # smoke run: 300 pairs, small reward models
+    .venv/bin/python bench/raters.py --quick    # smoke run: 300 pairs, 40 gold, 256 held out
 
 40 seeded raters vote through `assignment_next` / `preference_submit` (k = 3, one gold pair in
 20) on the HH-RLHF harmless test pairs, with each pair's real label as the truth (its A/B sides
@@ -14,11 +14,27 @@ Trust and states are refreshed by `quality_refresh` every 40 votes, as the beat 
 Two runs over the same pairs and raters:
   quality on   gold mixed in, automatic pausing: detection (precision / recall of paused
                raters among the 12 bad ones, votes cast until paused), alpha.
-  quality off  gold mixed in, no pausing (the baseline: every rater votes to the end). Three reward
-               models with the same small budget are trained on its votes and scored on 512
-               held-out pairs (prompt-disjoint): (a) careful raters' votes only, (b) all votes,
-               (c) the votes the product's trust filter keeps (`min_trust` 0.5, the reward-run
-               setting: raters under it left out).
+  quality off  gold mixed in, no pausing (the baseline: every rater votes to the end). Reward
+               models with the same budget are trained on its votes (one pair per vote, gold
+               pairs left out) and scored on 512 held-out pairs (prompt-disjoint):
+               clean     the careful raters' votes only
+               all       every vote, unweighted
+               trusted   every vote weighted by its rater's trust (`vote_weights: trust`, the
+                         product's weights: `rater_trusts` + `vote_weight`): rm_acc_trusted
+               filtered  the votes `min_trust` 0.5 keeps (the product's other setting)
+               truth     one pair per rated comparison with its real label (the ceiling of the
+                         budget; context only)
+
+The reward-model budget (`--rm head`, the default): the product's backbone (MiniLM, mean of its
+token states, the product's pooling), FROZEN; every rated and held-out text is embedded once
+(`--max-length` tokens from the end), and a linear Bradley–Terry head is fitted on the
+embeddings (standardised on the rated texts) with the product's weighted loss
+(`training.ml.reward.pair_losses`, strength margins included) plus a fixed L2 penalty, by
+L-BFGS to convergence: convex, so the same votes give the same model, and every vote is seen.
+`--rm finetune` instead fine-tunes the whole backbone with the product's trainer for a fixed
+number of steps (`--rm-steps`, 200 by default: 1,600 pair-steps, slow on a loaded 2-core machine).
+Accuracies carry a 95 % Wilson interval over the held-out pairs; the differences between
+variants a paired bootstrap interval over the same pairs.
 
 Last line: `bench raters: flag_precision=<p> flag_recall=<r> votes_to_flag_p50=<v>
 rm_acc_clean=<a> rm_acc_all=<b> rm_acc_trusted=<c>`.
@@ -161,6 +177,7 @@ def setup_project(name: str, pairs: list[dict], gold: list[dict], *, quality: bo
 
     from annotation.models import Project
     from annotation.services.comparisons import ComparisonSpec, comparisons_create
+    from annotation.services.members import project_members_add_all
     from core.roles import role_groups_ensure
 
     rng = random.Random(seed)
@@ -197,26 +214,21 @@ def setup_project(name: str, pairs: list[dict], gold: list[dict], *, quality: bo
             user.groups.add(group)
             raters.append(SimRater(user=user, kind=kind, speed=rng.uniform(0.8, 1.3)))
             n += 1
+    # Raters rate only the projects they are members of (issue 15).
+    project_members_add_all(project=project, users=[s.user for s in raters])
     return project, raters, truth, chars
 
 
-def train_and_score(votes, test_pairs, *, budget: dict, out: Path, label: str) -> float:
-    from training.ml.reward import RewardConfig, train_reward_model
-
-    config = RewardConfig(heldout_fraction=0.0, seed=0, **budget)
-    result = train_reward_model(votes, config, out / label, eval_pairs=test_pairs)
-    return float(result.metrics["heldout_accuracy"])
-
-
-def vote_pairs(project, keep) -> list:
-    """One PreferencePair per A/B vote on a non-gold pair whose rater `keep` admits."""
+def vote_pairs(project, keep, weight_of=None) -> list:
+    """One PreferencePair per A/B vote on a non-gold pair whose rater `keep` admits, weighted by
+    `weight_of(source, rater_id)` (None: every vote weighs 1)."""
     from annotation.models import Preference
     from training.ml.records import PreferencePair
 
     out = []
-    rows = Preference.objects.filter(comparison__project=project, comparison__gold_choice="").select_related(
-        "comparison__prompt", "comparison__response_a", "comparison__response_b"
-    )
+    rows = Preference.objects.filter(
+        comparison__project=project, comparison__gold_choice="", choice__in=("a", "b")
+    ).select_related("comparison__prompt", "comparison__response_a", "comparison__response_b")
     for v in rows.order_by("pk"):
         if not keep(v.rater_id):
             continue
@@ -231,9 +243,120 @@ def vote_pairs(project, keep) -> list:
                 strength=v.strength,
                 pair_id=str(v.pk),
                 group=f"prompt-{c.prompt_id}",
+                weight=weight_of(v.source, v.rater_id) if weight_of else 1.0,
             )  # fmt: skip
         )
     return out
+
+
+def truth_pairs(project, truth: dict) -> list:
+    """One pair per rated (non-gold) comparison with its real label (no strength)."""
+    from annotation.models import Comparison
+    from training.ml.records import PreferencePair
+
+    out = []
+    rows = Comparison.objects.filter(project=project, gold_choice="").select_related(
+        "prompt", "response_a", "response_b"
+    )
+    for c in rows.order_by("pk"):
+        a, b = c.response_a.text, c.response_b.text
+        chosen, rejected = (a, b) if truth[c.pk] == "a" else (b, a)
+        out.append(
+            PreferencePair(prompt=c.prompt.messages, chosen=chosen, rejected=rejected, pair_id=str(c.pk))
+        )
+    return out
+
+
+class FrozenHead:
+    """The `--rm head` budget: frozen MiniLM embeddings (mean pooling) and a linear
+    Bradley–Terry head per vote set, fitted with the product's weighted loss."""
+
+    L2 = 1e-3  # fixed before any run (not tuned on the held-out pairs)
+
+    def __init__(self, texts: list[str], *, max_length: int, threads: int):
+        import torch
+
+        from training.ml import backbones
+
+        self.index = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+        with backbones.torch_threads(threads):
+            model, tokenizer = backbones.load_classifier(
+                backbones.default_minilm_dir(), num_labels=1, what="bench backbone", pooling="mean"
+            )
+            model.score = torch.nn.Identity()  # the logits are the pooled embedding
+            ids = backbones.encode(tokenizer, list(self.index), max_length)
+            self.features = backbones.predict(model, ids, tokenizer.pad_token_id, batch_size=64)
+        self.threads = threads
+
+    def standardise(self, texts: list[str]) -> None:
+        """Scale every feature by its mean and sd over `texts` (the rated texts only)."""
+        rows = self.features[[self.index[t] for t in texts]]
+        mean, sd = rows.mean(0), rows.std(0).clamp(min=1e-6)
+        self.features = (self.features - mean) / sd
+
+    def _xs(self, pairs):
+        from training.ml.records import render_conversation
+
+        chosen = [self.index[render_conversation(p.prompt, p.chosen)] for p in pairs]
+        rejected = [self.index[render_conversation(p.prompt, p.rejected)] for p in pairs]
+        return self.features[chosen], self.features[rejected]
+
+    def fit(self, pairs):
+        import torch
+
+        from training.ml import backbones
+        from training.ml.records import STRENGTH_MARGINS
+        from training.ml.reward import pair_losses
+
+        x_c, x_r = self._xs(pairs)
+        margins = torch.tensor(
+            [STRENGTH_MARGINS[p.strength - 1] if p.strength else 0.0 for p in pairs], dtype=torch.float32
+        )
+        ties = torch.zeros(len(pairs), dtype=torch.bool)
+        weights = torch.tensor([p.weight for p in pairs], dtype=torch.float32)
+        w = torch.zeros(x_c.shape[1], requires_grad=True)
+        with backbones.torch_threads(self.threads):
+            opt = torch.optim.LBFGS(
+                [w], lr=1.0, max_iter=500, tolerance_grad=1e-9, tolerance_change=1e-12,
+                line_search_fn="strong_wolfe",
+            )  # fmt: skip
+
+            def closure():
+                opt.zero_grad()
+                losses = pair_losses(x_c @ w, x_r @ w, margins, ties, weights=weights)
+                loss = losses.mean() + self.L2 * w.dot(w)
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+        return w.detach()
+
+    def correct(self, w, pairs) -> list[float]:
+        x_c, x_r = self._xs(pairs)
+        diff = (x_c - x_r) @ w
+        return [1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in diff.tolist()]
+
+
+def finetune_correct(votes, test_pairs, *, budget: dict, out: Path, label: str) -> list[float]:
+    """The `--rm finetune` budget: the product's trainer for a fixed number of steps."""
+    from training.ml.reward import RewardConfig, pair_correctness, train_reward_model
+
+    config = RewardConfig(heldout_fraction=0.0, seed=0, **budget)
+    result = train_reward_model(votes, config, out / label)
+    return [1.0 if ok else 0.0 for ok in pair_correctness(result.model_dir, test_pairs, batch_size=64)]
+
+
+def paired_difference(first: list[float], second: list[float], *, resamples: int = 2000, seed: int = 0):
+    """(mean of first - second, low, high): a paired percentile bootstrap over the same pairs."""
+    import numpy as np
+
+    from training.ml.stats import percentile_interval
+
+    diff = np.asarray(first) - np.asarray(second)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    low, high = percentile_interval(means)
+    return float(diff.mean()), low, high
 
 
 def detection(raters: list[SimRater]) -> dict:
@@ -257,12 +380,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--rm", choices=("head", "finetune"), default="head",
+        help="reward-model budget: a linear head on frozen MiniLM embeddings (default) or fine-tuning",
+    )  # fmt: skip
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per text (from the end)")
+    parser.add_argument("--rm-steps", type=int, default=None, help="--rm finetune: steps of 8 pairs (200)")
     args = parser.parse_args()
     n_pool, n_gold, n_test = (300, 40, 256) if args.quick else (720, 60, 512)
-    # The same small budget for the three reward models (a loaded 2-core machine): the product's
-    # trainer and backbone (MiniLM), 64 tokens from the end of each text, 8 pairs a step.
+    # `--rm finetune`: the same budget for every reward model: the product's trainer and backbone
+    # (MiniLM), 8 pairs a step, a fixed number of steps (200: 1,600 pair-steps, under one epoch).
     budget = {
-        "max_length": 64, "batch_size": 8, "epochs": 1, "max_steps": 10 if args.quick else 40,
+        "max_length": args.max_length, "batch_size": 8, "epochs": 1, "max_steps": args.rm_steps or (20 if args.quick else 200),
         "threads": args.threads, "eval_batch_size": 64,
     }  # fmt: skip
 
@@ -287,7 +416,8 @@ def run(args, n_pool: int, n_gold: int, n_test: int, budget: dict) -> None:
     from annotation.quality.compute import project_quality
     from annotation.quality.service import quality_refresh, speed_of, vote_records
     from training.ml.records import PreferencePair, prompt_group
-    from training.selectors import untrusted_raters
+    from training.ml.stats import wilson_interval
+    from training.selectors import rater_trusts, untrusted_raters, vote_weight
 
     pairs = load_hh(args.seed)
     # Held-out pairs first, prompt-disjoint from everything rated.
@@ -326,6 +456,7 @@ def run(args, n_pool: int, n_gold: int, n_test: int, budget: dict) -> None:
     off_seconds = time.perf_counter() - started
     excluded = set(untrusted_raters(project_id=off.pk, min_trust=MIN_TRUST))
     careful = {s.user.pk for s in off_raters if s.kind == "careful"}
+    off_trust = dict(RaterState.objects.filter(project=off).values_list("rater_id", "trust"))
 
     rows = []
     for kind, _ in KINDS:
@@ -338,6 +469,7 @@ def run(args, n_pool: int, n_gold: int, n_test: int, budget: dict) -> None:
                 kind, len(sims), len(paused), fmt(statistics.median([s.votes for s in sims]), 0),
                 fmt(statistics.median([s.paused_at for s in paused]), 0) if paused else "-",
                 fmt(statistics.median(trusts), 3) if trusts else "-",
+                fmt(statistics.median(off_trust[s.user.pk] for s in off_raters if s.kind == kind), 3),
                 sum(1 for s in off_raters if s.kind == kind and s.user.pk in excluded),
             ]
         )  # fmt: skip
@@ -346,7 +478,16 @@ def run(args, n_pool: int, n_gold: int, n_test: int, budget: dict) -> None:
         f" {refused[0]} votes refused as too fast (under the project's floor) and cast again later"
     )
     print_table(
-        ["kind", "raters", "paused", "votes p50", "votes to pause p50", "trust p50", "left out (off run)"],
+        [
+            "kind",
+            "raters",
+            "paused",
+            "votes p50",
+            "votes to pause p50",
+            "trust p50",
+            "trust p50 (off run)",
+            "left out (off run)",
+        ],
         rows,
     )
     print(
@@ -354,26 +495,72 @@ def run(args, n_pool: int, n_gold: int, n_test: int, budget: dict) -> None:
         f"people's votes); detection precision {det['precision']:.3f} recall {det['recall']:.3f}"
     )
 
+    rm_started = time.perf_counter()
+    by_rater = rater_trusts(project_id=off.pk)  # what `vote_weights: trust` would queue a run with
     sets = {
         "clean": vote_pairs(off, lambda r: r in careful),
         "all": vote_pairs(off, lambda r: True),
-        "trusted": vote_pairs(off, lambda r: r not in excluded),
+        "trusted": vote_pairs(off, lambda r: True, lambda source, r: vote_weight(source, r, by_rater)),
+        "filtered": vote_pairs(off, lambda r: r not in excluded),
     }
-    acc = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.rm == "head":  # the budget's ceiling: context only (one more model is cheap here)
+        sets["truth"] = truth_pairs(off, off_truth)
+    correct: dict[str, list[float]] = {}
+    seconds: dict[str, float] = {}
+    # A variant with exactly the votes and weights of an earlier one (the trust filter keeping
+    # exactly the careful raters) gets the same model: trained once, reported under both names.
+    same_as = {}
+    for label, votes in sets.items():
+        key = tuple((p.pair_id, p.weight) for p in votes)
+        same_as[label] = next(k for k in sets if tuple((p.pair_id, p.weight) for p in sets[k]) == key)
+    if args.rm == "head":
+        from training.ml.records import render_conversation
+
+        rated = [render_conversation(p.prompt, t) for p in sets["truth"] for t in (p.chosen, p.rejected)]
+        held = [render_conversation(p.prompt, t) for p in test_pairs for t in (p.chosen, p.rejected)]
+        t0 = time.perf_counter()
+        head = FrozenHead(rated + held, max_length=args.max_length, threads=args.threads)
+        head.standardise(rated)
+        print(
+            f"embedded {len(head.index)} texts ({args.max_length} tokens) in {time.perf_counter() - t0:.0f} s"
+        )
         for label, votes in sets.items():
             t0 = time.perf_counter()
-            acc[label] = train_and_score(votes, test_pairs, budget=budget, out=Path(tmp), label=label)
-            print(f"reward model on {label:8s}: {len(votes):5d} votes, held-out accuracy {acc[label]:.4f} "
-                  f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+            correct[label] = head.correct(head.fit(votes), test_pairs)
+            seconds[label] = time.perf_counter() - t0
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            for label, votes in sets.items():
+                if same_as[label] != label:
+                    correct[label], seconds[label] = correct[same_as[label]], 0.0
+                    continue
+                t0 = time.perf_counter()
+                correct[label] = finetune_correct(
+                    votes, test_pairs, budget=budget, out=Path(tmp), label=label
+                )
+                seconds[label] = time.perf_counter() - t0
+    acc = {label: wilson_interval(sum(c), len(c)) for label, c in correct.items()}
+    rows = []
+    for label, votes in sets.items():
+        a = acc[label]
+        weight = sum(p.weight for p in votes)
+        same = f" (= {same_as[label]})" if same_as[label] != label else ""
+        rows.append(
+            [label + same, len(votes), fmt(weight, 1), f"{a.value:.4f}", f"[{a.low:.3f}, {a.high:.3f}]", fmt(seconds[label], 1)]
+        )  # fmt: skip
     print(
-        f"trusted − all = {100 * (acc['trusted'] - acc['all']):+.1f} points; "
-        f"trusted − clean = {100 * (acc['trusted'] - acc['clean']):+.1f} points (baseline: all votes, same run)"
+        f"reward models ({args.rm} budget, {len(test_pairs)} held-out pairs, {time.perf_counter() - rm_started:.0f} s):"
     )
+    print_table(["votes used", "pairs", "weight sum", "held-out accuracy", "95 % Wilson", "fit s"], rows)
+    for first, second in (("trusted", "all"), ("trusted", "clean"), ("filtered", "all"), ("clean", "all")):
+        d, low, high = paired_difference(correct[first], correct[second])
+        print(
+            f"{first} - {second}: {100 * d:+.1f} points (95 % paired bootstrap [{100 * low:+.1f}, {100 * high:+.1f}])"
+        )
     print(
         f"bench raters: flag_precision={det['precision']:.3f} flag_recall={det['recall']:.3f} "
-        f"votes_to_flag_p50={det['votes_to_flag_p50']:.0f} rm_acc_clean={acc['clean']:.4f} "
-        f"rm_acc_all={acc['all']:.4f} rm_acc_trusted={acc['trusted']:.4f}"
+        f"votes_to_flag_p50={det['votes_to_flag_p50']:.0f} rm_acc_clean={acc['clean'].value:.4f} "
+        f"rm_acc_all={acc['all'].value:.4f} rm_acc_trusted={acc['trusted'].value:.4f}"
     )
 
 

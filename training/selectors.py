@@ -63,11 +63,35 @@ def untrusted_raters(*, project_id: int, min_trust: float) -> list[int]:
     )
 
 
+def rater_trusts(*, project_id: int) -> dict[str, float]:
+    """{rater id (str): trust} of the project's raters (annotation.quality), 4 decimals: the
+    weights a reward run that weights votes by trust is queued with."""
+    from annotation.models import RaterState
+
+    return {
+        str(rater): round(float(trust), 4)
+        for rater, trust in RaterState.objects.filter(project_id=project_id).values_list("rater_id", "trust")
+    }
+
+
+def vote_weight(source: str, rater_id: int | None, rater_weights: dict | None) -> float:
+    """A vote's weight in a reward run: its rater's trust for people's votes (1 for a rater with
+    no quality row yet, as the exports' min_trust treats them); judges' and imported votes 1."""
+    if not rater_weights or source != Preference.Source.RATER:
+        return 1.0
+    return float(rater_weights.get(str(rater_id), 1.0))
+
+
 def snapshot_hash(triples) -> str:
-    """sha256 over "id,choice,strength" lines in id order (strength "" when null)."""
+    """sha256 over "id,choice,strength" lines in id order (strength "" when null); a weighted
+    snapshot's items are (id, choice, strength, weight) and its lines end with ",weight" (4
+    decimals), so the hash pins the weights too."""
     digest = hashlib.sha256()
-    for pk, choice, strength in triples:
-        digest.update(f"{pk},{choice},{'' if strength is None else strength}\n".encode())
+    for pk, choice, strength, *weight in triples:
+        line = f"{pk},{choice},{'' if strength is None else strength}"
+        if weight:
+            line += f",{weight[0]:.4f}"
+        digest.update(f"{line}\n".encode())
     return digest.hexdigest()
 
 
@@ -76,13 +100,23 @@ def preference_cutoff(*, project: Project) -> int:
 
 
 def preference_snapshot(
-    *, project: Project, cutoff_id: int, choices: tuple[str, ...], with_rows: bool = False, exclude_raters=()
+    *,
+    project: Project,
+    cutoff_id: int,
+    choices: tuple[str, ...],
+    with_rows: bool = False,
+    exclude_raters=(),
+    rater_weights: dict | None = None,
 ) -> Snapshot:
     """Ids, counts and hash of the snapshot; with `with_rows`, the texts the trainer needs too.
-    `exclude_raters`: people whose votes a trust filter leaves out (counted as `excluded_raters`)."""
+    `exclude_raters`: people whose votes a trust filter leaves out (counted as `excluded_raters`).
+    `rater_weights` ({rater id (str): trust}, fixed when the run was queued): every vote gets a
+    weight (`vote_weight`; rows carry it as "weight"), the hash covers the weights and the counts
+    say `weighting: "trust"` with the weights' sum and how many votes weigh under 1."""
     qs = _snapshot_queryset(
         project=project, cutoff_id=cutoff_id, choices=choices, exclude_raters=exclude_raters
     )
+    weighted = rater_weights is not None
     if with_rows:
         rows = list(
             qs.values(
@@ -92,6 +126,7 @@ def preference_snapshot(
                 "unsafe_a",
                 "unsafe_b",
                 "source",
+                "rater_id",
                 "comparison_id",
                 "comparison__prompt_id",
                 "comparison__prompt__messages",
@@ -101,16 +136,31 @@ def preference_snapshot(
                 "comparison__response_b__text",
             )
         )
-        triples = [(r["pk"], r["choice"], r["strength"]) for r in rows]
+        if weighted:
+            for r in rows:
+                r["weight"] = vote_weight(r["source"], r["rater_id"], rater_weights)
+        triples = [(r["pk"], r["choice"], r["strength"], *((r["weight"],) if weighted else ())) for r in rows]
     else:
         rows = []
-        triples = list(qs.values_list("pk", "choice", "strength"))
+        if weighted:
+            triples = [
+                (pk, choice, strength, vote_weight(source, rater, rater_weights))
+                for pk, choice, strength, source, rater in qs.values_list(
+                    "pk", "choice", "strength", "source", "rater_id"
+                )
+            ]
+        else:
+            triples = list(qs.values_list("pk", "choice", "strength"))
     counts: dict = {c: 0 for c in choices}
-    for _, choice, _ in triples:
-        counts[choice] += 1
+    for item in triples:
+        counts[item[1]] += 1
     counts["total"] = len(triples)
     if exclude_raters:
         counts["excluded_raters"] = len(exclude_raters)
+    if weighted:
+        counts["weighting"] = "trust"
+        counts["weight_sum"] = round(sum(t[3] for t in triples), 4)
+        counts["votes_under_weight_1"] = sum(1 for t in triples if t[3] < 1.0)
     counts["comparisons"] = (
         len({r["comparison_id"] for r in rows})
         if with_rows

@@ -55,6 +55,15 @@ class RunStartForm(forms.Form):
         required=False,
         choices=[("", "default"), ("auto", "auto"), ("head", "model's head"), ("mean", "mean of tokens")],
     )
+    # Rater quality (annotation.quality): leave out, or weight down, untrusted raters' votes.
+    min_trust = forms.FloatField(
+        required=False, min_value=0.0, max_value=1.0, label="Min trust",
+        help_text="People's votes only from raters with at least this trust (empty or 0: all).",
+    )  # fmt: skip
+    vote_weights = forms.ChoiceField(
+        required=False, label="Vote weights",
+        choices=[("", "default (none)"), ("none", "none: every vote weighs 1"), ("trust", "rater's trust")],
+    )  # fmt: skip
 
     def overrides(self) -> dict:
         return {k: v for k, v in self.cleaned_data.items() if v not in (None, "")}

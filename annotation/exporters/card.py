@@ -114,7 +114,29 @@ def _contents(c: CardInput) -> list[str]:
         lines.append(
             "- Only comparisons whose majority is A or B are rows (ties, both-bad and splits are not)."
         )
+    lines += _weights(c)
     return ["## Contents", "", *lines, ""] if lines else []
+
+
+def _weights(c: CardInput) -> list[str]:
+    """What the `weight` column means, when the spec asked for trust weights."""
+    if c.filters.get("weights", "none") != "trust":
+        return []
+    if c.kind == "raw":
+        what = "each vote's `weight` is"
+    elif c.kind == "trl":
+        what = "each row's `weight` is the mean, over the pair's A/B votes, of"
+    else:
+        return [
+            "- Weights: `weights: trust` was asked for; this kind has no `weight` column (raw and TRL do)."
+        ]
+    return [
+        f"- Weights (`weights: trust`): {what} the voter's trust when the export ran (annotation.quality:"
+        " the posterior probability that the rater is a careful one, from gold accuracy, agreement,"
+        " speed and side bias); 1 for a rater with no quality row yet, and for judges' and imported"
+        " votes. Use it as the per-example weight of the loss (weighted Bradley-Terry), as the"
+        " product's reward runs do with `vote_weights: trust`."
+    ]
 
 
 def _counts(stats: dict) -> list[str]:

@@ -15,6 +15,8 @@ TRISTATE = (INCLUDE, EXCLUDE, ONLY)
 # "rater"), or judges (programs voting through the same queue, source "judge"). Imported votes
 # are in "all" only.
 VOTERS = ("all", "human", "judge")
+# A weight per row from rater quality: none, or "trust" (a `weight` column in raw and TRL rows).
+WEIGHTS = ("none", "trust")
 
 
 class FilterError(ValueError):
@@ -44,6 +46,9 @@ class ExportFilters:
     min_trust     people's votes count only when their rater's trust (annotation.quality) is at
                   least this (0: every vote); judges' and imported votes are kept. Raw rows
                   carry each rater's trust and state as they were when the export ran
+    weights       none | trust: with "trust", raw rows get a `weight` column (a person's vote:
+                  their rater's trust when the export ran, 1 with no quality row yet; judges'
+                  and imported votes 1) and TRL rows the mean weight of their pair's A/B votes
     """
 
     rounds: tuple[int, ...] = ()
@@ -58,6 +63,7 @@ class ExportFilters:
     test_fraction: float = 0.0
     seed: int = 0
     min_trust: float = 0.0
+    weights: str = "none"
 
     @property
     def split(self) -> bool:
@@ -83,6 +89,7 @@ class ExportFilters:
             "test_fraction": self.test_fraction,
             "seed": self.seed,
             "min_trust": self.min_trust,
+            "weights": self.weights,
         }
 
 
@@ -198,7 +205,7 @@ def _parse_choice(name: str, value, choices: tuple[str, ...]) -> str:
 
 KNOWN = (
     "rounds", "since", "until", "min_votes", "min_agreement", "gold", "unsafe", "voters", "texts",
-    "test_fraction", "seed", "min_trust",
+    "test_fraction", "seed", "min_trust", "weights",
 )  # fmt: skip
 
 
@@ -240,6 +247,7 @@ def parse_filters(data: dict | None) -> ExportFilters:
         test_fraction=round(test_fraction, 4),
         seed=_parse_number("seed", data.get("seed"), int, 0, "a whole number"),
         min_trust=round(min_trust, 4),
+        weights=_parse_choice("weights", data.get("weights"), WEIGHTS),
     )
 
 

@@ -167,6 +167,10 @@ margin         float64   Mean margin of the A/B votes towards `chosen`, each vot
                          for `rejected` counted negative, floored at 0 (4 decimals); RewardTrainer
                          reads it as the margin in -log sigmoid(r_chosen - r_rejected - margin).
 comparison_id  int64     The comparison in the platform's database.
+weight         float64   Only with `weights: trust`: the mean weight of the pair's A/B votes, a
+                         person's vote weighing their rater's trust when the export ran (1 with no
+                         quality row yet), a judge's or imported vote 1 (4 decimals); a weight
+                         per row for a weighted loss.
 """,
     "hh": """
 chosen    string  Full transcript ending with the preferred response (system turns left out).
@@ -198,6 +202,9 @@ gold_choice            string     Expected answer when the comparison is a gold 
 rater_trust            float64    The rater's trust when the export ran (annotation.quality; null
                                   for accounts with no quality row: judges, imports, new raters).
 rater_state            string     The rater's state then: active, review or paused (null likewise).
+weight                 float64    Only with `weights: trust`: the vote's weight, its rater's trust
+                                  when the export ran for a person's vote (1 with no quality row
+                                  yet), 1 for judges' and imported votes.
 created_at             timestamp  When the vote was cast (UTC).
 updated_at             timestamp  When the vote row last changed (UTC).
 """,

@@ -20,6 +20,16 @@ _VOTE_MARGIN = "CASE p.strength {} ELSE 0 END".format(
 )
 
 
+# Rater quality, under `weights: trust` (ExportFilters): a person's vote weighs their rater's trust
+# when the export runs (1 with no quality row yet, as min_trust treats them); judges' and imported
+# votes weigh 1. Raw rows read the trust from their `rs` join; the aggregates look it up per vote.
+_RAW_WEIGHT = "CASE WHEN p.source = 'rater' THEN coalesce(rs.trust, 1) ELSE 1 END"
+_VOTE_WEIGHT = (
+    "CASE WHEN p.source = 'rater' THEN coalesce((SELECT rs.trust FROM annotation_raterstate rs"
+    " WHERE rs.project_id = c.project_id AND rs.rater_id = p.rater_id), 1) ELSE 1 END"
+)
+
+
 def vote_conditions(filters: ExportFilters, params: dict) -> str:
     conds = ["c.project_id = %(project)s"]
     if filters.rounds:
@@ -70,6 +80,11 @@ def _selected_comparisons_cte(filters: ExportFilters, params: dict) -> str:
         "exclude": "AND a.unsafe_votes = 0",
         "only": "AND a.unsafe_votes > 0",
     }[filters.unsafe]
+    weight = (
+        f",\n               avg({_VOTE_WEIGHT}) FILTER (WHERE p.choice IN ('a', 'b')) AS mean_weight"
+        if filters.weights == "trust"
+        else ""
+    )
     return f"""
     agg AS (
         SELECT p.comparison_id,
@@ -90,7 +105,7 @@ def _selected_comparisons_cte(filters: ExportFilters, params: dict) -> str:
                    AS signed_margin,
                avg(p.strength) AS mean_strength,
                min(p.created_at) AS first_vote_at,
-               max(p.created_at) AS last_vote_at
+               max(p.created_at) AS last_vote_at{weight}
         FROM annotation_preference p
         JOIN annotation_comparison c ON c.id = p.comparison_id
         WHERE {vote_conditions(filters, params)}
@@ -186,16 +201,20 @@ _COMPARISON_COLUMNS = [
     ("last_vote_at", "s.last_vote_at"),
 ]
 
-_NUMERIC_COLUMNS = {"margin", "agreement", "mean_strength", "rater_trust"}  # sent as float8
+_NUMERIC_COLUMNS = {"margin", "agreement", "mean_strength", "rater_trust", "weight"}  # sent as float8
 _SPLIT = "split"  # the split column's expression comes from split_expression()
 
 
 def _columns(kind: str, filters: ExportFilters) -> list[tuple[str, str]]:
     """(name, SQL expression) of each column the kind's rows are read with, in order."""
+    weighted = filters.weights == "trust"  # a `weight` column in raw and TRL rows
     if kind in ("trl", "hh"):
         columns = _PAIR_COLUMNS if kind == "trl" else _PAIR_COLUMNS[:3]
+        if kind == "trl" and weighted:
+            columns = columns + [("weight", "round(s.mean_weight::numeric, 4)")]
     elif kind == "raw":
-        columns = _RAW_COLUMNS + (_TEXT_COLUMNS if filters.texts else [])
+        weight = [("weight", _RAW_WEIGHT)] if weighted else []
+        columns = _RAW_COLUMNS + weight + (_TEXT_COLUMNS if filters.texts else [])
     elif kind == "comparisons":
         columns = _COMPARISON_COLUMNS + (_TEXT_COLUMNS if filters.texts else [])
     else:

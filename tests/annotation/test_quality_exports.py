@@ -68,3 +68,39 @@ def test_reward_run_with_min_trust_records_who_it_left_out(make_project, make_us
         exclude_raters=run.config["exclude_raters"],
     )  # fmt: skip
     assert again.sha256 == run.snapshot_sha256
+
+
+@EXPORT_DB
+def test_trust_weights_add_a_weight_column_recorded_in_the_spec_and_the_card(
+    make_project, make_user, settings
+):
+    project = make_project()
+    trusted, untrusted, (c1, c2, _gold) = _setup(project, make_user)
+    newcomer, importer = make_user(), make_user()
+    vote(c2, newcomer, "b")  # no quality row yet: weighs 1
+    vote(c2, importer, "a", source="imported", shown_left=None)  # imported: weighs 1
+    vote(c2, trusted, "tie")
+
+    plain = read_rows(settings, run_export(project, "raw", "jsonl"))
+    assert "weight" not in plain[0]  # only when asked
+    export = run_export(project, "raw", "parquet", {"weights": "trust"})
+    rows = read_rows(settings, export)
+    weight_of = {(r["comparison_id"], r["rater_trust"], r["voter_kind"]): r["weight"] for r in rows}
+    assert weight_of == {
+        (c1.pk, 0.97, "human"): 0.97, (c1.pk, 0.02, "human"): 0.02, (c2.pk, 0.02, "human"): 0.02,
+        (c2.pk, None, "human"): 1.0, (c2.pk, None, "imported"): 1.0, (c2.pk, 0.97, "human"): 0.97,
+    }  # fmt: skip
+    assert export.filters["weights"] == "trust"
+    assert '"weights": "trust"' in export.card
+    assert "Weights (`weights: trust`): each vote's `weight` is the voter's trust" in export.card
+    assert "| `weight` | `double` |" in export.card
+
+    # TRL rows: the mean weight of the pair's A/B votes. c1 is 1-1 (no row); c2's B majority holds
+    # the untrusted (0.02), the newcomer's (1) and the imported (1) votes (the tie is no A/B vote).
+    trl_export = run_export(project, "trl", "jsonl", {"weights": "trust"})
+    trl = read_rows(settings, trl_export)
+    assert [(r["comparison_id"], r["weight"]) for r in trl] == [(c2.pk, round((0.02 + 1 + 1) / 3, 4))]
+    assert (
+        "each row's `weight` is the mean, over the pair's A/B votes, of the voter's trust" in trl_export.card
+    )
+    assert "weight" not in read_rows(settings, run_export(project, "trl", "jsonl"))[0]

@@ -72,6 +72,8 @@ class PreferencePair:
               back in RewardResult.train_ids / test_ids.
     group     the prompt identity used for the prompt-disjoint split; when empty it is set to
               `prompt_group(prompt)`, so pairs on the same prompt always land on one side.
+    weight    the pair's weight in the training loss (>= 0; 1 by default): a reward run that
+              weights votes by trust gives each vote its rater's trust (annotation.quality).
     """
 
     prompt: list[dict]
@@ -81,12 +83,15 @@ class PreferencePair:
     kind: PairKind = "strict"
     pair_id: str = ""
     group: str = field(default="")
+    weight: float = 1.0
 
     def __post_init__(self):
         if self.kind not in PAIR_KINDS:
             raise ValueError(f"kind must be one of {', '.join(PAIR_KINDS)}, not {self.kind!r}")
         if self.strength is not None and self.strength not in (1, 2, 3):
             raise ValueError(f"strength must be 1, 2, 3 or None, not {self.strength!r}")
+        if not (isinstance(self.weight, int | float) and 0.0 <= self.weight < float("inf")):
+            raise ValueError(f"weight must be a finite number >= 0, not {self.weight!r}")
         if not self.group:
             object.__setattr__(self, "group", prompt_group(self.prompt))
 

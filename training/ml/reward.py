@@ -1,7 +1,10 @@
 """Bradley–Terry reward model training, evaluation and scoring (pure torch/transformers).
 
 Loss per strict pair: -log sigmoid(r_chosen - r_rejected - margin(strength)); per tie (when
-kept): the Bradley–Terry likelihood of a draw, BCE(sigmoid(r_a - r_b), 0.5).
+kept): the Bradley–Terry likelihood of a draw, BCE(sigmoid(r_a - r_b), 0.5). Each pair's loss is
+multiplied by its `weight` (1 unless the run weights votes by their rater's trust) and a batch's
+loss is the mean over its pairs: the weighted empirical risk (1/N) sum w_i * loss_i, so a
+down-weighted vote pulls less whichever batch it lands in (with every weight 1, the plain loss).
 
 Trainer: our own loop (backbones.fit), not TRL's RewardTrainer, because it measured better on
 bench/reward_hh.py (HH-RLHF imported through import_preferences, a prompt-disjoint split, the
@@ -91,8 +94,9 @@ class RewardResult:
 
     model_dir    the folder the model was written to (the `output_dir` argument).
     metrics      heldout_accuracy, heldout_loss, ece (expected calibration error of
-                 sigmoid(r_c - r_r), 10 bins), heldout_mean_margin, train_pairs, test_pairs,
-                 dropped_pairs (ties/both-bad left out), steps, train_seconds,
+                 sigmoid(r_c - r_r), 10 bins), heldout_mean_margin, train_pairs,
+                 train_weight_sum (the trained pairs' weights summed: train_pairs when
+                 unweighted), test_pairs, dropped_pairs (ties/both-bad left out), steps, train_seconds,
                  train_cpu_seconds, pairs_per_second (pair-steps / train_seconds, so
                  epochs count), stopped_early ("time_limit" | "max_steps" | ""),
                  max_length (after capping), trainer.
@@ -137,7 +141,8 @@ def split_by_prompt(
 def _prepare(
     pairs: Sequence[PreferencePair], config: RewardConfig
 ) -> tuple[list[PreferencePair], list[float], list[bool], int]:
-    """(kept pairs, margin per pair, is_tie per pair, dropped count) under the config's modes."""
+    """(kept pairs, margin per pair, is_tie per pair, dropped count) under the config's modes.
+    Each kept pair's loss weight is its own `weight`."""
     kept, margins, ties = [], [], []
     for pair in pairs:
         as_tie = (pair.kind == "tie" and config.tie_mode == "equal") or (
@@ -154,8 +159,9 @@ def _prepare(
     return kept, margins, ties, len(pairs) - len(kept)
 
 
-def pair_losses(r_a, r_b, margins, ties, tie_weight: float = 1.0):
-    """Per-pair loss tensor: Bradley–Terry with margin for strict pairs, draw likelihood for ties.
+def pair_losses(r_a, r_b, margins, ties, tie_weight: float = 1.0, weights=None):
+    """Per-pair loss tensor: Bradley–Terry with margin for strict pairs, draw likelihood for ties,
+    each times its pair's weight (`weights`: a float tensor; None means every weight is 1).
 
     r_a, r_b: rewards of chosen / first and rejected / second; margins, ties: float / bool tensors.
     """
@@ -164,7 +170,8 @@ def pair_losses(r_a, r_b, margins, ties, tie_weight: float = 1.0):
     diff = r_a - r_b
     strict = -F.logsigmoid(diff - margins)
     tie = -0.5 * (F.logsigmoid(diff) + F.logsigmoid(-diff)) * tie_weight
-    return strict.where(~ties, tie)
+    losses = strict.where(~ties, tie)
+    return losses if weights is None else losses * weights
 
 
 def _check_config(config: RewardConfig) -> None:
@@ -250,6 +257,7 @@ def train_reward_model(
         "heldout_mean_margin": held.get("mean_margin"),
         "normalisation": held.get("normalisation"),
         "train_pairs": len(kept),
+        "train_weight_sum": round(sum(p.weight for p in kept), 4),
         "test_pairs": held.get("pairs", 0),
         "dropped_pairs": dropped,
         **trained.report.metrics("pairs"),
@@ -294,6 +302,9 @@ def _pair_batches(model, tokenizer, max_length: int, kept, margins, ties, tie_we
     lengths = [max(len(a), len(b)) for a, b in zip(chosen, rejected, strict=True)]
     margin_t = torch.tensor(margins, dtype=torch.float32)
     tie_t = torch.tensor(ties, dtype=torch.bool)
+    # Weights only when some pair has one other than 1 (the unweighted loss stays as it was).
+    weighted = any(p.weight != 1.0 for p in kept)
+    weight_t = torch.tensor([float(p.weight) for p in kept], dtype=torch.float32) if weighted else None
     pad_id = tokenizer.pad_token_id
 
     def batch_loss(batch: list[int]):
@@ -302,7 +313,8 @@ def _pair_batches(model, tokenizer, max_length: int, kept, margins, ties, tie_we
         )
         rewards = logits.squeeze(-1).float()
         r_a, r_b = rewards[: len(batch)], rewards[len(batch) :]
-        return pair_losses(r_a, r_b, margin_t[batch], tie_t[batch], tie_weight).mean()
+        weights = weight_t[batch] if weight_t is not None else None
+        return pair_losses(r_a, r_b, margin_t[batch], tie_t[batch], tie_weight, weights).mean()
 
     return lengths, batch_loss
 

@@ -8,7 +8,7 @@ from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from annotation.exporters import FORMATS, KINDS
-from annotation.exporters.filters import TRISTATE, VOTERS
+from annotation.exporters.filters import TRISTATE, VOTERS, WEIGHTS
 from annotation.management.shared import ProjectCommand, service_errors, user_from_option
 from annotation.models import Export
 from annotation.services.exports import export_copy_to, export_create, export_folder, export_run
@@ -16,7 +16,7 @@ from annotation.services.exports import export_copy_to, export_create, export_fo
 # The options that are export filters under the same name (plus --no-texts, the `texts` filter).
 FILTER_OPTIONS = (
     "rounds", "since", "until", "min_votes", "min_agreement", "min_trust", "gold", "unsafe", "voters", "test_fraction",
-    "seed",
+    "seed", "weights",
 )  # fmt: skip
 
 
@@ -60,6 +60,10 @@ class Command(ProjectCommand):
         parser.add_argument(
             "--min-trust", type=float, default=0.0, help="People's votes from raters with this trust or more."
         )
+        parser.add_argument(
+            "--weights", choices=WEIGHTS, default="none",
+            help="trust: raw and TRL rows get a weight column (a vote: its rater's trust).",
+        )  # fmt: skip
         parser.add_argument("--user", help="Username to record as the export's author.")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 

@@ -66,6 +66,56 @@ def test_loss_is_bradley_terry_with_margin_and_draw_likelihood():
     assert loss[3] > loss[1]
 
 
+def test_weighted_loss_is_each_pair_loss_times_its_weight():
+    r_a = torch.tensor([2.0, 0.5, 0.0])
+    r_b = torch.tensor([1.0, 0.5, 3.0])
+    margins = torch.tensor([0.5, 0.0, 0.0])
+    ties = torch.tensor([False, True, False])
+    weights = torch.tensor([0.25, 2.0, 0.0])
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    # By hand: pair 0 wins by 1 against a margin of 0.5; pair 1 is a tie at equal rewards
+    # (log 2); pair 2 loses by 3 but weighs nothing.
+    by_hand = [0.25 * -math.log(sig(0.5)), 2.0 * math.log(2), 0.0]
+    loss = pair_losses(r_a, r_b, margins, ties, weights=weights)
+    assert loss.tolist() == pytest.approx(by_hand)
+    # A batch's loss is the weighted empirical risk: the mean of weight x loss over its pairs.
+    assert loss.mean().item() == pytest.approx(sum(by_hand) / 3)
+    assert loss.mean().item() == pytest.approx(0.50160, abs=1e-4)
+    assert pair_losses(r_a, r_b, margins, ties).tolist() == pytest.approx(
+        [-math.log(sig(0.5)), math.log(2), -math.log(sig(-3.0))]
+    )  # no weights: every weight 1, as before
+
+
+def test_weights_reach_the_training_loss_and_a_weightless_vote_does_not_count(tiny_bert, tmp_path):
+    pairs = marker_pairs(64)
+    config = fast(tiny_bert, max_steps=1, heldout_fraction=0.0, batch_size=64)
+    plain = train_reward_model(pairs, config, tmp_path / "plain")
+    halved = train_reward_model([replace(p, weight=0.5) for p in pairs], config, tmp_path / "half")
+    # Same seed, same batch, same initial weights: the first step's loss is exactly halved.
+    assert halved.loss_curve[0][1] == pytest.approx(0.5 * plain.loss_curve[0][1], rel=1e-5)
+    assert halved.metrics["train_weight_sum"] == 32.0 and plain.metrics["train_weight_sum"] == 64.0
+
+    # Every vote contradicted by a second voter: weighted 0, the contradicting votes pull
+    # nothing and the marker is learnt; weighted 1, the two cancel out.
+    flipped = [
+        replace(p, chosen=p.rejected, rejected=p.chosen, pair_id=f"f{p.pair_id}", weight=0.0) for p in pairs
+    ]
+    config = fast(tiny_bert, heldout_fraction=0.0, batch_size=16, epochs=8)
+    ignored = train_reward_model(
+        pairs + flipped, config, tmp_path / "ignored", eval_pairs=marker_pairs(48, seed=9)
+    )
+    counted = train_reward_model(
+        pairs + [replace(p, weight=1.0) for p in flipped], config, tmp_path / "counted",
+        eval_pairs=marker_pairs(48, seed=9),
+    )  # fmt: skip
+    assert ignored.metrics["heldout_accuracy"] >= 0.8
+    assert abs(counted.metrics["heldout_mean_margin"]) < 0.25 * ignored.metrics["heldout_mean_margin"]
+    with pytest.raises(ValueError, match="weight"):
+        replace(pairs[0], weight=-1.0)
+    with pytest.raises(ValueError, match="weight"):
+        replace(pairs[0], weight=float("nan"))
+
+
 def test_strength_margins_raise_the_loss_of_strong_preferences(tiny_bert, tmp_path):
     pairs = marker_pairs(32, strength=3)
     first_loss = {}

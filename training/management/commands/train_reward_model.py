@@ -31,6 +31,7 @@ OPTIONS = {  # option -> (config key, type)
     "time_limit_s": float,
     "seed": int,
     "threads": int,
+    "min_trust": float,
 }
 
 
@@ -68,11 +69,18 @@ class Command(ProjectCommand):
             default=None,
             help="Scoring head: the model's own, a mean-pooled one, or auto (the default).",
         )
+        parser.add_argument(
+            "--vote-weights",
+            choices=("none", "trust"),
+            default=None,
+            dest="vote_weights",
+            help="trust: weight each person's vote in the loss by their rater's trust.",
+        )
 
     def handle_project(self, target, *, sync, worker: bool, no_wait: bool, backbone, **options):
         overrides = {
             k: options[k]
-            for k in (*OPTIONS, "tie_mode", "both_bad_mode", "pooling")
+            for k in (*OPTIONS, "tie_mode", "both_bad_mode", "pooling", "vote_weights")
             if options.get(k) is not None
         }
         if not worker and not sync:

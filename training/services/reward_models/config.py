@@ -47,7 +47,15 @@ MODE_OVERRIDES = {
     "tie_mode": ("drop", "equal"),
     "both_bad_mode": ("drop", "equal"),
     "pooling": POOLING_SETTINGS,
+    # Rater quality: "trust" weights each person's vote in the loss by their rater's trust,
+    # resolved into `rater_weights` ({rater id: trust}) when the run is queued, so the run trains
+    # on the same weights however trust moves later (in its config; the snapshot's hash covers
+    # them and its counts say `weighting: "trust"`). "none" (the default): every vote weighs 1.
+    "vote_weights": ("none", "trust"),
 }
+# Settings of the run's snapshot rather than of the trainer: kept in the run's config beside
+# the resolved RewardConfig (the job reads them again to rebuild the snapshot it was queued on).
+SNAPSHOT_KEYS = ("min_trust", "exclude_raters", "vote_weights", "rater_weights")
 
 
 def reward_dir(*, project_id: int, run_id: int) -> Path:
@@ -97,6 +105,14 @@ def overrides_clean(overrides: dict | None) -> dict:
         else:
             raise ServiceError(f"Unknown setting {key!r} for a reward-model run.", code=ErrorCode.CONFIG)
     return clean
+
+
+def snapshot_weights(config: dict) -> dict | None:
+    """The per-rater vote weights of a run's snapshot: its `rater_weights` when it weights votes
+    by trust, else None (unweighted)."""
+    if config.get("vote_weights") != "trust":
+        return None
+    return dict(config.get("rater_weights") or {})
 
 
 def choices_for(config: dict) -> tuple[str, ...]:

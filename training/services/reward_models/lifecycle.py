@@ -11,9 +11,9 @@ from annotation.models import Project
 from core.errors import ErrorCode, NotFound, ServiceError
 from core.jobs import job_cancel, job_event_on_commit
 from training.models import RewardModel
-from training.selectors import preference_cutoff, preference_snapshot, untrusted_raters
+from training.selectors import preference_cutoff, preference_snapshot, rater_trusts, untrusted_raters
 
-from .config import choices_for, default_backbone, overrides_clean
+from .config import choices_for, default_backbone, overrides_clean, snapshot_weights
 
 
 @transaction.atomic
@@ -40,11 +40,14 @@ def reward_model_run_create(
     cutoff = preference_cutoff(project=project)
     if config.get("min_trust"):
         config["exclude_raters"] = untrusted_raters(project_id=project.pk, min_trust=config["min_trust"])
+    if config.get("vote_weights") == "trust":
+        config["rater_weights"] = rater_trusts(project_id=project.pk)
     snapshot = preference_snapshot(
         project=project,
         cutoff_id=cutoff,
         choices=choices_for(config),
         exclude_raters=config.get("exclude_raters", ()),
+        rater_weights=snapshot_weights(config),
     )
     if snapshot.counts.get("a", 0) + snapshot.counts.get("b", 0) == 0:
         raise ServiceError(

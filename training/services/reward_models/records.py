@@ -6,6 +6,8 @@ from __future__ import annotations
 from training.models import RewardModel
 from training.selectors import preference_snapshot, snapshot_choices
 
+from .config import snapshot_weights
+
 
 def snapshot_records(run: RewardModel, config):
     """The run's snapshot of preferences as (pairs, examples), its hash checked: a run never
@@ -21,6 +23,7 @@ def snapshot_records(run: RewardModel, config):
         choices=choices,
         with_rows=True,
         exclude_raters=(run.config or {}).get("exclude_raters", ()),
+        rater_weights=snapshot_weights(run.config or {}),
     )
     if snapshot.sha256 != run.snapshot_sha256:
         raise TrainingError(
@@ -56,7 +59,8 @@ def harm_pairs(rows: list[dict]) -> list:
 
 def preference_records(rows: list[dict]):
     """(pairs, examples) from `preference_snapshot(..., with_rows=True).rows`: one PreferencePair
-    per vote (chosen first; grouped by prompt id) and one SafetyExample per distinct response.
+    per vote (chosen first; grouped by prompt id; weighted by the row's "weight" when the
+    snapshot is weighted, else 1) and one SafetyExample per distinct response.
     Also what bench/reward_hh.py trains on after importing through `import_preferences`."""
     from training.ml.records import PreferencePair, SafetyExample
 
@@ -78,6 +82,7 @@ def preference_records(rows: list[dict]):
                 kind=kinds[r["choice"]],
                 pair_id=str(r["pk"]),
                 group=f"prompt-{r['comparison__prompt_id']}",
+                weight=r.get("weight", 1.0),
             )
         )
         for rid, text, flag in (

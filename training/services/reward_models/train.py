@@ -24,7 +24,15 @@ from core.jobs import JobReporter, job_finish, job_run
 from training.ml.promotion import PromotionDecision, promotion_decide
 from training.models import RewardModel
 
-from .config import JOB_SOFT_TIME_LIMIT_S, config_resolve, gate_settings, jsonable, reward_dir, safety_dir
+from .config import (
+    JOB_SOFT_TIME_LIMIT_S,
+    SNAPSHOT_KEYS,
+    config_resolve,
+    gate_settings,
+    jsonable,
+    reward_dir,
+    safety_dir,
+)
 from .lifecycle import activation_fields, active_clear
 from .records import snapshot_records
 
@@ -192,7 +200,10 @@ def _train(run: RewardModel, reporter: JobReporter, listener: Listener | None) -
     from training.ml.reward import train_reward_model
 
     config = config_resolve(run)
-    run.config = {**jsonable(dataclasses.asdict(config)), **gate_settings(run.config or {})}
+    # The resolved trainer settings, the gate's, and the snapshot's own (trust filter, weights):
+    # `snapshot_records` rebuilds the snapshot from the latter.
+    kept = {k: v for k, v in (run.config or {}).items() if k in SNAPSHOT_KEYS}
+    run.config = {**jsonable(dataclasses.asdict(config)), **gate_settings(run.config or {}), **kept}
     RewardModel.objects.filter(pk=run.pk).update(config=run.config)
     pairs, examples, harm = snapshot_records(run, config)
     final = reward_dir(project_id=run.project_id, run_id=run.pk)

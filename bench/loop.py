@@ -174,6 +174,7 @@ def offline_baseline(project, rounds, args, models_dir: Path):
     from training.ml.generation import LocalTransformersBackend
     from training.ml.pair_selection import Candidate, best_vs_worst
     from training.ml.policy import GenerationParams
+    from training.ml.round_safety import harm_may_block
     from training.ml.safety import load_toxicity
     from training.ml.shaping import shaped_terms
     from training.models import RoundCandidate
@@ -216,6 +217,9 @@ def offline_baseline(project, rounds, args, models_dir: Path):
         del backend
     lam, eos_penalty = float(c.get("toxicity_lambda", 1.0)), float(c.get("missing_eos_penalty", 1.0))
     harm = load_toxicity(last.reward_model.safety_path or None)
+    # Blocked as the round blocks: by p(unsafe) only when its harm model may (round_safety).
+    may_block = harm_may_block(last.reward_model.safety_source, last.reward_model.safety_metrics)["blocks"]
+    threshold = float(c["toxicity_threshold"]) if may_block else math.inf
     pairs = []
     for messages, cands in groups:
         texts = [t for t, _ in cands]
@@ -228,10 +232,19 @@ def offline_baseline(project, rounds, args, models_dir: Path):
             t = shaped_terms(
                 score=rw, p_unsafe=p, truncated=truncated, norm=norm, lam=lam, missing_eos_penalty=eos_penalty
             )
-            scored.append(Candidate(i, text, t.shaped, i, p > float(c["toxicity_threshold"]), truncated))
+            scored.append(Candidate(i, text, t.shaped, i, p > threshold, truncated))
         pair = best_vs_worst(scored)
         if pair is not None:
-            pairs.append(PolicyPair(prompt=messages, chosen=pair[0].text, rejected=pair[1].text))
+            chosen, rejected = pair
+            pairs.append(
+                PolicyPair(
+                    prompt=messages,
+                    chosen=chosen.text,
+                    rejected=rejected.text,
+                    chosen_truncated=chosen.truncated,
+                    rejected_truncated=rejected.truncated,
+                )
+            )
     pairs = pairs[: max(1, want)]
     config = _dpo_config(last)
     t0 = time.perf_counter()

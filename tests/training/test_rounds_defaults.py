@@ -21,11 +21,7 @@ from training.services.schedules import round_settings_update
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 11 (open): with the real defaults on a one-prompt pool every candidate is blocked "
-    "or left unchosen (truncated), so the round finds no preference pair; seen 2026-11-29",
-    strict=False,
-)
+@pytest.mark.timeout(2700)  # ~20 min on the shared 2-core machine under load (two generation passes)
 @pytest.mark.django_db
 def test_a_round_with_the_real_defaults_trains_a_calibrated_harm_model_and_shapes_in_units(
     settings, tmp_path

@@ -15,7 +15,14 @@ from .rounds_helpers import round_project
 
 @pytest.mark.django_db
 def test_a_round_whose_policy_never_ends_in_time_trains_on_its_best_prefix(tiny):
-    project = round_project(prompts=1, prompts_per_round=1, budget=1, blocklist="", policy_gate="always")
+    project = round_project(
+        prompts=1,
+        prompts_per_round=1,
+        budget=1,
+        blocklist="",
+        toxicity_threshold=1.0,  # nothing blocked: truncation alone is what this test is about
+        policy_gate="always",
+    )
     r, _ = round_start(project=project, enqueue=False, seed=7)
     done = round_run(round_id=r.pk)
 

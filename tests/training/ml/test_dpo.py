@@ -133,13 +133,13 @@ def test_a_truncated_side_is_trained_as_an_open_prefix_without_an_end_of_turn(po
         open_ = sequence_logprobs(model, tok, prompts, texts, add_eos=False)
         return sum(c - o for c, o in zip(closed, open_, strict=True)) / len(PAIRS)
 
-    config = DPOUpdateConfig(**{**CONFIG.as_dict(), "max_steps": 3})
+    config = DPOUpdateConfig(**{**CONFIG.as_dict(), "max_steps": 6, "learning_rate": 3e-3})
     truncated = [PolicyPair(p.prompt, p.chosen, p.rejected, chosen_truncated=True) for p in PAIRS]
     as_closed = dpo_update(policy_dir, policy_dir, PAIRS, config, tmp_path / "closed")
     as_open = dpo_update(policy_dir, policy_dir, truncated, config, tmp_path / "open")
     # Trained closed, the update raises the end of turn after the chosen text; trained open it
     # learns the text and says nothing about ending there.
-    base = eos_after_chosen(policy_dir)
-    assert eos_after_chosen(as_closed.model_dir) > base + 0.05
-    assert eos_after_chosen(as_open.model_dir) < eos_after_chosen(as_closed.model_dir) - 0.05
+    closed, opened = eos_after_chosen(as_closed.model_dir), eos_after_chosen(as_open.model_dir)
+    assert closed > eos_after_chosen(policy_dir) + 0.1  # measured: +0.16 (6 steps)
+    assert opened < closed - 0.3  # measured: 0.61 below
     assert margin(as_open.model_dir, PAIRS) > margin(policy_dir, PAIRS)  # it still learned the pairs

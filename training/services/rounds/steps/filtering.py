@@ -1,15 +1,20 @@
 """Step "filtering": the safety verdict of every candidate: p(unsafe) of the reward model's harm
 model (calibrated; the lexical prior when the project has none) over the round's threshold, a
 blocklist match, or, beside a learned harm model, lexical profanity at or over PROFANITY_FLOOR
-(the lexical prior is only the hard filter's floor then). Fills NULL toxicity only, so a rerun does what is left. Publishing
-filters the new policy's candidates with the same `candidates_filter`."""
+(the lexical prior is only the hard filter's floor then). A learned harm model blocks by
+p(unsafe) only once its held-out AUC's lower bound is above chance (`harm_may_block`; recorded
+in the round's metrics as "harm_blocking"); a near-chance one only shapes the reward. Fills
+NULL toxicity only, so a rerun does what is left. Publishing filters the updated policy's
+candidates with the same `candidates_filter`."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from core.errors import ServiceError
 from training.ml.blocklist import blocked_reasons
+from training.ml.round_safety import harm_may_block
 from training.models import RewardModel, RLHFRound, RoundCandidate
 from training.services.rounds.config import blocklist_compile
 from training.services.rounds.progress import RoundReporter, RoundStepError
@@ -40,6 +45,10 @@ def candidates_filter(r: RLHFRound, rep: RoundReporter, *, step: str, generation
     except ServiceError as exc:
         raise RoundStepError(exc.message) from None
     threshold = float(r.config.get("toxicity_threshold", 0.5))
+    verdict = harm_may_block(r.reward_model.safety_source, r.reward_model.safety_metrics)
+    r.metrics["harm_blocking"] = verdict
+    if not verdict["blocks"]:
+        threshold = math.inf  # p(unsafe) shapes the reward; the blocklist and the floor still block
     scorer = _toxicity_scorer(r.reward_model)
     from training.ml.safety import LexicalToxicity
 

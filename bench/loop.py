@@ -189,13 +189,13 @@ def offline_baseline(project, rounds, args, models_dir: Path):
     )
     base = rounds[0].policy_in
     c = last.config
-    params = GenerationParams(n=int(c["n"]), temperature=float(c["temperature"]), top_p=float(c["top_p"]),
+    params = GenerationParams(n=int(c["candidates_per_prompt"]), temperature=float(c["temperature"]), top_p=float(c["top_p"]),
                               max_new_tokens=int(c["max_new_tokens"]), seed=args.seed + 99)  # fmt: skip
     # Round 1's candidates are base samples already; the other rounds' prompts are sampled here.
     groups: list[tuple[list, list[tuple[str, bool]]]] = []
     first = rounds[0]
     by_prompt: dict[int, list] = {}
-    for cand in RoundCandidate.objects.filter(round=first, generation="old").select_related(
+    for cand in RoundCandidate.objects.filter(round=first, sampled_from="policy_in").select_related(
         "response", "prompt"
     ):
         by_prompt.setdefault(cand.prompt_id, [cand.prompt.messages, []])[1].append(
@@ -346,9 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--prompts-per-round", type=int, default=None, help="default: the project's default")
     parser.add_argument(
-        "--budget", type=int, default=64, help="pairs published per round (>= 64 in the issue)"
+        "--budget",
+        type=int,
+        default=64,
+        help="pairs_to_publish: pairs published per round (>= 64 in the issue)",
     )
-    parser.add_argument("--n", type=int, default=None, help="candidates per prompt (default: the project's)")
+    parser.add_argument("--n", type=int, default=None, help="candidates_per_prompt (default: the project's)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the project's")
     parser.add_argument("--rm-epochs", type=int, default=1)
     parser.add_argument("--rm-max-length", type=int, default=256)
@@ -416,9 +419,13 @@ def main(argv: list[str] | None = None) -> int:
     defaults = {
         f.name: f.default
         for f in RoundSettings._meta.fields
-        if f.name in ("n", "max_new_tokens", "learning_rate")
+        if f.name in ("candidates_per_prompt", "max_new_tokens", "learning_rate")
     }
-    overrides = {"prompts_per_round": args.prompts_per_round, "budget": args.budget, "policy_gate": "always"}
+    overrides = {
+        "prompts_per_round": args.prompts_per_round,
+        "pairs_to_publish": args.budget,
+        "policy_gate": "always",
+    }
     overrides["reward_config"] = {
         "epochs": args.rm_epochs,
         "batch_size": 16,
@@ -426,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_fraction": 0.1,
     }
     for key, value in (
-        ("n", args.n),
+        ("candidates_per_prompt", args.n),
         ("max_new_tokens", args.max_new_tokens),
         ("learning_rate", args.learning_rate),
         ("strategy", args.strategy),

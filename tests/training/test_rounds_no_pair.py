@@ -18,7 +18,7 @@ def test_a_round_whose_policy_never_ends_in_time_trains_on_its_best_prefix(tiny)
     project = round_project(
         prompts=1,
         prompts_per_round=1,
-        budget=1,
+        pairs_to_publish=1,
         blocklist="",
         toxicity_threshold=1.0,  # nothing blocked: truncation alone is what this test is about
         policy_gate="always",
@@ -27,7 +27,7 @@ def test_a_round_whose_policy_never_ends_in_time_trains_on_its_best_prefix(tiny)
     done = round_run(round_id=r.pk)
 
     assert done.state == "done", done.error
-    cands = RoundCandidate.objects.filter(round=done, generation="old")
+    cands = RoundCandidate.objects.filter(round=done, sampled_from="policy_in")
     assert {c.finish_reason for c in cands} == {"length"} and not cands.filter(blocked=True).exists()
     dpo = done.metrics["dpo"]
     # One prompt, every candidate truncated: its best (penalised, trained without an end of
@@ -40,7 +40,9 @@ def test_a_round_whose_policy_never_ends_in_time_trains_on_its_best_prefix(tiny)
 
 @pytest.mark.django_db
 def test_a_round_with_every_candidate_blocked_says_why_and_what_to_change(tiny):
-    project = round_project(prompts=2, prompts_per_round=2, budget=2, blocklist="/./", policy_gate="always")
+    project = round_project(
+        prompts=2, prompts_per_round=2, pairs_to_publish=2, blocklist="/./", policy_gate="always"
+    )
     r, _ = round_start(project=project, enqueue=False, seed=7)
     failed = round_run(round_id=r.pk)
 

@@ -35,9 +35,11 @@ def _toxicity_scorer(reward_model: RewardModel):
     return load_toxicity(path or None)
 
 
-def candidates_filter(r: RLHFRound, rep: RoundReporter, *, step: str, generation: str) -> None:
-    phase = f"safety ({generation} policy)"
-    todo, total = candidates_pending(r, rep, step=step, generation=generation, column="toxicity", phase=phase)
+def candidates_filter(r: RLHFRound, rep: RoundReporter, *, step: str, sampled_from: str) -> None:
+    phase = f"safety ({RoundCandidate.SampledFrom(sampled_from).label})"
+    todo, total = candidates_pending(
+        r, rep, step=step, sampled_from=sampled_from, column="toxicity", phase=phase
+    )
     if not todo:
         return
     try:
@@ -74,4 +76,4 @@ def candidates_filter(r: RLHFRound, rep: RoundReporter, *, step: str, generation
 
 
 def step_filtering(r: RLHFRound, rep: RoundReporter) -> None:
-    candidates_filter(r, rep, step="filtering", generation="old")
+    candidates_filter(r, rep, step="filtering", sampled_from=RoundCandidate.SampledFrom.POLICY_IN)

@@ -94,7 +94,8 @@ def _reward_pairs(r: RLHFRound) -> tuple[list, dict]:
 
     by_prompt: dict[int, list[Candidate]] = {}
     messages: dict[int, list] = {}
-    for c in RoundCandidate.objects.filter(round=r, generation="old").select_related("response", "prompt"):
+    own = RoundCandidate.objects.filter(round=r, sampled_from=RoundCandidate.SampledFrom.POLICY_IN)
+    for c in own.select_related("response", "prompt"):
         messages[c.prompt_id] = c.prompt.messages
         by_prompt.setdefault(c.prompt_id, []).append(candidate_record(c))
     synthetic = []
@@ -139,9 +140,8 @@ def _policy_pairs(r: RLHFRound) -> tuple[list, list[int], dict]:
 def no_pair_message(r: RLHFRound, counts: dict) -> str:
     """Why the update has nothing to train on, with the numbers, and what would change it."""
     reasons: Counter = Counter()
-    for text in RoundCandidate.objects.filter(round=r, generation="old", blocked=True).values_list(
-        "blocked_reason", flat=True
-    ):
+    own = RoundCandidate.objects.filter(round=r, sampled_from=RoundCandidate.SampledFrom.POLICY_IN)
+    for text in own.filter(blocked=True).values_list("blocked_reason", flat=True):
         reasons.update({part.split(" ")[0].rstrip(":") for part in text.split("; ") if part})
     prompts = len(r.prompt_ids)
     blocked, no_pair = counts["prompts_all_blocked"], counts["prompts_no_pair"]

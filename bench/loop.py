@@ -174,6 +174,7 @@ def offline_baseline(project, rounds, args, models_dir: Path):
     from training.ml.generation import LocalTransformersBackend
     from training.ml.pair_selection import Candidate, best_vs_worst
     from training.ml.policy import GenerationParams
+    from training.ml.round_safety import harm_may_block
     from training.ml.safety import load_toxicity
     from training.ml.shaping import shaped_terms
     from training.models import RoundCandidate
@@ -188,13 +189,13 @@ def offline_baseline(project, rounds, args, models_dir: Path):
     )
     base = rounds[0].policy_in
     c = last.config
-    params = GenerationParams(n=int(c["n"]), temperature=float(c["temperature"]), top_p=float(c["top_p"]),
+    params = GenerationParams(n=int(c["candidates_per_prompt"]), temperature=float(c["temperature"]), top_p=float(c["top_p"]),
                               max_new_tokens=int(c["max_new_tokens"]), seed=args.seed + 99)  # fmt: skip
     # Round 1's candidates are base samples already; the other rounds' prompts are sampled here.
     groups: list[tuple[list, list[tuple[str, bool]]]] = []
     first = rounds[0]
     by_prompt: dict[int, list] = {}
-    for cand in RoundCandidate.objects.filter(round=first, generation="old").select_related(
+    for cand in RoundCandidate.objects.filter(round=first, sampled_from="policy_in").select_related(
         "response", "prompt"
     ):
         by_prompt.setdefault(cand.prompt_id, [cand.prompt.messages, []])[1].append(
@@ -216,6 +217,9 @@ def offline_baseline(project, rounds, args, models_dir: Path):
         del backend
     lam, eos_penalty = float(c.get("toxicity_lambda", 1.0)), float(c.get("missing_eos_penalty", 1.0))
     harm = load_toxicity(last.reward_model.safety_path or None)
+    # Blocked as the round blocks: by p(unsafe) only when its harm model may (round_safety).
+    may_block = harm_may_block(last.reward_model.safety_source, last.reward_model.safety_metrics)["blocks"]
+    threshold = float(c["toxicity_threshold"]) if may_block else math.inf
     pairs = []
     for messages, cands in groups:
         texts = [t for t, _ in cands]
@@ -228,10 +232,19 @@ def offline_baseline(project, rounds, args, models_dir: Path):
             t = shaped_terms(
                 score=rw, p_unsafe=p, truncated=truncated, norm=norm, lam=lam, missing_eos_penalty=eos_penalty
             )
-            scored.append(Candidate(i, text, t.shaped, i, p > float(c["toxicity_threshold"]), truncated))
+            scored.append(Candidate(i, text, t.shaped, i, p > threshold, truncated))
         pair = best_vs_worst(scored)
         if pair is not None:
-            pairs.append(PolicyPair(prompt=messages, chosen=pair[0].text, rejected=pair[1].text))
+            chosen, rejected = pair
+            pairs.append(
+                PolicyPair(
+                    prompt=messages,
+                    chosen=chosen.text,
+                    rejected=rejected.text,
+                    chosen_truncated=chosen.truncated,
+                    rejected_truncated=rejected.truncated,
+                )
+            )
     pairs = pairs[: max(1, want)]
     config = _dpo_config(last)
     t0 = time.perf_counter()
@@ -333,9 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--prompts-per-round", type=int, default=None, help="default: the project's default")
     parser.add_argument(
-        "--budget", type=int, default=64, help="pairs published per round (>= 64 in the issue)"
+        "--budget",
+        type=int,
+        default=64,
+        help="pairs_to_publish: pairs published per round (>= 64 in the issue)",
     )
-    parser.add_argument("--n", type=int, default=None, help="candidates per prompt (default: the project's)")
+    parser.add_argument("--n", type=int, default=None, help="candidates_per_prompt (default: the project's)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the project's")
     parser.add_argument("--rm-epochs", type=int, default=1)
     parser.add_argument("--rm-max-length", type=int, default=256)
@@ -403,9 +419,13 @@ def main(argv: list[str] | None = None) -> int:
     defaults = {
         f.name: f.default
         for f in RoundSettings._meta.fields
-        if f.name in ("n", "max_new_tokens", "learning_rate")
+        if f.name in ("candidates_per_prompt", "max_new_tokens", "learning_rate")
     }
-    overrides = {"prompts_per_round": args.prompts_per_round, "budget": args.budget, "policy_gate": "always"}
+    overrides = {
+        "prompts_per_round": args.prompts_per_round,
+        "pairs_to_publish": args.budget,
+        "policy_gate": "always",
+    }
     overrides["reward_config"] = {
         "epochs": args.rm_epochs,
         "batch_size": 16,
@@ -413,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_fraction": 0.1,
     }
     for key, value in (
-        ("n", args.n),
+        ("candidates_per_prompt", args.n),
         ("max_new_tokens", args.max_new_tokens),
         ("learning_rate", args.learning_rate),
         ("strategy", args.strategy),

@@ -169,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     round_settings_update(
         project=project,
         prompts_per_round=args.prompts,
-        n=args.n,
+        candidates_per_prompt=args.n,
         max_new_tokens=args.max_new_tokens,
         temperature=0.8,
-        budget=args.prompts,
+        pairs_to_publish=args.prompts,
         reward_config={"epochs": 1, "batch_size": 16, "max_length": 256, "heldout_fraction": 0.1},
         policy_gate="always",  # a timing run: the checkpoint becomes current without an evaluation
     )
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         list(done.prompt_ids),
         messages,
         per_chunk=rounds_service.prompts_per_chunk(backend_name, params.n),
-        generation="old",
+        sampled_from="policy_in",
     )
     base_backend.generate_batch(
         batches[0], GenerationParams(n=args.n, max_new_tokens=8), seed=0

@@ -50,7 +50,9 @@ def round_evaluation(*, round: RLHFRound) -> Evaluation | None:
 def round_proxy_reward(*, round: RLHFRound) -> float | None:
     """The mean reward, under the round's reward model, of the new policy's candidates (those
     sampled while publishing); with none (an HTTP backend), of the published pairs' candidates."""
-    new = RoundCandidate.objects.filter(round=round, generation="new", blocked=False, reward__isnull=False)
+    new = RoundCandidate.objects.filter(
+        round=round, sampled_from=RoundCandidate.SampledFrom.POLICY_OUT, blocked=False, reward__isnull=False
+    )
     value = new.aggregate(m=Avg("reward"))["m"]
     if value is None:
         pairs = RoundPair.objects.filter(round=round)

@@ -85,7 +85,7 @@ def round_win_rate(*, round: RLHFRound) -> dict:
 def round_lineage(*, round: RLHFRound) -> list[dict]:
     """policy parent → candidates → ratings → reward model → new policy, as rows for the page."""
     candidates = RoundCandidate.objects.filter(round=round)
-    old = candidates.filter(generation="old")
+    old = candidates.filter(sampled_from=RoundCandidate.SampledFrom.POLICY_IN)
     pairs = RoundPair.objects.filter(round=round)
     votes = Preference.objects.filter(comparison_id__in=pairs.values("comparison_id")).count()
     return [
@@ -121,7 +121,7 @@ def round_candidates(*, round: RLHFRound, limit: int = 200) -> QuerySet[RoundCan
     return (
         RoundCandidate.objects.filter(round=round)
         .select_related("response")
-        .order_by("prompt_id", "generation", "candidate_index")[:limit]
+        .order_by("prompt_id", "sampled_from", "candidate_index")[:limit]
     )
 
 

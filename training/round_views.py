@@ -36,7 +36,7 @@ from training.services.evaluations import prompts_mark_eval, round_evaluation_cr
 from training.services.policies import checkpoints_disk_used
 from training.services.reward_models.config import overrides_clean
 from training.services.rounds import round_cancel, round_retry, round_settings_get, round_start
-from training.services.schedules import EDITABLE_FIELDS, round_settings_update
+from training.services.schedules import EDITABLE_FIELDS, SETTING_ALIASES, round_settings_update
 from training.views import (
     ObjectActionView,
     OpsApiView,
@@ -73,7 +73,8 @@ class RoundSettingsForm(forms.ModelForm):
         fields = list(EDITABLE_FIELDS)
         widgets = {"blocklist": forms.Textarea(attrs={"rows": 4})}
         labels = {
-            "n": "Candidates per prompt (n)",
+            "candidates_per_prompt": "Candidates per prompt",
+            "pairs_to_publish": "Pairs to publish per round",
             "every_hours": "Every N hours",
             "cron": "Cron (minute hour day month weekday)",
             "min_new_preferences": "Start when at least M new preferences arrived",
@@ -374,14 +375,37 @@ class RoundRetryView(RoundActionView):
 
 class RoundSettingsSerializer(serializers.ModelSerializer):
     """The project's round settings: every editable field, plus the schedule's beat task state
-    (read-only: enabled, last run, run count) and why the guard paused it."""
+    (read-only: enabled, last run, run count) and why the guard paused it.
+
+    `n` and `budget`, the names of `candidates_per_prompt` and `pairs_to_publish` before
+    release 0003, are still taken on input and shown on output (deprecated)."""
 
     schedule = serializers.SerializerMethodField()
+    n = serializers.IntegerField(
+        source="candidates_per_prompt", read_only=True, help_text="Deprecated: candidates_per_prompt."
+    )
+    budget = serializers.IntegerField(
+        source="pairs_to_publish", read_only=True, help_text="Deprecated: pairs_to_publish."
+    )
 
     class Meta:
         model = RoundSettings
-        fields = [*EDITABLE_FIELDS, "paused_reason", "updated_at", "schedule"]
+        fields = [*EDITABLE_FIELDS, "paused_reason", "updated_at", "schedule", *SETTING_ALIASES]
         read_only_fields = ["paused_reason", "updated_at", "schedule"]
+
+    def to_internal_value(self, data):
+        if not hasattr(data, "keys"):
+            return super().to_internal_value(data)
+        data = {key: data[key] for key in data.keys()}
+        for old, new in SETTING_ALIASES.items():
+            if old in data:
+                value = data.pop(old)
+                if new in data and str(data[new]) != str(value):
+                    raise serializers.ValidationError(
+                        {old: [f"The old name of {new}; give one of them, not both with different values."]}
+                    )
+                data[new] = value
+        return super().to_internal_value(data)
 
     def get_schedule(self, row: RoundSettings) -> dict:
         task = row.periodic_task

@@ -66,7 +66,7 @@ def ended_round(
         prompt = Prompt.objects.filter(project=project).first()
         response = Response.objects.create(prompt=prompt, text=f"new {r.pk}", source="policy")
         RoundCandidate.objects.create(
-            round=r, prompt=prompt, generation="new", candidate_index=0, response=response, policy=out,
+            round=r, prompt=prompt, sampled_from="policy_out", candidate_index=0, response=response, policy=out,
             reward=proxy,
         )  # fmt: skip
     return r

@@ -23,10 +23,10 @@ BAD = "Go away, stupid {i}!"
 # byte-level output (any digit), so every round has blocked and unblocked candidates.
 FAST_ROUND = {
     "prompts_per_round": 6,
-    "n": 3,
+    "candidates_per_prompt": 3,
     "temperature": 1.0,
     "max_new_tokens": 10,  # the tiny policy ends about half its responses before 10 (ends_after)
-    "budget": 4,
+    "pairs_to_publish": 4,
     "blocklist": "/[0-9]/",
     "toxicity_threshold": 0.99,
     "learning_rate": 1e-3,

@@ -8,6 +8,8 @@ from django.test import Client
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from rest_framework.test import APIClient
 
+from core.errors import ServiceError
+from training.models import RoundSettings
 from training.services.schedules import TRIGGERS_TASK_NAME, round_settings_update
 
 from .test_rounds import _settings_form
@@ -32,27 +34,31 @@ def test_the_api_reads_and_writes_round_settings_for_ops_only(make_project, make
         other = APIClient()
         other.force_authenticate(make_user(role))
         assert other.get(url(project)).status_code == 403
-        assert other.patch(url(project), {"n": 2}, format="json").status_code == 403
+        assert other.patch(url(project), {"candidates_per_prompt": 2}, format="json").status_code == 403
 
     got = ops.get(url(project))
     assert got.status_code == 200
     body = got.json()
-    assert body["n"] == 4 and body["every_hours"] is None and body["reward_config"] == {}
+    assert body["candidates_per_prompt"] == 4 and body["every_hours"] is None and body["reward_config"] == {}
     assert body["schedule"] == {"enabled": False, "last_run_at": None, "total_run_count": 0}
 
     changed = ops.patch(
         url(project),
-        {"n": 2, "every_hours": 0.5, "enabled": True, "reward_config": {"epochs": 2}},
+        {"candidates_per_prompt": 2, "every_hours": 0.5, "enabled": True, "reward_config": {"epochs": 2}},
         format="json",
     )
     assert changed.status_code == 200, changed.content
     body = changed.json()
-    assert body["n"] == 2 and body["every_hours"] == 0.5 and body["reward_config"] == {"epochs": 2}
+    assert (
+        body["candidates_per_prompt"] == 2
+        and body["every_hours"] == 0.5
+        and body["reward_config"] == {"epochs": 2}
+    )
     assert body["schedule"]["enabled"] is True
     task = PeriodicTask.objects.get(name=f"rlhf-round-project-{project.pk}")
     assert task.enabled and (task.interval.every, task.interval.period) == (30, IntervalSchedule.MINUTES)
-    assert ops.put(url(project), {"budget": 8}, format="json").json()["budget"] == 8
-    assert ops.get(url(project)).json()["n"] == 2  # a PUT of some fields keeps the others
+    assert ops.put(url(project), {"pairs_to_publish": 8}, format="json").json()["pairs_to_publish"] == 8
+    assert ops.get(url(project)).json()["candidates_per_prompt"] == 2  # a PUT of some fields keeps the others
 
     # Refusals: the service's codes; a field that does not parse: errors per field.
     both = ops.patch(url(project), {"cron": "0 3 * * *"}, format="json")
@@ -67,8 +73,12 @@ def test_the_api_reads_and_writes_round_settings_for_ops_only(make_project, make
     )
     unknown = ops.patch(url(project), {"reward_config": {"nope": 1}}, format="json")
     assert unknown.status_code == 400 and unknown.json()["code"] == "config"
-    parse = ops.patch(url(project), {"n": "many"}, format="json")
-    assert parse.status_code == 400 and parse.json()["code"] == "invalid" and "n" in parse.json()["errors"]
+    parse = ops.patch(url(project), {"candidates_per_prompt": "many"}, format="json")
+    assert (
+        parse.status_code == 400
+        and parse.json()["code"] == "invalid"
+        and "candidates_per_prompt" in parse.json()["errors"]
+    )
     blocklist = ops.patch(url(project), {"blocklist": "/([/"}, format="json")
     assert blocklist.status_code == 400 and blocklist.json()["code"] == "blocklist"
     assert ops.get(url(project)).json()["every_hours"] == 0.5  # nothing of the refusals was saved
@@ -156,3 +166,25 @@ def test_the_settings_form_edits_reward_config_with_field_errors(make_project, m
     assert round_settings_get(project=project).reward_config == {"epochs": 3, "tie_mode": "drop"}
     empty = client.post(to, _settings_form(reward_config=""))
     assert empty.status_code == 302 and round_settings_get(project=project).reward_config == {}
+
+
+def test_the_old_names_n_and_budget_are_still_taken_and_shown(make_project, ops):
+    """Release 0003 renamed `n` to `candidates_per_prompt` and `budget` to `pairs_to_publish`;
+    clients written before it keep working (README: Round settings API)."""
+    project = make_project()
+    old = ops.patch(url(project), {"n": 3, "budget": 5}, format="json")
+    assert old.status_code == 200, old.content
+    body = old.json()
+    assert (body["candidates_per_prompt"], body["pairs_to_publish"]) == (3, 5)
+    assert (body["n"], body["budget"]) == (3, 5)  # shown under the old names too (deprecated)
+    row = RoundSettings.objects.get(project=project)
+    assert (row.candidates_per_prompt, row.pairs_to_publish) == (3, 5)
+    same = ops.patch(url(project), {"n": 6, "candidates_per_prompt": 6}, format="json")
+    assert same.status_code == 200 and same.json()["candidates_per_prompt"] == 6
+    both = ops.patch(url(project), {"budget": 2, "pairs_to_publish": 7}, format="json")
+    assert both.status_code == 400 and "budget" in both.json()["errors"]
+    assert RoundSettings.objects.get(project=project).pairs_to_publish == 5  # nothing saved
+    # The service takes them too (scripts calling it directly).
+    assert round_settings_update(project=project, n=2, budget=9).pairs_to_publish == 9
+    with pytest.raises(ServiceError):
+        round_settings_update(project=project, n=2, candidates_per_prompt=3)

@@ -71,12 +71,12 @@ def test_a_round_runs_every_step_and_publishes_only_unblocked_pairs_ahead_of_old
 
     # Candidates: n per sampled prompt, each a policy Response that records its sampler.
     assert len(done.prompt_ids) == FAST_ROUND["prompts_per_round"]
-    old_cands = RoundCandidate.objects.filter(round=done, generation="old").select_related("response")
-    assert old_cands.count() == FAST_ROUND["prompts_per_round"] * FAST_ROUND["n"]
+    old_cands = RoundCandidate.objects.filter(round=done, sampled_from="policy_in").select_related("response")
+    assert old_cands.count() == FAST_ROUND["prompts_per_round"] * FAST_ROUND["candidates_per_prompt"]
     for c in old_cands:
         assert c.response.source == Response.Source.POLICY
         assert c.response.policy_checkpoint_id == done.policy_in_id
-        assert c.response.generation_params["n"] == FAST_ROUND["n"]
+        assert c.response.generation_params["n"] == FAST_ROUND["candidates_per_prompt"]
         assert c.response.generation_params["max_new_tokens"] == FAST_ROUND["max_new_tokens"]
         assert c.toxicity is not None and c.reward is not None
         # Shaped in units: z(RM) with the mean/sd stored with the reward model, minus λ·p(unsafe)
@@ -99,13 +99,13 @@ def test_a_round_runs_every_step_and_publishes_only_unblocked_pairs_ahead_of_old
 
     # Blocked text never reaches the queue; published pairs carry the round's priority.
     pairs = list(RoundPair.objects.filter(round=done).select_related("comparison"))
-    assert 1 <= len(pairs) <= FAST_ROUND["budget"]
+    assert 1 <= len(pairs) <= FAST_ROUND["pairs_to_publish"]
     assert not published_response_ids(done) & set(blocked.values_list("response_id", flat=True))
     assert {p.comparison.priority for p in pairs} == {100}
     assert all(p.comparison.round_id == done.pk for p in pairs)
     new_vs_old = [p for p in pairs if p.strategy == "new_vs_old"]
     for p in new_vs_old:
-        assert p.candidate_a.generation == "new" and p.candidate_b.generation == "old"
+        assert p.candidate_a.sampled_from == "policy_out" and p.candidate_b.sampled_from == "policy_in"
         assert p.comparison.response_a.policy_checkpoint_id == done.policy_out_id
 
     # Policy lineage: the new checkpoint's parent is the base, its folder hashes as recorded.
@@ -206,14 +206,14 @@ def test_a_crash_inside_generation_resumes_without_duplicates_and_a_failed_step_
         crashed.state == "failed" and crashed.failed_step == "generating" and "worker lost" in crashed.error
     )
     written = RoundCandidate.objects.filter(round=r).count()
-    assert 0 < written < 6 * FAST_ROUND["n"]
+    assert 0 < written < 6 * FAST_ROUND["candidates_per_prompt"]
     first_ids = set(RoundCandidate.objects.filter(round=r).values_list("response_id", flat=True))
 
     round_retry(round_id=r.pk)
     done = round_run(round_id=r.pk)
     assert done.state == "done", done.error
-    cands = RoundCandidate.objects.filter(round=r, generation="old")
-    assert cands.count() == 6 * FAST_ROUND["n"]
+    cands = RoundCandidate.objects.filter(round=r, sampled_from="policy_in")
+    assert cands.count() == 6 * FAST_ROUND["candidates_per_prompt"]
     assert first_ids <= set(cands.values_list("response_id", flat=True))  # kept, not regenerated
     assert (
         Response.objects.filter(metadata__round_id=r.pk).count()
@@ -341,8 +341,8 @@ def test_round_pages_and_api_need_ops_escape_model_output_and_start_one_round(ti
 
 def _settings_form(**overrides) -> dict:
     data = {
-        "prompts_per_round": 4, "n": 2, "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 16,
-        "toxicity_threshold": 0.5, "toxicity_lambda": 10, "blocklist": "", "budget": 4,
+        "prompts_per_round": 4, "candidates_per_prompt": 2, "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 16,
+        "toxicity_threshold": 0.5, "toxicity_lambda": 10, "blocklist": "", "pairs_to_publish": 4,
         "strategy": "new_vs_old", "priority": 100, "beta": 0.1, "learning_rate": 1e-6, "dpo_epochs": 1,
         "dpo_batch_size": 2, "dpo_max_steps": "", "every_hours": "", "cron": "", "min_new_preferences": "",
         "policy_gate": "human_votes", "gate_threshold": 0.5, "gate_min_votes": 50, "eval_judge": "",
@@ -373,7 +373,7 @@ def _scored_round(project, number: int, prompts: list) -> RLHFRound:
         policy_in=policy,
         reference=policy,
         prompt_ids=[p.pk for p in prompts],
-        config={"budget": 16, "strategy": "uncertain", "priority": 100},
+        config={"pairs_to_publish": 16, "strategy": "uncertain", "priority": 100},
     )
     for p in prompts:
         for i in range(2):

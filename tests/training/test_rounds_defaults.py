@@ -21,11 +21,7 @@ from training.services.schedules import round_settings_update
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 11 (open): with the real defaults on a one-prompt pool every candidate is blocked "
-    "or left unchosen (truncated), so the round finds no preference pair; seen 2026-11-29",
-    strict=False,
-)
+@pytest.mark.timeout(2700)  # ~20 min on the shared 2-core machine under load (two generation passes)
 @pytest.mark.django_db
 def test_a_round_with_the_real_defaults_trains_a_calibrated_harm_model_and_shapes_in_units(
     settings, tmp_path
@@ -40,16 +36,15 @@ def test_a_round_with_the_real_defaults_trains_a_calibrated_harm_model_and_shape
     with gzip.open(HH_FILE, "rb") as fh:  # 60 harmlessness pairs: enough for the harm model
         preferences_import(project=project, lines=list(itertools.islice(fh, 60)), fmt="hh")
     prompts_import(project=project, lines=[json.dumps({"prompt": "How do I bake bread?"})])
-    # Defaults everywhere but the pool's size, a short reward run and no evaluation gate.
+    # Defaults everywhere (the toxicity threshold included) but the pool's size, a short reward
+    # run and no evaluation gate. A harm model from 60 pairs and 4 steps is near chance: it
+    # shapes the reward but may not block (training.ml.round_safety); on one prompt whose
+    # answers often run past 256 tokens the best truncated one is chosen, trained open.
     round_settings_update(
         project=project,
         prompts_per_round=1,
-        budget=1,
+        pairs_to_publish=1,
         policy_gate="always",
-        # A harm model from 60 pairs and 4 steps is near chance: its calibrated p(unsafe) sits
-        # near the base rate, which the default threshold (0.5) can block wholesale on one
-        # prompt. The blocking itself is tested on tiny models; here the shaping is.
-        toxicity_threshold=0.95,
         reward_config={
             "max_steps": 4,
             "batch_size": 4,
@@ -70,9 +65,14 @@ def test_a_round_with_the_real_defaults_trains_a_calibrated_harm_model_and_shape
     rm = done.reward_model
     assert rm.safety_source == "learned" and rm.safety_metrics["heldout_ece"] is not None
     assert rm.metrics["normalisation"]["sd"] > 0
-    cands = RoundCandidate.objects.filter(round=done, generation="old")
-    assert cands.count() == done.config["n"] == 4 and done.config["max_new_tokens"] == 256
+    cands = RoundCandidate.objects.filter(round=done, sampled_from="policy_in")
+    assert cands.count() == done.config["candidates_per_prompt"] == 4 and done.config["max_new_tokens"] == 256
     assert all(c.reward_z is not None and 0.0 <= c.toxicity <= 1.0 for c in cands)
     m = done.metrics
     assert m["truncated_rate"] is not None and m["mean_reward_z"] is not None and m["toxicity_lambda"] == 1.0
+    assert m["harm_blocking"]["blocks"] is False and "only shapes" in m["harm_blocking"]["why"]
+    assert (
+        done.config["toxicity_threshold"] == 0.5
+        and not cands.filter(blocked_reason__contains="toxicity").exists()
+    )
     assert done.policy_out is not None and done.metrics["dpo"]["steps"] >= 1

@@ -157,10 +157,10 @@ def test_rounds_through_a_worker_end_to_end_and_a_killed_round_resumes_without_d
     assert done2.steps["updating"]["attempts"] == 2 and done2.steps["generating"]["attempts"] == 1
     # Nothing generated before the crash was generated again; no duplicate comparisons.
     old_after = set(
-        RoundCandidate.objects.filter(round=r2, generation="old").values_list("pk", "response_id")
+        RoundCandidate.objects.filter(round=r2, sampled_from="policy_in").values_list("pk", "response_id")
     )
     assert old_after == {c for c in candidates_before}
-    new_count = RoundCandidate.objects.filter(round=r2, generation="new").count()
+    new_count = RoundCandidate.objects.filter(round=r2, sampled_from="policy_out").count()
     assert Response.objects.filter(prompt__project=project).count() == responses_before + new_count
     assert Comparison.objects.filter(round_id=r2.pk).count() == RoundPair.objects.filter(round=r2).count() > 0
     blocked2 = set(

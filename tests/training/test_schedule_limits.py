@@ -14,11 +14,11 @@ pytestmark = pytest.mark.django_db
         {"enabled": True, "every_hours": 2**31 - 1},
         {"priority": 2**31},
         {"eval_priority": -(2**31) - 1},
-        {"budget": 2**40},
+        {"pairs_to_publish": 2**40},
         {"blocklist": "/(?<=x)y/"},
         {"reward_config": {"learning_rate": 10**400}},
     ],
-    ids=["every_hours", "priority", "eval_priority", "budget", "blocklist", "reward_config"],
+    ids=["every_hours", "priority", "eval_priority", "pairs_to_publish", "blocklist", "reward_config"],
 )
 def test_values_that_overflow_later_are_refused_and_nothing_is_saved(make_project, fields):
     project = make_project()

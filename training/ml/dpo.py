@@ -23,7 +23,7 @@ from typing import Protocol
 from training.ml.policy import DPOUpdateConfig, load_tokenizer, save_policy
 from training.ml.records import TrainingCancelled, TrainingError, TrainingProgress
 
-__all__ = ["DPOResult", "DPOUpdateConfig", "PolicyPair", "dpo_update", "fit_prompt"]
+__all__ = ["DPOResult", "DPOUpdateConfig", "PolicyPair", "dpo_update", "fit_prompt", "turn_closing_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +38,16 @@ class PairLike(Protocol):
 
 @dataclass(frozen=True)
 class PolicyPair:
-    """A minimal preference pair for the policy update (e.g. the reward model's best vs worst of n)."""
+    """A minimal preference pair for the policy update (e.g. the reward model's best vs worst of n).
+
+    `chosen_truncated` / `rejected_truncated`: that side hit the token limit before its end of
+    turn; it is trained as the open prefix it is, with no end of turn after it."""
 
     prompt: list[dict]
     chosen: str
     rejected: str
+    chosen_truncated: bool = False
+    rejected_truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,58 @@ def _dpo_rows(tokenizer, pairs: Sequence[PairLike], max_prompt_length: int) -> t
                 "prompt": [{"role": m["role"], "content": m["content"]} for m in prompt],
                 "chosen": [{"role": "assistant", "content": pair.chosen}],
                 "rejected": [{"role": "assistant", "content": pair.rejected}],
+                OPEN_COLUMNS[0]: bool(getattr(pair, "chosen_truncated", False)),
+                OPEN_COLUMNS[1]: bool(getattr(pair, "rejected_truncated", False)),
             }
         )
     return rows, skipped
+
+
+# Row flags: that side is a truncated text, tokenised without the turn's closing tokens.
+OPEN_COLUMNS = ("chosen_open", "rejected_open")
+
+
+def turn_closing_ids(tokenizer) -> list[int]:
+    """The tokens the chat template puts after an assistant turn's text (ChatML: `<|im_end|>`
+    and a newline); [] when the template adds none or they cannot be told apart."""
+    marker = "Zq7 marker"
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}], tokenize=False
+    )
+    at = rendered.rfind(marker)
+    if at < 0:
+        return []
+    return list(tokenizer(rendered[at + len(marker) :], add_special_tokens=False)["input_ids"])
+
+
+def _open_truncated(example: dict, closing: list[int]) -> dict:
+    """A tokenised row with the closing tokens removed from each side flagged open."""
+    k = len(closing)
+    for side, flag in zip(("chosen_ids", "rejected_ids"), OPEN_COLUMNS, strict=True):
+        ids = example[side]
+        if example[flag] and k and len(ids) > k and list(ids[-k:]) == closing:
+            example[side] = ids[:-k]
+    return example
+
+
+def _trainer_class():
+    """TRL's DPOTrainer, with truncated sides left open after its tokenisation: the chat
+    template closes every assistant turn, and training a truncated text as closed would teach
+    the policy to stop mid-sentence."""
+    from trl import DPOTrainer
+
+    class _DPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            if OPEN_COLUMNS[0] not in dataset.column_names:
+                return dataset
+            tokenizer = getattr(processing_class, "tokenizer", processing_class)
+            closing = turn_closing_ids(tokenizer)
+            return dataset.map(
+                _open_truncated, fn_kwargs={"closing": closing}, remove_columns=list(OPEN_COLUMNS)
+            )
+
+    return _DPOTrainer
 
 
 def _hooks(on_progress: Callable[[TrainingProgress], None] | None, should_stop: Callable[[], bool] | None):
@@ -208,7 +262,6 @@ def dpo_update(
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, PrinterCallback
-    from trl import DPOTrainer
 
     output_dir = Path(output_dir)
     if output_dir.exists():
@@ -232,7 +285,7 @@ def dpo_update(
     with tempfile.TemporaryDirectory(prefix="dpo-scratch-") as scratch, warnings.catch_warnings():
         # transformers 5 renames gradient_checkpointing; TRL's config still sets it (to False here)
         warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
-        trainer = DPOTrainer(
+        trainer = _trainer_class()(
             model=policy,
             ref_model=reference,
             args=_dpo_args(config, scratch),

@@ -125,14 +125,23 @@ def choose_pair(
 
 def best_vs_worst(cands: list[Candidate]) -> tuple[Candidate, Candidate] | None:
     """(chosen, rejected) for the policy update from one prompt's scored candidates: the best
-    unblocked, complete one against the worst of all; None when nothing is allowed or both say
-    the same. A blocked or truncated candidate is never the chosen side (DPO would learn to stop
-    mid-sentence: TRL's chat template closes a truncated text with an end of turn)."""
+    unblocked one against the worst of all; None when nothing is allowed or both say the same.
+
+    A blocked candidate is never the chosen side. A truncated one (no end of turn before the
+    token limit) is chosen only when no unblocked candidate of the prompt ended: its shaped
+    reward already carries `missing_eos_penalty`, and the update trains a truncated side as
+    the open prefix it is, with no end of turn added (`training.ml.dpo`: TRL's chat template
+    would otherwise close it, and DPO would learn to stop mid-sentence). Without this fallback
+    a policy that rarely ends within the limit (SmolLM2-135M often runs past 256 tokens) gives
+    a round no pair at all."""
     group = [c for c in cands if c.shaped_reward is not None]
-    allowed = [c for c in group if not c.blocked and not c.truncated]
+    allowed = [c for c in group if not c.blocked]
     if not allowed:
         return None
-    best, worst = _best(allowed), _worst(group)
-    if best.id == worst.id or _same_text(best, worst):
-        return None
-    return best, worst
+    worst = _worst(group)
+    for pool in ([c for c in allowed if not c.truncated], allowed):  # complete ones first
+        if pool:
+            best = _best(pool)
+            if best.id != worst.id and not _same_text(best, worst):
+                return best, worst
+    return None

@@ -6,6 +6,8 @@
 - `win_rate_interval`: a win rate with ties as half a win, by a bootstrap over the items
   (prompts) when items are given, else Wilson on the wins.
 - `percentile_interval`: the percentile bootstrap interval of a sample of resampled values.
+- `auc_interval`: an ROC AUC's normal interval with Hanley & McNeil's (1982) standard error,
+  from the AUC and the numbers of positives and negatives alone.
 """
 
 from __future__ import annotations
@@ -82,3 +84,18 @@ def win_rate_interval(
     rates = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
     low, high = percentile_interval(rates, level=level)
     return Estimate(value=float(y.mean()), low=low, high=high, n=n)
+
+
+def auc_interval(auc: float, positives: int, negatives: int, *, z: float = Z95) -> Estimate:
+    """95 % interval of an ROC AUC from `positives` and `negatives` held-out examples (Hanley &
+    McNeil 1982: SE² = (A(1−A) + (n₊−1)(Q₁−A²) + (n₋−1)(Q₂−A²)) / (n₊n₋), Q₁ = A/(2−A),
+    Q₂ = 2A²/(1+A)), clipped to [0, 1]; (0, 1) without both kinds."""
+    n = positives + negatives
+    if positives < 1 or negatives < 1 or not math.isfinite(auc):
+        return Estimate(value=auc, low=0.0, high=1.0, n=n)
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) / (
+        positives * negatives
+    )
+    half = z * math.sqrt(max(var, 0.0))
+    return Estimate(value=auc, low=max(0.0, auc - half), high=min(1.0, auc + half), n=n)

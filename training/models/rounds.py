@@ -44,7 +44,10 @@ class RoundSettings(models.Model):
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="round_settings")
     # Round config.
     prompts_per_round = models.PositiveIntegerField(default=32)
-    n = models.PositiveSmallIntegerField(default=4, help_text="Candidates per prompt.")
+    # Called `n` before release 0003 (the API still takes `n` as an alias).
+    candidates_per_prompt = models.PositiveSmallIntegerField(
+        default=4, help_text="Responses sampled per prompt, among which the round picks its pairs."
+    )
     temperature = models.FloatField(default=0.8)
     top_p = models.FloatField(default=0.95)
     max_new_tokens = models.PositiveIntegerField(
@@ -71,8 +74,9 @@ class RoundSettings(models.Model):
         help_text="Human-vote pairs per update, at most this many per fresh on-policy pair.",
     )
     blocklist = models.TextField(blank=True, help_text="One word or phrase per line; /regex/ for a regex.")
-    budget = models.PositiveIntegerField(
-        default=16, help_text="Pairs published to the rating queue per round."
+    # Called `budget` before release 0003 (the API still takes `budget` as an alias).
+    pairs_to_publish = models.PositiveIntegerField(
+        default=16, help_text="Pairs a round publishes to the rating queue, at most (one per prompt)."
     )
     strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.NEW_VS_OLD)
     priority = models.IntegerField(
@@ -148,7 +152,9 @@ class RoundSettings(models.Model):
     class Meta:
         verbose_name_plural = "round settings"
         constraints = [
-            models.CheckConstraint(condition=Q(n__gte=1), name="round_settings_n_gte_1"),
+            models.CheckConstraint(
+                condition=Q(candidates_per_prompt__gte=1), name="round_settings_candidates_gte_1"
+            ),
             models.CheckConstraint(condition=Q(toxicity_lambda__gte=0), name="round_settings_lambda_gte_0"),
             models.CheckConstraint(condition=Q(beta__gt=0), name="round_settings_beta_gt_0"),
         ]
@@ -283,17 +289,19 @@ class RLHFRound(Job):
 class RoundCandidate(models.Model):
     """One generated response of a round, with its safety verdict and scores.
 
-    `generation` "old": sampled from the round's input policy (the round's candidates);
-    "new": sampled from the round's new policy while publishing (for new-vs-old pairs).
+    `sampled_from` "policy_in": sampled from the round's input policy (`RLHFRound.policy_in`:
+    the round's own candidates, scored and trained on); "policy_out": sampled from the policy
+    the round's update wrote (`RLHFRound.policy_out`) while publishing, for new-vs-old pairs.
+    (Before release 0003: `generation` "old" / "new".)
     """
 
-    class Generation(models.TextChoices):
-        OLD = "old"
-        NEW = "new"
+    class SampledFrom(models.TextChoices):
+        POLICY_IN = "policy_in", "input policy"
+        POLICY_OUT = "policy_out", "updated policy"
 
     round = models.ForeignKey(RLHFRound, on_delete=models.CASCADE, related_name="candidates")
     prompt = models.ForeignKey("annotation.Prompt", on_delete=models.CASCADE, related_name="+")
-    generation = models.CharField(max_length=4, choices=Generation.choices, default=Generation.OLD)
+    sampled_from = models.CharField(max_length=10, choices=SampledFrom.choices, default=SampledFrom.POLICY_IN)
     candidate_index = models.PositiveSmallIntegerField()
     response = models.OneToOneField("annotation.Response", on_delete=models.CASCADE, related_name="candidate")
     policy = models.ForeignKey(PolicyCheckpoint, on_delete=models.PROTECT, related_name="+")
@@ -312,10 +320,10 @@ class RoundCandidate(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["round", "prompt", "generation", "candidate_index"], name="round_candidate_unique"
+                fields=["round", "prompt", "sampled_from", "candidate_index"], name="round_candidate_unique"
             ),
         ]
-        indexes = [models.Index(fields=["round", "generation"], name="round_candidate_gen_idx")]
+        indexes = [models.Index(fields=["round", "sampled_from"], name="round_candidate_gen_idx")]
 
 
 class RoundPair(models.Model):

@@ -48,14 +48,34 @@ GATES_TASK_NAME = "rlhf-round-gates"
 GATES_CHECK_MINUTES = 1
 
 EDITABLE_FIELDS = (
-    "prompts_per_round", "n", "temperature", "top_p", "max_new_tokens", "toxicity_threshold",
-    "toxicity_lambda", "blocklist", "budget", "strategy", "priority", "beta", "learning_rate",
-    "dpo_epochs", "dpo_batch_size", "dpo_max_steps", "reward_config",
+    "prompts_per_round", "candidates_per_prompt", "temperature", "top_p", "max_new_tokens",
+    "toxicity_threshold", "toxicity_lambda", "blocklist", "pairs_to_publish", "strategy", "priority",
+    "beta", "learning_rate", "dpo_epochs", "dpo_batch_size", "dpo_max_steps", "reward_config",
     "enabled", "every_hours", "cron", "min_new_preferences",
     "policy_gate", "gate_threshold", "gate_min_votes", "eval_judge", "eval_prompts", "eval_samples",
     "eval_max_new_tokens", "eval_priority", "kl_budget", "keep_checkpoints",
     "missing_eos_penalty", "vote_max_uses", "human_pairs_ratio", "explore_rate",
 )  # fmt: skip
+
+# The settings' names before release 0003, still taken on input (service, API) for the new ones.
+SETTING_ALIASES = {"n": "candidates_per_prompt", "budget": "pairs_to_publish"}
+
+
+def setting_aliases_resolve(fields: dict) -> dict:
+    """`fields` with the old names (SETTING_ALIASES) under their new ones; ServiceError when an
+    old name and its new one are both given with different values."""
+    out = dict(fields)
+    for old, new in SETTING_ALIASES.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if new in out and out[new] != value:
+            raise ServiceError(
+                f"{old!r} is the old name of {new!r}; give one of them, not both with different values.",
+                code=ErrorCode.INVALID,
+            )
+        out[new] = value
+    return out
 
 
 def _task_name(project_id: int) -> str:
@@ -144,7 +164,9 @@ def _sync_triggers_task() -> None:
 
 @transaction.atomic
 def round_settings_update(*, project: Project, **fields) -> RoundSettings:
-    """Validate and save the project's round settings and (re)write its beat schedule."""
+    """Validate and save the project's round settings and (re)write its beat schedule. The old
+    names `n` and `budget` are taken for `candidates_per_prompt` and `pairs_to_publish`."""
+    fields = setting_aliases_resolve(fields)
     unknown = sorted(set(fields) - set(EDITABLE_FIELDS))
     if unknown:
         raise ServiceError(f"Unknown round setting(s): {', '.join(unknown)}.", code=ErrorCode.INVALID)
@@ -177,7 +199,10 @@ def round_settings_update(*, project: Project, **fields) -> RoundSettings:
 
     try:
         GenerationParams(
-            n=row.n, temperature=row.temperature, top_p=row.top_p, max_new_tokens=row.max_new_tokens
+            n=row.candidates_per_prompt,
+            temperature=row.temperature,
+            top_p=row.top_p,
+            max_new_tokens=row.max_new_tokens,
         )
         DPOUpdateConfig(
             beta=row.beta,

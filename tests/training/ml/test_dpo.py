@@ -116,3 +116,30 @@ def test_fit_prompt_drops_oldest_whole_turns(policy_dir):
     assert fit_prompt(tokenizer, messages, size(messages) - 1) == [messages[0], messages[2], messages[3]]
     assert fit_prompt(tokenizer, messages, size([messages[0], messages[3]])) == [messages[0], messages[3]]
     assert fit_prompt(tokenizer, messages, size([messages[0], messages[3]]) - 1) is None
+
+
+def test_a_truncated_side_is_trained_as_an_open_prefix_without_an_end_of_turn(policy_dir, tmp_path):
+    from training.ml.dpo import turn_closing_ids
+
+    tokenizer = load_tokenizer(policy_dir)
+    closing = turn_closing_ids(tokenizer)
+    assert closing and closing[0] == tokenizer.eos_token_id  # ChatML: <|im_end|> and a newline
+
+    def eos_after_chosen(model_dir) -> float:
+        """Mean log p(end of turn | prompt, chosen text) under the policy in model_dir."""
+        model, tok = load_policy(model_dir)
+        prompts, texts = [p.prompt for p in PAIRS], [p.chosen for p in PAIRS]
+        closed = sequence_logprobs(model, tok, prompts, texts, add_eos=True)
+        open_ = sequence_logprobs(model, tok, prompts, texts, add_eos=False)
+        return sum(c - o for c, o in zip(closed, open_, strict=True)) / len(PAIRS)
+
+    config = DPOUpdateConfig(**{**CONFIG.as_dict(), "max_steps": 6, "learning_rate": 3e-3})
+    truncated = [PolicyPair(p.prompt, p.chosen, p.rejected, chosen_truncated=True) for p in PAIRS]
+    as_closed = dpo_update(policy_dir, policy_dir, PAIRS, config, tmp_path / "closed")
+    as_open = dpo_update(policy_dir, policy_dir, truncated, config, tmp_path / "open")
+    # Trained closed, the update raises the end of turn after the chosen text; trained open it
+    # learns the text and says nothing about ending there.
+    closed, opened = eos_after_chosen(as_closed.model_dir), eos_after_chosen(as_open.model_dir)
+    assert closed > eos_after_chosen(policy_dir) + 0.1  # measured: +0.16 (6 steps)
+    assert opened < closed - 0.3  # measured: 0.61 below
+    assert margin(as_open.model_dir, PAIRS) > margin(policy_dir, PAIRS)  # it still learned the pairs

@@ -80,10 +80,23 @@ def test_best_vs_worst_never_chooses_a_blocked_text():
     assert best_vs_worst([cand(1, 1.0, text="a"), cand(2, 0.0, text=" a")]) is None
 
 
-def test_best_vs_worst_never_chooses_a_truncated_text_and_says_why_a_pair_was_published():
+def test_best_vs_worst_prefers_a_complete_text_and_says_why_a_pair_was_published():
     group = [cand(1, 5.0, truncated=True), cand(2, 1.0), cand(3, -1.0, truncated=True)]
     chosen, rejected = best_vs_worst(group)
-    assert (chosen.id, rejected.id) == (2, 3)  # the truncated one may be rejected, never chosen
-    assert best_vs_worst([cand(1, 1.0, truncated=True), cand(2, 0.0, truncated=True)]) is None
+    assert (chosen.id, rejected.id) == (2, 3)  # a complete one beats a truncated one to "chosen"
+    # No unblocked candidate ended: the best truncated one is chosen (trained open, see
+    # test_dpo), rather than no pair at all; a blocked one still never is.
+    chosen, rejected = best_vs_worst(
+        [
+            cand(1, 9.0, truncated=True, blocked=True),
+            cand(2, 1.0, truncated=True),
+            cand(3, 0.0, truncated=True),
+        ]
+    )
+    assert (chosen.id, rejected.id) == (2, 3) and chosen.truncated
+    # The only complete one is the worst: the truncated one that beat it despite its penalty.
+    chosen, rejected = best_vs_worst([cand(1, 0.5, truncated=True), cand(2, -1.0)])
+    assert (chosen.id, rejected.id) == (1, 2)
+    assert best_vs_worst([cand(1, 1.0, truncated=True, blocked=True), cand(2, 0.0, blocked=True)]) is None
     choice = choose_pair("uncertain", [cand(1, 0.0), cand(2, 0.25)], [])
     assert "P(A ≻ B) = 0.562" in choice.reason

@@ -54,13 +54,13 @@ def backend_cache_clear() -> None:
     _backend_cache.clear()
 
 
-def generation_chunks(r: RLHFRound, pending: list[int], messages: dict, *, per_chunk: int, generation: str):
+def generation_chunks(r: RLHFRound, pending: list[int], messages: dict, *, per_chunk: int, sampled_from: str):
     """[(prompt ids, seed)]: the generate calls of one generation pass, in order. Prompts of
     similar length go together (short left-padding); each chunk is one generate batch, and its
     seed depends only on the round and its first prompt, so a resumed pass samples the same way.
     bench/round.py times plain `model.generate` on exactly these chunks."""
     ordered = sorted(pending, key=lambda pid: (sum(len(m["content"]) for m in messages[pid]), pid))
-    salt = 0 if generation == RoundCandidate.Generation.OLD else 1
+    salt = 0 if sampled_from == RoundCandidate.SampledFrom.POLICY_IN else 1
     chunks = []
     for start in range(0, len(ordered), per_chunk):
         chunk = ordered[start : start + per_chunk]

@@ -10,14 +10,14 @@ from training.models import RoundSettings
 # RoundSettings fields copied into every new round's `config` (the round keeps its own copy).
 CONFIG_FIELDS = (
     "prompts_per_round",
-    "n",
+    "candidates_per_prompt",
     "temperature",
     "top_p",
     "max_new_tokens",
     "toxicity_threshold",
     "toxicity_lambda",
     "blocklist",
-    "budget",
+    "pairs_to_publish",
     "strategy",
     "priority",
     "beta",

@@ -13,11 +13,11 @@ SCORE_BATCH = 64
 
 
 def candidates_pending(
-    r: RLHFRound, rep: RoundReporter, *, step: str, generation: str, column: str, phase: str
+    r: RLHFRound, rep: RoundReporter, *, step: str, sampled_from: str, column: str, phase: str
 ) -> tuple[list[RoundCandidate], int]:
-    """(candidates of one generation whose `column` is NULL, how many it has in all); reports
-    how far the step is."""
-    qs = RoundCandidate.objects.filter(round=r, generation=generation)
+    """(candidates sampled from one policy whose `column` is NULL, how many it has in all);
+    reports how far the step is."""
+    qs = RoundCandidate.objects.filter(round=r, sampled_from=sampled_from)
     todo = list(qs.filter(**{f"{column}__isnull": True}).select_related("response", "prompt").order_by("pk"))
     total = qs.count()
     rep.progress(step, total - len(todo), total, phase=phase, force=True)

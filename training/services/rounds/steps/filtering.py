@@ -1,15 +1,20 @@
 """Step "filtering": the safety verdict of every candidate: p(unsafe) of the reward model's harm
 model (calibrated; the lexical prior when the project has none) over the round's threshold, a
 blocklist match, or, beside a learned harm model, lexical profanity at or over PROFANITY_FLOOR
-(the lexical prior is only the hard filter's floor then). Fills NULL toxicity only, so a rerun does what is left. Publishing
-filters the new policy's candidates with the same `candidates_filter`."""
+(the lexical prior is only the hard filter's floor then). A learned harm model blocks by
+p(unsafe) only once its held-out AUC's lower bound is above chance (`harm_may_block`; recorded
+in the round's metrics as "harm_blocking"); a near-chance one only shapes the reward. Fills
+NULL toxicity only, so a rerun does what is left. Publishing filters the updated policy's
+candidates with the same `candidates_filter`."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from core.errors import ServiceError
 from training.ml.blocklist import blocked_reasons
+from training.ml.round_safety import harm_may_block
 from training.models import RewardModel, RLHFRound, RoundCandidate
 from training.services.rounds.config import blocklist_compile
 from training.services.rounds.progress import RoundReporter, RoundStepError
@@ -30,9 +35,11 @@ def _toxicity_scorer(reward_model: RewardModel):
     return load_toxicity(path or None)
 
 
-def candidates_filter(r: RLHFRound, rep: RoundReporter, *, step: str, generation: str) -> None:
-    phase = f"safety ({generation} policy)"
-    todo, total = candidates_pending(r, rep, step=step, generation=generation, column="toxicity", phase=phase)
+def candidates_filter(r: RLHFRound, rep: RoundReporter, *, step: str, sampled_from: str) -> None:
+    phase = f"safety ({RoundCandidate.SampledFrom(sampled_from).label})"
+    todo, total = candidates_pending(
+        r, rep, step=step, sampled_from=sampled_from, column="toxicity", phase=phase
+    )
     if not todo:
         return
     try:
@@ -40,6 +47,10 @@ def candidates_filter(r: RLHFRound, rep: RoundReporter, *, step: str, generation
     except ServiceError as exc:
         raise RoundStepError(exc.message) from None
     threshold = float(r.config.get("toxicity_threshold", 0.5))
+    verdict = harm_may_block(r.reward_model.safety_source, r.reward_model.safety_metrics)
+    r.metrics["harm_blocking"] = verdict
+    if not verdict["blocks"]:
+        threshold = math.inf  # p(unsafe) shapes the reward; the blocklist and the floor still block
     scorer = _toxicity_scorer(r.reward_model)
     from training.ml.safety import LexicalToxicity
 
@@ -65,4 +76,4 @@ def candidates_filter(r: RLHFRound, rep: RoundReporter, *, step: str, generation
 
 
 def step_filtering(r: RLHFRound, rep: RoundReporter) -> None:
-    candidates_filter(r, rep, step="filtering", generation="old")
+    candidates_filter(r, rep, step="filtering", sampled_from=RoundCandidate.SampledFrom.POLICY_IN)

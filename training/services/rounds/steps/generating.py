@@ -1,7 +1,8 @@
-"""Step "generating": sample the round's prompts once from its seed (stored), then write n
-candidates per prompt, prompt batch by prompt batch, keyed by unique (round, prompt,
-generation, candidate_index): a restart generates only prompts that have none. Publishing
-generates the new policy's candidates with the same `candidates_generate`."""
+"""Step "generating": sample the round's prompts once from its seed (stored), then write
+`candidates_per_prompt` candidates per prompt from the round's input policy, prompt batch by
+prompt batch, keyed by unique (round, prompt, sampled_from, candidate_index): a restart
+generates only prompts that have none. Publishing samples the updated policy's candidates
+(sampled_from "policy_out") with the same `candidates_generate`."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def _params(r: RLHFRound):
 
     c = r.config
     return GenerationParams(
-        n=int(c.get("n", 4)),
+        n=int(c.get("candidates_per_prompt", 4)),
         temperature=float(c.get("temperature", 0.8)),
         top_p=float(c.get("top_p", 0.95)),
         max_new_tokens=int(c.get("max_new_tokens", 64)),
@@ -54,40 +55,41 @@ def candidates_generate(
     rep: RoundReporter,
     *,
     step: str,
-    generation: str,
+    sampled_from: str,
     policy: PolicyCheckpoint,
     prompt_ids: list[int],
 ) -> None:
     params = _params(r)
+    phase = f"generate ({RoundCandidate.SampledFrom(sampled_from).label})"
     have = set(
-        RoundCandidate.objects.filter(round=r, generation=generation, prompt_id__in=prompt_ids).values_list(
-            "prompt_id", flat=True
-        )
+        RoundCandidate.objects.filter(
+            round=r, sampled_from=sampled_from, prompt_id__in=prompt_ids
+        ).values_list("prompt_id", flat=True)
     )
     pending = [pid for pid in prompt_ids if pid not in have]
     total, done = len(prompt_ids), len(prompt_ids) - len(pending)
-    rep.progress(step, done, total, phase=f"generate ({generation} policy)", force=True)
+    rep.progress(step, done, total, phase=phase, force=True)
     if not pending:
         return
     backend, backend_name = generation_backend(policy)
     messages = dict(Prompt.objects.filter(pk__in=pending).values_list("pk", "messages"))
     model_name = settings.GENERATION_MODEL if backend_name == "openai" else f"policy #{policy.pk}"
     chunks = generation_chunks(
-        r, pending, messages, per_chunk=prompts_per_chunk(backend_name, params.n), generation=generation
+        r, pending, messages, per_chunk=prompts_per_chunk(backend_name, params.n), sampled_from=sampled_from
     )
     try:
         for chunk, seed in chunks:
             rep.check()
             groups = backend.generate([messages[pid] for pid in chunk], replace(params, seed=seed))
-            _candidates_write(r, policy, generation, chunk, groups, backend_name, model_name)
+            _candidates_write(r, policy, sampled_from, chunk, groups, backend_name, model_name)
             done += len(chunk)
-            rep.progress(step, done, total, phase=f"generate ({generation} policy)")
+            rep.progress(step, done, total, phase=phase)
     finally:
         if backend_name == "openai":
             backend.close()
 
 
-def _candidates_write(r, policy, generation, chunk, groups, backend_name, model_name) -> None:
+def _candidates_write(r, policy, sampled_from, chunk, groups, backend_name, model_name) -> None:
     """One generate batch's Responses and RoundCandidates, together or not at all."""
     with transaction.atomic():
         responses, rows = [], []
@@ -101,14 +103,14 @@ def _candidates_write(r, policy, generation, chunk, groups, backend_name, model_
                         model_name=model_name,
                         policy_checkpoint_id=policy.pk,
                         generation_params={**c.params, "backend": backend_name},
-                        metadata={"round_id": r.pk, "generation": generation, "candidate_index": index},
+                        metadata={"round_id": r.pk, "sampled_from": sampled_from, "candidate_index": index},
                     )
                 )
                 rows.append(
                     RoundCandidate(
                         round=r,
                         prompt_id=pid,
-                        generation=generation,
+                        sampled_from=sampled_from,
                         candidate_index=index,
                         policy=policy,
                         num_tokens=c.num_tokens,
@@ -127,5 +129,10 @@ def step_generating(r: RLHFRound, rep: RoundReporter) -> None:
         r.prompt_ids = _sample_prompts(r)
         RLHFRound.objects.filter(pk=r.pk).update(prompt_ids=r.prompt_ids)
     candidates_generate(
-        r, rep, step="generating", generation="old", policy=r.policy_in, prompt_ids=r.prompt_ids
+        r,
+        rep,
+        step="generating",
+        sampled_from=RoundCandidate.SampledFrom.POLICY_IN,
+        policy=r.policy_in,
+        prompt_ids=r.prompt_ids,
     )

@@ -1,5 +1,6 @@
-"""Step "publishing": the new policy's candidates (generated, filtered and scored like the
-round's own), then one comparison per prompt, up to the round's budget, written together with
+"""Step "publishing": the updated policy's candidates (sampled_from "policy_out"; generated,
+filtered and scored like the round's own), then one comparison per prompt, up to the round's
+`pairs_to_publish`, written together with
 its unique (round, prompt) `RoundPair` row: a rerun publishes only prompts that have none.
 Which two candidates make the pair is `training.ml.pair_selection.choose_pair`."""
 
@@ -22,14 +23,18 @@ from training.services.rounds.steps.filtering import candidates_filter
 from training.services.rounds.steps.generating import candidates_generate
 from training.services.rounds.steps.scoring import candidate_stats, candidates_score
 
+POLICY_IN, POLICY_OUT = RoundCandidate.SampledFrom.POLICY_IN, RoundCandidate.SampledFrom.POLICY_OUT
+
 
 def _new_policy_candidates(r: RLHFRound, rep: RoundReporter, todo: list[int]) -> None:
     """The new policy's own candidates. An HTTP server serves whatever it was started with, so
     with that backend pairs come from this round's candidates."""
     if todo and not http_backend_configured() and r.policy_out_id:
-        candidates_generate(r, rep, step="publishing", generation="new", policy=r.policy_out, prompt_ids=todo)
-        candidates_filter(r, rep, step="publishing", generation="new")
-        candidates_score(r, rep, step="publishing", generation="new")
+        candidates_generate(
+            r, rep, step="publishing", sampled_from=POLICY_OUT, policy=r.policy_out, prompt_ids=todo
+        )
+        candidates_filter(r, rep, step="publishing", sampled_from=POLICY_OUT)
+        candidates_score(r, rep, step="publishing", sampled_from=POLICY_OUT)
 
 
 def _pair_publish(r: RLHFRound, pid: int, choice: PairChoice, rows: dict[int, RoundCandidate]) -> None:
@@ -66,13 +71,13 @@ def _pair_publish(r: RLHFRound, pid: int, choice: PairChoice, rows: dict[int, Ro
 
 
 def step_publishing(r: RLHFRound, rep: RoundReporter) -> None:
-    budget = int(r.config.get("budget", 16))
+    limit = int(r.config.get("pairs_to_publish", 16))
     unblocked = set(
-        RoundCandidate.objects.filter(round=r, generation="old", blocked=False).values_list(
+        RoundCandidate.objects.filter(round=r, sampled_from=POLICY_IN, blocked=False).values_list(
             "prompt_id", flat=True
         )
     )
-    targets = [pid for pid in r.prompt_ids if pid in unblocked][:budget]
+    targets = [pid for pid in r.prompt_ids if pid in unblocked][:limit]
     published = set(RoundPair.objects.filter(round=r).values_list("prompt_id", flat=True))
     todo = [pid for pid in targets if pid not in published]
     _new_policy_candidates(r, rep, todo)
@@ -81,7 +86,7 @@ def step_publishing(r: RLHFRound, rep: RoundReporter) -> None:
     cands: dict[tuple[int, str], list[Candidate]] = {}
     for c in RoundCandidate.objects.filter(round=r, prompt_id__in=todo).select_related("response"):
         rows[c.pk] = c
-        cands.setdefault((c.prompt_id, c.generation), []).append(candidate_record(c))
+        cands.setdefault((c.prompt_id, c.sampled_from), []).append(candidate_record(c))
     strategy = r.config.get("strategy", "new_vs_old")
     explore = float(r.config.get("explore_rate", 0.1))
     done = len(targets) - len(todo)
@@ -91,8 +96,8 @@ def step_publishing(r: RLHFRound, rep: RoundReporter) -> None:
         rep.check()
         choice = choose_pair(
             strategy,
-            cands.get((pid, "old"), []),
-            cands.get((pid, "new"), []),
+            cands.get((pid, POLICY_IN), []),
+            cands.get((pid, POLICY_OUT), []),
             explore=explore,
             rng=random.Random(f"{r.seed}:{pid}"),
         )
@@ -103,7 +108,7 @@ def step_publishing(r: RLHFRound, rep: RoundReporter) -> None:
         created += 1
         rep.progress("publishing", done, len(targets), phase="pairs")
     r.metrics["published_pairs"] = RoundPair.objects.filter(round=r).count()
-    r.metrics.update(new_policy_metrics(candidate_stats(r, "new")))
+    r.metrics.update(new_policy_metrics(candidate_stats(r, POLICY_OUT)))
     if created:
         event_send_on_commit(
             group=project_group(r.project_id, Audience.COUNTERS),

@@ -11,6 +11,8 @@ from training.services.policies import policy_dir_verified
 from training.services.rounds.progress import RoundReporter
 from training.services.rounds.steps.batches import batches_run, candidates_pending
 
+POLICY_IN = RoundCandidate.SampledFrom.POLICY_IN
+
 
 def shaping_settings(r: RLHFRound) -> tuple[float, float]:
     """(λ, missing_eos_penalty) of the round; a round made before they existed gets the defaults."""
@@ -18,12 +20,14 @@ def shaping_settings(r: RLHFRound) -> tuple[float, float]:
     return float(c.get("toxicity_lambda", 1.0)), float(c.get("missing_eos_penalty", 1.0))
 
 
-def candidates_score(r: RLHFRound, rep: RoundReporter, *, step: str, generation: str) -> None:
+def candidates_score(r: RLHFRound, rep: RoundReporter, *, step: str, sampled_from: str) -> None:
     from training.ml.shaping import shaped_terms
     from training.services.scoring import reward_score_normalised
 
-    phase = f"reward ({generation} policy)"
-    todo, total = candidates_pending(r, rep, step=step, generation=generation, column="reward", phase=phase)
+    phase = f"reward ({RoundCandidate.SampledFrom(sampled_from).label})"
+    todo, total = candidates_pending(
+        r, rep, step=step, sampled_from=sampled_from, column="reward", phase=phase
+    )
     lam, eos_penalty = shaping_settings(r)
 
     def work(batch: list[RoundCandidate]) -> None:
@@ -54,7 +58,7 @@ def _reference_logprobs(r: RLHFRound, rep: RoundReporter) -> None:
     on the stored text (the policy's value recorded during generation saw the raw tokens, not
     the stripped text, so mixing the two would bias the estimate)."""
     todo = list(
-        RoundCandidate.objects.filter(round=r, generation="old", ref_logprob_sum__isnull=True)
+        RoundCandidate.objects.filter(round=r, sampled_from=POLICY_IN, ref_logprob_sum__isnull=True)
         .select_related("response", "prompt")
         .order_by("pk")
     )
@@ -86,9 +90,10 @@ def _reference_logprobs(r: RLHFRound, rep: RoundReporter) -> None:
     rep.progress("scoring", len(todo), len(todo), phase="KL to the reference", force=True)
 
 
-def candidate_stats(r: RLHFRound, generation: str) -> list[CandidateStats]:
-    """The round's candidates of one generation as plain records for `training.ml.round_metrics`."""
-    rows = RoundCandidate.objects.filter(round=r, generation=generation).values_list(
+def candidate_stats(r: RLHFRound, sampled_from: str) -> list[CandidateStats]:
+    """The round's candidates sampled from one policy as plain records for
+    `training.ml.round_metrics`."""
+    rows = RoundCandidate.objects.filter(round=r, sampled_from=sampled_from).values_list(
         "reward", "shaped_reward", "toxicity", "blocked", "num_tokens", "logprob_sum", "ref_logprob_sum",
         "reward_z", "finish_reason", "response__text",
     )  # fmt: skip
@@ -99,9 +104,9 @@ def candidate_stats(r: RLHFRound, generation: str) -> list[CandidateStats]:
 
 
 def step_scoring(r: RLHFRound, rep: RoundReporter) -> None:
-    candidates_score(r, rep, step="scoring", generation="old")
+    candidates_score(r, rep, step="scoring", sampled_from=POLICY_IN)
     _reference_logprobs(r, rep)
-    stats = candidate_stats(r, "old")
+    stats = candidate_stats(r, POLICY_IN)
     lam, eos_penalty = shaping_settings(r)
     r.metrics.update(round_metrics(stats, lam=lam, missing_eos_penalty=eos_penalty))
     scored = sum(1 for c in stats if c.reward is not None)  # the step ends showing what it scored

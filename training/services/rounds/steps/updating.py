@@ -87,42 +87,91 @@ def _human_pairs(r: RLHFRound, cap: int) -> tuple[list, list[int], dict]:
     return human, ids, counts
 
 
-def _reward_pairs(r: RLHFRound) -> tuple[list, int]:
-    """(pairs, prompts with no complete candidate): this round's reward-labelled best-vs-worst
-    pair of each prompt (fresh, on-policy)."""
+def _reward_pairs(r: RLHFRound) -> tuple[list, dict]:
+    """(pairs, counts): this round's reward-labelled best-vs-worst pair of each prompt (fresh,
+    on-policy; `best_vs_worst`), and per prompt why it gave none."""
     from training.ml.dpo import PolicyPair
 
     by_prompt: dict[int, list[Candidate]] = {}
     messages: dict[int, list] = {}
-    for c in RoundCandidate.objects.filter(round=r, generation="old").select_related("response", "prompt"):
+    own = RoundCandidate.objects.filter(round=r, sampled_from=RoundCandidate.SampledFrom.POLICY_IN)
+    for c in own.select_related("response", "prompt"):
         messages[c.prompt_id] = c.prompt.messages
         by_prompt.setdefault(c.prompt_id, []).append(candidate_record(c))
-    synthetic, none_complete = [], 0
+    synthetic = []
+    counts = {"prompts_all_truncated": 0, "pairs_truncated_chosen": 0, "prompts_all_blocked": 0}
+    counts["prompts_no_pair"] = 0
     for pid in r.prompt_ids:
         group = by_prompt.get(pid, [])
-        none_complete += bool(group) and all(c.truncated for c in group)
+        counts["prompts_all_truncated"] += bool(group) and all(c.truncated for c in group)
+        counts["prompts_all_blocked"] += bool(group) and all(c.blocked for c in group)
         pair = best_vs_worst(group)
-        if pair is not None:
-            synthetic.append(PolicyPair(prompt=messages[pid], chosen=pair[0].text, rejected=pair[1].text))
-    return synthetic, none_complete
+        if pair is None:
+            counts["prompts_no_pair"] += 1
+            continue
+        chosen, rejected = pair
+        counts["pairs_truncated_chosen"] += chosen.truncated
+        synthetic.append(
+            PolicyPair(
+                prompt=messages[pid],
+                chosen=chosen.text,
+                rejected=rejected.text,
+                chosen_truncated=chosen.truncated,
+                rejected_truncated=rejected.truncated,
+            )
+        )
+    return synthetic, counts
 
 
 def _policy_pairs(r: RLHFRound) -> tuple[list, list[int], dict]:
     """The update's data recipe: this round's fresh reward-labelled pairs, plus human A/B votes
     on earlier rounds' published pairs, at most `human_pairs_ratio` per fresh pair (fresh
     on-policy pairs outweigh old votes), each vote in at most `vote_max_uses` updates. Neither
-    a blocked, truncated nor rater-flagged response is ever the chosen side."""
-    synthetic, none_complete = _reward_pairs(r)
+    a blocked nor a rater-flagged response is ever the chosen side; a truncated one only when
+    none of its prompt's unblocked candidates ended (then trained without an end of turn)."""
+    synthetic, prompt_counts = _reward_pairs(r)
     ratio = float(r.config.get("human_pairs_ratio", 0.5))
     cap = math.ceil(ratio * max(1, len(synthetic)))
     human, vote_ids, counts = _human_pairs(r, cap)
-    counts = {
-        "human_pairs": len(human),
-        "reward_pairs": len(synthetic),
-        "prompts_all_truncated": none_complete,
-        **counts,
-    }
+    counts = {"human_pairs": len(human), "reward_pairs": len(synthetic), **prompt_counts, **counts}
     return human + synthetic, vote_ids, counts
+
+
+def no_pair_message(r: RLHFRound, counts: dict) -> str:
+    """Why the update has nothing to train on, with the numbers, and what would change it."""
+    reasons: Counter = Counter()
+    own = RoundCandidate.objects.filter(round=r, sampled_from=RoundCandidate.SampledFrom.POLICY_IN)
+    for text in own.filter(blocked=True).values_list("blocked_reason", flat=True):
+        reasons.update({part.split(" ")[0].rstrip(":") for part in text.split("; ") if part})
+    prompts = len(r.prompt_ids)
+    blocked, no_pair = counts["prompts_all_blocked"], counts["prompts_no_pair"]
+    parts = [
+        f"No preference pair for the policy update. Of the round's {prompts} prompt(s), {blocked} had "
+        f"every candidate blocked and {no_pair - blocked} had no two different texts to compare "
+        "(one distinct unblocked candidate, or the best unblocked one is also the worst)."
+    ]
+    if reasons:
+        parts.append(
+            "Blocked candidates by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) + "."
+        )
+    parts.append(
+        f"Human votes on earlier rounds' pairs: none usable ({counts['votes_used_up']} trained on "
+        f"{r.config.get('vote_max_uses', 2)} times already, {counts['votes_unsafe_chosen']} with an "
+        "unsafe chosen side)."
+    )
+    hints = []
+    if reasons.get("toxicity"):
+        hints.append(
+            "raise toxicity_threshold, or give the harm model rater unsafe flags (trained on "
+            "harmlessness pairs only, its p(unsafe) is relative to those answers)"
+        )
+    if reasons.get("blocklist") or reasons.get("profanity"):
+        hints.append("review the blocklist")
+    if no_pair > blocked:
+        hints.append("sample more candidates per prompt, a higher temperature or more prompts per round")
+    if hints:
+        parts.append("To get pairs: " + "; ".join(hints) + ".")
+    return " ".join(parts)
 
 
 def _dpo_config(r: RLHFRound):
@@ -144,10 +193,8 @@ def _policy_train(r: RLHFRound, rep: RoundReporter) -> PolicyCheckpoint:
 
     pairs, vote_ids, counts = _policy_pairs(r)
     if not pairs:
-        raise RoundStepError(
-            "No preference pair for the policy update: every prompt's candidates were blocked or "
-            "identical, and there are no human votes on earlier rounds' pairs."
-        )
+        r.metrics["dpo"] = counts  # kept on the failed round, shown with its error
+        raise RoundStepError(no_pair_message(r, counts))
     # Recorded before training: a rerun after a crash picks the same votes (this round's own
     # record is not counted against them).
     r.trained_vote_ids = vote_ids

@@ -7,7 +7,8 @@ import uuid
 import pytest
 
 from annotation.models import Preference, RaterState
-from annotation.services.comparisons import ComparisonSpec, comparisons_create
+from annotation.services.comparisons import comparisons_create
+from tests.support import pair_specs
 from training.selectors import preference_snapshot
 from training.services import scoring
 from training.services.reward_models import reward_model_run_create, reward_model_train
@@ -45,14 +46,7 @@ def _project_with_raters(make_project, make_user, n=12):
     """n pairs, each voted A by a trusted rater (0.9) and B by an untrusted one (0.1); a new
     rater with no quality row votes A on the first pair; an import's vote A on the second."""
     project = make_project()
-    specs = [
-        ComparisonSpec(
-            messages=[{"role": "user", "content": f"Question {i}?"}],
-            response_a=f"A helpful, correct and polite answer to question {i}.",
-            response_b=f"Go away, stupid {i}!",
-        )
-        for i in range(n)
-    ]
+    specs = pair_specs(n, a="A helpful, correct and polite answer to question {i}.", b="Go away, stupid {i}!")
     comparisons = comparisons_create(project=project, specs=specs)
     trusted, untrusted, newcomer, importer = make_user(), make_user(), make_user(), make_user()
     RaterState.objects.create(project=project, rater=trusted, trust=0.9, state="active")

@@ -54,35 +54,22 @@ if current == 1 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 return {current, current, previous}
 """
 
-_clients: dict[str, tuple[redis.Redis, object]] = {}
-_clients_lock = threading.Lock()
+_scripts: dict[str, object] = {}  # Redis URL -> the script, bound to a client of its own
+_scripts_lock = threading.Lock()
 
 
 def _script(location: str):
     """The sliding-window script on a client shared by the whole process (its pool is thread-safe)."""
-    found = _clients.get(location)
-    if found is None:
-        with _clients_lock:
-            found = _clients.get(location)
-            if found is None:
+    script = _scripts.get(location)
+    if script is None:
+        with _scripts_lock:
+            script = _scripts.get(location)
+            if script is None:
                 client = redis.Redis.from_url(
                     location, socket_connect_timeout=2, socket_timeout=2, health_check_interval=30
                 )
-                found = _clients[location] = (client, client.register_script(_SLIDING_WINDOW))
-    return found[1]
-
-
-_last_warning = 0.0
-WARN_EVERY_S = 10.0
-
-
-def _warn_unavailable(scope: str, exc: Exception) -> None:
-    """One warning line per WARN_EVERY_S per process while Redis is down, not one per request."""
-    global _last_warning
-    now = time.monotonic()
-    if now - _last_warning >= WARN_EVERY_S:
-        _last_warning = now
-        log.warning("throttle %s not applied: Redis unavailable (%s)", scope, type(exc).__name__)
+                script = _scripts[location] = client.register_script(_SLIDING_WINDOW)
+    return script
 
 
 def sliding_window_wait(
@@ -135,7 +122,9 @@ class RecordedUserRateThrottle(UserRateThrottle):
         except redis.RedisError as exc:
             # Fail open: votes go to PostgreSQL, and a throttle must not make rating unavailable
             # while Redis is down (bench/faults.py's "Redis down" fault).
-            _warn_unavailable(self.scope, exc)
+            # One line per kind every minute at most: settings' LOGGING puts core.logs.OneLine
+            # on this logger.
+            log.warning("throttle %s not applied: Redis unavailable (%s)", self.scope, type(exc).__name__)
             return True
         return result >= 0
 

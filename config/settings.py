@@ -390,6 +390,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "core.events": {"filters": ["one_line"]},
+        "accounts.throttles": {"filters": ["one_line"]},  # "Redis unavailable" while it is down
         "django.request": {"filters": ["one_line_4xx"]},
         "django.security": {"filters": ["one_line_4xx"]},
         "django.channels.server": {"level": "WARNING"},

@@ -105,8 +105,9 @@ def seed(stack: Stack, *, raters: int, pairs: int, data_votes: int, reward_votes
     from django.contrib.auth.models import Group, User
 
     from accounts.tokens import token_issue
-    from annotation.models import Project, ProjectMember
+    from annotation.models import Project
     from annotation.services.comparisons import ComparisonSpec, comparisons_create
+    from annotation.services.members import project_members_add_all
     from annotation.services.preference_imports import preferences_import
 
     def user(name: str, role: str) -> tuple[str, str]:
@@ -144,12 +145,12 @@ def seed(stack: Stack, *, raters: int, pairs: int, data_votes: int, reward_votes
     # Raters and researchers see only their projects (issue 15): the raters are members of the
     # rating project, the researcher of every project (the bad-input checks go through its
     # exports; a non-member would get 404s and test nothing). Ops see every project.
-    members = [
-        ProjectMember(project=rating, user=User.objects.get(username=name)) for name, _ in seeded["raters"]
-    ]
+    project_members_add_all(
+        project=rating, users=User.objects.filter(username__in=[name for name, _ in seeded["raters"]])
+    )
     researcher = User.objects.get(username="bench-researcher")
-    members += [ProjectMember(project=p, user=researcher) for p in (rating, data, reward, probe)]
-    ProjectMember.objects.bulk_create(members)
+    for p in (rating, data, reward, probe):
+        project_members_add_all(project=p, users=[researcher])
     return seeded
 
 

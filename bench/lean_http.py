@@ -2,7 +2,7 @@
 
 Why not httpx (the client before): the load generator runs on the same 2 cores as the server it
 measures, so every millisecond of CPU it spends per cycle is taken from the server. httpx's
-asyncio client spent 2.1-2.7 ms of CPU per rating cycle (its own request/response models,
+asyncio client spent 2.5-3.2 ms of CPU per rating cycle (its own request/response models,
 header normalisation, connection-pool state machine); this one writes a pre-formatted request on
 a kept-alive connection and parses the answer with httptools (the C parser uvicorn itself uses),
 on uvloop. It does what the benchmark needs and nothing more: POST/GET with a JSON body and
@@ -55,9 +55,9 @@ class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
 
-    async def request(self, raw: bytes) -> tuple[Response | None, bool]:
-        """(the answer, whether any byte of it came); (None, False) if the server had closed
-        the connection before answering (an idle keep-alive connection it timed out)."""
+    async def request(self, raw: bytes) -> Response | None:
+        """The answer; None if the server had closed the connection before answering (an idle
+        keep-alive connection it timed out)."""
         self.writer.write(raw)
         sink = _Parse()
         parser = httptools.HttpResponseParser(sink)
@@ -66,14 +66,14 @@ class _Connection:
             data = await self.reader.read(65536)
             if not data:
                 if not got:
-                    return None, False
+                    return None
                 raise HTTPError("connection closed mid-answer")
             got = True
             try:
                 parser.feed_data(data)
             except httptools.HttpParserError as exc:
                 raise HTTPError(f"bad answer: {exc}") from exc
-        return Response(parser.get_status_code(), b"".join(sink.parts), parser.should_keep_alive()), True
+        return Response(parser.get_status_code(), b"".join(sink.parts), parser.should_keep_alive())
 
     def close(self) -> None:
         self.writer.close()
@@ -123,11 +123,11 @@ class LeanClient:
             reused = bool(self._idle)
             conn = self._idle.pop() if reused else await self._open()
             try:
-                response, answered = await asyncio.wait_for(conn.request(raw), self.timeout)
+                response = await asyncio.wait_for(conn.request(raw), self.timeout)
                 if response is None and reused:  # the server had closed it while idle: once more
                     conn.close()
                     conn = await self._open()
-                    response, answered = await asyncio.wait_for(conn.request(raw), self.timeout)
+                    response = await asyncio.wait_for(conn.request(raw), self.timeout)
                 if response is None:
                     raise HTTPError("connection closed before an answer")
             except (TimeoutError, OSError, HTTPError) as exc:

@@ -29,7 +29,7 @@ The reward-model budget (`--rm head`, the default): the product's backbone (Mini
 token states, the product's pooling), FROZEN; every rated and held-out text is embedded once
 (`--max-length` tokens from the end), and a linear Bradley–Terry head is fitted on the
 embeddings (standardised on the rated texts) with the product's weighted loss
-(`training.ml.reward.pair_losses`, strength margins included) plus a fixed L2 penalty, by
+(`training.ml.reward.pair_losses` and `batch_loss_reduce`, strength margins included) plus a fixed L2 penalty, by
 L-BFGS to convergence: convex, so the same votes give the same model, and every vote is seen.
 `--rm finetune` instead fine-tunes the whole backbone with the product's trainer for a fixed
 number of steps (`--rm-steps`, 200 by default: 1,600 pair-steps, slow on a loaded 2-core machine).
@@ -306,7 +306,7 @@ class FrozenHead:
 
         from training.ml import backbones
         from training.ml.records import STRENGTH_MARGINS
-        from training.ml.reward import pair_losses
+        from training.ml.reward import batch_loss_reduce, pair_losses
 
         x_c, x_r = self._xs(pairs)
         margins = torch.tensor(
@@ -324,7 +324,7 @@ class FrozenHead:
             def closure():
                 opt.zero_grad()
                 losses = pair_losses(x_c @ w, x_r @ w, margins, ties, weights=weights)
-                loss = losses.mean() + self.L2 * w.dot(w)
+                loss = batch_loss_reduce(losses, weights) + self.L2 * w.dot(w)
                 loss.backward()
                 return loss
 

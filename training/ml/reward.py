@@ -3,8 +3,13 @@
 Loss per strict pair: -log sigmoid(r_chosen - r_rejected - margin(strength)); per tie (when
 kept): the Bradley–Terry likelihood of a draw, BCE(sigmoid(r_a - r_b), 0.5). Each pair's loss is
 multiplied by its `weight` (1 unless the run weights votes by their rater's trust) and a batch's
-loss is the mean over its pairs: the weighted empirical risk (1/N) sum w_i * loss_i, so a
-down-weighted vote pulls less whichever batch it lands in (with every weight 1, the plain loss).
+loss is the self-normalised weighted mean sum w_i * loss_i / sum w_i (the reduction of torch's
+weighted cross-entropy), so a down-weighted vote pulls less than the others in its batch, the
+weights' overall scale does not matter (every rater at trust 0.6 trains as every rater at 1),
+and near-zero-weight votes do not shrink the step the others take (with every weight 1, the
+plain mean). The plain mean (1/N) sum w_i * loss_i did: on bench/raters.py a third of a
+trust-weighted run's batch slots held votes of near-zero weight, and in the same number of
+steps it learnt about two thirds of what the careful raters' votes alone taught.
 
 Trainer: our own loop (backbones.fit), not TRL's RewardTrainer, because it measured better on
 bench/reward_hh.py (HH-RLHF imported through import_preferences, a prompt-disjoint split, the
@@ -174,6 +179,15 @@ def pair_losses(r_a, r_b, margins, ties, tie_weight: float = 1.0, weights=None):
     return losses if weights is None else losses * weights
 
 
+def batch_loss_reduce(losses, weights=None):
+    """A batch's loss from `pair_losses` (already times each weight): the plain mean without
+    weights, else sum(w * loss) / sum(w) (0 for a batch whose weights are all 0)."""
+    if weights is None:
+        return losses.mean()
+    total = weights.sum()
+    return losses.sum() / total if total.item() > 0 else losses.sum() * 0.0
+
+
 def _check_config(config: RewardConfig) -> None:
     problems = []
     if config.batch_size < 1:
@@ -314,7 +328,9 @@ def _pair_batches(model, tokenizer, max_length: int, kept, margins, ties, tie_we
         rewards = logits.squeeze(-1).float()
         r_a, r_b = rewards[: len(batch)], rewards[len(batch) :]
         weights = weight_t[batch] if weight_t is not None else None
-        return pair_losses(r_a, r_b, margin_t[batch], tie_t[batch], tie_weight, weights).mean()
+        return batch_loss_reduce(
+            pair_losses(r_a, r_b, margin_t[batch], tie_t[batch], tie_weight, weights), weights
+        )
 
     return lengths, batch_loss
 

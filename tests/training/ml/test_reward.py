@@ -13,6 +13,7 @@ from training.ml.records import PreferencePair, TrainingCancelled, TrainingError
 from training.ml.reward import (
     RewardConfig,
     RewardScorer,
+    batch_loss_reduce,
     evaluate,
     pair_losses,
     split_by_prompt,
@@ -78,9 +79,16 @@ def test_weighted_loss_is_each_pair_loss_times_its_weight():
     by_hand = [0.25 * -math.log(sig(0.5)), 2.0 * math.log(2), 0.0]
     loss = pair_losses(r_a, r_b, margins, ties, weights=weights)
     assert loss.tolist() == pytest.approx(by_hand)
-    # A batch's loss is the weighted empirical risk: the mean of weight x loss over its pairs.
-    assert loss.mean().item() == pytest.approx(sum(by_hand) / 3)
-    assert loss.mean().item() == pytest.approx(0.50160, abs=1e-4)
+    # A batch's loss is the self-normalised weighted mean: sum(w x loss) / sum(w).
+    assert batch_loss_reduce(loss, weights).item() == pytest.approx(sum(by_hand) / 2.25)
+    assert batch_loss_reduce(loss, weights).item() == pytest.approx(0.66880, abs=1e-4)
+    # Only the weights' ratios count; a batch that weighs nothing pulls nothing.
+    scaled = pair_losses(r_a, r_b, margins, ties, weights=weights * 0.4)
+    assert batch_loss_reduce(scaled, weights * 0.4).item() == pytest.approx(sum(by_hand) / 2.25)
+    zero = torch.zeros(3)
+    assert batch_loss_reduce(pair_losses(r_a, r_b, margins, ties, weights=zero), zero).item() == 0.0
+    unweighted = pair_losses(r_a, r_b, margins, ties)
+    assert batch_loss_reduce(unweighted).item() == pytest.approx(unweighted.mean().item())
     assert pair_losses(r_a, r_b, margins, ties).tolist() == pytest.approx(
         [-math.log(sig(0.5)), math.log(2), -math.log(sig(-3.0))]
     )  # no weights: every weight 1, as before
@@ -91,9 +99,21 @@ def test_weights_reach_the_training_loss_and_a_weightless_vote_does_not_count(ti
     config = fast(tiny_bert, max_steps=1, heldout_fraction=0.0, batch_size=64)
     plain = train_reward_model(pairs, config, tmp_path / "plain")
     halved = train_reward_model([replace(p, weight=0.5) for p in pairs], config, tmp_path / "half")
-    # Same seed, same batch, same initial weights: the first step's loss is exactly halved.
-    assert halved.loss_curve[0][1] == pytest.approx(0.5 * plain.loss_curve[0][1], rel=1e-5)
+    # Same seed, same batch, same initial weights: only the weights' ratios count, so halving
+    # every weight leaves the step as it was.
+    assert halved.loss_curve[0][1] == pytest.approx(plain.loss_curve[0][1], rel=1e-5)
     assert halved.metrics["train_weight_sum"] == 32.0 and plain.metrics["train_weight_sum"] == 64.0
+    # Votes that weigh nothing do not dilute the others' step: the same 64 votes plus 64
+    # contradicting ones at weight 0, in one batch, start from the same loss.
+    zeros = [
+        replace(p, chosen=p.rejected, rejected=p.chosen, pair_id=f"z{p.pair_id}", weight=0.0) for p in pairs
+    ]
+    diluted = train_reward_model(
+        [replace(p, weight=1.0) for p in pairs] + zeros,
+        fast(tiny_bert, max_steps=1, heldout_fraction=0.0, batch_size=128),
+        tmp_path / "diluted",
+    )
+    assert diluted.loss_curve[0][1] == pytest.approx(plain.loss_curve[0][1], rel=1e-5)
 
     # Every vote contradicted by a second voter: weighted 0, the contradicting votes pull
     # nothing and the marker is learnt; weighted 1, the two cancel out.

@@ -66,7 +66,6 @@ def _run(round_id: int, listener: Callable | None, *, one_step: bool) -> RLHFRou
         body,
         cancel_errors=(GenerationCancelled, TrainingCancelled),
         user_errors=(TrainingError, GenerationError),
-        time_limit_s=JOB_SOFT_TIME_LIMIT_S,
         on_error=_failed,
     )
 

@@ -27,7 +27,6 @@ from training.services.rounds.steps import STEP_FUNCTIONS
 logger = logging.getLogger(__name__)
 
 JOB_SOFT_TIME_LIMIT_S = int(getattr(settings, "ROUND_JOB_TIME_LIMIT_S", 12 * 3600))
-JOB_TIME_LIMIT_S = JOB_SOFT_TIME_LIMIT_S + 300
 
 NEXT_STATE = {
     "queued": "reward",

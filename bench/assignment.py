@@ -57,6 +57,7 @@ from bench.common import (  # noqa: E402
     bench_database,
     bench_env,
     cpu_seconds,
+    filler_response,
     fmt,
     peak_rss_mb,
     percentile,
@@ -380,12 +381,6 @@ def django_setup(env: dict[str, str]) -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
 
-_FILLER = (
-    "Here is a careful answer that explains the steps, names the trade-offs and ends with a short "
-    "summary so the reader can check it quickly. "
-)
-
-
 def bench_members_add(project) -> None:
     """The bench raters are members of the project (raters rate only their projects)."""
     from django.contrib.auth.models import User
@@ -411,8 +406,8 @@ def project_seed(*, name: str, pairs: int, overlap: int, prompts: int = 250, bat
                         "content": f"Question {i % prompts}: how would you do task {i % prompts}?",
                     }
                 ],
-                response_a=f"A{i}. " + _FILLER * 3,
-                response_b=f"B{i}. " + _FILLER * 2,
+                response_a=filler_response(f"A{i}", 3),
+                response_b=filler_response(f"B{i}", 2),
             )
             for i in range(start, min(start + batch, pairs))
         ]
@@ -858,8 +853,8 @@ def run_fresh(*, args: argparse.Namespace, raters: list, concurrency: int) -> Ph
             json.dumps(
                 {
                     "prompt": f"Fresh question {i % 250}: how would you do task {i % 250}?",
-                    "response_a": f"A{i}. " + _FILLER * 3,
-                    "response_b": f"B{i}. " + _FILLER * 2,
+                    "response_a": filler_response(f"A{i}", 3),
+                    "response_b": filler_response(f"B{i}", 2),
                 }
             )
             for i in range(args.pairs)

@@ -26,6 +26,18 @@ import psutil
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 
+# One plausible sentence of a model's answer: the benches repeat it for responses of a realistic
+# length (assignment.py, export.py).
+RESPONSE_FILLER = (
+    "Here is a careful answer that explains the steps, names the trade-offs and ends with a short "
+    "summary so the reader can check it quickly."
+)
+
+
+def filler_response(label: str, times: int) -> str:
+    """`label`, then RESPONSE_FILLER `times` over: a response of a realistic length."""
+    return f"{label}. " + " ".join([RESPONSE_FILLER] * times)
+
 
 def percentile(values: Sequence[float], p: float) -> float:
     """The p-th percentile (0..100) with linear interpolation between closest ranks; nan if empty.

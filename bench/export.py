@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
     REPO_ROOT,
+    RESPONSE_FILLER,
     add_database_args,
     bench_database,
     bench_env,
@@ -49,11 +50,6 @@ TARGET_PEAK_RSS_MB = 300.0
 RATERS = 50
 VOTES_PER_COMPARISON = 5
 RUNS = [("raw", "jsonl"), ("raw", "parquet"), ("trl", "jsonl"), ("trl", "parquet")]
-
-_FILLER = (
-    "Here is a careful answer that explains the steps, names the trade-offs and ends with a short "
-    "summary so the reader can check it quickly."
-)
 
 
 def _psycopg():
@@ -130,7 +126,7 @@ def seed(url: str, *, comparisons: int) -> int:
                FROM annotation_prompt p CROSS JOIN generate_series(0, 1) s
                WHERE p.project_id = %(p)s
                ORDER BY p.id, s""",
-            {"p": project_id, "filler": _FILLER},
+            {"p": project_id, "filler": RESPONSE_FILLER},
         )
         conn.execute(
             """INSERT INTO annotation_comparison (project_id, prompt_id, response_a_id, response_b_id,

@@ -6,7 +6,7 @@ from django.db.models import Count, Max, QuerySet
 
 from annotation.models import Preference, Project, Prompt
 from core.jobs import UNFINISHED
-from training.models import PolicyCheckpoint, RewardModel, RLHFRound, RoundCandidate, RoundPair
+from training.models import PolicyCheckpoint, RewardModel, RLHFRound, RoundCandidate, RoundPair, RoundSettings
 
 
 def rounds_for(*, project: Project) -> QuerySet[RLHFRound]:
@@ -60,9 +60,8 @@ def round_win_rate(*, round: RLHFRound) -> dict:
 
     Candidate A of a new_vs_old pair is always the new policy's; "both bad" counts as a tie.
     """
-    comparison_ids = list(
-        RoundPair.objects.filter(round=round, strategy="new_vs_old").values_list("comparison_id", flat=True)
-    )
+    pairs = RoundPair.objects.filter(round=round, strategy=RoundSettings.Strategy.NEW_VS_OLD)
+    comparison_ids = list(pairs.values_list("comparison_id", flat=True))
     counts = dict(
         Preference.objects.filter(comparison_id__in=comparison_ids)
         .values_list("choice")

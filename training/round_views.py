@@ -15,7 +15,7 @@ from django import forms
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -43,7 +43,9 @@ from training.views import (
     ProjectRowsView,
     action_schema,
     page_action,
+    project_page,
     project_schema,
+    row_action,
 )
 
 STEP_LABELS = {
@@ -156,18 +158,22 @@ def _list_context(project: Project) -> dict:
     return {"project": project, "rounds": list(selectors.rounds_for(project=project)[:50])}
 
 
-@require_GET
-@role_required(OPERATE)
-def rounds(request, project_id: int):
-    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
+def _page_context(project: Project, form: RoundSettingsForm) -> dict:
+    """Everything the rounds page shows: the list, the settings form, the active round, the
+    evaluation numbers, checkpoints and policy events."""
     context = _list_context(project)
-    if request.htmx:
-        return render(request, "training/_rounds.html", context)
-    context["form"] = RoundSettingsForm(instance=round_settings_get(project=project))
-    context["active"] = selectors.round_active(project_id=project.pk)
+    context.update(form=form, active=selectors.round_active(project_id=project.pk))
     context.update(_evaluation_list_context(project, context["rounds"]))
     context.update(_policy_context(project))
-    return render(request, "training/rounds.html", context)
+    return context
+
+
+@project_page("GET")
+def rounds(request, project: Project):
+    if request.htmx:
+        return render(request, "training/_rounds.html", _list_context(project))
+    form = RoundSettingsForm(instance=round_settings_get(project=project))
+    return render(request, "training/rounds.html", _page_context(project, form))
 
 
 def _policy_context(project: Project) -> dict:
@@ -179,10 +185,8 @@ def _policy_context(project: Project) -> dict:
     }
 
 
-@require_POST
-@role_required(OPERATE)
-def round_settings_save(request, project_id: int):
-    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
+@project_page("POST")
+def round_settings_save(request, project: Project):
     form = RoundSettingsForm(request.POST, instance=round_settings_get(project=project))
     if form.is_valid():
         try:
@@ -192,17 +196,11 @@ def round_settings_save(request, project_id: int):
         else:
             messages.success(request, "Round settings saved.")
             return redirect("training:rounds", project_id=project.pk)
-    context = _list_context(project)
-    context.update(form=form, active=selectors.round_active(project_id=project.pk))
-    context.update(_evaluation_list_context(project, context["rounds"]))
-    context.update(_policy_context(project))
-    return render(request, "training/rounds.html", context, status=400)
+    return render(request, "training/rounds.html", _page_context(project, form), status=400)
 
 
-@require_POST
-@role_required(OPERATE)
-def round_start_view(request, project_id: int):
-    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
+@project_page("POST")
+def round_start_view(request, project: Project):
     try:
         r, created = round_start(project=project, requested_by=request.user)
     except ServiceError as exc:
@@ -241,22 +239,19 @@ def round_detail(request, round_id: int):
     return render(request, "training/round.html", context)
 
 
-def _round_action(request, round_id: int, service, done: str):
-    r = get_object_or_404(RLHFRound, pk=round_id)
+def _round_action(request, r: RLHFRound, service, done: str):
     to = reverse("training:round", args=[r.pk])
     return page_action(request, partial(service, round_id=r.pk), done.format(number=r.number), to=to)
 
 
-@require_POST
-@role_required(OPERATE)
-def round_cancel_view(request, round_id: int):
-    return _round_action(request, round_id, round_cancel, "Cancelling round {number}.")
+@row_action(RLHFRound, "round_id")
+def round_cancel_view(request, r: RLHFRound):
+    return _round_action(request, r, round_cancel, "Cancelling round {number}.")
 
 
-@require_POST
-@role_required(OPERATE)
-def round_retry_view(request, round_id: int):
-    return _round_action(request, round_id, round_retry, "Round {number} queued again.")
+@row_action(RLHFRound, "round_id")
+def round_retry_view(request, r: RLHFRound):
+    return _round_action(request, r, round_retry, "Round {number} queued again.")
 
 
 # --- evaluation: held-out prompts, a round's evaluation, the numbers across rounds -------------
@@ -273,10 +268,8 @@ def _evaluation_context(r: RLHFRound) -> dict:
     return {"evaluation": evaluation_selectors.round_evaluation(round=r)}
 
 
-@require_POST
-@role_required(OPERATE)
-def round_evaluate_view(request, round_id: int):
-    r = get_object_or_404(RLHFRound, pk=round_id)
+@row_action(RLHFRound, "round_id")
+def round_evaluate_view(request, r: RLHFRound):
     against = request.POST.get("against", "")
     action = partial(round_evaluation_create, round_id=r.pk, against=against, requested_by=request.user)
     done = "Evaluation #{0.pk} queued: its pairs go to the rating queue once generated.".format
@@ -287,10 +280,8 @@ class EvalPromptsForm(forms.Form):
     count = forms.IntegerField(min_value=1, max_value=100_000)
 
 
-@require_POST
-@role_required(OPERATE)
-def eval_prompts_mark_view(request, project_id: int):
-    project = get_object_or_404(projects_for(user=request.user), pk=project_id)
+@project_page("POST")
+def eval_prompts_mark_view(request, project: Project):
     form = EvalPromptsForm(request.POST)
     to = reverse("training:rounds", args=[project.pk])
     if not form.is_valid():

@@ -298,7 +298,6 @@ def export_run(
     """Write a queued export to its snapshot folder (the job and command path) with `job_run`.
     Safe to repeat: a finished export is returned as it is; a crashed run is redone (same spec,
     same bytes). `on_progress(done, expected)` sees every step (a console progress bar)."""
-    from annotation.tasks import EXPORT_TIME_LIMIT_S  # tasks import services; import late
 
     def body(export: Export, reporter: JobReporter) -> None:
         reporter.every_s = progress_every_s
@@ -309,7 +308,7 @@ def export_run(
             for _ in _export_chunks(export, on_progress=reporter.progress):
                 pass
 
-    job_run(Export, export_id, body, listener=on_progress, time_limit_s=EXPORT_TIME_LIMIT_S)
+    job_run(Export, export_id, body, listener=on_progress)  # time limit: the task's (annotation.tasks)
     return Export.objects.get(pk=export_id)
 
 

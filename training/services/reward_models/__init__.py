@@ -18,7 +18,6 @@ from training.ml.backbones import POOLING_SETTINGS
 from .config import (
     CONFIG_OVERRIDES,
     JOB_SOFT_TIME_LIMIT_S,
-    JOB_TIME_LIMIT_S,
     MODE_OVERRIDES,
     default_backbone,
     reward_dir,
@@ -31,7 +30,6 @@ from .train import reward_model_train
 __all__ = [
     "CONFIG_OVERRIDES",
     "JOB_SOFT_TIME_LIMIT_S",
-    "JOB_TIME_LIMIT_S",
     "MODE_OVERRIDES",
     "POOLING_SETTINGS",
     "default_backbone",

@@ -14,10 +14,10 @@ from training.ml.backbones import POOLING_SETTINGS
 from training.models import RewardModel
 from training.selectors import snapshot_choices
 
-# Celery limits of the job (seconds). The trainer gets a clean time limit a little shorter,
-# so a long run stops and saves what it learned before Celery interrupts it.
+# The job's soft time limit (seconds; the task's, the hard one is core.tasks' margin above it).
+# The trainer gets a clean time limit a little shorter, so a long run stops and saves what it
+# learned before Celery interrupts it.
 JOB_SOFT_TIME_LIMIT_S = int(getattr(settings, "REWARD_JOB_TIME_LIMIT_S", 6 * 3600))
-JOB_TIME_LIMIT_S = JOB_SOFT_TIME_LIMIT_S + 300
 _TRAINER_TIME_MARGIN_S = 600
 
 # What ops may set from the page, the API or the command line (the backbone is a filesystem

@@ -41,7 +41,6 @@ from training.services.rounds.lifecycle import round_cancel, round_retry, round_
 from training.services.rounds.progress import RoundCancelled, RoundReporter, RoundStepError
 from training.services.rounds.runner import (
     JOB_SOFT_TIME_LIMIT_S,
-    JOB_TIME_LIMIT_S,
     NEXT_STATE,
     round_advance,
     round_run,
@@ -53,7 +52,6 @@ __all__ = [
     "CONFIG_FIELDS",
     "HTTP_PROMPTS_PER_CHUNK",
     "JOB_SOFT_TIME_LIMIT_S",
-    "JOB_TIME_LIMIT_S",
     "NEXT_STATE",
     "SCORE_BATCH",
     "STEP_FUNCTIONS",

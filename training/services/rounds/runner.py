@@ -27,7 +27,6 @@ from training.services.rounds.steps import STEP_FUNCTIONS
 logger = logging.getLogger(__name__)
 
 JOB_SOFT_TIME_LIMIT_S = int(getattr(settings, "ROUND_JOB_TIME_LIMIT_S", 12 * 3600))
-JOB_TIME_LIMIT_S = JOB_SOFT_TIME_LIMIT_S + 300
 
 NEXT_STATE = {
     "queued": "reward",
@@ -66,7 +65,6 @@ def _run(round_id: int, listener: Callable | None, *, one_step: bool) -> RLHFRou
         body,
         cancel_errors=(GenerationCancelled, TrainingCancelled),
         user_errors=(TrainingError, GenerationError),
-        time_limit_s=JOB_SOFT_TIME_LIMIT_S,
         on_error=_failed,
     )
 

@@ -15,7 +15,7 @@ from annotation.services.comparisons import assignments_create
 from core.events import Audience, event_send_on_commit, project_group
 from training.ml.pair_selection import Candidate, PairChoice, choose_pair
 from training.ml.round_metrics import new_policy_metrics
-from training.models import RLHFRound, RoundCandidate, RoundPair
+from training.models import RLHFRound, RoundCandidate, RoundPair, RoundSettings
 from training.services.rounds.backends import http_backend_configured
 from training.services.rounds.progress import RoundReporter, RoundStepError
 from training.services.rounds.steps.batches import candidate_record
@@ -87,7 +87,7 @@ def step_publishing(r: RLHFRound, rep: RoundReporter) -> None:
     for c in RoundCandidate.objects.filter(round=r, prompt_id__in=todo).select_related("response"):
         rows[c.pk] = c
         cands.setdefault((c.prompt_id, c.sampled_from), []).append(candidate_record(c))
-    strategy = r.config.get("strategy", "new_vs_old")
+    strategy = r.config.get("strategy", RoundSettings.Strategy.NEW_VS_OLD)
     explore = float(r.config.get("explore_rate", 0.1))
     done = len(targets) - len(todo)
     rep.progress("publishing", done, len(targets), phase="pairs", force=True)

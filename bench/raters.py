@@ -19,25 +19,29 @@ Two runs over the same pairs and raters:
                pairs left out) and scored on 512 held-out pairs (prompt-disjoint):
                clean     the careful raters' votes only
                all       every vote, unweighted
-               trusted   every vote weighted by its rater's trust (`vote_weights: trust`, the
-                         product's weights: `rater_trusts` + `vote_weight`): rm_acc_trusted
-               filtered  the votes `min_trust` 0.5 keeps (the product's other setting)
+               trusted   the votes of raters whose trust is at least the project's default
+                         review threshold (`min_trust` 0.5, the product's filter): rm_acc_trusted
+               weighted  every vote weighted by its rater's trust (`vote_weights: trust`, the
+                         product's weights: `rater_trusts` + `vote_weight`): rm_acc_weighted
                truth     one pair per rated comparison with its real label (the ceiling of the
                          budget; context only)
 
-The reward-model budget (`--rm head`, the default): the product's backbone (MiniLM, mean of its
+The reward-model budget (`--rm finetune`, the default): the product's trainer fine-tunes the
+whole backbone (MiniLM) on each vote set for one epoch (`--rm-epochs`; every vote seen once,
+8 pairs a step, 64 tokens a text from the end by default), seed 0: the budget that separates the
+sets (30 min on the 2-core machine; bench/README.md). `--rm-steps N` fixes the number of steps
+instead. `--rm head` (cheap, about 5 min, but it cannot tell the sets apart: even the true labels
+reach 0.545 with it): the product's backbone (MiniLM, mean of its
 token states, the product's pooling), FROZEN; every rated and held-out text is embedded once
 (`--max-length` tokens from the end), and a linear Bradley–Terry head is fitted on the
 embeddings (standardised on the rated texts) with the product's weighted loss
 (`training.ml.reward.pair_losses` and `batch_loss_reduce`, strength margins included) plus a fixed L2 penalty, by
 L-BFGS to convergence: convex, so the same votes give the same model, and every vote is seen.
-`--rm finetune` instead fine-tunes the whole backbone with the product's trainer for a fixed
-number of steps (`--rm-steps`, 200 by default: 1,600 pair-steps, slow on a loaded 2-core machine).
 Accuracies carry a 95 % Wilson interval over the held-out pairs; the differences between
 variants a paired bootstrap interval over the same pairs.
 
 Last line: `bench raters: flag_precision=<p> flag_recall=<r> votes_to_flag_p50=<v>
-rm_acc_clean=<a> rm_acc_all=<b> rm_acc_trusted=<c>`.
+rm_acc_clean=<a> rm_acc_all=<b> rm_acc_trusted=<c> rm_acc_weighted=<d>`.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ DATA = REPO_ROOT / "tests" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 KINDS = (("careful", 28), ("random", 4), ("left", 4), ("too_fast", 4))
 BAD = {"random", "left", "too_fast"}
 REFRESH_EVERY = 40
-MIN_TRUST = 0.5
+MIN_TRUST = 0.5  # the project's default `trust_review`: under it a rater is under review
 
 
 @dataclass
@@ -381,18 +385,28 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--rm", choices=("head", "finetune"), default="head",
-        help="reward-model budget: a linear head on frozen MiniLM embeddings (default) or fine-tuning",
+        "--rm", choices=("head", "finetune"), default="finetune",
+        help="reward-model budget: fine-tuning (default) or a linear head on frozen MiniLM embeddings",
     )  # fmt: skip
-    parser.add_argument("--max-length", type=int, default=128, help="tokens per text (from the end)")
-    parser.add_argument("--rm-steps", type=int, default=None, help="--rm finetune: steps of 8 pairs (200)")
+    parser.add_argument(
+        "--max-length", type=int, default=None, help="tokens per text, from the end (finetune 64, head 128)"
+    )
+    parser.add_argument(
+        "--rm-steps", type=int, default=None, help="--rm finetune: a fixed number of steps of 8 pairs"
+    )
+    parser.add_argument(
+        "--rm-epochs", type=int, default=1,
+        help="--rm finetune: epochs (every vote seen this many times) when --rm-steps is not given",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.max_length is None:
+        args.max_length = 64 if args.rm == "finetune" else 128
     n_pool, n_gold, n_test = (300, 40, 256) if args.quick else (720, 60, 512)
     # `--rm finetune`: the same budget for every reward model: the product's trainer and backbone
-    # (MiniLM), 8 pairs a step, a fixed number of steps (200: 1,600 pair-steps, under one epoch).
+    # (MiniLM), 8 pairs a step, one epoch (or `--rm-steps`; `--quick`: 20 steps).
     budget = {
-        "max_length": args.max_length, "batch_size": 8, "epochs": 1, "max_steps": args.rm_steps or (20 if args.quick else 200),
-        "threads": args.threads, "eval_batch_size": 64,
+        "max_length": args.max_length, "batch_size": 8, "epochs": args.rm_epochs,
+        "max_steps": args.rm_steps or (20 if args.quick else None), "threads": args.threads, "eval_batch_size": 64,
     }  # fmt: skip
 
     with bench_database(args.database_url, "bench_raters") as url:
@@ -500,8 +514,8 @@ def run(args, n_pool: int, n_gold: int, n_test: int, budget: dict) -> None:
     sets = {
         "clean": vote_pairs(off, lambda r: r in careful),
         "all": vote_pairs(off, lambda r: True),
-        "trusted": vote_pairs(off, lambda r: True, lambda source, r: vote_weight(source, r, by_rater)),
-        "filtered": vote_pairs(off, lambda r: r not in excluded),
+        "trusted": vote_pairs(off, lambda r: r not in excluded),
+        "weighted": vote_pairs(off, lambda r: True, lambda source, r: vote_weight(source, r, by_rater)),
     }
     if args.rm == "head":  # the budget's ceiling: context only (one more model is cheap here)
         sets["truth"] = truth_pairs(off, off_truth)
@@ -552,7 +566,9 @@ def run(args, n_pool: int, n_gold: int, n_test: int, budget: dict) -> None:
         f"reward models ({args.rm} budget, {len(test_pairs)} held-out pairs, {time.perf_counter() - rm_started:.0f} s):"
     )
     print_table(["votes used", "pairs", "weight sum", "held-out accuracy", "95 % Wilson", "fit s"], rows)
-    for first, second in (("trusted", "all"), ("trusted", "clean"), ("filtered", "all"), ("clean", "all")):
+    for first, second in (
+        ("trusted", "all"), ("trusted", "clean"), ("weighted", "all"), ("weighted", "clean"), ("clean", "all"),
+    ):  # fmt: skip
         d, low, high = paired_difference(correct[first], correct[second])
         print(
             f"{first} - {second}: {100 * d:+.1f} points (95 % paired bootstrap [{100 * low:+.1f}, {100 * high:+.1f}])"
@@ -560,7 +576,8 @@ def run(args, n_pool: int, n_gold: int, n_test: int, budget: dict) -> None:
     print(
         f"bench raters: flag_precision={det['precision']:.3f} flag_recall={det['recall']:.3f} "
         f"votes_to_flag_p50={det['votes_to_flag_p50']:.0f} rm_acc_clean={acc['clean'].value:.4f} "
-        f"rm_acc_all={acc['all'].value:.4f} rm_acc_trusted={acc['trusted'].value:.4f}"
+        f"rm_acc_all={acc['all'].value:.4f} rm_acc_trusted={acc['trusted'].value:.4f} "
+        f"rm_acc_weighted={acc['weighted'].value:.4f}"
     )
 
 

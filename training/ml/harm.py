@@ -70,7 +70,14 @@ def _sigmoid(x: float) -> float:
 
 def platt_fit(logits: Sequence[float], labels: Sequence[bool], *, iterations: int = 100) -> Platt:
     """Platt scaling (Platt 1999) by Newton's method on the log loss, with Platt's smoothed
-    targets (n+ + 1)/(n+ + 2) and 1/(n- + 2) so a separable set does not diverge."""
+    targets (n+ + 1)/(n+ + 2) and 1/(n- + 2) so a separable set does not diverge.
+
+    Constrained to a >= 0: calibration may flatten the model's ranking but never turn it round.
+    A negative fitted slope means the held-out data ranks harm the other way from the model
+    (a model trained on too little data); inverting it would make λ·p(unsafe) reward what the
+    model calls harmful, so the fit falls back to a = 0, p = the smoothed base rate for every
+    text, which shapes nothing (the best fit with a >= 0 when the unconstrained one is < 0:
+    the log loss is convex in (a, b))."""
     pos = sum(1 for y in labels if y)
     neg = len(labels) - pos
     if not pos or not neg:
@@ -78,6 +85,15 @@ def platt_fit(logits: Sequence[float], labels: Sequence[bool], *, iterations: in
     hi, lo = (pos + 1) / (pos + 2), 1 / (neg + 2)
     targets = [hi if y else lo for y in labels]
     a, b = 1.0, math.log((pos + 1) / (neg + 1))
+
+    def loss(a: float, b: float) -> float:
+        total = 0.0
+        for x, t in zip(logits, targets, strict=True):
+            z = a * x + b  # log(1 + e^z) - t·z, stable for large |z|
+            total += (z if z > 0 else 0.0) + math.log1p(math.exp(-abs(z))) - t * z
+        return total
+
+    current = loss(a, b)
     for _ in range(iterations):
         g_a = g_b = h_aa = h_ab = h_bb = 0.0
         for x, t in zip(logits, targets, strict=True):
@@ -90,9 +106,19 @@ def platt_fit(logits: Sequence[float], labels: Sequence[bool], *, iterations: in
             break
         step_a = (h_bb * g_a - h_ab * g_b) / det
         step_b = (h_aa * g_b - h_ab * g_a) / det
-        a, b = a - step_a, b - step_b
+        # Damped Newton: halve the step until the loss does not rise (a full step from a = 1
+        # on data that ranks the other way overshoots and diverges).
+        for _ in range(40):
+            trial = loss(a - step_a, b - step_b)
+            if trial <= current:
+                break
+            step_a, step_b = step_a / 2, step_b / 2
+        a, b, current = a - step_a, b - step_b, min(trial, current)
         if abs(step_a) + abs(step_b) < 1e-10:
             break
+    if a < 0:
+        rate = sum(targets) / len(targets)
+        return Platt(a=0.0, b=math.log(rate / (1 - rate)))
     return Platt(a=a, b=b)
 
 

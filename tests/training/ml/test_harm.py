@@ -58,6 +58,30 @@ def test_platt_scaling_recovers_a_known_logistic_link_and_ece_sees_miscalibratio
         platt_fit([0.1, 0.2], [True, True])
 
 
+def test_platt_scaling_never_turns_the_ranking_round():
+    # Held-out labels that rank harm the other way from the model's logits: an unconstrained
+    # fit has a < 0 and would call the model's safest texts unsafe. The fit flattens instead:
+    # p is the smoothed base rate for every text, so λ·p(unsafe) shapes nothing.
+    rng = random.Random(1)
+    logits = [rng.uniform(-4, 4) for _ in range(2000)]
+    labels = [rng.random() < 1 / (1 + math.exp(0.8 * x)) for x in logits]
+    platt = platt_fit(logits, labels)
+    pos = sum(labels)
+    targets = [(pos + 1) / (pos + 2) if y else 1 / (len(labels) - pos + 2) for y in labels]
+    assert platt.a == 0.0
+    assert platt(-3.0) == platt(3.0) == pytest.approx(sum(targets) / len(targets))
+    # The same data the right way round keeps its slope, and a steep link is reached from the
+    # start at a = 1 (damped Newton: a full step from there overshoots).
+    assert platt_fit(logits, [not y for y in labels]).a == pytest.approx(0.8, abs=0.1)
+    steep = [rng.random() < 1 / (1 + math.exp(-6.0 * x)) for x in logits]
+    assert platt_fit(logits, steep).a == pytest.approx(6.0, rel=0.25)
+    # Large raw logits (an over-confident model) with a gentle true link: undamped Newton from
+    # a = 1 diverged here (a ~ 1e10).
+    wide = [rng.uniform(-10, 10) for _ in range(2000)]
+    gentle = [rng.random() < 1 / (1 + math.exp(-0.3 * x)) for x in wide]
+    assert platt_fit(wide, gentle).a == pytest.approx(0.3, rel=0.2)
+
+
 def test_harm_model_learns_from_pairs_and_flags_and_is_calibrated_on_held_out_prompts(tiny_bert, tmp_path):
     result = train_harm_model(marker_examples(80), harm_pairs(160), fast(tiny_bert), tmp_path / "harm")
     m = result.metrics

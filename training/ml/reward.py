@@ -84,6 +84,10 @@ class RewardConfig(backbones.ClassifierConfig):
                        so "much better" must win by more. None disables margins (strength
                        ignored); pairs without a strength get margin 0.
     tie_weight         weight of a tie / both-bad pair's loss relative to a strict pair's.
+    ensemble_heads     K linear Bradley–Terry heads fitted after training on the model's pooled
+                       features of its strict training pairs, each on a bootstrap resample
+                       (training.ml.ensemble; the round's "ensemble" pair selection reads
+                       their disagreement). 0: none.
     """
 
     pooling: Literal["auto", "head", "mean"] = "auto"
@@ -91,6 +95,7 @@ class RewardConfig(backbones.ClassifierConfig):
     both_bad_mode: Literal["drop", "equal"] = "drop"
     strength_margins: tuple[float, float, float] | None = STRENGTH_MARGINS
     tie_weight: float = 1.0
+    ensemble_heads: int = 8
 
 
 @dataclass
@@ -204,6 +209,8 @@ def _check_config(config: RewardConfig) -> None:
         problems.append(f"tie_mode must be 'drop' or 'equal', not {config.tie_mode!r}")
     if config.both_bad_mode not in ("drop", "equal"):
         problems.append(f"both_bad_mode must be 'drop' or 'equal', not {config.both_bad_mode!r}")
+    if not 0 <= config.ensemble_heads <= 64:
+        problems.append("ensemble_heads must be between 0 and 64")
     if config.strength_margins is not None and len(config.strength_margins) != 3:
         problems.append("strength_margins needs three values (strength 1, 2, 3) or None")
     if problems:
@@ -249,6 +256,7 @@ def train_reward_model(
         reference = [p for p in test if p.kind == "strict"] or kept[:NORMALISATION_MAX_PAIRS]
         where = "held-out responses" if test else "training responses (no held-out set)"
         held["normalisation"] = reference_normalisation(scorer, reference, where, config.eval_batch_size)
+        held["ensemble"] = _fit_ensemble(model, tokenizer, max_length, kept, config)
         return held
 
     trained = backbones.train_classifier(
@@ -264,6 +272,9 @@ def train_reward_model(
         should_stop=should_stop,
     )
     held = trained.held
+    heads, heads_metrics = held.pop("ensemble")
+    if heads is not None:
+        heads.save(trained.model_dir)
     metrics = {
         "heldout_accuracy": held.get("accuracy"),
         "heldout_loss": held.get("loss"),
@@ -277,6 +288,7 @@ def train_reward_model(
         **trained.report.metrics("pairs"),
         "max_length": trained.max_length,
         "trainer": "own loop (training.ml.backbones.fit)",
+        "ensemble": heads_metrics,
     }
     return RewardResult(
         model_dir=trained.model_dir,
@@ -288,6 +300,43 @@ def train_reward_model(
 
 
 NORMALISATION_MAX_PAIRS = 256
+
+
+def _fit_ensemble(model, tokenizer, max_length: int, kept: Sequence[PreferencePair], config: RewardConfig):
+    """(heads or None, their metrics): config.ensemble_heads heads on the trained model's pooled
+    features of (a seeded sample of at most ENSEMBLE_MAX_PAIRS of) its strict training pairs."""
+    import random
+    import time
+
+    import torch
+
+    from training.ml import ensemble
+
+    strict = [p for p in kept if p.kind == "strict"]
+    if config.ensemble_heads < 1 or not strict:
+        return None, {"heads": 0, "why": "ensemble_heads is 0" if strict else "no strict training pair"}
+    started = time.perf_counter()
+    if len(strict) > ensemble.ENSEMBLE_MAX_PAIRS:
+        strict = random.Random(config.seed).sample(strict, ensemble.ENSEMBLE_MAX_PAIRS)
+    texts = [render_conversation(p.prompt, p.chosen) for p in strict]
+    texts += [render_conversation(p.prompt, p.rejected) for p in strict]
+    feats = ensemble.pooled_features(model, tokenizer, texts, max_length, config.eval_batch_size)
+    weights = torch.tensor([float(p.weight) for p in strict])
+    heads = ensemble.fit_heads(
+        feats[: len(strict)],
+        feats[len(strict) :],
+        heads=config.ensemble_heads,
+        seed=config.seed,
+        weights=weights,
+    )
+    return heads, {
+        "heads": heads.size,
+        "seeds": heads.seeds,
+        "pairs": len(strict),
+        "l2": ensemble.HEAD_L2,
+        "features": int(feats.shape[1]),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def reference_normalisation(
@@ -411,14 +460,19 @@ class RewardScorer:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.heads = None  # training.ml.ensemble.HeadEnsemble, when the folder has one
 
     @classmethod
     def load(cls, model_dir: Path | str, *, threads: int | None = None) -> RewardScorer:
         """Load a folder written by train_reward_model (or any 1-label sequence classifier)."""
+        from training.ml.ensemble import HeadEnsemble
+
         model, tokenizer, max_length = backbones.load_trained(
             model_dir, what="reward model", threads=threads, one_label=True
         )
-        return cls(model, tokenizer, max_length)
+        scorer = cls(model, tokenizer, max_length)
+        scorer.heads = HeadEnsemble.load(model_dir)
+        return scorer
 
     def score(self, prompts: list[list[dict]], responses: list[str], batch_size: int = 32) -> list[float]:
         """One reward per (prompt, response), in input order. Batched by length, no grad,
@@ -429,3 +483,16 @@ class RewardScorer:
         ids = backbones.encode(self.tokenizer, texts, self.max_length)
         logits = backbones.predict(self.model, ids, self.tokenizer.pad_token_id, batch_size)
         return [float(x) for x in logits[:, 0]] if len(ids) else []
+
+    def head_scores(
+        self, prompts: list[list[dict]], responses: list[str], batch_size: int = 32
+    ) -> list[list[float]] | None:
+        """Every ensemble head's reward per (prompt, response), in input order; None when the
+        model has no heads (trained before they existed, or with ensemble_heads 0)."""
+        if self.heads is None:
+            return None
+        from training.ml.ensemble import pooled_features
+
+        texts = [render_conversation(p, r) for p, r in zip(prompts, responses, strict=True)]
+        feats = pooled_features(self.model, self.tokenizer, texts, self.max_length, batch_size)
+        return self.heads.scores(feats).tolist() if texts else []

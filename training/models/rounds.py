@@ -39,6 +39,7 @@ class RoundSettings(models.Model):
     class Strategy(models.TextChoices):
         NEW_VS_OLD = "new_vs_old", "New policy's best vs previous policy's best"
         UNCERTAIN = "uncertain", "The pair the reward model is least sure of (ε-greedy exploration)"
+        ENSEMBLE = "ensemble", "The pair the reward model's head ensemble disagrees about most (ε-greedy)"
         RANDOM = "random", "A random pair (baseline)"
 
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="round_settings")
@@ -67,7 +68,8 @@ class RoundSettings(models.Model):
         default=2, help_text="Policy updates a human vote is trained in, at most (newest votes first)."
     )
     explore_rate = models.FloatField(
-        default=0.1, help_text="Pair selection: probability of a random pair instead of the most uncertain."
+        default=0.1,
+        help_text="Pair selection: probability of a random pair instead of the most uncertain / disputed.",
     )
     human_pairs_ratio = models.FloatField(
         default=0.5,

@@ -97,6 +97,18 @@ def reward_score_normalised(
     return rewards, normalisation_of(metrics)
 
 
+def reward_head_scores(
+    *, project: Project | int, prompts: Sequence[list[dict]], responses: Sequence[str]
+) -> list[list[float]] | None:
+    """Every head of the active reward model's ensemble (training.ml.ensemble): one list of K
+    scores per (prompt messages, response), in input order; None when the model has no heads."""
+    project_id = project if isinstance(project, int) else project.pk
+    _, scorer = scorer_for(project_id=project_id)
+    if scorer.heads is None:
+        return None
+    return scorer.head_scores(list(prompts), list(responses), batch_size=SCORE_BATCH_SIZE)
+
+
 def scorer_cache_clear() -> None:
     with _lock:
         _cache.clear()

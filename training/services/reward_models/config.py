@@ -34,6 +34,8 @@ CONFIG_OVERRIDES: dict[str, tuple[type, float | None, float | None]] = {
     "weight_decay": (float, 0.0, 1.0),
     "warmup_ratio": (float, 0.0, 1.0),
     "threads": (int, 1, 256),
+    # Heads of the reward-head ensemble the "ensemble" pair selection reads (0: none).
+    "ensemble_heads": (int, 0, 64),
     # The promotion gate (training.ml.promotion): held-out pairs needed, and how much worse than
     # the active model (in accuracy, on the same pairs) a candidate may be.
     "gate_min_pairs": (int, 1, 10**7),

@@ -6,6 +6,7 @@ Which two candidates make the pair is `training.ml.pair_selection.choose_pair`."
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from django.db import transaction
@@ -70,6 +71,24 @@ def _pair_publish(r: RLHFRound, pid: int, choice: PairChoice, rows: dict[int, Ro
         )
 
 
+def _head_scores(r: RLHFRound, rows: dict[int, RoundCandidate]) -> dict[int, tuple[float, ...]]:
+    """{candidate id: each ensemble head's score} for the scored, unblocked candidates, from
+    the active reward model's heads; empty when it has none (selection then falls back)."""
+    from training.services.scoring import reward_head_scores
+
+    todo = [c for c in rows.values() if c.reward is not None and not c.blocked]
+    if not todo:
+        return {}
+    scores = reward_head_scores(
+        project=r.project_id,
+        prompts=[c.prompt.messages for c in todo],
+        responses=[c.response.text for c in todo],
+    )
+    if scores is None:
+        return {}
+    return {c.pk: tuple(s) for c, s in zip(todo, scores, strict=True)}
+
+
 def step_publishing(r: RLHFRound, rep: RoundReporter) -> None:
     limit = int(r.config.get("pairs_to_publish", 16))
     unblocked = set(
@@ -82,12 +101,18 @@ def step_publishing(r: RLHFRound, rep: RoundReporter) -> None:
     todo = [pid for pid in targets if pid not in published]
     _new_policy_candidates(r, rep, todo)
 
-    rows: dict[int, RoundCandidate] = {}
-    cands: dict[tuple[int, str], list[Candidate]] = {}
-    for c in RoundCandidate.objects.filter(round=r, prompt_id__in=todo).select_related("response"):
-        rows[c.pk] = c
-        cands.setdefault((c.prompt_id, c.sampled_from), []).append(candidate_record(c))
     strategy = r.config.get("strategy", RoundSettings.Strategy.NEW_VS_OLD)
+    rows = {
+        c.pk: c
+        for c in RoundCandidate.objects.filter(round=r, prompt_id__in=todo).select_related(
+            "response", "prompt"
+        )
+    }
+    heads = _head_scores(r, rows) if strategy == RoundSettings.Strategy.ENSEMBLE else {}
+    cands: dict[tuple[int, str], list[Candidate]] = {}
+    for c in rows.values():
+        record = dataclasses.replace(candidate_record(c), head_scores=heads.get(c.pk))
+        cands.setdefault((c.prompt_id, c.sampled_from), []).append(record)
     explore = float(r.config.get("explore_rate", 0.1))
     done = len(targets) - len(todo)
     rep.progress("publishing", done, len(targets), phase="pairs", force=True)

@@ -16,6 +16,7 @@ from training.ml.ensemble import HeadEnsemble
 from training.ml.pair_selection import NO_HEADS, head_disagreement
 from training.ml.reward import RewardConfig, train_reward_model
 from training.models import PolicyCheckpoint, RewardModel, RLHFRound, RoundCandidate, RoundPair
+from training.services.rounds.config import config_from, round_settings_get
 from training.services.rounds.progress import RoundReporter
 from training.services.rounds.steps.publishing import step_publishing
 from training.services.scoring import scorer_cache_clear
@@ -39,7 +40,7 @@ def _published_round(project) -> RLHFRound:
     r = RLHFRound.objects.create(
         project=project, number=1, status="running", step="publishing", started_at=timezone.now(),
         policy_in=policy, reference=policy, prompt_ids=[p.pk for p in prompts],
-        config={"pairs_to_publish": 16, "strategy": "ensemble", "explore_rate": 0.0, "priority": 100},
+        config=config_from(round_settings_get(project=project)),
     )  # fmt: skip
     for p in prompts:
         for i, text in enumerate(TEXTS):
@@ -56,7 +57,7 @@ def _published_round(project) -> RLHFRound:
 def test_an_ensemble_round_publishes_the_most_disputed_pair_and_the_page_says_why(
     tiny_backbone, tmp_path, make_user
 ):
-    project = round_project(votes=0, prompts=2)
+    project = round_project(votes=0, prompts=2, strategy="ensemble", explore_rate=0.0)
     folder = tmp_path / "rm"
     config = fast_config(RewardConfig, tiny_backbone, epochs=1, heldout_fraction=0.0, ensemble_heads=4)
     train_reward_model(marker_pairs(24), config, folder)
@@ -95,7 +96,7 @@ def test_an_ensemble_round_publishes_the_most_disputed_pair_and_the_page_says_wh
 def test_a_reward_model_without_heads_falls_back_to_uncertainty_and_the_page_says_so(
     tiny_backbone, tmp_path, make_user
 ):
-    project = round_project(votes=0, prompts=1)
+    project = round_project(votes=0, prompts=1, strategy="ensemble", explore_rate=0.0)
     config = fast_config(RewardConfig, tiny_backbone, epochs=1, heldout_fraction=0.0, ensemble_heads=0)
     train_reward_model(marker_pairs(8), config, tmp_path / "old")
     assert HeadEnsemble.load(tmp_path / "old") is None

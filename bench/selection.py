@@ -309,8 +309,10 @@ def main() -> None:
     results: dict[str, list] = {s: [] for s in STRATEGIES}
     for seed in range(args.seeds):
         loop = Loop(args, x_c, x_r, truth, pool, test, seed)
+        t0 = time.perf_counter()
         for s in STRATEGIES:
             results[s].append(loop.run(s))
+        print(f"seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
     report(args, results, time.perf_counter() - started)
 
 

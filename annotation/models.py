@@ -455,3 +455,19 @@ class RaterStateChange(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     at = models.DateTimeField(auto_now_add=True)
+
+
+class GoldPromotion(models.Model):
+    """Ops made a high-agreement pair gold (annotation.quality.gold): who, when, and the figures
+    it was promoted on (people's votes at that moment)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    comparison = models.OneToOneField(Comparison, on_delete=models.CASCADE, related_name="+")
+    choice = models.CharField(max_length=8)
+    votes = models.PositiveIntegerField()
+    agreement = models.FloatField()  # share of the majority choice
+    agreement_low = models.FloatField()  # its 95 % Wilson lower bound
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    at = models.DateTimeField(auto_now_add=True)

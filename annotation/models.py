@@ -428,7 +428,7 @@ class RaterState(models.Model):
     likeliest = models.CharField(max_length=16, blank=True)
     votes = models.PositiveIntegerField(default=0)
     numbers = models.JSONField(default=dict, blank=True)  # RaterQuality.as_dict()
-    history = models.JSONField(default=list, blank=True)  # agreement per scored vote (sparkline)
+    history = models.JSONField(default=list, blank=True)  # cumulative gold accuracy (sparkline)
     reason = models.CharField(max_length=500, blank=True)  # shown to the rater
     pinned = models.BooleanField(default=False)  # set by ops: the automatic update leaves it
     updated_at = models.DateTimeField(auto_now=True)

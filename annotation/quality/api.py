@@ -44,6 +44,51 @@ _RATER = inline_serializer(
     },
 )
 
+_ENTROPY = inline_serializer(
+    "VoteEntropyDistribution",
+    {
+        "top": serializers.FloatField(help_text="The range's end in bits (log2 of the 4 choices)."),
+        "n": serializers.IntegerField(help_text="Pairs with 2+ votes."),
+        "bins": inline_serializer(
+            "VoteEntropyBin",
+            {
+                "low": serializers.FloatField(),
+                "high": serializers.FloatField(),
+                "count": serializers.IntegerField(),
+            },
+        ).__class__(many=True),
+    },
+)
+_KAPPA = inline_serializer(
+    "RaterPairKappa",
+    {
+        "raters": serializers.ListField(
+            child=serializers.CharField(), help_text="The two raters' pseudonyms, as in exports."
+        ),
+        "accounts": serializers.ListField(
+            child=serializers.CharField(), required=False, help_text="Ops only."
+        ),
+        "shared": serializers.IntegerField(help_text="Pairs both rated."),
+        "kappa": serializers.FloatField(
+            allow_null=True, help_text="Cohen's kappa; null when undefined (one same label throughout)."
+        ),
+    },
+)
+
+
+def _kappas_out(panel: dict, *, secret: str, ops: bool) -> list[dict]:
+    out = []
+    for k in panel["kappas"]:
+        item = {
+            "raters": [export_rater_pseudonym(secret=secret, rater_id=k[r]) for r in ("first", "second")],
+            "shared": k["shared"],
+            "kappa": k["kappa"],
+        }
+        if ops:
+            item["accounts"] = [k["first_name"], k["second_name"]]
+        out.append(item)
+    return out
+
 
 _FIELDS = (
     "votes",
@@ -73,6 +118,14 @@ class RaterQualityView(ApiView):
                     "alpha_ordinal": serializers.FloatField(allow_null=True),
                     "alpha_nominal": serializers.FloatField(allow_null=True),
                     "kappa_mean": serializers.FloatField(allow_null=True),
+                    "entropy_mean": serializers.FloatField(
+                        allow_null=True, help_text="Mean vote entropy (bits) over pairs with 2+ votes."
+                    ),
+                    "entropy": _ENTROPY,
+                    "kappa_min_shared": serializers.IntegerField(
+                        help_text="Shared pairs two raters need for a kappa."
+                    ),
+                    "kappas": _KAPPA.__class__(many=True),
                     "raters": _RATER.__class__(many=True),
                 },
             ),
@@ -96,6 +149,17 @@ class RaterQualityView(ApiView):
                 "alpha_ordinal": panel["alpha_ordinal"],
                 "alpha_nominal": panel["alpha_nominal"],
                 "kappa_mean": panel["kappa_mean"],
+                "entropy_mean": panel["entropy_mean"],
+                "entropy": {
+                    "top": float(panel["entropy_hist"]["top"]),
+                    "n": panel["entropy_hist"]["n"],
+                    "bins": [
+                        {"low": b["low"], "high": b["high"], "count": b["count"]}
+                        for b in panel["entropy_hist"]["bars"]
+                    ],
+                },
+                "kappa_min_shared": panel["kappa_min_shared"],
+                "kappas": _kappas_out(panel, secret=project.export_secret, ops=ops),
                 "raters": raters,
             }
         )

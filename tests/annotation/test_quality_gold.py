@@ -157,3 +157,27 @@ def test_a_promoted_pair_behaves_as_gold(make_project, make_user, settings):
     assert {r["comparison_id"] for r in rows} == {plain}
     asked = read_rows(settings, run_export(project, "raw", "jsonl", {"gold": "include"}))
     assert {r["comparison_id"] for r in asked} == {pair, plain}
+
+
+def test_the_sparkline_is_cumulative_gold_accuracy_over_gold_answers(make_project, make_user, client):
+    from annotation.models import RaterState
+    from annotation.quality.service import HISTORY_POINTS, gold_curve, quality_refresh
+
+    project = make_project(pairs=6, overlap=3, gold_every=0)
+    pairs = list(Comparison.objects.filter(project=project).order_by("pk"))
+    Comparison.objects.filter(pk__in=[p.pk for p in pairs[:4]]).update(gold_choice="a")
+    rater, other = make_user(projects=[project]), make_user(projects=[project])
+    for pair, choice in zip(pairs, "abaabb", strict=True):  # gold: right, wrong, right, right
+        vote(pair, rater, choice)
+        vote(pair, other, "a")  # agreement (non-gold votes disagree) must not move the curve
+    quality_refresh(project=project)
+    assert RaterState.objects.get(project=project, rater=rater).history == [1.0, 0.5, 0.6667, 0.75]
+    client.force_login(make_user("ops"))
+    page = client.get(f"/ops/projects/{project.pk}/raters/").content.decode()
+    row = page[page.index(f'id="rater-{rater.pk}"') :]
+    # x from 1 to 89, y = 19 − 18 × accuracy: 1.0 → 1.0, 0.5 → 10.0, 0.6667 → 7.0, 0.75 → 5.5
+    assert 'points="1.0,1.0 30.3,10.0 59.7,7.0 89.0,5.5"' in row[: row.index("</tr>")]
+    assert "cumulative, after each gold answer" in page
+    # A long history keeps HISTORY_POINTS points, the first and the last among them.
+    long = gold_curve([1, 0] * 1000)
+    assert len(long) == HISTORY_POINTS and long[0] == 1.0 and long[-1] == 0.5

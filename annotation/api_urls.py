@@ -11,6 +11,7 @@ project_api = [
     path("progress/", api.ProgressView.as_view(), name="api-progress"),
     path("raters/quality/", quality_api.RaterQualityView.as_view(), name="api-raters-quality"),
     path("raters/<int:rater_id>/state/", quality_api.RaterStateView.as_view(), name="api-rater-state"),
+    path("gold/", quality_api.GoldView.as_view(), name="api-project-gold"),
     path("members/", member_views.MembersView.as_view(), name="api-project-members"),
     path("members/<int:user_id>/", member_views.MemberView.as_view(), name="api-project-member"),
 ]

@@ -428,7 +428,7 @@ class RaterState(models.Model):
     likeliest = models.CharField(max_length=16, blank=True)
     votes = models.PositiveIntegerField(default=0)
     numbers = models.JSONField(default=dict, blank=True)  # RaterQuality.as_dict()
-    history = models.JSONField(default=list, blank=True)  # agreement per scored vote (sparkline)
+    history = models.JSONField(default=list, blank=True)  # cumulative gold accuracy (sparkline)
     reason = models.CharField(max_length=500, blank=True)  # shown to the rater
     pinned = models.BooleanField(default=False)  # set by ops: the automatic update leaves it
     updated_at = models.DateTimeField(auto_now=True)
@@ -451,6 +451,22 @@ class RaterStateChange(models.Model):
     new_state = models.CharField(max_length=8)
     trust = models.FloatField()
     reason = models.CharField(max_length=500)
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    at = models.DateTimeField(auto_now_add=True)
+
+
+class GoldPromotion(models.Model):
+    """Ops made a high-agreement pair gold (annotation.quality.gold): who, when, and the figures
+    it was promoted on (people's votes at that moment)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    comparison = models.OneToOneField(Comparison, on_delete=models.CASCADE, related_name="+")
+    choice = models.CharField(max_length=8)
+    votes = models.PositiveIntegerField()
+    agreement = models.FloatField()  # share of the majority choice
+    agreement_low = models.FloatField()  # its 95 % Wilson lower bound
     by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -10,6 +10,7 @@ project_pages = [
     path("import/", ops_views.project_import, name="ops-project-import"),
     path("prompts/", ops_views.project_prompts_import, name="ops-project-prompts"),
     path("raters/", quality_views.raters_page, name="ops-project-raters"),
+    path("gold/promote/", quality_views.gold_promote, name="ops-project-gold-promote"),
     path("members/", member_views.project_members_page, name="ops-project-members"),
 ]
 

@@ -62,6 +62,8 @@ class ErrorCode(StrEnum):
     POLICY_HASH = "policy_hash", 409
     ARTEFACT = "artefact", 409
     TOO_FAST = "too_fast", 409  # a vote under the project's floor of time on task
+    ALREADY_GOLD = "already_gold", 409  # promote a pair that is gold already
+    NOT_GOLD_CANDIDATE = "not_gold_candidate", 409  # promote a pair whose people do not agree enough
     # 429: too many requests (accounts/throttles.py: DRF's "throttled"; accounts/lockout.py).
     THROTTLED = "throttled", 429
     LOCKED_OUT = "locked_out", 429

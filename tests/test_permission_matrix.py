@@ -113,6 +113,8 @@ ACCESS = {
             "/api/projects/<int:project_id>/members/",
             "/api/projects/<int:project_id>/raters/<int:rater_id>/state/",
             "/ops/projects/<int:pk>/raters/",
+            "/ops/projects/<int:pk>/gold/promote/",
+            "/api/projects/<int:project_id>/gold/",
             "/api/projects/<int:project_id>/members/<int:user_id>/",
             "/api/training/projects/<int:project_id>/reward-models/",
             "/api/training/projects/<int:project_id>/rounds/",

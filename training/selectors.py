@@ -38,15 +38,18 @@ def snapshot_choices(*, include_ties: bool, include_both_bad: bool) -> tuple[str
 
 
 def _snapshot_queryset(
-    *, project: Project, cutoff_id: int, choices: tuple[str, ...], exclude_raters=()
+    *, project: Project, cutoff_id: int, choices: tuple[str, ...], exclude_raters=(), gold: str = "exclude"
 ) -> QuerySet:
     """Votes a reward model may train on: never those on held-out evaluation prompts, nor
-    people's votes of the raters a trust filter left out."""
+    people's votes of the raters a trust filter left out, nor (unless `gold` is "include") votes
+    on gold pairs, which measure raters and are not data (as in exports)."""
     qs = (
         Preference.objects.filter(comparison__project=project, pk__lte=cutoff_id, choice__in=choices)
         .exclude(comparison__prompt__purpose=Prompt.Purpose.EVAL)
         .order_by("pk")
     )
+    if gold != "include":
+        qs = qs.filter(comparison__gold_choice="")
     if exclude_raters:
         qs = qs.exclude(rater_id__in=list(exclude_raters), source=Preference.Source.RATER)
     return qs
@@ -107,14 +110,17 @@ def preference_snapshot(
     with_rows: bool = False,
     exclude_raters=(),
     rater_weights: dict | None = None,
+    gold: str = "exclude",
 ) -> Snapshot:
     """Ids, counts and hash of the snapshot; with `with_rows`, the texts the trainer needs too.
     `exclude_raters`: people whose votes a trust filter leaves out (counted as `excluded_raters`).
     `rater_weights` ({rater id (str): trust}, fixed when the run was queued): every vote gets a
     weight (`vote_weight`; rows carry it as "weight"), the hash covers the weights and the counts
-    say `weighting: "trust"` with the weights' sum and how many votes weigh under 1."""
+    say `weighting: "trust"` with the weights' sum and how many votes weigh under 1.
+    `gold`: "exclude" (the default) leaves votes on gold pairs out (counted as
+    `gold_votes_left_out` when there are any), "include" keeps them (counts say `gold: include`)."""
     qs = _snapshot_queryset(
-        project=project, cutoff_id=cutoff_id, choices=choices, exclude_raters=exclude_raters
+        project=project, cutoff_id=cutoff_id, choices=choices, exclude_raters=exclude_raters, gold=gold
     )
     weighted = rater_weights is not None
     if with_rows:
@@ -157,6 +163,18 @@ def preference_snapshot(
     counts["total"] = len(triples)
     if exclude_raters:
         counts["excluded_raters"] = len(exclude_raters)
+    if gold == "include":
+        counts["gold"] = "include"
+    else:
+        left_out = _snapshot_queryset(
+            project=project,
+            cutoff_id=cutoff_id,
+            choices=choices,
+            exclude_raters=exclude_raters,
+            gold="include",
+        ).exclude(comparison__gold_choice="")
+        if left_out.exists():
+            counts["gold_votes_left_out"] = left_out.count()
     if weighted:
         counts["weighting"] = "trust"
         counts["weight_sum"] = round(sum(t[3] for t in triples), 4)

@@ -65,6 +65,12 @@ class RunStartForm(forms.Form):
         choices=[("", "default (none)"), ("none", "none: every vote weighs 1"), ("trust", "rater's trust")],
     )  # fmt: skip
 
+    gold = forms.ChoiceField(
+        required=False, label="Gold pairs",
+        choices=[("", "default (leave out)"), ("exclude", "leave out"), ("include", "train on them too")],
+        help_text="Votes on gold pairs measure raters; like exports, a run leaves them out unless asked.",
+    )  # fmt: skip
+
     def overrides(self) -> dict:
         return {k: v for k, v in self.cleaned_data.items() if v not in (None, "")}
 

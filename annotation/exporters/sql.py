@@ -7,6 +7,7 @@ benchmark reuses them for its COPY floor, so both measure the same join.
 from __future__ import annotations
 
 from annotation.exporters.filters import ExportFilters
+from annotation.quality.stats import majority_sql, majority_top_sql
 from training.ml.records import STRENGTH_MARGINS
 
 # Who voted, from Preference.source: people rating in the platform, judges, imported data.
@@ -28,6 +29,12 @@ _VOTE_WEIGHT = (
     "CASE WHEN p.source = 'rater' THEN coalesce((SELECT rs.trust FROM annotation_raterstate rs"
     " WHERE rs.project_id = c.project_id AND rs.rater_id = p.rater_id), 1) ELSE 1 END"
 )
+
+
+# A comparison's majority and agreement: annotation.quality.stats' one rule (`majority`), as SQL.
+_COUNTS = ("a.votes_a", "a.votes_b", "a.votes_tie", "a.votes_both_bad")  # in quality_stats.CHOICES order
+_TOP = majority_top_sql(_COUNTS)
+_MAJORITY, _AGREEMENT = majority_sql(_COUNTS, top="m.top", votes="a.votes")
 
 
 def vote_conditions(filters: ExportFilters, params: dict) -> str:
@@ -112,20 +119,11 @@ def _selected_comparisons_cte(filters: ExportFilters, params: dict) -> str:
         GROUP BY p.comparison_id
     ),
     sel AS (
-        SELECT a.*,
-               CASE
-                   WHEN (a.votes_a = m.top)::int + (a.votes_b = m.top)::int
-                        + (a.votes_tie = m.top)::int + (a.votes_both_bad = m.top)::int > 1 THEN NULL
-                   WHEN a.votes_a = m.top THEN 'a'
-                   WHEN a.votes_b = m.top THEN 'b'
-                   WHEN a.votes_tie = m.top THEN 'tie'
-                   ELSE 'both_bad'
-               END AS majority,
-               round(m.top::numeric / a.votes, 4) AS agreement
+        SELECT a.*, {_MAJORITY} AS majority, {_AGREEMENT} AS agreement
         FROM agg a
-        CROSS JOIN LATERAL (SELECT greatest(a.votes_a, a.votes_b, a.votes_tie, a.votes_both_bad) AS top) m
+        CROSS JOIN LATERAL (SELECT {_TOP} AS top) m
         WHERE a.votes >= %(min_votes)s
-          AND round(m.top::numeric / a.votes, 4) >= %(min_agreement)s
+          AND {_AGREEMENT} >= %(min_agreement)s
           {unsafe}
     )"""
 

@@ -6,11 +6,13 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_seriali
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from annotation.quality.gold import comparison_gold_promote, gold_candidates
 from annotation.quality.selectors import quality_panel, raters_rows
 from annotation.quality.service import rater_state_override
 from annotation.selectors import export_rater_pseudonym, projects_for
 from core import roles
-from core.api import ERRORS, ApiView, CanOperate, CanReadData
+from core.api import ERRORS, ApiView, CanOperate, CanReadData, errors_with
+from core.errors import ErrorCode
 from core.permissions import role_perms
 
 _RATE = inline_serializer(
@@ -42,6 +44,51 @@ _RATER = inline_serializer(
     },
 )
 
+_ENTROPY = inline_serializer(
+    "VoteEntropyDistribution",
+    {
+        "top": serializers.FloatField(help_text="The range's end in bits (log2 of the 4 choices)."),
+        "n": serializers.IntegerField(help_text="Pairs with 2+ votes."),
+        "bins": inline_serializer(
+            "VoteEntropyBin",
+            {
+                "low": serializers.FloatField(),
+                "high": serializers.FloatField(),
+                "count": serializers.IntegerField(),
+            },
+        ).__class__(many=True),
+    },
+)
+_KAPPA = inline_serializer(
+    "RaterPairKappa",
+    {
+        "raters": serializers.ListField(
+            child=serializers.CharField(), help_text="The two raters' pseudonyms, as in exports."
+        ),
+        "accounts": serializers.ListField(
+            child=serializers.CharField(), required=False, help_text="Ops only."
+        ),
+        "shared": serializers.IntegerField(help_text="Pairs both rated."),
+        "kappa": serializers.FloatField(
+            allow_null=True, help_text="Cohen's kappa; null when undefined (one same label throughout)."
+        ),
+    },
+)
+
+
+def _kappas_out(panel: dict, *, secret: str, ops: bool) -> list[dict]:
+    out = []
+    for k in panel["kappas"]:
+        item = {
+            "raters": [export_rater_pseudonym(secret=secret, rater_id=k[r]) for r in ("first", "second")],
+            "shared": k["shared"],
+            "kappa": k["kappa"],
+        }
+        if ops:
+            item["accounts"] = [k["first_name"], k["second_name"]]
+        out.append(item)
+    return out
+
 
 _FIELDS = (
     "votes",
@@ -71,6 +118,14 @@ class RaterQualityView(ApiView):
                     "alpha_ordinal": serializers.FloatField(allow_null=True),
                     "alpha_nominal": serializers.FloatField(allow_null=True),
                     "kappa_mean": serializers.FloatField(allow_null=True),
+                    "entropy_mean": serializers.FloatField(
+                        allow_null=True, help_text="Mean vote entropy (bits) over pairs with 2+ votes."
+                    ),
+                    "entropy": _ENTROPY,
+                    "kappa_min_shared": serializers.IntegerField(
+                        help_text="Shared pairs two raters need for a kappa."
+                    ),
+                    "kappas": _KAPPA.__class__(many=True),
                     "raters": _RATER.__class__(many=True),
                 },
             ),
@@ -94,6 +149,17 @@ class RaterQualityView(ApiView):
                 "alpha_ordinal": panel["alpha_ordinal"],
                 "alpha_nominal": panel["alpha_nominal"],
                 "kappa_mean": panel["kappa_mean"],
+                "entropy_mean": panel["entropy_mean"],
+                "entropy": {
+                    "top": float(panel["entropy_hist"]["top"]),
+                    "n": panel["entropy_hist"]["n"],
+                    "bins": [
+                        {"low": b["low"], "high": b["high"], "count": b["count"]}
+                        for b in panel["entropy_hist"]["bars"]
+                    ],
+                },
+                "kappa_min_shared": panel["kappa_min_shared"],
+                "kappas": _kappas_out(panel, secret=project.export_secret, ops=ops),
                 "raters": raters,
             }
         )
@@ -122,4 +188,83 @@ class RaterStateView(ApiView):
         )
         return Response(
             {"rater_id": rater_id, "state": state.state, "pinned": state.pinned, "reason": state.reason}
+        )
+
+
+def _candidate_fields() -> dict:
+    return {
+        "comparison_id": serializers.IntegerField(),
+        "choice": serializers.CharField(help_text="The majority choice: the gold answer once promoted."),
+        "votes": serializers.IntegerField(
+            help_text="People's votes (judges' and imported ones do not count)."
+        ),
+        "agreement": serializers.FloatField(help_text="Share of the majority choice."),
+        "low": serializers.FloatField(help_text="95 % Wilson lower bound of the agreement."),
+        "high": serializers.FloatField(),
+    }
+
+
+class _PromoteIn(serializers.Serializer):
+    comparison_id = serializers.IntegerField(min_value=1)
+
+
+class GoldView(ApiView):
+    """Gold candidates of a project (GET) and promoting one to gold (POST): ops only."""
+
+    permission_classes = [CanOperate]
+
+    @extend_schema(
+        operation_id="gold_candidates",
+        responses={
+            200: inline_serializer(
+                "GoldCandidates",
+                {
+                    "total": serializers.IntegerField(),
+                    "min_votes": serializers.IntegerField(),
+                    "min_low": serializers.FloatField(),
+                    "candidates": inline_serializer(
+                        "GoldCandidate", {**_candidate_fields(), "prompt": serializers.CharField()}
+                    ).__class__(many=True),
+                },
+            ),
+            **ERRORS,
+        },
+    )
+    def get(self, request, project_id: int):
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
+        return Response(gold_candidates(project=project))
+
+    @extend_schema(
+        operation_id="gold_promote",
+        request=_PromoteIn,
+        responses={
+            201: inline_serializer(
+                "GoldPromotion",
+                {
+                    **{k: f for k, f in _candidate_fields().items() if k != "high"},
+                    "by": serializers.CharField(),
+                    "at": serializers.DateTimeField(),
+                },
+            ),
+            **errors_with(ErrorCode.ALREADY_GOLD, ErrorCode.NOT_GOLD_CANDIDATE),
+        },
+    )
+    def post(self, request, project_id: int):
+        project = get_object_or_404(projects_for(user=request.user), pk=project_id)
+        data = _PromoteIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        done = comparison_gold_promote(
+            project=project, comparison_id=data.validated_data["comparison_id"], by=request.user
+        )
+        return Response(
+            {
+                "comparison_id": done.comparison_id,
+                "choice": done.choice,
+                "votes": done.votes,
+                "agreement": round(done.agreement, 4),
+                "low": round(done.agreement_low, 4),
+                "by": request.user.get_username(),
+                "at": done.at,
+            },
+            status=201,
         )

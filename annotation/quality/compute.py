@@ -60,7 +60,7 @@ class RaterQuality:
     likeliest: str = "careful"
     left_p: float = 1.0  # binomial test of left picks against 1/2
     kappa_mean: float = math.nan
-    history: list = field(default_factory=list)  # per agreement-scored vote, in order: 1 / 0
+    history: list = field(default_factory=list)  # per gold answer, in order: 1 right / 0 wrong
 
     def rate(self, name: str):
         e = self.evidence
@@ -134,10 +134,10 @@ def _rater_counts(votes: Iterable[VoteRecord], agreed: dict, speed: Speed) -> di
         if v.gold:
             c["gold_n"] += 1
             c["gold_right"] += v.choice == v.gold
+            c.setdefault("history", []).append(int(v.choice == v.gold))
         if agreed.get(i) is not None:
             c["agree_n"] += 1
             c["agree"] += bool(agreed[i])
-            c.setdefault("history", []).append(int(bool(agreed[i])))
         fast = speed.too_fast(v.server_ms, v.chars)
         if fast is not None:
             c["timed_n"] += 1

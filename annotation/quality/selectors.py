@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Max
 
 from annotation.models import Preference, Project, RaterState
-from annotation.quality.compute import project_quality
+from annotation.quality.compute import KAPPA_MIN_SHARED, project_quality
 from annotation.quality.service import speed_of, vote_records
 from annotation.quality.stats import binomial_test, wilson_interval
 
@@ -47,16 +47,13 @@ def my_quality(*, rater_id: int, project_id: int) -> dict | None:
     }
 
 
-def sparkline(history: list[float], *, width: int = 90, height: int = 20, window: int = 10) -> str:
-    """SVG polyline points of a running mean of agreement (0..1, fixed scale)."""
-    if len(history) < 2:
+def sparkline(curve: list[float], *, width: int = 90, height: int = 20) -> str:
+    """SVG polyline points of a rater's stored curve (cumulative gold accuracy, 0..1 on a fixed
+    scale; `service.gold_curve`); empty under two points."""
+    if len(curve) < 2:
         return ""
-    means = []
-    for i in range(len(history)):
-        part = history[max(0, i - window + 1) : i + 1]
-        means.append(sum(part) / len(part))
-    step = (width - 2) / (len(means) - 1)
-    return " ".join(f"{1 + i * step:.1f},{height - 1 - m * (height - 2):.1f}" for i, m in enumerate(means))
+    step = (width - 2) / (len(curve) - 1)
+    return " ".join(f"{1 + i * step:.1f},{height - 1 - m * (height - 2):.1f}" for i, m in enumerate(curve))
 
 
 def _last_active(project: Project) -> dict:
@@ -115,14 +112,17 @@ def raters_rows(*, project: Project, sort: str = "trust", descending: bool = Fal
     return rows
 
 
-def histogram(values: list[float], *, bins: int = 10, width: int = 240, height: int = 80) -> dict:
-    """SVG bars of values in [0, 1] in `bins` equal bins."""
+def histogram(
+    values: list[float], *, bins: int = 10, width: int = 240, height: int = 80, top: float = 1.0
+) -> dict:
+    """SVG bars of values in [0, top] in `bins` equal bins (the last bin holds `top` itself)."""
     counts = [0] * bins
     for v in values:
         if v is not None and not math.isnan(v):
-            counts[min(bins - 1, max(0, int(v * bins)))] += 1
-    top = max(counts) or 1
+            counts[min(bins - 1, max(0, int(v / top * bins)))] += 1
+    tallest = max(counts) or 1
     bar = width / bins
+    edges = [round(i * top / bins, 4) for i in range(bins + 1)]
     return {
         "width": width,
         "height": height + 14,
@@ -130,16 +130,43 @@ def histogram(values: list[float], *, bins: int = 10, width: int = 240, height: 
             {
                 "x": round(i * bar + 1, 1),
                 "w": round(bar - 2, 1),
-                "y": round(height - c / top * height, 1),
-                "h": round(c / top * height, 1),
+                "y": round(height - c / tallest * height, 1),
+                "h": round(c / tallest * height, 1),
                 "count": c,
-                "label": f"{i / bins:.1f}–{(i + 1) / bins:.1f}",
+                "low": edges[i],
+                "high": edges[i + 1],
+                "label": f"{edges[i]:g}–{edges[i + 1]:g}",
             }
             for i, c in enumerate(counts)
         ],
         "n": sum(counts),
+        "top": f"{top:g}",
         "axis_y": height + 12,
     }
+
+
+ENTROPY_TOP = 2.0  # bits: the most a vote over the four choices can have (log2 4)
+
+
+def _kappa_rows(kappas: list[tuple]) -> list[dict]:
+    """Pairwise Cohen's kappa rows (raters sharing at least KAPPA_MIN_SHARED pairs; rater ids and
+    account names), lowest kappa first (the pairs that disagree most); an undefined kappa (nan:
+    both raters gave one same label throughout) last, as None."""
+    ids = {r for r1, r2, *_ in kappas for r in (r1, r2)}
+    names = dict(get_user_model().objects.filter(pk__in=ids).values_list("pk", "username"))
+    rows = [
+        {
+            "first": r1,
+            "second": r2,
+            "first_name": names.get(r1, str(r1)),
+            "second_name": names.get(r2, str(r2)),
+            "shared": n,
+            "kappa": None if math.isnan(k) else round(k, 3),
+        }
+        for r1, r2, n, k in kappas
+    ]
+    rows.sort(key=lambda r: (r["kappa"] is None, r["kappa"] or 0.0, -r["shared"]))
+    return rows
 
 
 def quality_panel(*, project: Project) -> dict:
@@ -156,5 +183,8 @@ def quality_panel(*, project: Project) -> dict:
         "left_p": binomial_test(q.human_left, q.human_sided),
         "entropy_mean": round(sum(q.entropy.values()) / len(q.entropy), 3) if q.entropy else None,
         "agreement_hist": histogram(list(q.agreement.values())),
+        "entropy_hist": histogram(list(q.entropy.values()), top=ENTROPY_TOP, bins=8),
+        "kappas": _kappa_rows(q.kappas),
+        "kappa_min_shared": KAPPA_MIN_SHARED,
         "gold_hist": histogram([r.rate("gold").value for r in q.raters.values() if r.evidence.gold_n > 0]),
     }

@@ -22,7 +22,7 @@ from annotation.quality.trust import PAUSED, STATES, Thresholds, state_decide
 from core.errors import ErrorCode, NotFound, ServiceError
 from core.locks import LockNamespace, xact_lock
 
-HISTORY_POINTS = 200  # kept per rater for the sparkline
+HISTORY_POINTS = 200  # kept per rater for the sparkline (cumulative gold accuracy)
 
 # One row per vote of the project, in the order cast. chars: the prompt's turns and both texts.
 _VOTES_SQL = """
@@ -80,17 +80,18 @@ def vote_records(*, project_id: int) -> list[VoteRecord]:
     ]
 
 
-def _downsample(points: list[int]) -> list[float]:
-    """The agreement history as at most HISTORY_POINTS running means (windows of equal size)."""
-    if len(points) <= HISTORY_POINTS:
-        return [float(p) for p in points]
-    size = len(points) / HISTORY_POINTS
-    return [
-        round(
-            sum(points[int(i * size) : int((i + 1) * size)]) / max(1, int((i + 1) * size) - int(i * size)), 3
-        )
-        for i in range(HISTORY_POINTS)
-    ]
+def gold_curve(answers: list[int]) -> list[float]:
+    """A rater's cumulative gold accuracy after each of their gold answers (1 right / 0 wrong, in
+    order), at most HISTORY_POINTS of them, evenly picked, the last always kept: the raters
+    page's sparkline."""
+    curve, right = [], 0
+    for k, answer in enumerate(answers, start=1):
+        right += answer
+        curve.append(round(right / k, 4))
+    if len(curve) <= HISTORY_POINTS:
+        return curve
+    step = (len(curve) - 1) / (HISTORY_POINTS - 1)
+    return [curve[round(i * step)] for i in range(HISTORY_POINTS)]
 
 
 def _pause_apply(*, project_id: int, rater_id: int) -> None:
@@ -130,7 +131,7 @@ def quality_refresh(*, project: Project) -> ProjectQuality:
         q = quality.raters[rater_id]
         state = existing.get(rater_id) or RaterState(project=project, rater_id=rater_id)
         state.trust, state.likeliest, state.votes = q.trust, q.likeliest, q.votes
-        state.numbers, state.history = q.as_dict(), _downsample(q.history)
+        state.numbers, state.history = q.as_dict(), gold_curve(q.history)
         if not state.pinned:
             new = state_decide(trust=q.trust, votes=q.votes, current=state.state, thresholds=thresholds)
             if new != state.state:

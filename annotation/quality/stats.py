@@ -1,7 +1,11 @@
 """Agreement and rater statistics: pure Python (no Django), tested against hand-computed values.
 
-- `majority`: the one definition of a comparison's majority and agreement (the exports' SQL
-  and their streamed card numbers are checked against it in tests).
+- `majority`: the one definition of a comparison's majority and agreement; `majority_sql` is the
+  same rule as SQL, the only majority the exports' SQL has (exporters/sql.py's `sel`). Both
+  must exist: the exports pick and aggregate comparisons inside PostgreSQL, over a snapshot and
+  without loading votes into Python, while the quality figures, gold candidates and the exports'
+  streamed card numbers count in Python. tests/annotation/test_majority_rule.py runs both
+  (the export's own CTE on the database) over a table of hand-made vote sets.
 - `krippendorff_alpha`: Krippendorff's alpha for any number of raters per item with missing
   values, nominal or ordinal metric (Krippendorff 2011, "Computing Krippendorff's
   alpha-reliability", the coincidence-matrix form).
@@ -32,6 +36,8 @@ __all__ = [
     "krippendorff_alpha",
     "loo_agreement",
     "majority",
+    "majority_sql",
+    "majority_top_sql",
     "ordinal_level",
     "reading_ms",
     "vote_entropy",
@@ -50,6 +56,26 @@ def majority(counts: Sequence[int]) -> tuple[str | None, float]:
     top = max(counts)
     winner = CHOICES[counts.index(top)] if list(counts).count(top) == 1 else None
     return winner, top / votes
+
+
+def majority_sql(counts: Sequence[str], *, top: str, votes: str) -> tuple[str, str]:
+    """`majority` in SQL: (majority expression, agreement expression) over SQL expressions of the
+    vote counts in CHOICES order, of their greatest (`top`, e.g. a lateral column computed with
+    `majority_top_sql`) and of the total votes. NULL majority when two or more counts share the
+    top; agreement = top / votes rounded to 4 places (0 with no votes)."""
+    if len(counts) != len(CHOICES):
+        raise ValueError("one count per choice, in CHOICES order")
+    at_top = " + ".join(f"({c} = {top})::int" for c in counts)
+    winners = " ".join(f"WHEN {c} = {top} THEN '{choice}'" for c, choice in zip(counts, CHOICES, strict=True))
+    return (
+        f"CASE WHEN {at_top} > 1 THEN NULL {winners} END",
+        f"coalesce(round({top}::numeric / nullif({votes}, 0), 4), 0)",
+    )
+
+
+def majority_top_sql(counts: Sequence[str]) -> str:
+    """The greatest of the vote counts (`majority_sql`'s `top`)."""
+    return f"greatest({', '.join(counts)})"
 
 
 def ordinal_level(choice: str, strength: int | None) -> int | None:

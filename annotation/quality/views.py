@@ -2,10 +2,13 @@
 override (with its recorded reason). Thin: parse, one selector or service."""
 
 from django import forms
+from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_http_methods
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
 
-from annotation.models import Project, RaterState, RaterStateChange
+from annotation.models import GoldPromotion, Project, RaterState, RaterStateChange
+from annotation.quality.gold import comparison_gold_promote, gold_candidates
 from annotation.quality.selectors import SORTS, quality_panel, raters_rows
 from annotation.quality.service import quality_refresh, rater_state_override
 from core import roles
@@ -68,6 +71,25 @@ def raters_page(request, pk: int):
         .select_related("rater", "by")
         .order_by("-at")[:20],
         "states": RaterState.State.choices,
+        "gold": gold_candidates(project=project),
+        "promotions": GoldPromotion.objects.filter(project=project).select_related("by").order_by("-at")[:10],
         "error": error,
     }
     return render(request, "ops/raters.html", context, status=400 if error else 200)
+
+
+@role_required(roles.OPERATE)
+@require_POST
+def gold_promote(request, pk: int):
+    """Promote a gold candidate of the raters page (its majority becomes the gold answer)."""
+    project = get_object_or_404(Project, pk=pk)
+    try:
+        comparison_id = int(request.POST.get("comparison_id", ""))
+    except ValueError:
+        comparison_id = 0
+    try:
+        done = comparison_gold_promote(project=project, comparison_id=comparison_id, by=request.user)
+        messages.success(request, f"Pair {done.comparison_id} is gold now (answer: {done.choice}).")
+    except ServiceError as err:
+        messages.error(request, err.message)
+    return redirect(reverse("ops-project-raters", kwargs={"pk": project.pk}) + "#gold-candidates")

@@ -58,9 +58,9 @@ def test_reward_run_with_min_trust_records_who_it_left_out(make_project, make_us
     run = reward_model_run_create(project=project, config_overrides={"min_trust": 0.5}, enqueue=False)
     assert run.config["exclude_raters"] == [untrusted.pk]
     assert run.snapshot_counts["excluded_raters"] == 1
-    assert run.snapshot_counts["total"] == 2  # the trusted rater's two votes
+    assert run.snapshot_counts["total"] == 1  # the trusted rater's vote (not the one on gold)
     plain = reward_model_run_create(project=project, enqueue=False)
-    assert plain.snapshot_counts["total"] == 4
+    assert plain.snapshot_counts["total"] == 3
     # The run's snapshot stays what it was queued on, however trust moves afterwards.
     RaterState.objects.filter(rater=untrusted).update(trust=0.99)
     again = preference_snapshot(
@@ -68,6 +68,41 @@ def test_reward_run_with_min_trust_records_who_it_left_out(make_project, make_us
         exclude_raters=run.config["exclude_raters"],
     )  # fmt: skip
     assert again.sha256 == run.snapshot_sha256
+
+
+def test_reward_runs_leave_votes_on_gold_out_unless_asked_as_exports_do(make_project, make_user):
+    from types import SimpleNamespace
+
+    import pytest
+
+    from core.errors import ServiceError
+    from training.services.reward_models.lifecycle import reward_model_run_create
+    from training.services.reward_models.records import snapshot_records
+
+    project = make_project()
+    trusted, _, (c1, c2, gold) = _setup(project, make_user)
+    gold_vote = gold.preferences.get().pk
+    plain = reward_model_run_create(project=project, enqueue=False)
+    assert plain.config["gold"] == "exclude"  # recorded in the config ...
+    assert (
+        plain.snapshot_counts["total"] == 3 and plain.snapshot_counts["gold_votes_left_out"] == 1
+    )  # ... and counts
+    asked = reward_model_run_create(project=project, config_overrides={"gold": "include"}, enqueue=False)
+    assert asked.snapshot_counts["total"] == 4 and asked.snapshot_counts["gold"] == "include"
+    assert (
+        "gold_votes_left_out" not in asked.snapshot_counts and asked.snapshot_sha256 != plain.snapshot_sha256
+    )
+    # The job rebuilds the snapshot it was queued on (its hash checked) and trains on those votes.
+    config = SimpleNamespace(tie_mode="drop", both_bad_mode="drop")
+    trained = {int(p.pair_id) for p in snapshot_records(plain, config)[0]}
+    assert len(trained) == 3 and gold_vote not in trained
+    assert gold_vote in {int(p.pair_id) for p in snapshot_records(asked, config)[0]}
+    # A run queued before the setting existed (no "gold" in its config) trained on gold votes:
+    # its snapshot still rebuilds to the same hash.
+    asked.config.pop("gold")
+    assert len(snapshot_records(asked, config)[0]) == 4
+    with pytest.raises(ServiceError):
+        reward_model_run_create(project=project, config_overrides={"gold": "only"}, enqueue=False)
 
 
 @EXPORT_DB

@@ -116,7 +116,7 @@ def test_start_cancel_promote_from_the_page_with_csrf(
         )
     assert response.status_code == 302
     run = RewardModel.objects.get()
-    assert run.config == {"epochs": 2, "learning_rate": 0.001} and run.requested_by == user
+    assert run.config == {"epochs": 2, "learning_rate": 0.001, "gold": "exclude"} and run.requested_by == user
     assert len(callbacks) >= 1  # the job is enqueued on commit
 
     bad = client.post(f"/training/projects/{project.pk}/reward-models/start/", {"epochs": "0"})
@@ -153,7 +153,11 @@ def test_api_lists_starts_cancels_and_promotes_for_ops_only(make_project, make_u
     created = ops.post(base, {"config": {"epochs": 1, "seed": 3}}, format="json")
     assert created.status_code == 201, created.content
     body = created.json()
-    assert body["status"] == "queued" and body["version"] == 1 and body["config"] == {"epochs": 1, "seed": 3}
+    assert (
+        body["status"] == "queued"
+        and body["version"] == 1
+        and body["config"] == {"epochs": 1, "seed": 3, "gold": "exclude"}
+    )
     assert body["snapshot_counts"]["total"] == 3 and len(body["snapshot_sha256"]) == 64
 
     refused = ops.post(base, {"config": {"epochs": -1}}, format="json")
@@ -204,7 +208,7 @@ def test_command_trains_in_process_with_a_progress_bar(
     # --worker --no-wait only queues (the job is sent when the transaction commits).
     call_command("train_reward_model", project=str(project.pk), worker=True, no_wait=True, epochs=1)
     queued = RewardModel.objects.get(project=project, version=3)
-    assert queued.status == "queued" and queued.config == {"epochs": 1}
+    assert queued.status == "queued" and queued.config == {"epochs": 1, "gold": "exclude"}
     with pytest.raises(CommandError, match="No project"):
         call_command("train_reward_model", project="no-such-project", sync=True)
 

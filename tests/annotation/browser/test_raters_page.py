@@ -11,11 +11,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, seria
 
 
 def _world(make_project, make_user):
-    """Three careful raters and one who always picks the left side, 20 pairs, k = 4."""
+    """Three careful raters and one who always picks the left side, 20 pairs (5 gold), k = 4."""
     project = make_project(pairs=20, overlap=4, gold_every=0, quality_min_votes=10, reading_cps=1e9)
     careful = [make_user(username=f"careful{i}") for i in range(3)]
     clicker = make_user(username="clicker")
     comparisons = list(project.comparisons.order_by("pk"))
+    # The first five are gold pairs (answer A): the sparkline plots gold accuracy over them.
+    project.comparisons.filter(pk__in=[c.pk for c in comparisons[:5]]).update(gold_choice="a")
     for n, c in enumerate(comparisons):
         for rater in careful:
             Preference.objects.create(
@@ -50,7 +52,8 @@ def test_ops_sort_the_raters_and_set_a_state_with_a_reason(asgi_server, orm, mak
         expect(first).to_have_attribute("data-state", "paused")
         expect(first).to_contain_text("1.00 [0.84, 1.00]")  # 20 of 20 left picks, Wilson interval
         expect(page.locator("#alpha-nominal")).not_to_have_text("—")
-        expect(page.locator("svg.histogram")).to_have_count(2)
+        expect(page.locator("svg.histogram")).to_have_count(3)  # agreement, gold accuracy, vote entropy
+        expect(page.locator("#kappa-pairs tbody tr")).to_have_count(6)  # 4 raters sharing 20 pairs
         expect(page.locator(f"#rater-{careful[0].pk} svg.sparkline polyline")).to_have_count(1)
         # Sort by rater name, then descending.
         page.locator("th a[data-sort=rater]").click()

@@ -76,11 +76,17 @@ class Command(ProjectCommand):
             dest="vote_weights",
             help="trust: weight each person's vote in the loss by their rater's trust.",
         )
+        parser.add_argument(
+            "--gold",
+            choices=("exclude", "include"),
+            default=None,
+            help="Votes on gold pairs: left out (the default, as in exports) or trained on.",
+        )
 
     def handle_project(self, target, *, sync, worker: bool, no_wait: bool, backbone, **options):
         overrides = {
             k: options[k]
-            for k in (*OPTIONS, "tie_mode", "both_bad_mode", "pooling", "vote_weights")
+            for k in (*OPTIONS, "tie_mode", "both_bad_mode", "pooling", "vote_weights", "gold")
             if options.get(k) is not None
         }
         if not worker and not sync:

@@ -54,10 +54,13 @@ MODE_OVERRIDES = {
     # on the same weights however trust moves later (in its config; the snapshot's hash covers
     # them and its counts say `weighting: "trust"`). "none" (the default): every vote weighs 1.
     "vote_weights": ("none", "trust"),
+    # Gold pairs (annotation.services.gold) measure raters; like exports, a run leaves votes on
+    # them out unless it asks for them ("include"). Recorded in the config when queued.
+    "gold": ("exclude", "include"),
 }
 # Settings of the run's snapshot rather than of the trainer: kept in the run's config beside
 # the resolved RewardConfig (the job reads them again to rebuild the snapshot it was queued on).
-SNAPSHOT_KEYS = ("min_trust", "exclude_raters", "vote_weights", "rater_weights")
+SNAPSHOT_KEYS = ("min_trust", "exclude_raters", "vote_weights", "rater_weights", "gold")
 
 
 def reward_dir(*, project_id: int, run_id: int) -> Path:
@@ -115,6 +118,12 @@ def snapshot_weights(config: dict) -> dict | None:
     if config.get("vote_weights") != "trust":
         return None
     return dict(config.get("rater_weights") or {})
+
+
+def snapshot_gold(config: dict) -> str:
+    """Whether a queued run's snapshot has the votes on gold pairs: its recorded `gold`; a run
+    queued before the setting existed (no key) trained on them, so "include" keeps its hash."""
+    return config.get("gold", "include")
 
 
 def choices_for(config: dict) -> tuple[str, ...]:

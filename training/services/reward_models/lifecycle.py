@@ -40,6 +40,7 @@ def reward_model_run_create(
     cutoff = preference_cutoff(project=project)
     if config.get("min_trust"):
         config["exclude_raters"] = untrusted_raters(project_id=project.pk, min_trust=config["min_trust"])
+    config.setdefault("gold", "exclude")  # recorded: a later rebuild of the snapshot reads it
     if config.get("vote_weights") == "trust":
         config["rater_weights"] = rater_trusts(project_id=project.pk)
     snapshot = preference_snapshot(
@@ -48,6 +49,7 @@ def reward_model_run_create(
         choices=choices_for(config),
         exclude_raters=config.get("exclude_raters", ()),
         rater_weights=snapshot_weights(config),
+        gold=config["gold"],
     )
     if snapshot.counts.get("a", 0) + snapshot.counts.get("b", 0) == 0:
         raise ServiceError(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from training.models import RewardModel
 from training.selectors import preference_snapshot, snapshot_choices
 
-from .config import snapshot_weights
+from .config import snapshot_gold, snapshot_weights
 
 
 def snapshot_records(run: RewardModel, config):
@@ -24,6 +24,7 @@ def snapshot_records(run: RewardModel, config):
         with_rows=True,
         exclude_raters=(run.config or {}).get("exclude_raters", ()),
         rater_weights=snapshot_weights(run.config or {}),
+        gold=snapshot_gold(run.config or {}),
     )
     if snapshot.sha256 != run.snapshot_sha256:
         raise TrainingError(

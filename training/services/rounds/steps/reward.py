@@ -39,9 +39,14 @@ def _same_snapshot_run(r: RLHFRound) -> RewardModel | None:
     from training.selectors import preference_cutoff, preference_snapshot
     from training.services.reward_models.config import choices_for, overrides_clean
 
-    choices = choices_for(overrides_clean(r.config.get("reward_config") or {}))
+    overrides = overrides_clean(r.config.get("reward_config") or {})
     cutoff = preference_cutoff(project=r.project)
-    snapshot = preference_snapshot(project=r.project, cutoff_id=cutoff, choices=choices)
+    snapshot = preference_snapshot(
+        project=r.project,
+        cutoff_id=cutoff,
+        choices=choices_for(overrides),
+        gold=overrides.get("gold", "exclude"),
+    )
     return reward_run_same_snapshot(project=r.project, sha256=snapshot.sha256)
 
 

@@ -34,6 +34,38 @@ RESPONSE_FILLER = (
 )
 
 
+HH_FILE = REPO_ROOT / "tests" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+
+
+def hh_pairs() -> list[dict]:
+    """The HH harmless test pairs in file order, through the importer's parser, as
+    {messages, chosen, rejected, transcript}; pairs it refuses, with an empty side or the same
+    text on both sides, are left out."""
+    import gzip
+    import json
+
+    from annotation.formats import split_hh_pair
+
+    out = []
+    with gzip.open(HH_FILE, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            try:
+                messages, chosen, rejected = split_hh_pair(row["chosen"], row["rejected"])
+            except ValueError:
+                continue
+            if chosen.strip() and rejected.strip() and chosen != rejected:
+                out.append(
+                    {
+                        "messages": messages,
+                        "chosen": chosen,
+                        "rejected": rejected,
+                        "transcript": row["chosen"],
+                    }
+                )
+    return out
+
+
 def filler_response(label: str, times: int) -> str:
     """`label`, then RESPONSE_FILLER `times` over: a response of a realistic length."""
     return f"{label}. " + " ".join([RESPONSE_FILLER] * times)

@@ -46,10 +46,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import database_recreate, database_url_with_name, fmt, peak_rss_mb, print_table  # noqa: E402
+from bench.common import HH_FILE, database_recreate, database_url_with_name, fmt, peak_rss_mb, print_table  # noqa: E402
 
 DB_NAME = "bench_loop"
-HH_FILE = REPO / "tests" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 HUMAN, ASSISTANT = "\n\nHuman: ", "\n\nAssistant:"
 
 

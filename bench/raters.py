@@ -47,8 +47,6 @@ rm_acc_clean=<a> rm_acc_all=<b> rm_acc_trusted=<c> rm_acc_weighted=<d>`.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import random
 import statistics
@@ -64,9 +62,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import DEFAULT_DATABASE_URL, bench_database, fmt, print_table  # noqa: E402
+from bench.common import DEFAULT_DATABASE_URL, bench_database, fmt, hh_pairs, print_table  # noqa: E402
 
-DATA = REPO_ROOT / "tests" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 KINDS = (("careful", 28), ("random", 4), ("left", 4), ("too_fast", 4))
 BAD = {"random", "left", "too_fast"}
 REFRESH_EVERY = 40
@@ -83,18 +80,7 @@ class SimRater:
 
 
 def load_hh(seed: int) -> list[dict]:
-    from annotation.formats import split_hh_pair
-
-    out = []
-    with gzip.open(DATA, "rt") as fh:
-        for line in fh:
-            row = json.loads(line)
-            try:
-                messages, chosen, rejected = split_hh_pair(row["chosen"], row["rejected"])
-            except ValueError:
-                continue
-            if chosen.strip() and rejected.strip() and chosen != rejected:
-                out.append({"messages": messages, "chosen": chosen, "rejected": rejected})
+    out = [{k: p[k] for k in ("messages", "chosen", "rejected")} for p in hh_pairs()]
     random.Random(seed).shuffle(out)
     return out
 

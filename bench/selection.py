@@ -40,8 +40,6 @@ ci_low=... ci_high=... labels_ratio_ensemble=... total_s=...`.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import random
 import sys
@@ -53,8 +51,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import fmt, print_table  # noqa: E402
-from bench.loop import HH_FILE, opening_question  # noqa: E402
+from bench.common import HH_FILE, fmt, hh_pairs, print_table  # noqa: E402
+from bench.loop import opening_question  # noqa: E402
 from bench.raters import paired_difference  # noqa: E402
 
 STRATEGIES = ("random", "uncertain", "ensemble")
@@ -62,19 +60,14 @@ STRATEGIES = ("random", "uncertain", "ensemble")
 
 def load_pairs(limit: int | None) -> list[dict]:
     """HH pairs as {question, messages, chosen, rejected} (the importer's parser)."""
-    from annotation.formats import split_hh_pair
-
-    out = []
-    with gzip.open(HH_FILE, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            try:
-                messages, chosen, rejected = split_hh_pair(row["chosen"], row["rejected"])
-            except ValueError:
-                continue
-            if messages and chosen.strip() and rejected.strip() and chosen != rejected:
-                q = opening_question(row["chosen"])
-                out.append({"question": q, "messages": messages, "chosen": chosen, "rejected": rejected})
+    out = [
+        {
+            "question": opening_question(p["transcript"]),
+            **{k: p[k] for k in ("messages", "chosen", "rejected")},
+        }
+        for p in hh_pairs()
+        if p["messages"]
+    ]
     return out[:limit] if limit else out
 
 

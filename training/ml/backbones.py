@@ -151,24 +151,34 @@ def forward_logits(model, sequences: Sequence[Sequence[int]], pad_id: int):
     return model(input_ids=ids, attention_mask=mask).logits
 
 
-def predict(model, sequences: Sequence[Sequence[int]], pad_id: int, batch_size: int = 32):
-    """Logits (n, num_labels) in input order: no grad, batches of similar length."""
+def rows_by_length(model, sequences: Sequence[Sequence[int]], batch_size: int, rows_of, width: int):
+    """(n, width) tensor in input order of `rows_of(chunk_sequences)` (one row per sequence),
+    run with no grad in eval mode over batches of similar length (less padding); the model's
+    train/eval mode is restored after."""
     import torch
 
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     out = [None] * len(sequences)
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            logits = forward_logits(model, [sequences[i] for i in chunk], pad_id).float()
-            for row, i in enumerate(chunk):
-                out[i] = logits[row]
-    model.train(was_training)
-    if not out:
-        return torch.zeros((0, model.config.num_labels))
-    return torch.stack(out)
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                rows = rows_of([sequences[i] for i in chunk])
+                for row, i in enumerate(chunk):
+                    out[i] = rows[row]
+    finally:
+        model.train(was_training)
+    return torch.stack(out) if out else torch.zeros((0, width))
+
+
+def predict(model, sequences: Sequence[Sequence[int]], pad_id: int, batch_size: int = 32):
+    """Logits (n, num_labels) in input order: no grad, batches of similar length."""
+    return rows_by_length(
+        model, sequences, batch_size, lambda chunk: forward_logits(model, chunk, pad_id).float(),
+        model.config.num_labels,
+    )  # fmt: skip
 
 
 def disable_dropout(model) -> None:

@@ -141,24 +141,15 @@ def _backbone(model):
 def pooled_features(model, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 32):
     """(n, d): the mean of the backbone's last hidden states over each text's real tokens, in
     input order (no grad, batches of similar length, left truncation as the reward model)."""
-    import torch
-
     from training.ml import backbones
 
-    ids = backbones.encode(tokenizer, list(texts), max_length)
     body = _backbone(model)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = [None] * len(ids)
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            input_ids, mask = backbones.pad([ids[i] for i in chunk], tokenizer.pad_token_id)
-            hidden = body(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-            for row, i in enumerate(chunk):
-                out[i] = pooled[row]
-    model.train(was_training)
-    return torch.stack(out) if out else torch.zeros((0, model.config.hidden_size))
+
+    def pooled(chunk):
+        input_ids, mask = backbones.pad(chunk, tokenizer.pad_token_id)
+        hidden = body(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    ids = backbones.encode(tokenizer, list(texts), max_length)
+    return backbones.rows_by_length(model, ids, batch_size, pooled, model.config.hidden_size)

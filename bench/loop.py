@@ -25,6 +25,10 @@ reward model could reach).
     .venv/bin/python -m bench.loop                       # the issue's scale (slow on 2 cores)
     .venv/bin/python -m bench.loop --small               # a smoke run: minutes
 
+Then bench/loop_report.py's table on the same samples: the oracle's win rate controlled for
+length and on the pairs where both responses ended, and a judge of another family (bag of
+words); `--dump` keeps the samples so that report can be re-run alone.
+
 Last line: `bench loop: winrate_r1=... ci_low_r3=... offline_winrate=... unsafe_r0=...
 unsafe_r3=... truncated_r3=... total_s=... peak_rss_mb=...`.
 """
@@ -298,6 +302,8 @@ def evaluate_all(
             "proxy": [_norm.z(x) for x in proxy],
             "unsafe": [p > 0.5 for p in harm.score(flat_prompts, texts)],
             "truncated": [c.finish_reason == "length" for c in flat],
+            "tokens": [c.num_tokens for c in flat],
+            "text": texts,
             "kl": [kl_k3(a, b) for a, b in zip(own, ref, strict=True)],
             "prompt": [i for i, g in enumerate(groups) for _ in g],
             "seconds": time.perf_counter() - t0,
@@ -357,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per generate call")
     parser.add_argument("--learning-rate", type=float, default=None, help="DPO lr (default: the project's)")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--dump",
+        default=None,
+        help="JSON file for the evaluation samples and their scores (default: var/bench/loop-<time>.json)",
+    )
     parser.add_argument(
         "--strategy",
         default=None,
@@ -468,6 +479,21 @@ def main(argv: list[str] | None = None) -> int:
         checkpoints, base_path, eval_prompts, project, oracle_result.model_dir, harm_dir, args, max_tokens
     )
 
+    dump = Path(args.dump or REPO / "var" / "bench" / f"loop-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    dump.parent.mkdir(parents=True, exist_ok=True)
+    dump.write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "eval_prompts": split["eval"],
+                "judge_lines": split["judge"],
+                "results": results,
+            },
+            default=float,
+        )
+    )
+    print(f"samples and scores: {dump}", file=sys.stderr)
+
     from training.ml.stats import wilson_interval
 
     rows, line = [], {}
@@ -530,6 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"ceiling: best-of-{args.eval_samples} of the base under the project's reward model, oracle win rate vs base = {ceiling.value:.3f} [{ceiling.low:.3f}, {ceiling.high:.3f}]"
     )
+    from bench.loop_report import report
+
+    print(report(results, split["judge"]))
     print(f"load: {load}")
     wr = {k: v[0] for k, v in line.items()}
     last = f"r{args.rounds}"

@@ -27,7 +27,9 @@ reward model could reach).
 
 Then bench/loop_report.py's table on the same samples: the oracle's win rate controlled for
 length and on the pairs where both responses ended, and a judge of another family (bag of
-words); `--dump` keeps the samples so that report can be re-run alone.
+words); `--dump` keeps the samples so that report can be re-run alone. And
+bench/loop_candidates.py's table: how often each round's shaped reward agreed with the oracle
+on the round's own candidates (what limits the update).
 
 Last line: `bench loop: winrate_r1=... ci_low_r3=... offline_winrate=... unsafe_r0=...
 unsafe_r3=... truncated_r3=... total_s=... peak_rss_mb=...`.
@@ -559,6 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     from bench.loop_report import report
 
     print(report(results, split["judge"]))
+    from bench.loop_candidates import report as candidates_report
+
+    print(candidates_report(project, str(oracle_result.model_dir)))
     print(f"load: {load}")
     wr = {k: v[0] for k, v in line.items()}
     last = f"r{args.rounds}"

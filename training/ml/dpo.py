@@ -210,7 +210,7 @@ def _dpo_args(config: DPOUpdateConfig, scratch: str):
         gradient_accumulation_steps=accumulate,
         # The reference's log-probabilities once, before training: then the reference model can
         # leave memory (dpo_update drops it) and an epoch after the first costs no reference pass.
-        precompute_ref_log_probs=True,
+        precompute_ref_log_probs=config.precompute_reference,
         precompute_ref_batch_size=config.batch_size,
         max_length=config.max_length,
         truncation_mode="keep_start",
@@ -303,9 +303,10 @@ def dpo_update(
         trainer.remove_callback(PrinterCallback)  # progress goes through on_progress, not stdout
         # The reference's log-probabilities are in the dataset now (precompute_ref_log_probs):
         # free its weights before the policy's gradients and optimiser state are allocated.
-        trainer.ref_model = None
-        del reference
-        gc.collect()
+        if config.precompute_reference:
+            trainer.ref_model = None
+            del reference
+            gc.collect()
         started = time.perf_counter()
         output = trainer.train()
         train_seconds = time.perf_counter() - started

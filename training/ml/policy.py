@@ -84,6 +84,9 @@ class DPOUpdateConfig:
                        while the activations (the logits above all: pairs x 2 x tokens x
                        vocabulary floats) take a fraction of the memory. The largest divisor
                        of batch_size that is not above it is used.
+    precompute_reference  the reference's log-probabilities computed once before training, then
+                       the reference model freed (False: kept, one reference pass per step;
+                       bench/dpo_update.py's baseline).
     """
 
     beta: float = 0.1
@@ -96,6 +99,7 @@ class DPOUpdateConfig:
     max_steps: int | None = None
     threads: int | None = None
     micro_batch_size: int = 2
+    precompute_reference: bool = True
 
     def __post_init__(self):
         if self.beta <= 0:

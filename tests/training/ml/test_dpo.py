@@ -174,3 +174,8 @@ def test_the_reference_log_probabilities_come_from_the_reference(policy_dir, tmp
     progress: list[TrainingProgress] = []
     dpo_update(policy_dir, other, PAIRS, CONFIG, tmp_path / "out", on_progress=progress.append)
     assert abs(progress[1].loss - math.log(2)) > 1e-3
+    # The same losses as with the reference kept in memory and run at every step.
+    kept: list[TrainingProgress] = []
+    config = replace(CONFIG, precompute_reference=False)
+    dpo_update(policy_dir, other, PAIRS, config, tmp_path / "kept", on_progress=kept.append)
+    assert [p.loss for p in kept[1:]] == pytest.approx([p.loss for p in progress[1:]], abs=1e-5)

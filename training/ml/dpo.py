@@ -10,6 +10,7 @@ scratch output goes to a temporary folder that is removed afterwards.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import tempfile
@@ -198,13 +199,19 @@ def _dpo_args(config: DPOUpdateConfig, scratch: str):
     """TRL's DPOConfig for one update on the CPU: scratch output, nothing saved or reported."""
     from trl import DPOConfig
 
+    micro, accumulate = config.accumulation
     return DPOConfig(
         output_dir=scratch,
         beta=config.beta,
         learning_rate=config.learning_rate,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps if config.max_steps is not None else -1,
-        per_device_train_batch_size=config.batch_size,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accumulate,
+        # The reference's log-probabilities once, before training: then the reference model can
+        # leave memory (dpo_update drops it) and an epoch after the first costs no reference pass.
+        precompute_ref_log_probs=config.precompute_reference,
+        precompute_ref_batch_size=config.batch_size,
         max_length=config.max_length,
         truncation_mode="keep_start",
         seed=config.seed,
@@ -294,6 +301,12 @@ def dpo_update(
             callbacks=[hooks],
         )
         trainer.remove_callback(PrinterCallback)  # progress goes through on_progress, not stdout
+        # The reference's log-probabilities are in the dataset now (precompute_ref_log_probs):
+        # free its weights before the policy's gradients and optimiser state are allocated.
+        if config.precompute_reference:
+            trainer.ref_model = None
+            del reference
+            gc.collect()
         started = time.perf_counter()
         output = trainer.train()
         train_seconds = time.perf_counter() - started

@@ -79,6 +79,14 @@ class DPOUpdateConfig:
     seed               seeds data order and dropout.
     max_steps          stop after this many optimiser steps (None: run the epochs).
     threads            torch CPU threads (None: leave torch's default).
+    micro_batch_size   pairs per forward/backward pass; an optimiser step still averages
+                       `batch_size` pairs (gradient accumulation), so the update is the same
+                       while the activations (the logits above all: pairs x 2 x tokens x
+                       vocabulary floats) take a fraction of the memory. The largest divisor
+                       of batch_size that is not above it is used.
+    precompute_reference  the reference's log-probabilities computed once before training, then
+                       the reference model freed (False: kept, one reference pass per step;
+                       bench/dpo_update.py's baseline).
     """
 
     beta: float = 0.1
@@ -90,6 +98,8 @@ class DPOUpdateConfig:
     seed: int = 0
     max_steps: int | None = None
     threads: int | None = None
+    micro_batch_size: int = 2
+    precompute_reference: bool = True
 
     def __post_init__(self):
         if self.beta <= 0:
@@ -102,6 +112,16 @@ class DPOUpdateConfig:
             raise ValueError("max_prompt_length must be smaller than max_length")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be at least 1 or None, not {self.max_steps}")
+        if self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be at least 1, not {self.micro_batch_size}")
+
+    @property
+    def accumulation(self) -> tuple[int, int]:
+        """(pairs per pass, passes per optimiser step)."""
+        micro = max(
+            d for d in range(1, min(self.micro_batch_size, self.batch_size) + 1) if self.batch_size % d == 0
+        )
+        return micro, self.batch_size // micro
 
     def as_dict(self) -> dict:
         return asdict(self)

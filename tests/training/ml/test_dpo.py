@@ -1,8 +1,10 @@
 """DPO policy update on a tiny model built in code: it learns, writes atomically, and cancels cleanly."""
 
 import math
+from dataclasses import replace
 
 import pytest
+import torch
 
 from training.ml.checkpoints import dir_sha256
 from training.ml.dpo import DPOUpdateConfig, PolicyPair, dpo_update, fit_prompt
@@ -143,3 +145,37 @@ def test_a_truncated_side_is_trained_as_an_open_prefix_without_an_end_of_turn(po
     assert closed > eos_after_chosen(policy_dir) + 0.1  # measured: +0.16 (6 steps)
     assert opened < closed - 0.3  # measured: 0.61 below
     assert margin(as_open.model_dir, PAIRS) > margin(policy_dir, PAIRS)  # it still learned the pairs
+
+
+def _weights(model_dir):
+    model, _ = load_policy(model_dir)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_micro_batches_give_the_same_update_as_one_batch(policy_dir, tmp_path):
+    # Gradient accumulation over two passes of one pair must step exactly like one pass of two.
+    whole = dpo_update(policy_dir, policy_dir, PAIRS, replace(CONFIG, micro_batch_size=2), tmp_path / "whole")
+    split = dpo_update(policy_dir, policy_dir, PAIRS, replace(CONFIG, micro_batch_size=1), tmp_path / "split")
+    assert whole.steps == split.steps == 2
+    a, b = _weights(whole.model_dir), _weights(split.model_dir)
+    base = _weights(policy_dir)
+    assert any(not torch.equal(a[k], base[k]) for k in a)  # it did move
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    assert DPOUpdateConfig(batch_size=4, micro_batch_size=2).accumulation == (2, 2)
+    assert DPOUpdateConfig(batch_size=3, micro_batch_size=2).accumulation == (1, 3)
+    assert DPOUpdateConfig(batch_size=2, micro_batch_size=8).accumulation == (2, 1)
+
+
+def test_the_reference_log_probabilities_come_from_the_reference(policy_dir, tmp_path):
+    # They are computed once before training and the reference model is then dropped: the first
+    # step's loss must still compare the policy with the reference, not with itself (log 2).
+    other = save_tiny_policy(tmp_path / "other", seed=5)
+    progress: list[TrainingProgress] = []
+    dpo_update(policy_dir, other, PAIRS, CONFIG, tmp_path / "out", on_progress=progress.append)
+    assert abs(progress[1].loss - math.log(2)) > 1e-3
+    # The same losses as with the reference kept in memory and run at every step.
+    kept: list[TrainingProgress] = []
+    config = replace(CONFIG, precompute_reference=False)
+    dpo_update(policy_dir, other, PAIRS, config, tmp_path / "kept", on_progress=kept.append)
+    assert [p.loss for p in kept[1:]] == pytest.approx([p.loss for p in progress[1:]], abs=1e-5)

@@ -1,12 +1,9 @@
 """Project membership: raters and researchers see, rate and export only their projects; ops
-(and superusers) see every project; ops add and remove members (page, API); the migration made
-every user with a role a member of every project that existed."""
+(and superusers) see every project; ops add and remove members (page, API)."""
 
-import importlib
 import uuid
 
 import pytest
-from django.apps import apps
 from django.test import Client
 
 from annotation.models import Assignment, Export, Preference, ProjectMember
@@ -33,17 +30,6 @@ def two_projects(make_user, make_project):
     rater = make_user("rater", projects=[mine])
     researcher = make_user("researcher", projects=[mine])
     return mine, theirs, rater, researcher
-
-
-@pytest.mark.django_db
-def test_the_migration_makes_every_user_with_a_role_a_member_of_every_project(make_user, make_project):
-    migration = importlib.import_module("annotation.migrations.0002_members_rater_quality")
-    project = make_project(members=[])
-    with_role = [make_user(role, projects=[]) for role in ("rater", "researcher", "ops")]
-    nobody = make_user(None)
-    migration.members_from_roles(apps, None)
-    members = set(ProjectMember.objects.filter(project=project).values_list("user_id", flat=True))
-    assert members == {u.pk for u in with_role} and nobody.pk not in members
 
 
 @pytest.mark.django_db

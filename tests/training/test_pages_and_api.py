@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 from annotation.services.preference_imports import preferences_import
 from tests.support import assert_ops_only
 from training.models import RewardModel
+from training.services.reward_models import MODE_OVERRIDES
 
 
 def import_pairs(project, n: int):
@@ -211,6 +212,25 @@ def test_command_trains_in_process_with_a_progress_bar(
     assert queued.status == "queued" and queued.config == {"epochs": 1, "gold": "exclude"}
     with pytest.raises(CommandError, match="No project"):
         call_command("train_reward_model", project="no-such-project", sync=True)
+
+
+@pytest.mark.django_db
+def test_command_takes_every_run_mode_from_the_command_line(make_project):
+    project = make_project()
+    import_pairs(project, 2)
+    modes = ["--tie-mode", "equal", "--both-bad-mode", "equal", "--pooling", "mean"]
+    modes += ["--vote-weights", "trust", "--gold", "include"]
+    call_command("train_reward_model", "--project", project.slug, "--worker", "--no-wait", *modes)
+    config = RewardModel.objects.get(project=project).config
+    assert {k: config[k] for k in MODE_OVERRIDES} == {
+        "tie_mode": "equal",
+        "both_bad_mode": "equal",
+        "pooling": "mean",
+        "vote_weights": "trust",
+        "gold": "include",
+    }
+    with pytest.raises(CommandError, match="invalid choice"):
+        call_command("train_reward_model", "--project", project.slug, "--worker", "--gold", "some")
 
 
 def _round(project, **fields):

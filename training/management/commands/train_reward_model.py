@@ -14,7 +14,7 @@ from tqdm import tqdm
 from annotation.management.shared import ProjectCommand, service_errors
 from training.models import RewardModel
 from training.services.reward_models import (
-    POOLING_SETTINGS,
+    MODE_OVERRIDES,
     reward_model_cancel,
     reward_model_run_create,
     reward_model_train,
@@ -32,6 +32,11 @@ OPTIONS = {  # option -> (config key, type)
     "seed": int,
     "threads": int,
     "min_trust": float,
+}
+MODE_HELP = {  # the help of the run's modes (MODE_OVERRIDES: option -> choices) that need one
+    "pooling": "Scoring head: the model's own, a mean-pooled one, or auto (the default).",
+    "vote_weights": "trust: weight each person's vote in the loss by their rater's trust.",
+    "gold": "Votes on gold pairs: left out (the default, as in exports) or trained on.",
 }
 
 
@@ -61,34 +66,12 @@ class Command(ProjectCommand):
         )
         for name, kind in OPTIONS.items():
             parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, dest=name)
-        parser.add_argument("--tie-mode", choices=("drop", "equal"), default=None, dest="tie_mode")
-        parser.add_argument("--both-bad-mode", choices=("drop", "equal"), default=None, dest="both_bad_mode")
-        parser.add_argument(
-            "--pooling",
-            choices=POOLING_SETTINGS,
-            default=None,
-            help="Scoring head: the model's own, a mean-pooled one, or auto (the default).",
-        )
-        parser.add_argument(
-            "--vote-weights",
-            choices=("none", "trust"),
-            default=None,
-            dest="vote_weights",
-            help="trust: weight each person's vote in the loss by their rater's trust.",
-        )
-        parser.add_argument(
-            "--gold",
-            choices=("exclude", "include"),
-            default=None,
-            help="Votes on gold pairs: left out (the default, as in exports) or trained on.",
-        )
+        for name, choices in MODE_OVERRIDES.items():
+            flag = "--" + name.replace("_", "-")
+            parser.add_argument(flag, choices=choices, default=None, dest=name, help=MODE_HELP.get(name))
 
     def handle_project(self, target, *, sync, worker: bool, no_wait: bool, backbone, **options):
-        overrides = {
-            k: options[k]
-            for k in (*OPTIONS, "tie_mode", "both_bad_mode", "pooling", "vote_weights", "gold")
-            if options.get(k) is not None
-        }
+        overrides = {k: options[k] for k in (*OPTIONS, *MODE_OVERRIDES) if options.get(k) is not None}
         if not worker and not sync:
             sync = not worker_available()
             if sync:

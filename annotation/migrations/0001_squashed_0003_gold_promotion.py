@@ -1,6 +1,11 @@
-# The landed migrations 0001-0008 squashed into one (their files are gone: a database that applied
-# all of them is already here; a fresh one builds this). Data backfills of the old chain ran on
-# the rows that existed then and are left out; the role groups are still created.
+# The released chain squashed into one: 0001_squashed_0008 (itself the landed 0001-0008),
+# 0002_members_rater_quality and 0003_gold_promotion. Their files are gone; `replaces` names the
+# migrations a database records when it applies them (a squash records the names it replaces),
+# so a database that applied the whole chain, from the old files or the squashed ones, sees this
+# as applied, and a fresh one builds it. Written from the models (makemigrations on an empty
+# folder), so it is the schema the chain ends in. Data migrations that only rewrote rows which
+# existed then (0002's members_from_roles: every user with a role a member of every existing
+# project) are left out: a fresh database has no such rows. The role groups are still created.
 
 import annotation.models
 import django.db.models.deletion
@@ -42,6 +47,8 @@ class Migration(migrations.Migration):
         ('annotation', '0006_exports_imported_side'),
         ('annotation', '0007_rater_revisions'),
         ('annotation', '0008_ops_content_key'),
+        ('annotation', '0002_members_rater_quality'),
+        ('annotation', '0003_gold_promotion'),
     ]
 
     dependencies = [
@@ -113,11 +120,32 @@ class Migration(migrations.Migration):
                 ('lease_seconds', models.PositiveIntegerField(default=300)),
                 ('export_secret', models.CharField(default=annotation.models.new_secret, editable=False, max_length=64)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('gold_every', models.PositiveSmallIntegerField(db_default=20, default=20)),
+                ('reading_cps', models.FloatField(db_default=25.0, default=25.0)),
+                ('too_fast_fraction', models.FloatField(db_default=0.5, default=0.5)),
+                ('trust_review', models.FloatField(db_default=0.5, default=0.5)),
+                ('trust_pause', models.FloatField(db_default=0.05, default=0.05)),
+                ('quality_min_votes', models.PositiveSmallIntegerField(db_default=10, default=10)),
+                ('vote_floor_ms', models.PositiveIntegerField(db_default=1000, default=annotation.models.default_vote_floor_ms)),
             ],
             options={
                 'permissions': [('rate', 'Can rate comparisons'), ('read_data', 'Can read preference data and export it'), ('operate', 'Can manage projects, imports and rounds')],
                 'constraints': [models.CheckConstraint(condition=models.Q(('overlap__gte', 1)), name='project_overlap_gte_1'), models.CheckConstraint(condition=models.Q(('lease_seconds__gte', 10)), name='project_lease_gte_10')],
             },
+        ),
+        migrations.CreateModel(
+            name='GoldPromotion',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('choice', models.CharField(max_length=8)),
+                ('votes', models.PositiveIntegerField()),
+                ('agreement', models.FloatField()),
+                ('agreement_low', models.FloatField()),
+                ('at', models.DateTimeField(auto_now_add=True)),
+                ('by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('comparison', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='annotation.comparison')),
+                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='annotation.project')),
+            ],
         ),
         migrations.CreateModel(
             name='Export',
@@ -168,6 +196,16 @@ class Migration(migrations.Migration):
             ],
         ),
         migrations.CreateModel(
+            name='ProjectMember',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('added_at', models.DateTimeField(auto_now_add=True)),
+                ('added_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='members', to='annotation.project')),
+                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='project_memberships', to=settings.AUTH_USER_MODEL)),
+            ],
+        ),
+        migrations.CreateModel(
             name='Prompt',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
@@ -184,6 +222,37 @@ class Migration(migrations.Migration):
             model_name='comparison',
             name='prompt',
             field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='comparisons', to='annotation.prompt'),
+        ),
+        migrations.CreateModel(
+            name='RaterState',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('state', models.CharField(choices=[('active', 'Active'), ('review', 'Under review'), ('paused', 'Paused')], default='active', max_length=8)),
+                ('trust', models.FloatField(default=1.0)),
+                ('likeliest', models.CharField(blank=True, max_length=16)),
+                ('votes', models.PositiveIntegerField(default=0)),
+                ('numbers', models.JSONField(blank=True, default=dict)),
+                ('history', models.JSONField(blank=True, default=list)),
+                ('reason', models.CharField(blank=True, max_length=500)),
+                ('pinned', models.BooleanField(default=False)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='annotation.project')),
+                ('rater', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
+            ],
+        ),
+        migrations.CreateModel(
+            name='RaterStateChange',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('old_state', models.CharField(max_length=8)),
+                ('new_state', models.CharField(max_length=8)),
+                ('trust', models.FloatField()),
+                ('reason', models.CharField(max_length=500)),
+                ('at', models.DateTimeField(auto_now_add=True)),
+                ('by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='annotation.project')),
+                ('rater', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
+            ],
         ),
         migrations.CreateModel(
             name='Response',
@@ -286,12 +355,28 @@ class Migration(migrations.Migration):
             constraint=models.CheckConstraint(condition=models.Q(models.Q(('rater__isnull', True), ('state', 'open')), models.Q(('rater__isnull', False), ('state__in', ['leased', 'done'])), _connector='OR'), name='assignment_state_rater_consistent'),
         ),
         migrations.AddConstraint(
+            model_name='projectmember',
+            constraint=models.UniqueConstraint(fields=('project', 'user'), name='project_member_unique'),
+        ),
+        migrations.AddConstraint(
             model_name='prompt',
             constraint=models.UniqueConstraint(fields=('project', 'content_hash'), name='prompt_unique_per_project'),
+        ),
+        migrations.AddConstraint(
+            model_name='raterstate',
+            constraint=models.UniqueConstraint(fields=('project', 'rater'), name='rater_state_unique'),
+        ),
+        migrations.AddConstraint(
+            model_name='raterstate',
+            constraint=models.CheckConstraint(condition=models.Q(('state__in', ['active', 'review', 'paused'])), name='rater_state_valid'),
         ),
         migrations.AddIndex(
             model_name='comparison',
             index=models.Index(fields=['project', 'created_at'], name='annotation__project_44df19_idx'),
+        ),
+        migrations.AddIndex(
+            model_name='comparison',
+            index=models.Index(condition=models.Q(('gold_choice', ''), _negated=True), fields=['project'], name='comparison_gold_idx'),
         ),
         migrations.AddConstraint(
             model_name='comparison',

@@ -1,6 +1,15 @@
-# The landed migrations 0001-0007 squashed into one (their files are gone: a database that applied
-# all of them is already here; a fresh one builds this). Data backfills of the old chain ran on
-# the rows that existed then and are left out.
+# The released chain squashed into one: 0001_squashed_0007 (itself the landed 0001-0007),
+# 0002_shaping_units_data_recipe, 0003_round_names_candidates_pairs_sampled_from and
+# 0004_round_strategy_ensemble. Their files are gone; `replaces` names the migrations a database
+# records when it applies them, so a database that applied the whole chain, from the old files or
+# the squashed ones, sees this as applied, and a fresh one builds it. Written from the models
+# (makemigrations on an empty folder), so it is the schema the chain ends in. Data migrations
+# that only rewrote rows which existed then are left out, a fresh database having none: 0002's
+# move of round settings still at the old defaults to the new ones, 0003's rewrite of
+# "old"/"new" to "policy_in"/"policy_out" and of `n`/`budget` in each round's config.
+# One difference from a database the old chain built: there the implicit checks of two renamed
+# positive columns keep the names they had (training_roundsettings_n_check / _budget_check); here
+# they are named after their columns. Same checks; Django finds them by column, not by name.
 
 import django.db.models.deletion
 import training.models.rounds
@@ -20,10 +29,13 @@ class Migration(migrations.Migration):
         ('training', '0005_judges_evaluations_gates'),
         ('training', '0006_ops_every_hours'),
         ('training', '0007_ops_ticks_retention'),
+        ('training', '0002_shaping_units_data_recipe'),
+        ('training', '0003_round_names_candidates_pairs_sampled_from'),
+        ('training', '0004_round_strategy_ensemble'),
     ]
 
     dependencies = [
-        ('annotation', '0001_squashed_0008'),
+        ('annotation', '0001_squashed_0003_gold_promotion'),
         ('django_celery_beat', '0019_alter_periodictasks_options'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
@@ -167,6 +179,7 @@ class Migration(migrations.Migration):
                 ('prompt_ids', models.JSONField(blank=True, default=list)),
                 ('steps', models.JSONField(blank=True, default=dict)),
                 ('metrics', models.JSONField(blank=True, default=dict)),
+                ('trained_vote_ids', models.JSONField(blank=True, default=list)),
                 ('evaluation_state', models.CharField(blank=True, choices=[('', '—'), ('awaiting', 'awaiting evaluation'), ('passed', 'evaluation passed'), ('failed', 'evaluation failed'), ('not_needed', 'no evaluation (gate: always)')], max_length=12)),
                 ('gate', models.JSONField(blank=True, default=dict)),
                 ('policy_in', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='rounds_sampled', to='training.policycheckpoint')),
@@ -240,7 +253,7 @@ class Migration(migrations.Migration):
             name='RoundCandidate',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('generation', models.CharField(choices=[('old', 'Old'), ('new', 'New')], default='old', max_length=4)),
+                ('sampled_from', models.CharField(choices=[('policy_in', 'input policy'), ('policy_out', 'updated policy')], default='policy_in', max_length=10)),
                 ('candidate_index', models.PositiveSmallIntegerField()),
                 ('num_tokens', models.PositiveIntegerField(default=0)),
                 ('finish_reason', models.CharField(blank=True, max_length=8)),
@@ -250,6 +263,7 @@ class Migration(migrations.Migration):
                 ('blocked', models.BooleanField(default=False)),
                 ('blocked_reason', models.CharField(blank=True, max_length=300)),
                 ('reward', models.FloatField(blank=True, null=True)),
+                ('reward_z', models.FloatField(blank=True, null=True)),
                 ('shaped_reward', models.FloatField(blank=True, null=True)),
                 ('policy', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='training.policycheckpoint')),
                 ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='annotation.prompt')),
@@ -261,8 +275,9 @@ class Migration(migrations.Migration):
             name='RoundPair',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('strategy', models.CharField(choices=[('new_vs_old', "New policy's best vs previous policy's best"), ('uncertain', 'Two new candidates with the smallest reward gap')], max_length=16)),
+                ('strategy', models.CharField(choices=[('new_vs_old', "New policy's best vs previous policy's best"), ('uncertain', 'The pair the reward model is least sure of (ε-greedy exploration)'), ('ensemble', "The pair the reward model's head ensemble disagrees about most (ε-greedy)"), ('random', 'A random pair (baseline)')], max_length=16)),
                 ('reward_gap', models.FloatField(blank=True, null=True)),
+                ('reason', models.CharField(blank=True, max_length=500)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('candidate_a', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='training.roundcandidate')),
                 ('candidate_b', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='training.roundcandidate')),
@@ -275,20 +290,24 @@ class Migration(migrations.Migration):
             name='RoundSettings',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('prompts_per_round', models.PositiveIntegerField(default=16)),
-                ('n', models.PositiveSmallIntegerField(default=4, help_text='Candidates per prompt.')),
+                ('prompts_per_round', models.PositiveIntegerField(default=32)),
+                ('candidates_per_prompt', models.PositiveSmallIntegerField(default=4, help_text='Responses sampled per prompt, among which the round picks its pairs.')),
                 ('temperature', models.FloatField(default=0.8)),
                 ('top_p', models.FloatField(default=0.95)),
-                ('max_new_tokens', models.PositiveIntegerField(default=64)),
-                ('toxicity_threshold', models.FloatField(default=0.5, help_text='Block candidates above this toxicity.')),
-                ('toxicity_lambda', models.FloatField(default=10.0, help_text='λ in reward − λ·toxicity.')),
+                ('max_new_tokens', models.PositiveIntegerField(default=256, help_text='Token limit per candidate; generation stops earlier at the end of turn.')),
+                ('toxicity_threshold', models.FloatField(default=0.5, help_text='Block candidates whose calibrated p(unsafe) is above this.')),
+                ('toxicity_lambda', models.FloatField(default=1.0, help_text="λ in shaped = z(reward) − λ·p(unsafe); z in the reward model's sd units.")),
+                ('missing_eos_penalty', models.FloatField(default=1.0, help_text="Subtracted (in z units) from a candidate that hit the token limit; never DPO's chosen.")),
+                ('vote_max_uses', models.PositiveSmallIntegerField(default=2, help_text='Policy updates a human vote is trained in, at most (newest votes first).')),
+                ('explore_rate', models.FloatField(default=0.1, help_text='Pair selection: probability of a random pair instead of the most uncertain / disputed.')),
+                ('human_pairs_ratio', models.FloatField(default=0.5, help_text='Human-vote pairs per update, at most this many per fresh on-policy pair.')),
                 ('blocklist', models.TextField(blank=True, help_text='One word or phrase per line; /regex/ for a regex.')),
-                ('budget', models.PositiveIntegerField(default=16, help_text='Pairs published to the rating queue per round.')),
-                ('strategy', models.CharField(choices=[('new_vs_old', "New policy's best vs previous policy's best"), ('uncertain', 'Two new candidates with the smallest reward gap')], default='new_vs_old', max_length=16)),
+                ('pairs_to_publish', models.PositiveIntegerField(default=16, help_text='Pairs a round publishes to the rating queue, at most (one per prompt).')),
+                ('strategy', models.CharField(choices=[('new_vs_old', "New policy's best vs previous policy's best"), ('uncertain', 'The pair the reward model is least sure of (ε-greedy exploration)'), ('ensemble', "The pair the reward model's head ensemble disagrees about most (ε-greedy)"), ('random', 'A random pair (baseline)')], default='new_vs_old', max_length=16)),
                 ('priority', models.IntegerField(default=100, help_text='Queue priority of published pairs (every round the same: older pairs serve first).')),
                 ('beta', models.FloatField(default=0.1)),
-                ('learning_rate', models.FloatField(default=1e-06)),
-                ('dpo_epochs', models.PositiveSmallIntegerField(default=1)),
+                ('learning_rate', models.FloatField(default=5e-06)),
+                ('dpo_epochs', models.PositiveSmallIntegerField(default=2)),
                 ('dpo_batch_size', models.PositiveSmallIntegerField(default=4)),
                 ('dpo_max_steps', models.PositiveIntegerField(blank=True, null=True)),
                 ('reward_config', models.JSONField(blank=True, default=dict, help_text='Overrides for the reward-model run a round starts first.')),
@@ -412,11 +431,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='roundcandidate',
-            index=models.Index(fields=['round', 'generation'], name='round_candidate_gen_idx'),
+            index=models.Index(fields=['round', 'sampled_from'], name='round_candidate_gen_idx'),
         ),
         migrations.AddConstraint(
             model_name='roundcandidate',
-            constraint=models.UniqueConstraint(fields=('round', 'prompt', 'generation', 'candidate_index'), name='round_candidate_unique'),
+            constraint=models.UniqueConstraint(fields=('round', 'prompt', 'sampled_from', 'candidate_index'), name='round_candidate_unique'),
         ),
         migrations.AddConstraint(
             model_name='roundpair',
@@ -424,7 +443,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='roundsettings',
-            constraint=models.CheckConstraint(condition=models.Q(('n__gte', 1)), name='round_settings_n_gte_1'),
+            constraint=models.CheckConstraint(condition=models.Q(('candidates_per_prompt__gte', 1)), name='round_settings_candidates_gte_1'),
         ),
         migrations.AddConstraint(
             model_name='roundsettings',

@@ -83,3 +83,23 @@ def test_a_database_half_way_through_a_chain_does_not_count_as_squashed(monkeypa
     recorded = {(a, name) for a, names in RELEASED.items() for name in names} | other_apps()
     executor = executor_over(recorded - {(app, RELEASED[app][-1])}, monkeypatch)
     assert (app, SQUASHES[app]) not in executor.loader.applied_migrations
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("app", sorted(RELEASED))
+def test_migrate_refuses_a_database_half_way_through_a_chain(monkeypatch, app):
+    """Django alone plans nothing for such a database and says nothing; the house check
+    (core.checks, run by `migrate`) names what is missing."""
+    from core.checks import squashed_chains_complete
+
+    everything = {(a, name) for a, names in RELEASED.items() for name in names} | other_apps()
+    half_way = everything - {(app, RELEASED[app][-1])}
+    monkeypatch.setattr(MigrationRecorder, "applied_migrations", lambda self: dict.fromkeys(half_way))
+    errors = squashed_chains_complete(databases=["default"])
+    assert [e.id for e in errors] == ["core.E001"]
+    assert SQUASHES[app] in errors[0].msg and RELEASED[app][-1] in errors[0].msg
+    for recorded in (everything, other_apps(), everything | set(EARLIER_SQUASHES)):
+        monkeypatch.setattr(
+            MigrationRecorder, "applied_migrations", lambda self, r=recorded: dict.fromkeys(r)
+        )
+        assert squashed_chains_complete(databases=["default"]) == []

@@ -10,23 +10,12 @@ import pytest
 from safetensors.torch import load_file
 
 from training.ml.checkpoints import dir_sha256
-from training.ml.dpo import DPOUpdateConfig, PolicyPair, dpo_update
+from training.ml.dpo import dpo_update
 from training.ml.optimizer_state import OPTIMIZER_FILE, OPTIMIZER_META
 from training.ml.policy import load_policy
 from training.ml.tiny import save_tiny_policy
 
-PAIRS = [
-    PolicyPair(
-        prompt=[{"role": "user", "content": f"Question {i}: what colour is the sky?"}],
-        chosen="The sky is blue.",
-        rejected="Go away, dog.",
-    )
-    for i in range(4)
-]
-
-CONFIG = DPOUpdateConfig(
-    beta=0.1, learning_rate=1e-3, batch_size=2, max_steps=2, max_length=128, max_prompt_length=64, seed=0
-)
+from .test_dpo import CONFIG, PAIRS  # four sky pairs; 2 steps of 2 pairs
 
 
 @pytest.fixture(scope="module")

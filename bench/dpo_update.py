@@ -8,9 +8,10 @@ response, the policy's tokenizer), taken in file order from the HH harmless file
 default_policy_dir), or a tiny model built in code with `--tiny` (a smoke run: seconds).
 
 The reference is the policy's own folder, as in a lineage's first round: the full update loads
-it as a second model, the LoRA update computes it with the adapter disabled. Later rounds of a
-LoRA lineage load the reference too (training.ml.dpo), so LoRA's memory saving there is the
-optimiser's state and the gradients only.
+it, precomputes its log-probabilities and drops it before training (`precompute_reference`, the
+default), the LoRA update computes them with the adapter disabled. Later rounds of a LoRA
+lineage load the reference too (training.ml.dpo), so LoRA's saving is in the gradients and
+the optimiser's state, and in the peak while the reference is loaded.
 
 Step time: the median over steps 2..N (the first step pays for warm-up and is shown apart).
 Peak RSS: the child process's own (getrusage). Learning rates: 5e-6 full (the round default),

@@ -54,6 +54,12 @@ def other_apps() -> set[tuple[str, str]]:
     return {key for key in MigrationLoader(None).graph.nodes if key[0] not in RELEASED}
 
 
+def unreleased() -> set[tuple[str, str]]:
+    """The released apps' migrations after their squash (the next release's, not squashed yet)."""
+    graph = MigrationLoader(None).graph
+    return {key for key in graph.nodes if key[0] in RELEASED} - set(SQUASHES.items())
+
+
 @pytest.mark.parametrize("with_earlier_squashes", [False, True])
 def test_a_database_at_the_end_of_the_released_chains_has_nothing_to_migrate(
     monkeypatch, with_earlier_squashes
@@ -64,8 +70,10 @@ def test_a_database_at_the_end_of_the_released_chains_has_nothing_to_migrate(
     executor = executor_over(recorded, monkeypatch)
     leaves = executor.loader.graph.leaf_nodes()
     assert {app for app, _ in leaves} >= set(RELEASED)
-    assert executor.migration_plan(leaves) == []
-    assert {key for key in executor.loader.graph.nodes if key[0] in RELEASED} == set(SQUASHES.items())
+    assert {(m.app_label, m.name) for m, _ in executor.migration_plan(leaves)} == unreleased()
+    assert {key for key in executor.loader.graph.nodes if key[0] in RELEASED} == set(
+        SQUASHES.items()
+    ) | unreleased()
     assert set(SQUASHES.items()) <= set(executor.loader.applied_migrations)
 
 
@@ -73,7 +81,7 @@ def test_a_fresh_database_builds_each_app_from_its_one_squash(monkeypatch):
     executor = executor_over(set(), monkeypatch)
     plan = [m for m, _ in executor.migration_plan(executor.loader.graph.leaf_nodes())]
     ours = [(m.app_label, m.name) for m in plan if m.app_label in RELEASED]
-    assert ours == list(SQUASHES.items())
+    assert [key for key in ours if key not in unreleased()] == list(SQUASHES.items())
 
 
 @pytest.mark.parametrize("app", sorted(RELEASED))

@@ -90,6 +90,7 @@ class RoundSettingsForm(forms.ModelForm):
             "eval_max_new_tokens": "Evaluation max new tokens",
             "eval_priority": "Evaluation queue priority",
             "kl_budget": "KL budget (pause the schedule above it)",
+            "update_method": "Policy update method",
         }
         help_texts = {
             "priority": (
@@ -109,6 +110,11 @@ class RoundSettingsForm(forms.ModelForm):
         if not self.is_bound:
             config = self.instance.reward_config or {}
             self.initial["reward_config"] = json.dumps(config, indent=1) if config else ""
+        # Added after the form's other fields: a post without it keeps the current method.
+        self.fields["update_method"].required = False
+
+    def clean_update_method(self) -> str:
+        return self.cleaned_data.get("update_method") or self.instance.update_method
 
     def clean_reward_config(self) -> dict:
         """JSON object → the reward-model run's overrides, checked with its rules (field errors)."""

@@ -6,6 +6,17 @@ checkpointing off, `use_cpu`), passes the reference policy explicitly (loaded fr
 so nothing is rebuilt from a model held only in memory), reports progress, honours
 cancellation between steps, and writes the new checkpoint atomically. The trainer's own
 scratch output goes to a temporary folder that is removed afterwards.
+
+Two update methods (`DPOUpdateConfig.method`):
+- "full": every weight trains. AdamW's state is saved in the new checkpoint's folder and, when
+  a later update trains that checkpoint, loaded into the trainer's freshly built optimiser
+  (`create_optimizer`, before the first step) so Adam's moments continue
+  (`training.ml.optimizer_state`); the metrics say "resumed" or "fresh" and why.
+- "lora": a LoRA adapter (peft) on every linear layer trains, then is merged into the weights,
+  so the checkpoint is a plain full model that everything loading a policy reads as before.
+  When the reference is the policy being trained (the same folder: a lineage's first round),
+  it is the adapter-disabled model, with no second model in memory; otherwise the reference is
+  loaded as with "full", so the objective (a fixed reference) does not change with the method.
 """
 
 from __future__ import annotations
@@ -21,6 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from training.ml.optimizer_state import (
+    ResumeOutcome,
+    optimizer_state_load,
+    optimizer_state_save,
+    optimizer_steps,
+)
 from training.ml.policy import DPOUpdateConfig, load_tokenizer, save_policy
 from training.ml.records import TrainingCancelled, TrainingError, TrainingProgress
 
@@ -57,7 +74,10 @@ class DPOResult:
 
     metrics   loss (mean over the run), final_loss (last logged step), reward_accuracy and
               reward_margin (TRL's implicit-reward accuracy and chosen-minus-rejected margin,
-              averaged over logged steps), train_seconds, pairs_used, pairs_skipped.
+              averaged over logged steps), train_seconds, pairs_used, pairs_skipped;
+              update_method, trainable_params, reference ("loaded" or "adapter_disabled"),
+              optimizer_state ("resumed" or "fresh"), optimizer_state_reason (why fresh),
+              optimizer_steps (Adam's step count after the update, resumed steps included).
     steps     optimiser steps taken.
     """
 
@@ -154,6 +174,18 @@ def _trainer_class():
     from trl import DPOTrainer
 
     class _DPOTrainer(DPOTrainer):
+        # Set before train(): the folder whose saved optimiser state to resume, and the outcome.
+        optimizer_resume_from: Path | None = None
+        optimizer_outcome: ResumeOutcome | None = None
+
+        def create_optimizer(self, model=None):
+            optimizer = super().create_optimizer(model)
+            if self.optimizer_resume_from is not None and self.optimizer_outcome is None:
+                self.optimizer_outcome = optimizer_state_load(
+                    optimizer, model if model is not None else self.model, self.optimizer_resume_from
+                )
+            return optimizer
+
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             if OPEN_COLUMNS[0] not in dataset.column_names:
@@ -248,6 +280,56 @@ def _run_metrics(trainer, output, *, train_seconds: float, used: int, skipped: i
     }
 
 
+def _same_folder(a: Path | str, b: Path | str) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _models(policy_dir, reference_dir, config: DPOUpdateConfig):
+    """(policy, reference or None, peft LoraConfig or None) for the trainer.
+
+    "lora" with the reference being the policy's own folder: no reference model, TRL computes
+    the reference log-probabilities with the adapter disabled. Any other reference is loaded."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    def load(path):
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+
+    policy = load(policy_dir)
+    if config.method != "lora":
+        return policy, load(reference_dir), None
+    from peft import LoraConfig
+
+    peft_config = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    reference = None if _same_folder(policy_dir, reference_dir) else load(reference_dir)
+    return policy, reference, peft_config
+
+
+def _update_metrics(trainer, model, config: DPOUpdateConfig, *, reference_loaded: bool) -> dict:
+    """What the update method did: trainable weights, the reference, the optimiser state."""
+    outcome = trainer.optimizer_outcome
+    if config.method == "lora":
+        outcome = ResumeOutcome("fresh", "LoRA: each update trains a new adapter, merged when saved")
+    elif outcome is None:
+        outcome = ResumeOutcome("fresh", "the optimiser was never built")
+    out = {
+        "update_method": config.method,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "reference": "loaded" if reference_loaded else "adapter_disabled",
+        "optimizer_state": outcome.state,
+        "optimizer_steps": optimizer_steps(getattr(trainer.optimizer, "optimizer", trainer.optimizer)),
+    }
+    if outcome.reason:
+        out["optimizer_state_reason"] = outcome.reason
+    return out
+
+
 def dpo_update(
     policy_dir: Path | str,
     reference_dir: Path | str,
@@ -262,13 +344,14 @@ def dpo_update(
 
     Pairs whose `kind` (if they have one) is "tie" or "both_bad" carry no preference and are
     left out, as are pairs whose prompt cannot fit `config.max_prompt_length`. `output_dir`
-    must not exist; it is written only when training finished. Raises TrainingError when no
+    must not exist; it is written only when training finished (with the optimiser's state for a
+    "full" update, resumed from `policy_dir`'s own when it fits). Raises TrainingError when no
     usable pair is left, TrainingCancelled when `should_stop()` returns True between steps
     (then nothing is written).
     """
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, PrinterCallback
+    from transformers import PrinterCallback
 
     output_dir = Path(output_dir)
     if output_dir.exists():
@@ -286,8 +369,8 @@ def dpo_update(
     if should_stop and should_stop():
         raise TrainingCancelled("policy update cancelled before it started")
 
-    policy = AutoModelForCausalLM.from_pretrained(str(policy_dir), dtype=torch.float32)
-    reference = AutoModelForCausalLM.from_pretrained(str(reference_dir), dtype=torch.float32)
+    policy, reference, peft_config = _models(policy_dir, reference_dir, config)
+    reference_loaded = reference is not None
     hooks = _hooks(on_progress, should_stop)
     with tempfile.TemporaryDirectory(prefix="dpo-scratch-") as scratch, warnings.catch_warnings():
         # transformers 5 renames gradient_checkpointing; TRL's config still sets it (to False here)
@@ -299,6 +382,7 @@ def dpo_update(
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             callbacks=[hooks],
+            peft_config=peft_config,
         )
         trainer.remove_callback(PrinterCallback)  # progress goes through on_progress, not stdout
         # The reference's log-probabilities are in the dataset now (precompute_ref_log_probs):
@@ -307,14 +391,23 @@ def dpo_update(
             trainer.ref_model = None
             del reference
             gc.collect()
+        if peft_config is None:
+            trainer.optimizer_resume_from = Path(policy_dir)
         started = time.perf_counter()
         output = trainer.train()
         train_seconds = time.perf_counter() - started
         metrics = _run_metrics(trainer, output, train_seconds=train_seconds, used=len(rows), skipped=skipped)
         steps = int(trainer.state.global_step)
         model = trainer.accelerator.unwrap_model(trainer.model)
+        metrics.update(_update_metrics(trainer, model, config, reference_loaded=reference_loaded))
+        optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate's wrapper
 
-    checkpoint = save_policy(model, tokenizer, output_dir)
+    if peft_config is not None:
+        checkpoint = save_policy(model.merge_and_unload(), tokenizer, output_dir)
+    else:
+        checkpoint = save_policy(
+            model, tokenizer, output_dir, extra=lambda folder: optimizer_state_save(optimizer, model, folder)
+        )
     logger.info(
         "DPO update: %d steps in %.1f s, loss %.4f -> %s", steps, train_seconds, metrics["loss"], output_dir
     )

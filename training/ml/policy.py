@@ -20,6 +20,7 @@ from training.ml.checkpoints import atomic_output_dir, dir_sha256
 __all__ = [
     "DPOUpdateConfig",
     "GenerationParams",
+    "UPDATE_METHODS",
     "SavedPolicy",
     "load_policy",
     "load_tokenizer",
@@ -65,6 +66,9 @@ class GenerationParams:
         return asdict(self)
 
 
+UPDATE_METHODS = ("full", "lora")
+
+
 @dataclass(frozen=True)
 class DPOUpdateConfig:
     """One iterative-DPO policy update (TRL's DPOTrainer, sigmoid loss).
@@ -87,6 +91,13 @@ class DPOUpdateConfig:
     precompute_reference  the reference's log-probabilities computed once before training, then
                        the reference model freed (False: kept, one reference pass per step;
                        bench/dpo_update.py's baseline).
+    method             "full" (every weight trained; AdamW's state is saved with the checkpoint
+                       and resumed by the next update of it) or "lora" (a LoRA adapter on every
+                       linear layer, `peft`; merged into the saved weights, so the checkpoint is
+                       a plain full model; no optimiser state is carried, each update's adapter
+                       is new).
+    lora_rank          LoRA's rank r (method "lora").
+    lora_alpha         LoRA's scale numerator: the adapter's update is scaled by alpha / r.
     """
 
     beta: float = 0.1
@@ -100,6 +111,9 @@ class DPOUpdateConfig:
     threads: int | None = None
     micro_batch_size: int = 2
     precompute_reference: bool = True
+    method: str = "full"
+    lora_rank: int = 16
+    lora_alpha: int = 32
 
     def __post_init__(self):
         if self.beta <= 0:
@@ -122,6 +136,10 @@ class DPOUpdateConfig:
             d for d in range(1, min(self.micro_batch_size, self.batch_size) + 1) if self.batch_size % d == 0
         )
         return micro, self.batch_size // micro
+        if self.method not in UPDATE_METHODS:
+            raise ValueError(f"method must be one of {', '.join(UPDATE_METHODS)}, not {self.method!r}")
+        if self.lora_rank < 1 or self.lora_alpha < 1:
+            raise ValueError("lora_rank and lora_alpha must be at least 1")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -163,10 +181,15 @@ def load_policy(model_dir: Path | str, *, threads: int | None = None):
     return model, tokenizer
 
 
-def save_policy(model, tokenizer, output_dir: Path) -> SavedPolicy:
-    """Write model + tokenizer to `output_dir` atomically (it must not exist yet); return its hash."""
+def save_policy(model, tokenizer, output_dir: Path, *, extra=None) -> SavedPolicy:
+    """Write model + tokenizer to `output_dir` atomically (it must not exist yet); return its hash.
+
+    `extra(folder)`, when given, writes more files into the folder before it is renamed into
+    place (the optimiser state): they are part of the checkpoint and of its hash."""
     output_dir = Path(output_dir)
     with atomic_output_dir(output_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(Path(tmp))
     return SavedPolicy(path=output_dir, sha256=dir_sha256(output_dir))

@@ -42,6 +42,10 @@ class RoundSettings(models.Model):
         ENSEMBLE = "ensemble", "The pair the reward model's head ensemble disagrees about most (ε-greedy)"
         RANDOM = "random", "A random pair (baseline)"
 
+    class UpdateMethod(models.TextChoices):
+        FULL = "full", "Full fine-tune (AdamW's state carried to the next update of the checkpoint)"
+        LORA = "lora", "LoRA adapter (peft), merged into the saved weights"
+
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="round_settings")
     # Round config.
     prompts_per_round = models.PositiveIntegerField(default=32)
@@ -90,6 +94,13 @@ class RoundSettings(models.Model):
     dpo_epochs = models.PositiveSmallIntegerField(default=2)
     dpo_batch_size = models.PositiveSmallIntegerField(default=4)
     dpo_max_steps = models.PositiveIntegerField(null=True, blank=True)
+    update_method = models.CharField(
+        max_length=8,
+        choices=UpdateMethod.choices,
+        default=UpdateMethod.FULL,
+        help_text="How the policy update trains: every weight, or a LoRA adapter merged when saved "
+        "(LoRA usually wants a learning rate about 10× a full fine-tune's).",
+    )
     reward_config = models.JSONField(
         default=dict, blank=True, help_text="Overrides for the reward-model run a round starts first."
     )

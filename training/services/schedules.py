@@ -50,7 +50,7 @@ GATES_CHECK_MINUTES = 1
 EDITABLE_FIELDS = (
     "prompts_per_round", "candidates_per_prompt", "temperature", "top_p", "max_new_tokens",
     "toxicity_threshold", "toxicity_lambda", "blocklist", "pairs_to_publish", "strategy", "priority",
-    "beta", "learning_rate", "dpo_epochs", "dpo_batch_size", "dpo_max_steps", "reward_config",
+    "beta", "learning_rate", "dpo_epochs", "dpo_batch_size", "dpo_max_steps", "update_method", "reward_config",
     "enabled", "every_hours", "cron", "min_new_preferences",
     "policy_gate", "gate_threshold", "gate_min_votes", "eval_judge", "eval_prompts", "eval_samples",
     "eval_max_new_tokens", "eval_priority", "kl_budget", "keep_checkpoints",
@@ -210,6 +210,7 @@ def round_settings_update(*, project: Project, **fields) -> RoundSettings:
             epochs=row.dpo_epochs,
             batch_size=row.dpo_batch_size,
             max_steps=row.dpo_max_steps,
+            method=row.update_method,
         )
         row.full_clean(exclude=["project", "periodic_task"])
     except ValueError as exc:

@@ -25,6 +25,7 @@ CONFIG_FIELDS = (
     "dpo_epochs",
     "dpo_batch_size",
     "dpo_max_steps",
+    "update_method",
     "reward_config",
     "missing_eos_penalty",
     "vote_max_uses",

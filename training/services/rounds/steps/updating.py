@@ -2,7 +2,9 @@
 (`_policy_pairs`). The new policy is written
 through `atomic_output_dir` and its row recorded once (a folder no row points at is a crash
 leftover and is removed first), so a rerun after a crash trains again from scratch and a rerun
-after the row was recorded does nothing."""
+after the row was recorded does nothing. The update method is the round's `update_method`; a
+full update resumes the AdamW state saved in the input checkpoint's own folder (so after a
+rollback, the current checkpoint's), and its DPO metrics say whether it did."""
 
 from __future__ import annotations
 
@@ -185,6 +187,7 @@ def _dpo_config(r: RLHFRound):
         batch_size=int(c.get("dpo_batch_size", 4)),
         max_steps=c.get("dpo_max_steps") or None,
         seed=r.seed % (2**31),
+        method=c.get("update_method", "full"),  # rounds made before the setting trained in full
     )
 
 

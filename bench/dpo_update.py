@@ -1,4 +1,6 @@
-"""What a DPO policy update costs on this machine: full fine-tune against LoRA (peft).
+"""What a DPO policy update costs on this machine: full fine-tune against LoRA (peft), and the
+full fine-tune the old way (the baseline: reference kept in memory and run at every step, the
+whole batch in one pass).
 
 Each method runs in its own fresh subprocess (so the peak RSS is that method's alone):
 `--steps` optimiser steps of `training.ml.dpo.dpo_update` (the round's update, TRL's
@@ -20,8 +22,13 @@ Peak RSS: the child process's own (getrusage). Learning rates: 5e-6 full (the ro
     .venv/bin/python -m bench.dpo_update --tiny       # proves it works
     .venv/bin/python -m bench.dpo_update              # SmolLM2, 6 steps of 4 pairs of ~300 tokens
 
-Last line: `bench dpo_update: full_step_s=... lora_step_s=... ratio=... full_rss_mb=...
-lora_rss_mb=...` (ratio = lora_step_s / full_step_s).
+"update s" is the whole `dpo_update` call (loading, the reference pass, training, saving): the
+precomputed reference's pass is not inside the step times, so compare whole updates across the
+kept and full rows.
+
+Last line: `bench dpo_update: kept_update_s=... full_update_s=... lora_update_s=...
+full_step_s=... lora_step_s=... ratio=... kept_rss_mb=... full_rss_mb=... lora_rss_mb=...`
+(ratio = lora_step_s / full_step_s).
 """
 
 from __future__ import annotations
@@ -38,8 +45,18 @@ from pathlib import Path
 
 from bench.common import REPO_ROOT, fmt, hh_pairs, peak_rss_mb, print_table
 
-METHODS = ("full", "lora")
-LEARNING_RATE = {"full": 5e-6, "lora": 5e-5}
+METHODS = ("kept", "full", "lora")
+# kept: the full update as it was before precompute_reference and micro-batches (the baseline)
+CONFIG = {
+    "kept": {
+        "method": "full",
+        "learning_rate": 5e-6,
+        "precompute_reference": False,
+        "micro_batch_size": 10**6,
+    },
+    "full": {"method": "full", "learning_rate": 5e-6},
+    "lora": {"method": "lora", "learning_rate": 5e-5},
+}
 RESULT_MARK = "RESULT "
 
 
@@ -75,14 +92,13 @@ def child(args) -> None:
     pairs = pairs_of_length(load_tokenizer(policy), args.steps * args.batch, args.tokens)
     config = DPOUpdateConfig(
         beta=0.1,
-        learning_rate=LEARNING_RATE[args.child],
         batch_size=args.batch,
         max_steps=args.steps,
         max_length=int(args.tokens * 1.25),
         max_prompt_length=args.tokens,
         seed=0,
         threads=args.threads,
-        method=args.child,
+        **CONFIG[args.child],
     )
     marks: list[float] = []
 
@@ -90,7 +106,9 @@ def child(args) -> None:
         marks.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory(prefix="bench-dpo-") as scratch:
+        started = time.perf_counter()
         result = dpo_update(policy, policy, pairs, config, Path(scratch) / "out", on_progress=on_progress)
+        update_s = time.perf_counter() - started
         saved_mb = sum(f.stat().st_size for f in result.model_dir.iterdir()) / 2**20
     steps = [b - a for a, b in zip(marks, marks[1:], strict=False)]  # marks[0]: train begin
     m = result.metrics
@@ -100,6 +118,7 @@ def child(args) -> None:
         "first_step_s": steps[0] if steps else float("nan"),
         "step_s": statistics.median(steps[1:]) if len(steps) > 1 else float("nan"),
         "train_s": m["train_seconds"],
+        "update_s": update_s,
         "peak_rss_mb": peak_rss_mb(),
         "trainable_params": m["trainable_params"],
         "reference": m["reference"],
@@ -145,6 +164,7 @@ def report(results: dict[str, dict], args, model: Path) -> None:
         "1st step s",
         "step s",
         "train s",
+        "update s",
         "peak RSS MB",
         "saved MB",
     ]
@@ -157,6 +177,7 @@ def report(results: dict[str, dict], args, model: Path) -> None:
             fmt(r["first_step_s"], 2),
             fmt(r["step_s"], 2),
             fmt(r["train_s"], 1),
+            fmt(r["update_s"], 1),
             fmt(r["peak_rss_mb"], 0),
             fmt(r["saved_mb"], 1),
             fmt(r["loss"], 4),
@@ -165,13 +186,19 @@ def report(results: dict[str, dict], args, model: Path) -> None:
         for r in results.values()
     ]
     print_table(headers, rows)
-    full, lora = results["full"], results["lora"]
+    kept, full, lora = results["kept"], results["full"], results["lora"]
     ratio = lora["step_s"] / full["step_s"] if full["step_s"] else float("nan")
     rss_ratio = lora["peak_rss_mb"] / full["peak_rss_mb"]
+    print(
+        f"full vs kept (the baseline, same run): whole update x{full['update_s'] / kept['update_s']:.2f}, "
+        f"peak RSS x{full['peak_rss_mb'] / kept['peak_rss_mb']:.2f}"
+    )
     print(f"LoRA vs full (same run): step time x{ratio:.2f}, peak RSS x{rss_ratio:.2f}")
     print(
-        f"bench dpo_update: full_step_s={full['step_s']:.3f} lora_step_s={lora['step_s']:.3f} "
-        f"ratio={ratio:.3f} full_rss_mb={full['peak_rss_mb']:.0f} lora_rss_mb={lora['peak_rss_mb']:.0f}"
+        f"bench dpo_update: kept_update_s={kept['update_s']:.1f} full_update_s={full['update_s']:.1f} "
+        f"lora_update_s={lora['update_s']:.1f} full_step_s={full['step_s']:.3f} lora_step_s={lora['step_s']:.3f} "
+        f"ratio={ratio:.3f} kept_rss_mb={kept['peak_rss_mb']:.0f} full_rss_mb={full['peak_rss_mb']:.0f} "
+        f"lora_rss_mb={lora['peak_rss_mb']:.0f}"
     )
 
 

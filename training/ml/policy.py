@@ -128,6 +128,10 @@ class DPOUpdateConfig:
             raise ValueError(f"max_steps must be at least 1 or None, not {self.max_steps}")
         if self.micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be at least 1, not {self.micro_batch_size}")
+        if self.method not in UPDATE_METHODS:
+            raise ValueError(f"method must be one of {', '.join(UPDATE_METHODS)}, not {self.method!r}")
+        if self.lora_rank < 1 or self.lora_alpha < 1:
+            raise ValueError("lora_rank and lora_alpha must be at least 1")
 
     @property
     def accumulation(self) -> tuple[int, int]:
@@ -136,10 +140,6 @@ class DPOUpdateConfig:
             d for d in range(1, min(self.micro_batch_size, self.batch_size) + 1) if self.batch_size % d == 0
         )
         return micro, self.batch_size // micro
-        if self.method not in UPDATE_METHODS:
-            raise ValueError(f"method must be one of {', '.join(UPDATE_METHODS)}, not {self.method!r}")
-        if self.lora_rank < 1 or self.lora_alpha < 1:
-            raise ValueError("lora_rank and lora_alpha must be at least 1")
 
     def as_dict(self) -> dict:
         return asdict(self)

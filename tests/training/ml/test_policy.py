@@ -47,6 +47,9 @@ def test_generation_params_reject_nonsense(kwargs):
         {"batch_size": 0},
         {"max_prompt_length": 512, "max_length": 512},
         {"max_steps": 0},
+        {"micro_batch_size": 0},
+        {"method": "sgd"},
+        {"method": "lora", "lora_rank": 0},
     ],
 )
 def test_dpo_config_rejects_nonsense(kwargs):

@@ -37,33 +37,46 @@ RESPONSE_FILLER = (
 HH_FILE = REPO_ROOT / "tests" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
 
-def hh_pairs() -> list[dict]:
-    """The HH harmless test pairs in file order, through the importer's parser, as
-    {messages, chosen, rejected, transcript}; pairs it refuses, with an empty side or the same
-    text on both sides, are left out."""
-    import gzip
+def hh_parse(lines) -> list[dict]:
+    """HH-RLHF lines through the importer's parser, as {index, messages, chosen, rejected,
+    transcript} (index: the line's position in `lines`); malformed pairs, pairs with no prompt
+    and pairs with the same text on both sides are left out, as the importer leaves them."""
     import json
 
     from annotation.formats import split_hh_pair
 
     out = []
-    with gzip.open(HH_FILE, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            try:
-                messages, chosen, rejected = split_hh_pair(row["chosen"], row["rejected"])
-            except ValueError:
-                continue
-            if chosen.strip() and rejected.strip() and chosen != rejected:
-                out.append(
-                    {
-                        "messages": messages,
-                        "chosen": chosen,
-                        "rejected": rejected,
-                        "transcript": row["chosen"],
-                    }
-                )
+    for i, line in enumerate(lines):
+        row = json.loads(line)
+        try:
+            messages, chosen, rejected = split_hh_pair(row["chosen"], row["rejected"])
+        except ValueError:
+            continue
+        if messages and chosen != rejected:
+            out.append(
+                {
+                    "index": i,
+                    "messages": messages,
+                    "chosen": chosen,
+                    "rejected": rejected,
+                    "transcript": row["chosen"],
+                }
+            )
     return out
+
+
+def hh_pairs() -> list[dict]:
+    """The HH harmless test pairs in file order (`hh_parse`), those with an empty side left out too."""
+    import gzip
+
+    with gzip.open(HH_FILE, "rt", encoding="utf-8") as fh:
+        rows = hh_parse(line for line in fh)
+    return [r for r in rows if r["chosen"].strip() and r["rejected"].strip()]
+
+
+def duel(a: float, b: float) -> float:
+    """One comparison's outcome for the side scored `a`: 1 win, 0.5 tie, 0 loss."""
+    return 1.0 if a > b else 0.5 if a == b else 0.0
 
 
 def filler_response(label: str, times: int) -> str:

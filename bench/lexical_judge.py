@@ -17,7 +17,6 @@ alt-profanity-check; requirements.txt names it for this use).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,19 +36,10 @@ class LexicalJudge:
 
 
 def _pairs(lines: Sequence[str]) -> list[tuple[str, str, str]]:
-    """(opening question, chosen, rejected) of each usable HH line."""
-    from annotation.formats import split_hh_pair
+    """(opening question, chosen, rejected) of each pair the oracle trains on too (bench.common.hh_parse)."""
+    from bench.common import hh_parse
 
-    out = []
-    for line in lines:
-        row = json.loads(line)
-        try:
-            messages, chosen, rejected = split_hh_pair(row["chosen"], row["rejected"])
-        except Exception:  # a malformed pair: the importer and the oracle skip it too
-            continue
-        if messages and chosen != rejected:
-            out.append((messages[0]["content"], chosen, rejected))
-    return out
+    return [(r["messages"][0]["content"], r["chosen"], r["rejected"]) for r in hh_parse(lines)]
 
 
 def lexical_judge_train(lines: Sequence[str], *, heldout_every: int = 10, c: float = 1.0) -> LexicalJudge:

@@ -52,7 +52,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import HH_FILE, database_recreate, database_url_with_name, fmt, peak_rss_mb, print_table  # noqa: E402
+from bench.common import (  # noqa: E402
+    HH_FILE,
+    database_recreate,
+    database_url_with_name,
+    duel,
+    fmt,
+    hh_parse,
+    peak_rss_mb,
+    print_table,
+)
 
 DB_NAME = "bench_loop"
 HUMAN, ASSISTANT = "\n\nHuman: ", "\n\nAssistant:"
@@ -95,19 +104,15 @@ def hh_split(args) -> dict[str, list]:
 
 def oracle_train(args, lines: list[str], out: Path):
     """The oracle: a reward model trained on the judge-training pairs only (own loop, MiniLM)."""
-    from annotation.formats import split_hh_pair
     from training.ml.records import PreferencePair
     from training.ml.reward import RewardConfig, train_reward_model
 
-    pairs = []
-    for i, line in enumerate(lines):
-        row = json.loads(line)
-        try:
-            messages, chosen, rejected = split_hh_pair(row["chosen"], row["rejected"])
-        except Exception:  # a malformed pair: the importer skips it too
-            continue
-        if messages and chosen != rejected:
-            pairs.append(PreferencePair(prompt=messages, chosen=chosen, rejected=rejected, pair_id=str(i)))
+    pairs = [
+        PreferencePair(
+            prompt=r["messages"], chosen=r["chosen"], rejected=r["rejected"], pair_id=str(r["index"])
+        )
+        for r in hh_parse(lines)
+    ]
     config = RewardConfig(
         epochs=args.rm_epochs, batch_size=16, max_length=args.rm_max_length, heldout_fraction=0.1
     )
@@ -316,9 +321,7 @@ def evaluate_all(
 def win_rate(ours: dict, base: dict):
     from training.ml.stats import win_rate_interval
 
-    outcomes = [
-        1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(ours["oracle"], base["oracle"], strict=True)
-    ]
+    outcomes = [duel(a, b) for a, b in zip(ours["oracle"], base["oracle"], strict=True)]
     return win_rate_interval(outcomes, ours["prompt"], resamples=2000, seed=0)
 
 
@@ -335,7 +338,7 @@ def best_of_n_ceiling(base: dict, args):
         best = max(idx, key=lambda i: base["proxy"][i])
         for j in idx:
             a, b = base["oracle"][best], base["oracle"][j]
-            outcomes.append(1.0 if a > b else 0.5 if a == b else 0.0)
+            outcomes.append(duel(a, b))
             groups.append(p)
     return win_rate_interval(outcomes, groups, resamples=2000, seed=0)
 

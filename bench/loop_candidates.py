@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import print_table  # noqa: E402
+from bench.common import duel, print_table  # noqa: E402
 
 
 def _sign(x: float) -> int:
@@ -61,9 +61,7 @@ def _ended_preferred(by_prompt: dict):
         for a, b in combinations(cands, 2):
             if a["ended"] != b["ended"]:
                 done, cut = (a, b) if a["ended"] else (b, a)
-                outcomes.append(
-                    1.0 if done["oracle"] > cut["oracle"] else 0.5 if done["oracle"] == cut["oracle"] else 0.0
-                )
+                outcomes.append(duel(done["oracle"], cut["oracle"]))
                 groups.append(p)
     return win_rate_interval(outcomes, groups, resamples=2000, seed=0)
 
@@ -100,7 +98,7 @@ def round_rows(project, oracle_path: str) -> tuple[list[list], dict]:
             worst = min(group, key=lambda c: c["shaped"])
             best_worst += best["oracle"] > worst["oracle"]
             for c in group:
-                best_of_n.append(1.0 if best["oracle"] > c["oracle"] else 0.5 if best is c else 0.0)
+                best_of_n.append(duel(best["oracle"], c["oracle"]))
                 groups.append(p)
         bw = wilson_interval(best_worst, len(by_prompt))
         bon = win_rate_interval(best_of_n, groups, resamples=2000, seed=0)

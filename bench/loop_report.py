@@ -32,11 +32,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import print_table  # noqa: E402
+from bench.common import duel, print_table  # noqa: E402
 
 
 def _outcomes(ours: list[float], base: list[float]) -> list[float]:
-    return [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(ours, base, strict=True)]
+    return [duel(a, b) for a, b in zip(ours, base, strict=True)]
 
 
 def _cell(est) -> str:

@@ -94,10 +94,14 @@ def judged(
 
 def report(results: dict, judge_lines: list[str], *, resamples: int = 2000) -> str:
     """Print the table and return the last line."""
+    from training.ml.stats import wilson_interval
+
     rows, figures, lexical = judged(results, judge_lines, resamples=resamples)
     base = results["base"]
+    acc = wilson_interval(lexical.heldout_accuracy * lexical.heldout_pairs, lexical.heldout_pairs)
     print(
-        f"lexical judge: held-out pair accuracy {lexical.heldout_accuracy:.3f} on {lexical.heldout_pairs} pairs "
+        f"lexical judge: held-out pair accuracy {acc.value:.3f} [{acc.low:.3f}, {acc.high:.3f}] "
+        f"on {lexical.heldout_pairs} pairs "
         f"(trained on {lexical.train_pairs}); base mean tokens {sum(base['tokens']) / len(base['tokens']):.0f}"
     )
     print_table(

@@ -349,6 +349,7 @@ def _settings_form(**overrides) -> dict:
         "eval_prompts": 32, "eval_samples": 2, "eval_max_new_tokens": 128, "eval_priority": 1000,
         "kl_budget": "", "keep_checkpoints": 3,
         "missing_eos_penalty": 1.0, "vote_max_uses": 2, "human_pairs_ratio": 0.5, "explore_rate": 0.1,
+        "unsafe_budget": "", "lambda_step": 5.0,
     }  # fmt: skip
     data.update(overrides)
     return data

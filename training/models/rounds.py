@@ -64,6 +64,16 @@ class RoundSettings(models.Model):
     toxicity_lambda = models.FloatField(
         default=1.0, help_text="λ in shaped = z(reward) − λ·p(unsafe); z in the reward model's sd units."
     )
+    unsafe_budget = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Adapt λ each round to keep the candidates' mean p(unsafe) under this rate "
+        "(Safe RLHF's Lagrangian; toxicity_lambda is the first round's λ). Empty: λ fixed.",
+    )
+    lambda_step = models.FloatField(
+        default=5.0,
+        help_text="With an unsafe budget: λ's change per round per unit of (unsafe rate − budget).",
+    )
     missing_eos_penalty = models.FloatField(
         default=1.0,
         help_text="Subtracted (in z units) from a candidate that hit the token limit; never DPO's chosen.",
@@ -169,6 +179,11 @@ class RoundSettings(models.Model):
                 condition=Q(candidates_per_prompt__gte=1), name="round_settings_candidates_gte_1"
             ),
             models.CheckConstraint(condition=Q(toxicity_lambda__gte=0), name="round_settings_lambda_gte_0"),
+            models.CheckConstraint(
+                condition=Q(unsafe_budget__isnull=True) | Q(unsafe_budget__gte=0, unsafe_budget__lte=1),
+                name="round_settings_unsafe_budget_rate",
+            ),
+            models.CheckConstraint(condition=Q(lambda_step__gt=0), name="round_settings_lambda_step_gt_0"),
             models.CheckConstraint(condition=Q(beta__gt=0), name="round_settings_beta_gt_0"),
         ]
 

@@ -49,7 +49,8 @@ GATES_CHECK_MINUTES = 1
 
 EDITABLE_FIELDS = (
     "prompts_per_round", "candidates_per_prompt", "temperature", "top_p", "max_new_tokens",
-    "toxicity_threshold", "toxicity_lambda", "blocklist", "pairs_to_publish", "strategy", "priority",
+    "toxicity_threshold", "toxicity_lambda", "unsafe_budget", "lambda_step", "blocklist", "pairs_to_publish",
+    "strategy", "priority",
     "beta", "learning_rate", "dpo_epochs", "dpo_batch_size", "dpo_max_steps", "update_method", "reward_config",
     "enabled", "every_hours", "cron", "min_new_preferences",
     "policy_gate", "gate_threshold", "gate_min_votes", "eval_judge", "eval_prompts", "eval_samples",
@@ -189,6 +190,12 @@ def round_settings_update(*, project: Project, **fields) -> RoundSettings:
         )
     if not 0 <= row.toxicity_threshold <= 1:
         raise ServiceError("The toxicity threshold is a probability between 0 and 1.", code=ErrorCode.INVALID)
+    if row.unsafe_budget is not None and not 0 <= row.unsafe_budget <= 1:
+        raise ServiceError(
+            "The unsafe budget is a rate between 0 and 1 (empty: λ stays fixed).", code=ErrorCode.INVALID
+        )
+    if row.lambda_step <= 0:
+        raise ServiceError("The λ step size must be above 0.", code=ErrorCode.INVALID)
     if not isinstance(row.reward_config, dict):
         raise ServiceError("reward_config must be a JSON object.", code=ErrorCode.INVALID)
     from training.services.reward_models.config import overrides_clean

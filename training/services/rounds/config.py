@@ -16,6 +16,8 @@ CONFIG_FIELDS = (
     "max_new_tokens",
     "toxicity_threshold",
     "toxicity_lambda",
+    "unsafe_budget",
+    "lambda_step",
     "blocklist",
     "pairs_to_publish",
     "strategy",

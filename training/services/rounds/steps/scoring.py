@@ -15,9 +15,50 @@ POLICY_IN = RoundCandidate.SampledFrom.POLICY_IN
 
 
 def shaping_settings(r: RLHFRound) -> tuple[float, float]:
-    """(λ, missing_eos_penalty) of the round; a round made before they existed gets the defaults."""
+    """(λ, missing_eos_penalty) of the round; a round made before they existed gets the defaults.
+    With an unsafe budget, λ is the round's dual step (`round_dual_step`)."""
     c = r.config
-    return float(c.get("toxicity_lambda", 1.0)), float(c.get("missing_eos_penalty", 1.0))
+    eos_penalty = float(c.get("missing_eos_penalty", 1.0))
+    if c.get("unsafe_budget") is None:
+        return float(c.get("toxicity_lambda", 1.0)), eos_penalty
+    return float(round_dual_step(r)["lam"]), eos_penalty
+
+
+def round_dual_step(r: RLHFRound) -> dict:
+    """The round's λ from its unsafe budget (training.ml.safety_budget: Safe RLHF's Lagrangian
+    update). It starts from the λ of the project's latest earlier round that took a dual step and
+    succeeded (the first such round starts from `toxicity_lambda`), steps by the mean p(unsafe) of
+    this round's own candidates, and is computed once: kept in `metrics["lagrangian"]`, so the
+    new policy's candidates (publishing) and a resumed round shape with the same λ."""
+    from training.ml.safety_budget import dual_step
+
+    if "lagrangian" in r.metrics:
+        return r.metrics["lagrangian"]
+    c = r.config
+    previous = (
+        RLHFRound.objects.filter(
+            project_id=r.project_id, number__lt=r.number, status="succeeded", metrics__has_key="lagrangian"
+        )
+        .order_by("-number")
+        .values_list("metrics", flat=True)
+        .first()
+    )
+    start = float(previous["lagrangian"]["lam"]) if previous else float(c.get("toxicity_lambda", 1.0))
+    rows = list(
+        RoundCandidate.objects.filter(round=r, sampled_from=POLICY_IN, toxicity__isnull=False)
+        .order_by("pk")
+        .values_list("toxicity", "prompt_id")
+    )
+    step = dual_step(
+        lam=start,
+        p_unsafe=[t for t, _ in rows],
+        groups=[p for _, p in rows],
+        budget=float(c["unsafe_budget"]),
+        step=float(c.get("lambda_step", 5.0)),
+        seed=r.seed % (2**31),
+    )
+    r.metrics["lagrangian"] = step.as_dict()
+    return r.metrics["lagrangian"]
 
 
 def candidates_score(r: RLHFRound, rep: RoundReporter, *, step: str, sampled_from: str) -> None:

@@ -179,8 +179,23 @@ def round_one(project, sim, args, rounds_service):
 
 
 def offline_baseline(project, rounds, args, models_dir: Path):
+    from training.ml.dpo import dpo_update
+    from training.services.rounds.steps.updating import _dpo_config
+
+    pairs, want, generate_s = offline_pairs(project, rounds, args)
+    base = rounds[0].policy_in
+    t0 = time.perf_counter()
+    result = dpo_update(base.path, base.path, pairs, _dpo_config(rounds[-1]), models_dir / "offline")
+    return result.model_dir, len(pairs), want, time.perf_counter() - t0 + generate_s
+
+
+def offline_pairs(project, rounds, args, *, sample_more: bool = True):
+    """As many DPO pairs as the rounds trained on (at most one a prompt), every one sampled from
+    the base on the rounds' prompts: best vs worst by the last round's shaped reward, blocked and
+    truncated candidates handled as the round handles them. (pairs, pairs wanted, seconds spent
+    sampling). `sample_more=False`: round 1's candidates only (no sampling)."""
     from annotation.models import Prompt
-    from training.ml.dpo import PolicyPair, dpo_update
+    from training.ml.dpo import PolicyPair
     from training.ml.generation import LocalTransformersBackend
     from training.ml.pair_selection import Candidate, best_vs_worst
     from training.ml.policy import GenerationParams
@@ -188,7 +203,6 @@ def offline_baseline(project, rounds, args, models_dir: Path):
     from training.ml.safety import load_toxicity
     from training.ml.shaping import shaped_terms
     from training.models import RoundCandidate
-    from training.services.rounds.steps.updating import _dpo_config
     from training.services.scoring import reward_score_normalised
 
     last = rounds[-1]
@@ -214,7 +228,7 @@ def offline_baseline(project, rounds, args, models_dir: Path):
     groups.extend((m, cands) for m, cands in by_prompt.values())
     more = [pid for r in rounds[1:] for pid in r.prompt_ids]
     generate_s = 0.0
-    if more and len(groups) < want:
+    if sample_more and more and len(groups) < want:
         backend = LocalTransformersBackend(base.path, batch_size=args.batch_size)
         messages = dict(Prompt.objects.filter(pk__in=more).values_list("pk", "messages"))
         t0 = time.perf_counter()
@@ -255,11 +269,7 @@ def offline_baseline(project, rounds, args, models_dir: Path):
                     rejected_truncated=rejected.truncated,
                 )
             )
-    pairs = pairs[: max(1, want)]
-    config = _dpo_config(last)
-    t0 = time.perf_counter()
-    result = dpo_update(base.path, base.path, pairs, config, models_dir / "offline")
-    return result.model_dir, len(pairs), want, time.perf_counter() - t0 + generate_s
+    return pairs[: max(1, want)], want, generate_s
 
 
 def eval_samples(path, prompts: list[list[dict]], args, max_new_tokens: int):

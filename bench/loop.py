@@ -239,7 +239,9 @@ def offline_pairs(project, rounds, args, *, sample_more: bool = True):
             for pid, g in zip(more, out, strict=True)
         )
         del backend
-    lam, eos_penalty = float(c.get("toxicity_lambda", 1.0)), float(c.get("missing_eos_penalty", 1.0))
+    # The λ the last round shaped with (its metrics: with an unsafe budget it is the round's dual step).
+    lam = float(last.metrics.get("toxicity_lambda", c.get("toxicity_lambda", 1.0)))
+    eos_penalty = float(c.get("missing_eos_penalty", 1.0))
     harm = load_toxicity(last.reward_model.safety_path or None)
     # Blocked as the round blocks: by p(unsafe) only when its harm model may (round_safety).
     may_block = harm_may_block(last.reward_model.safety_source, last.reward_model.safety_metrics)["blocks"]

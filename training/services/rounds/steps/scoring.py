@@ -5,6 +5,7 @@ Publishing scores the new policy's candidates with the same `candidates_score`."
 
 from __future__ import annotations
 
+from core.jobs import JobStatus
 from training.ml.round_metrics import CandidateStats, round_metrics
 from training.models import RLHFRound, RoundCandidate
 from training.services.policies import policy_dir_verified
@@ -37,7 +38,10 @@ def round_dual_step(r: RLHFRound) -> dict:
     c = r.config
     previous = (
         RLHFRound.objects.filter(
-            project_id=r.project_id, number__lt=r.number, status="succeeded", metrics__has_key="lagrangian"
+            project_id=r.project_id,
+            number__lt=r.number,
+            status=JobStatus.SUCCEEDED,
+            metrics__has_key="lagrangian",
         )
         .order_by("-number")
         .values_list("metrics", flat=True)

@@ -374,7 +374,8 @@ def _scored_round(project, number: int, prompts: list) -> RLHFRound:
         policy_in=policy,
         reference=policy,
         prompt_ids=[p.pk for p in prompts],
-        config={"pairs_to_publish": 16, "strategy": "uncertain", "priority": 100},
+        # No exploration: its draw is seeded by the prompt's id, which depends on what ran before.
+        config={"pairs_to_publish": 16, "strategy": "uncertain", "priority": 100, "explore_rate": 0.0},
     )
     for p in prompts:
         for i in range(2):

@@ -79,12 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)  # the loop's database may predate a migration
+    from core.jobs import JobStatus
     from training.ml.dpo import dpo_update
     from training.models import RewardModel, RLHFRound, RoundSettings
     from training.services.rounds.steps.updating import _dpo_config
 
     oracle_rm = RewardModel.objects.filter(project__slug="bench-loop-oracle").first()
-    r1 = RLHFRound.objects.filter(project__slug="bench-loop", number=1, status="succeeded").first()
+    r1 = RLHFRound.objects.filter(project__slug="bench-loop", number=1, status=JobStatus.SUCCEEDED).first()
     if oracle_rm is None or r1 is None or not Path(oracle_rm.artefact_path).is_dir():
         raise SystemExit(
             f"no finished bench/loop.py run in the database {DB_NAME!r} (run bench/loop.py first)"
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     models_dir = Path(oracle_rm.artefact_path).parent
     os.environ["MODELS_DIR"] = str(models_dir)
     project = r1.project
-    rounds = list(RLHFRound.objects.filter(project=project, status="succeeded").order_by("number"))
+    rounds = list(RLHFRound.objects.filter(project=project, status=JobStatus.SUCCEEDED).order_by("number"))
     pairs, _want, _ = offline_pairs(project, rounds, loop_args, sample_more=False)
     base_path = r1.policy_in.path
     default_lr = RoundSettings._meta.get_field("learning_rate").default
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {result.steps} steps, {updates[name]['seconds']:.0f} s", file=sys.stderr)
 
     prompts = [[{"role": "user", "content": q}] for q in data["eval_prompts"]]
-    harm_dir = r1.reward_model.safety_path if r1.reward_model.safety_source == "learned" else ""
+    last_rm = rounds[-1].reward_model  # the models that labelled the pairs, as in bench/loop.py
+    harm_dir = last_rm.safety_path if last_rm.safety_source == "learned" else ""
     results = evaluate_all(
         checkpoints, base_path, prompts, project, oracle_rm.artefact_path, harm_dir, loop_args,
         int(r1.config["max_new_tokens"]),
